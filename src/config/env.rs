@@ -1,0 +1,145 @@
+//! `REGKEEPER_*` environment overrides: one table, so the list in `check-config --env` and the
+//! README cannot drift from what is applied.
+
+use std::{path::PathBuf, str::FromStr};
+
+use super::{Config, ConfigError, TlsConfig};
+
+/// One overridable field: the variable, the config path it replaces, and how to apply it.
+pub struct EnvOverride {
+    pub var: &'static str,
+    pub field: &'static str,
+    apply: fn(&mut Config, &str) -> Result<(), String>,
+}
+
+fn parse<T: FromStr>(text: &str) -> Result<T, String>
+where
+    T::Err: std::fmt::Display,
+{
+    text.parse().map_err(|e: T::Err| e.to_string())
+}
+
+fn parse_bool(text: &str) -> Result<bool, String> {
+    match text.to_ascii_lowercase().as_str() {
+        "true" | "1" | "yes" => Ok(true),
+        "false" | "0" | "no" => Ok(false),
+        other => Err(format!("{other:?} is not a boolean (true/false)")),
+    }
+}
+
+fn tls(config: &mut Config) -> &mut TlsConfig {
+    config.tls.get_or_insert_with(|| TlsConfig {
+        cert: PathBuf::new(),
+        key: PathBuf::new(),
+    })
+}
+
+macro_rules! over {
+    ($var:literal, $field:literal, |$config:ident, $value:ident| $body:expr) => {
+        EnvOverride {
+            var: $var,
+            field: $field,
+            apply: |$config, $value| {
+                $body;
+                Ok(())
+            },
+        }
+    };
+}
+
+pub const ENV_OVERRIDES: &[EnvOverride] = &[
+    over!("REGKEEPER_LISTEN", "listen", |c, v| c.listen = parse(v)?),
+    over!("REGKEEPER_TLS_CERT", "tls.cert", |c, v| tls(c).cert =
+        v.into()),
+    over!("REGKEEPER_TLS_KEY", "tls.key", |c, v| tls(c).key = v.into()),
+    over!("REGKEEPER_UPSTREAM_URL", "upstream.url", |c, v| c
+        .upstream
+        .url =
+        parse(v)?),
+    over!(
+        "REGKEEPER_UPSTREAM_CA_BUNDLE",
+        "upstream.caBundle",
+        |c, v| c.upstream.ca_bundle = Some(v.into())
+    ),
+    over!(
+        "REGKEEPER_UPSTREAM_INSECURE_SKIP_VERIFY",
+        "upstream.insecureSkipVerify",
+        |c, v| c.upstream.insecure_skip_verify = parse_bool(v)?
+    ),
+    over!(
+        "REGKEEPER_UPSTREAM_ADVERTISED_HOSTS",
+        "upstream.advertisedHosts",
+        |c, v| c.upstream.advertised_hosts = v
+            .split(',')
+            .map(str::trim)
+            .filter(|h| !h.is_empty())
+            .map(String::from)
+            .collect()
+    ),
+    over!(
+        "REGKEEPER_UPSTREAM_POOL_MAX_IDLE",
+        "upstream.poolMaxIdle",
+        |c, v| c.upstream.pool_max_idle = parse(v)?
+    ),
+    over!("REGKEEPER_ADMIN_LISTEN", "admin.listen", |c, v| c
+        .admin
+        .listen =
+        parse(v)?),
+    over!("REGKEEPER_INDEX_PATH", "index.path", |c, v| c.index.path =
+        v.into()),
+    over!("REGKEEPER_TIMEOUTS_CONNECT", "timeouts.connect", |c, v| c
+        .timeouts
+        .connect =
+        parse(v)?),
+    over!(
+        "REGKEEPER_TIMEOUTS_UPSTREAM_RESPONSE",
+        "timeouts.upstreamResponse",
+        |c, v| c.timeouts.upstream_response = parse(v)?
+    ),
+    over!(
+        "REGKEEPER_TIMEOUTS_HEADER_READ",
+        "timeouts.headerRead",
+        |c, v| c.timeouts.header_read = parse(v)?
+    ),
+    over!(
+        "REGKEEPER_TIMEOUTS_POOL_IDLE",
+        "timeouts.poolIdle",
+        |c, v| c.timeouts.pool_idle = parse(v)?
+    ),
+    over!(
+        "REGKEEPER_TIMEOUTS_SHUTDOWN_GRACE",
+        "timeouts.shutdownGrace",
+        |c, v| c.timeouts.shutdown_grace = parse(v)?
+    ),
+    over!(
+        "REGKEEPER_LIMITS_MAX_HEADER_BYTES",
+        "limits.maxHeaderBytes",
+        |c, v| c.limits.max_header_bytes = parse(v)?
+    ),
+    over!("REGKEEPER_LOG_LEVEL", "log.level", |c, v| c.log.level =
+        v.into()),
+    over!("REGKEEPER_LOG_FORMAT", "log.format", |c, v| c.log.format =
+        parse(v)?),
+    over!("REGKEEPER_LOG_REQUESTS", "log.requests", |c, v| c
+        .log
+        .requests =
+        parse_bool(v)?),
+];
+
+/// Applies every override whose variable is set (and not empty).
+pub(super) fn apply(
+    config: &mut Config,
+    env: impl Fn(&str) -> Option<String>,
+) -> Result<(), ConfigError> {
+    for over in ENV_OVERRIDES {
+        let Some(value) = env(over.var).filter(|v| !v.is_empty()) else {
+            continue;
+        };
+        (over.apply)(config, &value).map_err(|message| ConfigError::Env {
+            var: over.var,
+            field: over.field,
+            message,
+        })?;
+    }
+    Ok(())
+}

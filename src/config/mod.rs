@@ -1,0 +1,331 @@
+//! The configuration model: serde structs with defaults, environment overrides and validation.
+//!
+//! Owns: reading the YAML file, `REGKEEPER_*` overrides, and every check that can be made before
+//! serving. May call: nothing else in the crate (other modules read the validated `Config`).
+
+mod duration;
+mod env;
+mod error;
+mod types;
+
+use std::{
+    net::SocketAddr,
+    path::{Path, PathBuf},
+};
+
+use serde::{Deserialize, Serialize};
+
+pub use duration::HumanDuration;
+pub use env::{ENV_OVERRIDES, EnvOverride};
+pub use error::ConfigError;
+pub use types::UpstreamUrl;
+
+/// The whole configuration file.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Config {
+    /// Address clients push to and pull from.
+    #[serde(default = "default_listen")]
+    pub listen: SocketAddr,
+    /// Serve the proxy over TLS (HTTP/2 offered by ALPN).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<TlsConfig>,
+    pub upstream: UpstreamConfig,
+    #[serde(default)]
+    pub admin: AdminConfig,
+    #[serde(default)]
+    pub index: IndexConfig,
+    #[serde(default)]
+    pub timeouts: Timeouts,
+    #[serde(default)]
+    pub limits: Limits,
+    #[serde(default)]
+    pub log: LogConfig,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct TlsConfig {
+    /// PEM certificate chain, leaf first.
+    pub cert: PathBuf,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1).
+    pub key: PathBuf,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct UpstreamConfig {
+    /// The registry regkeeper stands in front of, e.g. `https://registry.example.com`.
+    pub url: UpstreamUrl,
+    /// Extra PEM CA certificates trusted for the upstream, on top of the public web roots.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_bundle: Option<PathBuf>,
+    /// Accept any upstream certificate. For labs only: it makes the upstream impersonable.
+    #[serde(default)]
+    pub insecure_skip_verify: bool,
+    /// Other host names the upstream puts into absolute `Location`/`Link` URLs (e.g. Harbor's
+    /// `externalURL`), rewritten to the proxy's address like the URL's own host.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub advertised_hosts: Vec<String>,
+    /// Idle keep-alive connections kept per upstream host.
+    #[serde(default = "default_pool_max_idle")]
+    pub pool_max_idle: usize,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct AdminConfig {
+    /// Address of `/healthz`, `/readyz` and `/metrics`. Keep it off the public network.
+    #[serde(default = "default_admin_listen")]
+    pub listen: SocketAddr,
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        Self {
+            listen: default_admin_listen(),
+        }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct IndexConfig {
+    /// Directory of the embedded index database.
+    #[serde(default = "default_index_path")]
+    pub path: PathBuf,
+}
+
+impl Default for IndexConfig {
+    fn default() -> Self {
+        Self {
+            path: default_index_path(),
+        }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Timeouts {
+    /// Connecting to the upstream (TCP and TLS).
+    #[serde(default = "Timeouts::default_connect")]
+    pub connect: HumanDuration,
+    /// Until the upstream's response headers arrive. Bodies stream without a deadline.
+    #[serde(default = "Timeouts::default_upstream_response")]
+    pub upstream_response: HumanDuration,
+    /// A client must send its request headers (and finish TLS) within this time.
+    #[serde(default = "Timeouts::default_header_read")]
+    pub header_read: HumanDuration,
+    /// Idle upstream connections are closed after this time.
+    #[serde(default = "Timeouts::default_pool_idle")]
+    pub pool_idle: HumanDuration,
+    /// On SIGTERM/SIGINT, in-flight requests (uploads) get this long to finish.
+    #[serde(default = "Timeouts::default_shutdown_grace")]
+    pub shutdown_grace: HumanDuration,
+}
+
+impl Timeouts {
+    fn default_connect() -> HumanDuration {
+        HumanDuration::from_secs(5)
+    }
+    fn default_upstream_response() -> HumanDuration {
+        HumanDuration::from_secs(120)
+    }
+    fn default_header_read() -> HumanDuration {
+        HumanDuration::from_secs(30)
+    }
+    fn default_pool_idle() -> HumanDuration {
+        HumanDuration::from_secs(90)
+    }
+    fn default_shutdown_grace() -> HumanDuration {
+        HumanDuration::from_secs(30)
+    }
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Self {
+            connect: Self::default_connect(),
+            upstream_response: Self::default_upstream_response(),
+            header_read: Self::default_header_read(),
+            pool_idle: Self::default_pool_idle(),
+            shutdown_grace: Self::default_shutdown_grace(),
+        }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Limits {
+    /// Largest request head (request line + headers) a client may send, in bytes.
+    #[serde(default = "Limits::default_max_header_bytes")]
+    pub max_header_bytes: usize,
+}
+
+impl Limits {
+    fn default_max_header_bytes() -> usize {
+        64 * 1024
+    }
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_header_bytes: Self::default_max_header_bytes(),
+        }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct LogConfig {
+    /// `info`, `debug`, … or a full `tracing` filter such as `regkeeper=debug,hyper=warn`.
+    #[serde(default = "default_log_level")]
+    pub level: String,
+    #[serde(default)]
+    pub format: LogFormat,
+    /// One log line per proxied request.
+    #[serde(default = "default_true")]
+    pub requests: bool,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            level: default_log_level(),
+            format: LogFormat::default(),
+            requests: true,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+impl std::str::FromStr for LogFormat {
+    type Err = String;
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        match text {
+            "text" => Ok(Self::Text),
+            "json" => Ok(Self::Json),
+            other => Err(format!("unknown log format {other:?} (text or json)")),
+        }
+    }
+}
+
+fn default_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 5050))
+}
+fn default_admin_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 9090))
+}
+fn default_index_path() -> PathBuf {
+    PathBuf::from("regkeeper-index")
+}
+fn default_pool_max_idle() -> usize {
+    256
+}
+fn default_log_level() -> String {
+    "info".into()
+}
+fn default_true() -> bool {
+    true
+}
+
+impl Config {
+    /// Reads, overrides from the environment, and validates.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::load_str(path, &text, |var| std::env::var(var).ok())
+    }
+
+    /// `load` without touching the file system or the process environment for the YAML itself.
+    pub fn load_str(
+        path: &Path,
+        text: &str,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<Self, ConfigError> {
+        let mut config: Config = serde_saphyr::from_str(text).map_err(|e| syntax_error(path, e))?;
+        env::apply(&mut config, env)?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks that need more than one field, or the file system.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.listen == self.admin.listen {
+            return Err(ConfigError::Invalid {
+                field: "admin.listen",
+                message: format!("must differ from `listen` ({})", self.listen),
+            });
+        }
+        if let Some(tls) = &self.tls {
+            readable("tls.cert", &tls.cert)?;
+            readable("tls.key", &tls.key)?;
+        }
+        if let Some(bundle) = &self.upstream.ca_bundle {
+            readable("upstream.caBundle", bundle)?;
+        }
+        if self.limits.max_header_bytes < 8192 {
+            return Err(ConfigError::Invalid {
+                field: "limits.maxHeaderBytes",
+                message: "must be at least 8192".into(),
+            });
+        }
+        if self.upstream.pool_max_idle == 0 {
+            return Err(ConfigError::Invalid {
+                field: "upstream.poolMaxIdle",
+                message:
+                    "must be at least 1 (keep-alive to the upstream is what keeps the proxy fast)"
+                        .into(),
+            });
+        }
+        if self.timeouts.upstream_response.0.is_zero() || self.timeouts.header_read.0.is_zero() {
+            return Err(ConfigError::Invalid {
+                field: "timeouts",
+                message: "upstreamResponse and headerRead must be greater than 0".into(),
+            });
+        }
+        Ok(())
+    }
+
+    /// The effective configuration as YAML, for `check-config`.
+    pub fn to_yaml(&self) -> String {
+        serde_saphyr::to_string(self).unwrap_or_else(|e| format!("# cannot render: {e}\n"))
+    }
+}
+
+fn readable(field: &'static str, path: &Path) -> Result<(), ConfigError> {
+    std::fs::File::open(path)
+        .map(drop)
+        .map_err(|e| ConfigError::Invalid {
+            field,
+            message: format!("{}: {e}", path.display()),
+        })
+}
+
+fn syntax_error(path: &Path, error: serde_saphyr::Error) -> ConfigError {
+    match error.location() {
+        Some(location) => ConfigError::Syntax {
+            path: path.to_owned(),
+            line: location.line(),
+            column: location.column(),
+            message: error.to_string(),
+        },
+        None => ConfigError::SyntaxNoLocation {
+            path: path.to_owned(),
+            message: error.to_string(),
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests;

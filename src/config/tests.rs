@@ -1,0 +1,121 @@
+use std::{collections::HashMap, path::Path};
+
+use super::*;
+
+fn load(text: &str, env: &[(&str, &str)]) -> Result<Config, ConfigError> {
+    let env: HashMap<String, String> = env
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    Config::load_str(Path::new("test.yaml"), text, |var| env.get(var).cloned())
+}
+
+const MINIMAL: &str = "upstream:\n  url: http://127.0.0.1:5000\n";
+
+#[test]
+fn minimal_config_gets_defaults() {
+    let config = load(MINIMAL, &[]).unwrap();
+    assert_eq!(config.listen.to_string(), "127.0.0.1:5050");
+    assert_eq!(config.admin.listen.to_string(), "127.0.0.1:9090");
+    assert_eq!(config.timeouts.upstream_response.to_string(), "2m");
+    assert!(config.tls.is_none());
+    assert!(config.log.requests);
+}
+
+#[test]
+fn bad_value_names_line_and_problem() {
+    let text = "listen: 127.0.0.1:5050\nupstream:\n  url: ftp://nowhere\n";
+    let error = load(text, &[]).unwrap_err().to_string();
+    assert!(error.contains("line 3"), "{error}");
+    assert!(error.contains("scheme must be http or https"), "{error}");
+}
+
+#[test]
+fn unknown_field_is_named_with_its_line() {
+    let text = "upstream:\n  url: http://x\ntimeouts:\n  conect: 5s\n";
+    let error = load(text, &[]).unwrap_err().to_string();
+    assert!(error.contains("conect"), "{error}");
+    assert!(error.contains("line 4"), "{error}");
+}
+
+#[test]
+fn bad_duration_names_line_and_unit() {
+    let text = "upstream:\n  url: http://x\ntimeouts:\n  connect: 5 weeks\n";
+    let error = load(text, &[]).unwrap_err().to_string();
+    assert!(error.contains("line 4"), "{error}");
+    assert!(error.contains("unknown unit"), "{error}");
+}
+
+#[test]
+fn missing_upstream_is_reported() {
+    let error = load("listen: 127.0.0.1:1\n", &[]).unwrap_err().to_string();
+    assert!(error.contains("upstream"), "{error}");
+}
+
+#[test]
+fn environment_overrides_win_and_bad_ones_name_the_variable() {
+    let config = load(
+        MINIMAL,
+        &[
+            ("REGKEEPER_LISTEN", "127.0.0.1:6000"),
+            ("REGKEEPER_UPSTREAM_URL", "https://registry.example.com"),
+            ("REGKEEPER_TIMEOUTS_CONNECT", "2s"),
+            (
+                "REGKEEPER_UPSTREAM_ADVERTISED_HOSTS",
+                "a.example.com, b.example.com",
+            ),
+        ],
+    )
+    .unwrap();
+    assert_eq!(config.listen.to_string(), "127.0.0.1:6000");
+    assert!(config.upstream.url.is_https());
+    assert_eq!(config.timeouts.connect.to_string(), "2s");
+    assert_eq!(
+        config.upstream.advertised_hosts,
+        ["a.example.com", "b.example.com"]
+    );
+
+    let error = load(MINIMAL, &[("REGKEEPER_TIMEOUTS_CONNECT", "soon")])
+        .unwrap_err()
+        .to_string();
+    assert!(error.contains("REGKEEPER_TIMEOUTS_CONNECT"), "{error}");
+    assert!(error.contains("timeouts.connect"), "{error}");
+}
+
+#[test]
+fn tls_files_must_exist() {
+    let text =
+        format!("{MINIMAL}tls:\n  cert: /nonexistent/cert.pem\n  key: /nonexistent/key.pem\n");
+    let error = load(&text, &[]).unwrap_err().to_string();
+    assert!(error.contains("tls.cert"), "{error}");
+}
+
+#[test]
+fn same_listen_and_admin_address_is_rejected() {
+    let text = format!("{MINIMAL}listen: 127.0.0.1:7000\nadmin:\n  listen: 127.0.0.1:7000\n");
+    let error = load(&text, &[]).unwrap_err().to_string();
+    assert!(error.contains("admin.listen"), "{error}");
+}
+
+#[test]
+fn effective_config_renders_and_reloads() {
+    let config = load(MINIMAL, &[]).unwrap();
+    let yaml = config.to_yaml();
+    let again = load(&yaml, &[]).unwrap();
+    assert_eq!(again.to_yaml(), yaml);
+}
+
+#[test]
+fn example_config_in_repository_is_valid() {
+    let text = include_str!("../../config/regkeeper.yaml");
+    load(text, &[]).unwrap();
+}
+
+#[test]
+fn every_override_names_a_distinct_variable() {
+    let mut seen = std::collections::HashSet::new();
+    for over in ENV_OVERRIDES {
+        assert!(over.var.starts_with("REGKEEPER_"));
+        assert!(seen.insert(over.var), "{} twice", over.var);
+    }
+}

@@ -1,0 +1,15 @@
+//! regkeeper: a transparent OCI registry proxy that records what is pushed and, later, cleans up
+//! what Git and Kubernetes no longer need.
+//!
+//! Layers, each allowed to call only those below it:
+//! `server` → `proxy`, `admin` → `upstream` → `tls`; `config` and `oci_error` are leaves.
+#![forbid(unsafe_code)]
+
+pub mod admin;
+pub mod config;
+pub mod oci_error;
+pub mod proxy;
+pub mod server;
+pub mod telemetry;
+pub mod tls;
+pub mod upstream;

@@ -1,0 +1,161 @@
+//! Accepting client connections: plain TCP or TLS (rustls, ALPN `h2`/`http/1.1`), each served
+//! by hyper with a header-read deadline and a head-size limit, and tracked for graceful shutdown.
+
+use std::{net::SocketAddr, sync::Arc, time::Duration};
+
+use hyper::service::service_fn;
+use hyper_util::{
+    rt::{TokioExecutor, TokioIo, TokioTimer},
+    server::graceful::{GracefulShutdown, Watcher},
+};
+use tokio::{net::TcpListener, sync::watch};
+use tokio_rustls::TlsAcceptor;
+
+use super::{ConnectionInfo, Proxy};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ClientScheme {
+    Http,
+    Https,
+}
+
+impl ClientScheme {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ClientScheme::Http => "http",
+            ClientScheme::Https => "https",
+        }
+    }
+}
+
+/// Connection-level limits, from the config.
+#[derive(Clone, Copy, Debug)]
+pub struct ConnectionLimits {
+    pub header_read_timeout: Duration,
+    pub max_header_bytes: usize,
+}
+
+/// Accepts on `listener` until `stop` flips, serving each connection with `proxy`. Returns the
+/// tracker of connections still open, for the caller to drain with a deadline.
+pub async fn serve_connections(
+    listener: TcpListener,
+    tls: Option<TlsAcceptor>,
+    proxy: Arc<Proxy>,
+    limits: ConnectionLimits,
+    mut stop: watch::Receiver<bool>,
+) -> GracefulShutdown {
+    let graceful = GracefulShutdown::new();
+    let local = match listener.local_addr() {
+        Ok(addr) => addr,
+        Err(error) => {
+            tracing::error!(%error, "listener has no local address");
+            return graceful;
+        }
+    };
+    let scheme = if tls.is_some() {
+        ClientScheme::Https
+    } else {
+        ClientScheme::Http
+    };
+    let info = ConnectionInfo { scheme, local };
+    loop {
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(error) => {
+                    // Out of file descriptors and similar: back off instead of spinning.
+                    tracing::warn!(%error, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = stop.changed() => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let proxy = proxy.clone();
+        let graceful = graceful.watcher();
+        let tls = tls.clone();
+        tokio::spawn(async move {
+            match tls {
+                None => serve_http1(TokioIo::new(stream), proxy, info, limits, graceful).await,
+                Some(acceptor) => {
+                    let handshake =
+                        tokio::time::timeout(limits.header_read_timeout, acceptor.accept(stream));
+                    let stream = match handshake.await {
+                        Ok(Ok(stream)) => stream,
+                        Ok(Err(error)) => {
+                            tracing::debug!(%peer, %error, "TLS handshake failed");
+                            return;
+                        }
+                        Err(_) => {
+                            tracing::debug!(%peer, "TLS handshake timed out");
+                            return;
+                        }
+                    };
+                    let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
+                    let io = TokioIo::new(stream);
+                    if h2 {
+                        serve_http2(io, proxy, info, limits, graceful).await
+                    } else {
+                        serve_http1(io, proxy, info, limits, graceful).await
+                    }
+                }
+            }
+            .map_err(|error| tracing::debug!(%peer, %error, "connection ended with an error"))
+            .ok();
+        });
+    }
+    tracing::info!(%local, open = graceful.count(), "stopped accepting connections");
+    graceful
+}
+
+async fn serve_http1<I>(
+    io: TokioIo<I>,
+    proxy: Arc<Proxy>,
+    info: ConnectionInfo,
+    limits: ConnectionLimits,
+    graceful: Watcher,
+) -> Result<(), hyper::Error>
+where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let service = service_fn(move |request| {
+        let proxy = proxy.clone();
+        async move { proxy.handle(request, info).await }
+    });
+    let connection = hyper::server::conn::http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout)
+        .max_buf_size(limits.max_header_bytes)
+        .keep_alive(true)
+        .serve_connection(io, service);
+    graceful.watch(connection).await
+}
+
+async fn serve_http2<I>(
+    io: TokioIo<I>,
+    proxy: Arc<Proxy>,
+    info: ConnectionInfo,
+    limits: ConnectionLimits,
+    graceful: Watcher,
+) -> Result<(), hyper::Error>
+where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let service = service_fn(move |request| {
+        let proxy = proxy.clone();
+        async move { proxy.handle(request, info).await }
+    });
+    let connection = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+        .timer(TokioTimer::new())
+        .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX))
+        .serve_connection(io, service);
+    graceful.watch(connection).await
+}
+
+/// Binds a listener, naming the address in the error.
+pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|e| std::io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))
+}

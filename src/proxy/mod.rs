@@ -1,0 +1,168 @@
+//! The transparent proxy: one handler that parses the route, forwards the request upstream with
+//! its body streaming, and streams the answer back.
+//!
+//! Owns: route parsing (`route`), header hygiene (`headers`), body observation (`body`), the
+//! proxy's errors (`error`) and the client-facing listener (`listener`).
+//! May call: `upstream` (the pool), `oci_error` (error rendering). Later layers tap requests by
+//! matching on the `OciRoute` in `Proxy::handle`, never by parsing paths themselves.
+
+mod body;
+mod error;
+mod headers;
+pub mod listener;
+pub mod route;
+
+use std::{
+    convert::Infallible,
+    sync::{Arc, atomic::AtomicU64},
+    time::Instant,
+};
+
+use http::{HeaderValue, Request, Response, Version, header::HOST};
+use http_body::Body;
+use hyper::body::Incoming;
+
+pub use body::{ClientBody, LoggedBody, UpstreamBody};
+pub use error::ProxyError;
+pub use headers::UpstreamNames;
+pub use listener::{ClientScheme, serve_connections};
+pub use route::{OciRoute, Reference};
+
+use crate::upstream::{Upstream, error_chain};
+use body::RequestRecord;
+
+/// Shared by every connection of the proxy listener.
+pub struct Proxy {
+    pub upstream: Upstream,
+    /// Write one log line per request.
+    pub log_requests: bool,
+}
+
+/// How the client reached the proxy: needed to give it back URLs it can use.
+#[derive(Clone, Copy, Debug)]
+pub struct ConnectionInfo {
+    pub scheme: ClientScheme,
+    pub local: std::net::SocketAddr,
+}
+
+impl Proxy {
+    pub fn new(upstream: Upstream, log_requests: bool) -> Self {
+        Self {
+            upstream,
+            log_requests,
+        }
+    }
+
+    /// Serves one request. Never fails: every error becomes an OCI-shaped response here.
+    pub async fn handle(
+        &self,
+        request: Request<Incoming>,
+        connection: ConnectionInfo,
+    ) -> Result<Response<LoggedBody>, Infallible> {
+        let started = Instant::now();
+        let method = request.method().clone();
+        let (kind, record_repository) = match OciRoute::parse(request.uri().path()) {
+            Ok(route) => (
+                route.kind(),
+                self.log_requests
+                    .then(|| route.repository().map(Box::<str>::from))
+                    .flatten(),
+            ),
+            Err(error) => {
+                let error = ProxyError::from(error);
+                tracing::debug!(
+                    path = request.uri().path(),
+                    cause = error.cause(),
+                    "rejected"
+                );
+                return Ok(error.to_oci().into_response());
+            }
+        };
+        let received = (self.log_requests && !request.body().is_end_stream())
+            .then(|| Arc::new(AtomicU64::new(0)));
+
+        match self.forward(request, connection, received.clone()).await {
+            Ok(response) => {
+                let record = self.log_requests.then(|| RequestRecord {
+                    method,
+                    route: kind,
+                    repository: record_repository,
+                    status: response.status().as_u16(),
+                    started,
+                    received,
+                });
+                Ok(response.map(|body| LoggedBody::new(body, record)))
+            }
+            Err(error) => {
+                tracing::warn!(
+                    method = %method,
+                    route = kind,
+                    repository = record_repository.as_deref().unwrap_or(""),
+                    cause = error.cause(),
+                    error = %error_chain(&error),
+                    "upstream request failed"
+                );
+                Ok(error.to_oci().into_response())
+            }
+        }
+    }
+
+    async fn forward(
+        &self,
+        request: Request<Incoming>,
+        connection: ConnectionInfo,
+        received: Option<Arc<AtomicU64>>,
+    ) -> Result<Response<ClientBody>, ProxyError> {
+        let (mut parts, body) = request.into_parts();
+        // HTTP/2 clients name the host in the URI authority, HTTP/1 clients in `Host`.
+        let client_host = parts
+            .headers
+            .insert(HOST, self.upstream.host_header.clone())
+            .or_else(|| {
+                parts
+                    .uri
+                    .authority()
+                    .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+            });
+        headers::strip_hop_by_hop(&mut parts.headers);
+        parts.uri = self
+            .upstream
+            .uri(parts.uri.into_parts().path_and_query)
+            .map_err(|_| ProxyError::NotApi)?;
+        parts.version = Version::HTTP_11;
+        let upstream_request = Request::from_parts(parts, UpstreamBody::client(body, received));
+
+        let timeout = self.upstream.response_timeout;
+        let response =
+            tokio::time::timeout(timeout, self.upstream.client.request(upstream_request))
+                .await
+                .map_err(|_| ProxyError::UpstreamTimeout(timeout))?
+                .map_err(|e| {
+                    if e.is_connect() {
+                        ProxyError::UpstreamConnect(e)
+                    } else {
+                        ProxyError::Upstream(e)
+                    }
+                })?;
+
+        let (mut parts, body) = response.into_parts();
+        headers::strip_hop_by_hop(&mut parts.headers);
+        if parts.headers.contains_key(http::header::LOCATION)
+            || parts.headers.contains_key(http::header::LINK)
+        {
+            let origin = client_origin(connection, client_host.as_ref());
+            headers::rewrite_upstream_urls(&mut parts.headers, &self.upstream.names, &origin);
+        }
+        Ok(Response::from_parts(parts, ClientBody::Upstream { body }))
+    }
+}
+
+/// `scheme://host[:port]` as the client addressed the proxy; the listener's own address when the
+/// client sent no host (HTTP/1.0).
+fn client_origin(connection: ConnectionInfo, host: Option<&HeaderValue>) -> String {
+    let scheme = connection.scheme.as_str();
+    match host.and_then(|h| h.to_str().ok()).filter(|h| !h.is_empty()) {
+        Some(host) => format!("{scheme}://{host}"),
+        None => format!("{scheme}://{}", connection.local),
+    }
+}

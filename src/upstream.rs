@@ -1,0 +1,126 @@
+//! The connection to the upstream registry: a keep-alive HTTP/1.1 pool (plain or rustls) shared by
+//! the proxy and the readiness probe.
+//!
+//! Owns: the hyper client and the upstream's identity (origin and the names it calls itself).
+//! May call: `tls`.
+
+use std::time::Duration;
+
+use http::{HeaderValue, Method, Request, Response, Uri, uri::PathAndQuery};
+use hyper::body::Incoming;
+use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
+use hyper_util::{
+    client::legacy::{Client, connect::HttpConnector},
+    rt::{TokioExecutor, TokioTimer},
+};
+
+use crate::{
+    config::{Config, UpstreamUrl},
+    proxy::{UpstreamBody, UpstreamNames},
+    tls::{self, TlsError},
+};
+
+/// Socket buffers large enough that one blob read from the upstream fills hyper's read buffer in
+/// few syscalls.
+const SOCKET_BUFFER_BYTES: usize = 1 << 20;
+
+pub type UpstreamClient = Client<HttpsConnector<HttpConnector>, UpstreamBody>;
+
+pub struct Upstream {
+    pub url: UpstreamUrl,
+    /// `Host` sent upstream: the configured authority.
+    pub host_header: HeaderValue,
+    pub names: UpstreamNames,
+    pub client: UpstreamClient,
+    pub response_timeout: Duration,
+}
+
+impl Upstream {
+    pub fn new(config: &Config) -> Result<Self, TlsError> {
+        let upstream = &config.upstream;
+        let mut http = HttpConnector::new();
+        http.enforce_http(false);
+        http.set_nodelay(true);
+        http.set_connect_timeout(Some(config.timeouts.connect.0));
+        http.set_keepalive(Some(Duration::from_secs(60)));
+        http.set_recv_buffer_size(Some(SOCKET_BUFFER_BYTES));
+        http.set_send_buffer_size(Some(SOCKET_BUFFER_BYTES));
+        if upstream.insecure_skip_verify && upstream.url.is_https() {
+            tracing::warn!(
+                upstream = %upstream.url,
+                "upstream.insecureSkipVerify is on: the upstream's certificate is not checked"
+            );
+        }
+        let tls = tls::client_config(upstream.ca_bundle.as_deref(), upstream.insecure_skip_verify)?;
+        let connector = HttpsConnectorBuilder::new()
+            .with_tls_config(tls)
+            .https_or_http()
+            .enable_http1()
+            .wrap_connector(http);
+        let client = Client::builder(TokioExecutor::new())
+            .timer(TokioTimer::new())
+            .pool_timer(TokioTimer::new())
+            .pool_idle_timeout(config.timeouts.pool_idle.0)
+            .pool_max_idle_per_host(upstream.pool_max_idle)
+            .http1_max_buf_size(512 * 1024)
+            .build(connector);
+        let host_header = HeaderValue::from_str(upstream.url.authority.as_str())
+            .expect("an http::uri::Authority is a valid header value");
+        Ok(Self {
+            names: UpstreamNames::new(
+                upstream.url.authority.as_str(),
+                upstream.url.port_default(),
+                &upstream.advertised_hosts,
+            ),
+            url: upstream.url.clone(),
+            host_header,
+            client,
+            response_timeout: config.timeouts.upstream_response.0,
+        })
+    }
+
+    /// The upstream URI for a client's path and query.
+    pub fn uri(&self, path_and_query: Option<PathAndQuery>) -> Result<Uri, http::Error> {
+        let mut parts = http::uri::Parts::default();
+        parts.scheme = Some(self.url.scheme.clone());
+        parts.authority = Some(self.url.authority.clone());
+        parts.path_and_query =
+            Some(path_and_query.unwrap_or_else(|| PathAndQuery::from_static("/")));
+        Ok(Uri::from_parts(parts)?)
+    }
+
+    /// `GET /v2/` — the registry answers 200, or 401 when it wants credentials; both mean it is up.
+    pub async fn probe(&self, timeout: Duration) -> Result<u16, String> {
+        let uri = self
+            .uri(Some(PathAndQuery::from_static("/v2/")))
+            .map_err(|e| e.to_string())?;
+        let request = Request::builder()
+            .method(Method::GET)
+            .uri(uri)
+            .body(UpstreamBody::Empty)
+            .map_err(|e| e.to_string())?;
+        let response: Response<Incoming> =
+            tokio::time::timeout(timeout, self.client.request(request))
+                .await
+                .map_err(|_| format!("no answer within {timeout:?}"))?
+                .map_err(|e| error_chain(&e))?;
+        let status = response.status().as_u16();
+        if status == 200 || status == 401 {
+            Ok(status)
+        } else {
+            Err(format!("GET /v2/ answered {status}"))
+        }
+    }
+}
+
+/// An error and its causes on one line, for logs.
+pub fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
