@@ -126,7 +126,7 @@ where
     let connection = hyper::server::conn::http1::Builder::new()
         .timer(TokioTimer::new())
         .header_read_timeout(limits.header_read_timeout)
-        .max_buf_size(limits.max_header_bytes)
+        .max_header_size(limits.max_header_bytes)
         .keep_alive(true)
         .serve_connection(io, service);
     graceful.watch(connection).await

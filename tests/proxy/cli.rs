@@ -1,0 +1,51 @@
+//! The command line: `check-config` names what is wrong and where.
+
+use std::process::Command;
+
+fn check_config(yaml: &str, env: &[(&str, &str)]) -> (bool, String, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("regkeeper.yaml");
+    std::fs::write(&path, yaml).unwrap();
+    let mut command = Command::new(env!("CARGO_BIN_EXE_regkeeper"));
+    command.arg("check-config").arg("--config").arg(&path);
+    for (k, v) in env {
+        command.env(k, v);
+    }
+    let output = command.output().unwrap();
+    (
+        output.status.success(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn example_config_checks_and_prints_effective_values() {
+    let yaml = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/config/regkeeper.yaml"
+    ))
+    .unwrap();
+    let (ok, stdout, stderr) = check_config(&yaml, &[("REGKEEPER_LISTEN", "127.0.0.1:6001")]);
+    assert!(ok, "{stderr}");
+    assert!(stdout.contains("127.0.0.1:6001"), "{stdout}");
+    assert!(stdout.contains("http://127.0.0.1:5000"), "{stdout}");
+}
+
+#[test]
+fn bad_field_fails_with_line_and_name() {
+    let (ok, _, stderr) = check_config(
+        "upstream:\n  url: http://127.0.0.1:5000\nlimits:\n  maxHeaderByte: 10\n",
+        &[],
+    );
+    assert!(!ok);
+    assert!(stderr.contains("line 4"), "{stderr}");
+    assert!(stderr.contains("maxHeaderByte"), "{stderr}");
+}
+
+#[test]
+fn malformed_yaml_fails_with_line() {
+    let (ok, _, stderr) = check_config("upstream:\n  url: [http://x\n", &[]);
+    assert!(!ok);
+    assert!(stderr.contains("line"), "{stderr}");
+}

@@ -1,0 +1,187 @@
+//! The proxy under failure: upstream down, silent or resetting; abusive clients; shutdown with
+//! uploads in flight. Fakes appear only where a real registry cannot produce the fault.
+
+use std::{
+    io::{Read, Write},
+    net::{Shutdown, TcpListener, TcpStream},
+    time::Duration,
+};
+
+use bytes::Bytes;
+use http::{Method, StatusCode};
+
+use crate::support::{
+    Registry, Regkeeper,
+    http::{HttpClient, empty},
+    image::{noise, sha256},
+};
+
+#[tokio::test]
+async fn upstream_down_gives_502_and_proxy_recovers_after_restart() {
+    let mut registry = Registry::start();
+    let proxy = Regkeeper::start(&registry.url());
+    let client = HttpClient::default();
+    let base = format!("{}/v2/", proxy.url());
+    assert_eq!(client.get(&base, &[]).await.status, StatusCode::OK);
+
+    registry.stop();
+    let answer = client.get(&base, &[]).await;
+    assert_eq!(answer.status, StatusCode::BAD_GATEWAY);
+    assert_eq!(answer.json()["errors"][0]["code"], "UNAVAILABLE");
+    let ready = client
+        .get(&format!("http://{}/readyz", proxy.admin), &[])
+        .await;
+    assert_eq!(ready.status, StatusCode::SERVICE_UNAVAILABLE);
+
+    registry.restart();
+    assert_eq!(client.get(&base, &[]).await.status, StatusCode::OK);
+    let ready = client
+        .get(&format!("http://{}/readyz", proxy.admin), &[])
+        .await;
+    assert_eq!(ready.status, StatusCode::OK);
+    assert!(proxy.logs().contains("upstream request failed"));
+}
+
+/// A TCP server that accepts and then does `behaviour` to every connection.
+fn fake_upstream(behaviour: fn(TcpStream)) -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            std::thread::spawn(move || behaviour(stream));
+        }
+    });
+    format!("http://{addr}")
+}
+
+#[tokio::test]
+async fn silent_upstream_gives_504() {
+    let upstream = fake_upstream(|mut stream| {
+        let mut buf = [0; 1024];
+        let _ = stream.read(&mut buf);
+        std::thread::sleep(Duration::from_secs(30));
+    });
+    let proxy = Regkeeper::start_with(&upstream, "timeouts:\n  upstreamResponse: 1s\n");
+    let answer = HttpClient::default()
+        .get(&format!("{}/v2/", proxy.url()), &[])
+        .await;
+    assert_eq!(answer.status, StatusCode::GATEWAY_TIMEOUT);
+    assert_eq!(answer.json()["errors"][0]["code"], "UNAVAILABLE");
+}
+
+#[tokio::test]
+async fn resetting_upstream_gives_502_and_proxy_keeps_serving() {
+    let upstream = fake_upstream(|mut stream| {
+        let mut buf = [0; 1024];
+        let _ = stream.read(&mut buf);
+        let _ = stream.shutdown(Shutdown::Both);
+    });
+    let proxy = Regkeeper::start(&upstream);
+    let client = HttpClient::default();
+    for _ in 0..3 {
+        let answer = client.get(&format!("{}/v2/", proxy.url()), &[]).await;
+        assert_eq!(answer.status, StatusCode::BAD_GATEWAY);
+        assert_eq!(answer.json()["errors"][0]["code"], "UNAVAILABLE");
+    }
+    let health = client
+        .get(&format!("http://{}/healthz", proxy.admin), &[])
+        .await;
+    assert_eq!(health.status, StatusCode::OK);
+}
+
+#[test]
+fn oversized_request_head_is_refused() {
+    let registry = Registry::start();
+    let proxy = Regkeeper::start(&registry.url());
+    let mut stream = TcpStream::connect(proxy.addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    let huge = "x".repeat(100 * 1024);
+    let request = format!("GET /v2/ HTTP/1.1\r\nHost: a\r\nX-Huge: {huge}\r\n\r\n");
+    let _ = stream.write_all(request.as_bytes());
+    let mut answer = String::new();
+    let _ = stream.read_to_string(&mut answer);
+    assert!(answer.starts_with("HTTP/1.1 431"), "{answer:.200}");
+}
+
+#[test]
+fn slow_request_head_is_cut_off() {
+    let registry = Registry::start();
+    let proxy = Regkeeper::start_with(&registry.url(), "timeouts:\n  headerRead: 1s\n");
+    let mut stream = TcpStream::connect(proxy.addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    stream
+        .write_all(b"GET /v2/ HTTP/1.1\r\nHost: a\r\n")
+        .unwrap();
+    // Never finish the head: the proxy must close the connection rather than wait forever.
+    let mut answer = Vec::new();
+    let read = stream.read_to_end(&mut answer);
+    assert!(
+        read.is_ok(),
+        "connection should be closed, not left hanging: {read:?}"
+    );
+    let text = String::from_utf8_lossy(&answer);
+    assert!(
+        text.is_empty() || text.starts_with("HTTP/1.1 408"),
+        "{text}"
+    );
+}
+
+#[tokio::test]
+async fn sigterm_lets_an_inflight_upload_finish() {
+    let registry = Registry::start();
+    let mut proxy = Regkeeper::start_with(&registry.url(), "timeouts:\n  shutdownGrace: 30s\n");
+    let client = HttpClient::default();
+    let start = client
+        .send(
+            Method::POST,
+            &format!("{}/v2/team/drain/blobs/uploads/", proxy.url()),
+            &[],
+            empty(),
+        )
+        .await;
+    assert_eq!(start.status, StatusCode::ACCEPTED);
+    let location = start.header("location").to_string();
+    let blob = noise(8 << 20, 3);
+    let digest = sha256(&blob);
+    let url = format!("{location}&digest={digest}");
+
+    // A PUT whose body trickles in; SIGTERM arrives while it is being sent.
+    let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(1);
+    let body = http_body_util::StreamBody::new(futures_stream(rx));
+    let upload = tokio::spawn(async move {
+        HttpClient::default()
+            .send(Method::PUT, &url, &[], http_body_util::BodyExt::boxed(body))
+            .await
+    });
+    let mut chunks = blob.chunks(1 << 20);
+    tx.send(Bytes::copy_from_slice(chunks.next().unwrap()))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    proxy.terminate();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    for chunk in chunks {
+        tx.send(Bytes::copy_from_slice(chunk)).await.unwrap();
+    }
+    drop(tx);
+    let answer = upload.await.unwrap();
+    assert_eq!(answer.status, StatusCode::CREATED, "{:?}", answer.body);
+    assert_eq!(answer.header("docker-content-digest"), digest);
+    assert!(proxy.wait(), "regkeeper should exit cleanly after draining");
+    // New connections are refused once shutdown began.
+    assert!(TcpStream::connect(proxy.addr).is_err());
+}
+
+/// Frames from a channel, so a test controls when each part of a body is sent.
+fn futures_stream(
+    mut rx: tokio::sync::mpsc::Receiver<Bytes>,
+) -> impl futures_core::Stream<Item = Result<http_body::Frame<Bytes>, std::convert::Infallible>> {
+    futures_util::stream::poll_fn(move |cx| {
+        rx.poll_recv(cx)
+            .map(|chunk| chunk.map(|b| Ok(http_body::Frame::data(b))))
+    })
+}

@@ -1,0 +1,11 @@
+//! Integration tests of the proxy against a real Distribution registry, driven by real clients.
+
+#[path = "../support/mod.rs"]
+mod support;
+
+mod auth;
+mod cli;
+mod faults;
+mod tls;
+mod transfers;
+mod uploads;

@@ -1,0 +1,113 @@
+//! A raw HTTP/1.1 client for requests skopeo cannot express (chunked PATCH, ranges, mounts).
+
+use std::{convert::Infallible, pin::Pin, task::Poll};
+
+use bytes::Bytes;
+use http::{HeaderMap, Method, Request, StatusCode};
+use http_body::{Body, Frame, SizeHint};
+use http_body_util::BodyExt;
+use hyper_util::{
+    client::legacy::{Client, connect::HttpConnector},
+    rt::TokioExecutor,
+};
+
+/// A body sent as separate frames, with no length: hyper sends it `Transfer-Encoding: chunked`.
+pub struct Chunks(pub Vec<Bytes>);
+
+impl Body for Chunks {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        if self.0.is_empty() {
+            Poll::Ready(None)
+        } else {
+            Poll::Ready(Some(Ok(Frame::data(self.0.remove(0)))))
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        SizeHint::default()
+    }
+}
+
+pub struct Answer {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+impl Answer {
+    pub fn header(&self, name: &str) -> &str {
+        self.headers
+            .get(name)
+            .unwrap_or_else(|| panic!("no {name} header in {:?}", self.headers))
+            .to_str()
+            .unwrap()
+    }
+
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&self.body)))
+    }
+}
+
+pub type BoxBody = http_body_util::combinators::BoxBody<Bytes, Infallible>;
+
+pub fn full(bytes: impl Into<Bytes>) -> BoxBody {
+    http_body_util::Full::new(bytes.into()).boxed()
+}
+
+pub fn empty() -> BoxBody {
+    full(Bytes::new())
+}
+
+pub fn chunked(chunks: Vec<Bytes>) -> BoxBody {
+    Chunks(chunks).boxed()
+}
+
+pub struct HttpClient {
+    client: Client<HttpConnector, BoxBody>,
+}
+
+impl Default for HttpClient {
+    fn default() -> Self {
+        Self {
+            client: Client::builder(TokioExecutor::new()).build_http(),
+        }
+    }
+}
+
+impl HttpClient {
+    pub async fn send(
+        &self,
+        method: Method,
+        url: &str,
+        headers: &[(&str, &str)],
+        body: BoxBody,
+    ) -> Answer {
+        let mut request = Request::builder().method(method).uri(url);
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        let response = self
+            .client
+            .request(request.body(body).unwrap())
+            .await
+            .unwrap_or_else(|e| panic!("{url}: {e:?}"));
+        let (parts, body) = response.into_parts();
+        let body = body.collect().await.unwrap().to_bytes();
+        Answer {
+            status: parts.status,
+            headers: parts.headers,
+            body,
+        }
+    }
+
+    pub async fn get(&self, url: &str, headers: &[(&str, &str)]) -> Answer {
+        self.send(Method::GET, url, headers, empty()).await
+    }
+}

@@ -1,0 +1,13 @@
+//! Real parts for integration tests: a Distribution registry and the regkeeper binary on free
+//! loopback ports (each killed by its handle when dropped, also when a test fails), OCI image
+//! layouts written by hand, skopeo, and a raw HTTP client.
+#![allow(dead_code)]
+
+pub mod http;
+pub mod image;
+pub mod process;
+pub mod registry;
+pub mod regkeeper;
+
+pub use registry::Registry;
+pub use regkeeper::Regkeeper;

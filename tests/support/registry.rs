@@ -1,0 +1,71 @@
+//! A real CNCF Distribution (`docker-registry` 2.8) on a free loopback port.
+
+use std::{
+    fs,
+    net::SocketAddr,
+    path::PathBuf,
+    process::{Command, Stdio},
+};
+
+use super::process::{Guard, free_port, require_tool, wait_for_port};
+
+pub struct Registry {
+    pub addr: SocketAddr,
+    pub dir: tempfile::TempDir,
+    config: PathBuf,
+    child: Option<Guard>,
+}
+
+impl Registry {
+    pub fn start() -> Self {
+        Self::start_with("")
+    }
+
+    /// `extra` is appended to the config (e.g. an `auth:` section).
+    pub fn start_with(extra: &str) -> Self {
+        require_tool("docker-registry");
+        let dir = tempfile::tempdir().unwrap();
+        let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        let config = dir.path().join("registry.yml");
+        fs::write(
+            &config,
+            format!(
+                "version: 0.1\nlog: {{level: warn}}\nstorage:\n  filesystem: {{rootdirectory: {data}}}\n  delete: {{enabled: true}}\n  cache: {{blobdescriptor: inmemory}}\nhttp:\n  addr: {addr}\n  secret: regkeeper-tests\n{extra}",
+                data = dir.path().join("data").display()
+            ),
+        )
+        .unwrap();
+        let mut registry = Self {
+            addr,
+            dir,
+            config,
+            child: None,
+        };
+        registry.restart();
+        registry
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Stops the registry process (the port refuses connections afterwards).
+    pub fn stop(&mut self) {
+        self.child = None;
+    }
+
+    /// Starts it again on the same port and storage.
+    pub fn restart(&mut self) {
+        self.stop();
+        let log = self.dir.path().join("registry.log");
+        let mut child = Command::new("docker-registry")
+            .arg("serve")
+            .arg(&self.config)
+            .stdout(Stdio::null())
+            .stderr(fs::File::create(&log).unwrap())
+            .spawn()
+            .expect("spawn docker-registry");
+        wait_for_port(self.addr, &mut child, "docker-registry", &log);
+        self.child = Some(Guard(child));
+    }
+}

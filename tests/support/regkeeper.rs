@@ -1,0 +1,96 @@
+//! The regkeeper binary under test, in front of an upstream, on free loopback ports.
+
+use std::{
+    fs,
+    net::SocketAddr,
+    path::PathBuf,
+    process::{Command, Stdio},
+};
+
+use super::process::{Guard, free_port, wait_for_port};
+
+pub struct Regkeeper {
+    pub addr: SocketAddr,
+    pub admin: SocketAddr,
+    pub dir: tempfile::TempDir,
+    pub log: PathBuf,
+    child: Option<Guard>,
+}
+
+impl Regkeeper {
+    pub fn start(upstream_url: &str) -> Self {
+        Self::start_with(upstream_url, "")
+    }
+
+    /// `extra` is appended to the generated config (e.g. a `tls:` or `timeouts:` section).
+    pub fn start_with(upstream_url: &str, extra: &str) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        let config = dir.path().join("regkeeper.yaml");
+        fs::write(
+            &config,
+            format!(
+                "listen: {addr}\nupstream:\n  url: {upstream_url}\nadmin:\n  listen: {admin}\nindex:\n  path: {index}\nlog:\n  level: debug\n{extra}",
+                index = dir.path().join("index").display()
+            ),
+        )
+        .unwrap();
+        let log = dir.path().join("regkeeper.log");
+        let mut child = Command::new(env!("CARGO_BIN_EXE_regkeeper"))
+            .arg("serve")
+            .arg("--config")
+            .arg(&config)
+            .stdout(Stdio::null())
+            .stderr(fs::File::create(&log).unwrap())
+            .spawn()
+            .expect("spawn regkeeper");
+        wait_for_port(addr, &mut child, "regkeeper", &log);
+        Self {
+            addr,
+            admin,
+            dir,
+            log,
+            child: Some(Guard(child)),
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// `host:port` for `docker://` references.
+    pub fn host(&self) -> String {
+        self.addr.to_string()
+    }
+
+    pub fn logs(&self) -> String {
+        fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").0.id()
+    }
+
+    /// Sends SIGTERM (graceful shutdown).
+    pub fn terminate(&self) {
+        let status = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.pid().to_string())
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
+    /// Waits (up to a minute) for the process to exit by itself; whether it exited successfully.
+    pub fn wait(&mut self) -> bool {
+        let mut guard = self.child.take().expect("running");
+        for _ in 0..600 {
+            if let Ok(Some(status)) = guard.0.try_wait() {
+                return status.success();
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        false
+    }
+}
