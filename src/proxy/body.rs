@@ -43,10 +43,10 @@ impl Body for UpstreamBody {
         match self.project() {
             UpstreamBodyProj::Client { body, received } => {
                 let frame = ready!(body.poll_frame(cx));
-                if let (Some(Ok(frame)), Some(received)) = (&frame, received) {
-                    if let Some(data) = frame.data_ref() {
-                        received.fetch_add(data.len() as u64, Ordering::Relaxed);
-                    }
+                if let (Some(Ok(frame)), Some(received)) = (&frame, received)
+                    && let Some(data) = frame.data_ref()
+                {
+                    received.fetch_add(data.len() as u64, Ordering::Relaxed);
                 }
                 Poll::Ready(frame)
             }

@@ -94,12 +94,11 @@ fn split_port(authority: &str) -> (&str, Option<&str>) {
 /// `client_origin` (`scheme://host[:port]` as the client addressed the proxy). Relative URLs and
 /// URLs of other hosts (a token realm, a CDN redirect for blobs) are left alone.
 pub fn rewrite_upstream_urls(headers: &mut HeaderMap, names: &UpstreamNames, client_origin: &str) {
-    if let Some(value) = headers.get(LOCATION).and_then(|v| v.to_str().ok()) {
-        if let Some(rewritten) = rewrite_url(value, names, client_origin) {
-            if let Ok(value) = HeaderValue::try_from(rewritten) {
-                headers.insert(LOCATION, value);
-            }
-        }
+    if let Some(value) = headers.get(LOCATION).and_then(|v| v.to_str().ok())
+        && let Some(rewritten) = rewrite_url(value, names, client_origin)
+        && let Ok(value) = HeaderValue::try_from(rewritten)
+    {
+        headers.insert(LOCATION, value);
     }
     if headers.contains_key(LINK) {
         let links: Vec<HeaderValue> = headers
