@@ -31,8 +31,9 @@ impl Regkeeper {
         fs::write(
             &config,
             format!(
-                "listen: {addr}\nupstream:\n  url: {upstream_url}\nadmin:\n  listen: {admin}\nindex:\n  path: {index}\nlog:\n  level: debug\n{extra}",
-                index = dir.path().join("index").display()
+                "listen: {addr}\nupstream:\n  url: {upstream_url}\nadmin:\n  listen: {admin}\nindex:\n  path: {index}\n{log}{extra}",
+                index = dir.path().join("index").display(),
+                log = if extra.contains("log:") { "" } else { "log:\n  level: debug\n" },
             ),
         )
         .unwrap();
