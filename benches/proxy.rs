@@ -42,6 +42,8 @@ use tokio::net::TcpStream;
 const MIB: usize = 1 << 20;
 
 struct Settings {
+    /// Phases to run (`rss`, `transfer`, `small`, `capacity`); all when empty.
+    only: Vec<String>,
     blob_bytes: usize,
     rounds: usize,
     small_duration: Duration,
@@ -50,9 +52,16 @@ struct Settings {
 }
 
 fn main() {
-    let quick = std::env::args().any(|a| a == "--quick");
-    let settings = if quick {
+    let args: Vec<String> = std::env::args().collect();
+    let quick = args.iter().any(|a| a == "--quick");
+    let only: Vec<String> = args
+        .windows(2)
+        .filter(|w| w[0] == "--only")
+        .flat_map(|w| w[1].split(',').map(String::from).collect::<Vec<_>>())
+        .collect();
+    let mut settings = if quick {
         Settings {
+            only: Vec::new(),
             blob_bytes: 32 * MIB,
             rounds: 1,
             small_duration: Duration::from_secs(1),
@@ -61,13 +70,18 @@ fn main() {
         }
     } else {
         Settings {
+            only: Vec::new(),
             blob_bytes: 256 * MIB,
-            rounds: 5,
-            small_duration: Duration::from_secs(4),
+            rounds: 7,
+            small_duration: Duration::from_secs(3),
             concurrency: 64,
             rss_uploads: 8,
         }
     };
+    settings.only = only;
+    if let Some(seconds) = args.windows(2).find(|w| w[0] == "--seconds") {
+        settings.small_duration = Duration::from_secs_f64(seconds[1].parse().expect("--seconds N"));
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -75,15 +89,44 @@ fn main() {
     runtime.block_on(run(settings));
 }
 
+/// `--pin`: the bench (load generator, fast upstream, registry) on CPU 0 and each proxy under test
+/// alone on the last CPU, regkeeper with one worker like nginx's one worker: capacity per core.
+fn pinned() -> bool {
+    std::env::args().any(|a| a == "--pin")
+}
+
+fn pin(pid: u32, cpu: &str) {
+    let status = Command::new("taskset")
+        .args(["-a", "-p", "-c", cpu, &pid.to_string()])
+        .stdout(Stdio::null())
+        .status()
+        .expect("taskset (util-linux)");
+    assert!(status.success(), "taskset {pid} {cpu}");
+}
+
+fn last_cpu() -> String {
+    (std::thread::available_parallelism().map_or(1, |n| n.get()) - 1).to_string()
+}
+
 async fn run(settings: Settings) {
+    if pinned() {
+        pin(std::process::id(), "0");
+    }
     let registry = Registry::start();
-    let proxy = Regkeeper::start_with(
-        &registry.url(),
-        "log:\n  level: info\n  requests: true\n",
-    );
+    let proxy = Regkeeper::start_with(&registry.url(), "log:\n  level: info\n  requests: true\n");
     let fast = FastUpstream::start();
-    let fast_proxy = Regkeeper::start_with(&fast.url(), "log:\n  level: info\n  requests: true\n");
+    let workers = if pinned() { "workers: 1\n" } else { "" };
+    let fast_proxy = Regkeeper::start_with(
+        &fast.url(),
+        &format!("{workers}log:\n  level: info\n  requests: true\n"),
+    );
     let nginx = Nginx::start(registry.addr, fast.addr);
+    if pinned() {
+        pin(fast_proxy.pid(), &last_cpu());
+        if let Some(nginx) = &nginx {
+            pin(nginx.pid(), &last_cpu());
+        }
+    }
     let client = HttpClient::default();
     let direct = registry.url();
     let proxied = proxy.url();
@@ -96,12 +139,22 @@ async fn run(settings: Settings) {
         settings.rounds, settings.concurrency
     );
 
+    println!(
+        "pids: proxy {} (registry), proxy {} (fast upstream)",
+        proxy.pid(),
+        fast_proxy.pid()
+    );
+    let phase = |name: &str| settings.only.is_empty() || settings.only.iter().any(|p| p == name);
+
     // Peak RSS first, while the process is fresh, so the high-water mark is this phase's.
-    let rss = concurrent_uploads_peak_rss(&proxied, proxy.pid(), &blob, &digest, &settings)
-        .await;
+    let rss = if phase("rss") {
+        Some(concurrent_uploads_peak_rss(&proxied, proxy.pid(), &blob, &digest, &settings).await)
+    } else {
+        None
+    };
 
     let mut table = Table::default();
-    for round in 0..settings.rounds {
+    for round in (0..settings.rounds).filter(|_| phase("transfer")) {
         for (side, base) in [("direct", &direct), ("proxy", &proxied)] {
             let repo = format!("bench/mono-{side}-{round}");
             let secs = push_monolithic(&client, base, &repo, &blob, &digest).await;
@@ -115,44 +168,66 @@ async fn run(settings: Settings) {
             table.add("pull (MiB/s)", side, size_mib / secs);
         }
         if let Some(nginx) = &nginx {
-            let secs = pull(&nginx.registry_url(), &format!("bench/mono-direct-{round}"), &digest).await;
+            let secs = pull(
+                &nginx.registry_url(),
+                &format!("bench/mono-direct-{round}"),
+                &digest,
+            )
+            .await;
             table.add("pull (MiB/s)", "nginx", size_mib / secs);
         }
     }
     let manifest_path = push_small_manifest(&client, &direct).await;
-    for _ in 0..settings.rounds {
+    for _ in (0..settings.rounds).filter(|_| phase("small")) {
         for (side, base) in [("direct", registry.addr), ("proxy", proxy.addr)] {
             let rate = hammer(base, Method::HEAD, &manifest_path, &settings).await;
             table.add("manifest HEAD 64 conns (req/s)", side, rate);
         }
     }
     let capacity_path = "/v2/fast/app/manifests/latest";
-    for _ in 0..settings.rounds {
+    for _ in (0..settings.rounds).filter(|_| phase("capacity")) {
         let rate = hammer(fast.addr, Method::GET, capacity_path, &settings).await;
         table.add("capacity GET, fast upstream (req/s)", "direct", rate);
-        let rate = hammer(fast_proxy.addr, Method::GET, capacity_path, &settings).await;
+        let (rate, per_cpu) =
+            hammer_counting_cpu(fast_proxy.addr, fast_proxy.pid(), capacity_path, &settings).await;
         table.add("capacity GET, fast upstream (req/s)", "proxy", rate);
+        table.add("capacity GET (req per proxy CPU-s)", "proxy", per_cpu);
         if let Some(nginx) = &nginx {
-            let rate = hammer(nginx.fast_addr, Method::GET, capacity_path, &settings).await;
+            let (rate, per_cpu) =
+                hammer_counting_cpu(nginx.fast_addr, nginx.pid(), capacity_path, &settings).await;
             table.add("capacity GET, fast upstream (req/s)", "nginx", rate);
+            table.add("capacity GET (req per proxy CPU-s)", "nginx", per_cpu);
         }
     }
     table.print();
-    println!(
-        "\nregkeeper peak RSS during {} concurrent {size_mib:.0} MiB uploads: {:.1} MiB (sampled max), VmHWM {:.1} MiB",
-        settings.rss_uploads,
-        rss.sampled as f64 / MIB as f64,
-        rss.hwm as f64 / MIB as f64
-    );
+    if let Some(rss) = rss {
+        println!(
+            "\nregkeeper peak RSS during {} concurrent {size_mib:.0} MiB uploads: {:.1} MiB (sampled max), VmHWM {:.1} MiB",
+            settings.rss_uploads,
+            rss.sampled as f64 / MIB as f64,
+            rss.hwm as f64 / MIB as f64
+        );
+    }
     if nginx.is_none() {
         println!("nginx not found: install Debian's nginx-light for the capacity comparison");
     }
 }
 
-/// Median per (measure, side), printed with proxy/direct and proxy/nginx ratios.
+/// Per (measure, side) the values of each round, in order. Printed as medians, with ratios taken
+/// per round (proxy and its reference measured back to back) and then the median of those, so a
+/// slow drift of the machine's speed cancels out.
 #[derive(Default)]
 struct Table {
     rows: Vec<(String, Vec<(String, Vec<f64>)>)>,
+}
+
+fn median(values: &[f64]) -> Option<f64> {
+    let mut v: Vec<f64> = values.iter().copied().filter(|x| x.is_finite()).collect();
+    if v.is_empty() {
+        return None;
+    }
+    v.sort_by(|a, b| a.total_cmp(b));
+    Some(v[v.len() / 2])
 }
 
 impl Table {
@@ -173,22 +248,33 @@ impl Table {
     fn print(&self) {
         println!(
             "\n{:<38} {:>11} {:>11} {:>11} {:>13} {:>12}",
-            "measure (median)", "direct", "proxy", "nginx", "proxy/direct", "proxy/nginx"
+            "measure (median of rounds)", "direct", "proxy", "nginx", "proxy/direct", "proxy/nginx"
         );
         for (measure, sides) in &self.rows {
-            let median = |side: &str| {
-                sides.iter().find(|(s, _)| s == side).map(|(_, v)| {
-                    let mut v = v.clone();
-                    v.sort_by(|a, b| a.total_cmp(b));
-                    v[v.len() / 2]
-                })
+            let values = |side: &str| {
+                sides
+                    .iter()
+                    .find(|(s, _)| s == side)
+                    .map(|(_, v)| v.as_slice())
             };
-            let (d, p, n) = (median("direct"), median("proxy"), median("nginx"));
-            let cell = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.0}"));
-            let ratio = |a: Option<f64>, b: Option<f64>| match (a, b) {
-                (Some(a), Some(b)) if b > 0.0 => format!("{:.3}x", a / b),
+            let (d, p, n) = (values("direct"), values("proxy"), values("nginx"));
+            let cell = |v: Option<&[f64]>| {
+                v.and_then(median)
+                    .map_or("-".to_string(), |v| format!("{v:.0}"))
+            };
+            let ratio = |a: Option<&[f64]>, b: Option<&[f64]>| match (a, b) {
+                (Some(a), Some(b)) => {
+                    let per_round: Vec<f64> = a.iter().zip(b).map(|(a, b)| a / b).collect();
+                    median(&per_round).map_or("-".into(), |r| format!("{r:.3}x"))
+                }
                 _ => "-".into(),
             };
+            if std::env::var_os("BENCH_VERBOSE").is_some() {
+                for (side, v) in sides {
+                    let v: Vec<String> = v.iter().map(|x| format!("{x:.0}")).collect();
+                    println!("    {side:<8} {}", v.join(" "));
+                }
+            }
             println!(
                 "{measure:<38} {:>11} {:>11} {:>11} {:>13} {:>12}",
                 cell(d),
@@ -203,7 +289,12 @@ impl Table {
 
 async fn start_upload(client: &HttpClient, base: &str, repo: &str) -> String {
     let answer = client
-        .send(Method::POST, &format!("{base}/v2/{repo}/blobs/uploads/"), &[], empty())
+        .send(
+            Method::POST,
+            &format!("{base}/v2/{repo}/blobs/uploads/"),
+            &[],
+            empty(),
+        )
         .await;
     assert_eq!(answer.status, StatusCode::ACCEPTED, "{:?}", answer.body);
     let location = answer.header("location").to_string();
@@ -219,17 +310,34 @@ fn with_digest(url: &str, digest: &str) -> String {
     format!("{url}{sep}digest={digest}")
 }
 
-async fn push_monolithic(client: &HttpClient, base: &str, repo: &str, blob: &Bytes, digest: &str) -> f64 {
+async fn push_monolithic(
+    client: &HttpClient,
+    base: &str,
+    repo: &str,
+    blob: &Bytes,
+    digest: &str,
+) -> f64 {
     let started = Instant::now();
     let url = start_upload(client, base, repo).await;
     let answer = client
-        .send(Method::PUT, &with_digest(&url, digest), &[], full(blob.clone()))
+        .send(
+            Method::PUT,
+            &with_digest(&url, digest),
+            &[],
+            full(blob.clone()),
+        )
         .await;
     assert_eq!(answer.status, StatusCode::CREATED, "{:?}", answer.body);
     started.elapsed().as_secs_f64()
 }
 
-async fn push_chunked(client: &HttpClient, base: &str, repo: &str, blob: &Bytes, digest: &str) -> f64 {
+async fn push_chunked(
+    client: &HttpClient,
+    base: &str,
+    repo: &str,
+    blob: &Bytes,
+    digest: &str,
+) -> f64 {
     let started = Instant::now();
     let url = start_upload(client, base, repo).await;
     let chunks: Vec<Bytes> = (0..blob.len())
@@ -239,8 +347,14 @@ async fn push_chunked(client: &HttpClient, base: &str, repo: &str, blob: &Bytes,
     let answer = client.send(Method::PATCH, &url, &[], chunked(chunks)).await;
     assert_eq!(answer.status, StatusCode::ACCEPTED, "{:?}", answer.body);
     let location = answer.header("location").to_string();
-    let url = if location.starts_with('/') { format!("{base}{location}") } else { location };
-    let answer = client.send(Method::PUT, &with_digest(&url, digest), &[], empty()).await;
+    let url = if location.starts_with('/') {
+        format!("{base}{location}")
+    } else {
+        location
+    };
+    let answer = client
+        .send(Method::PUT, &with_digest(&url, digest), &[], empty())
+        .await;
     assert_eq!(answer.status, StatusCode::CREATED, "{:?}", answer.body);
     started.elapsed().as_secs_f64()
 }
@@ -323,11 +437,17 @@ async fn concurrent_uploads_peak_rss(
 
 /// Pushes a small OCI manifest directly and returns its path by tag.
 async fn push_small_manifest(client: &HttpClient, base: &str) -> String {
-    let config = br#"{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}"#;
+    let config =
+        br#"{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}"#;
     let config_digest = sha256(config);
     let url = start_upload(client, base, "bench/small").await;
     let answer = client
-        .send(Method::PUT, &with_digest(&url, &config_digest), &[], full(config.to_vec()))
+        .send(
+            Method::PUT,
+            &with_digest(&url, &config_digest),
+            &[],
+            full(config.to_vec()),
+        )
         .await;
     assert_eq!(answer.status, StatusCode::CREATED);
     let manifest = format!(
@@ -346,6 +466,38 @@ async fn push_small_manifest(client: &HttpClient, base: &str) -> String {
     "/v2/bench/small/manifests/latest".to_string()
 }
 
+/// CPU time (user + system) the process `pid` has used so far, in seconds.
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the parenthesised command name; utime and stime are fields 14 and 15.
+    let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let ticks: f64 = fields
+        .get(11)
+        .and_then(|f| f.parse::<f64>().ok())
+        .unwrap_or(0.0)
+        + fields
+            .get(12)
+            .and_then(|f| f.parse::<f64>().ok())
+            .unwrap_or(0.0);
+    ticks / 100.0
+}
+
+/// `hammer` with GET, plus requests per CPU-second the process `pid` (the proxy) spent on them.
+async fn hammer_counting_cpu(
+    addr: SocketAddr,
+    pid: u32,
+    path: &str,
+    settings: &Settings,
+) -> (f64, f64) {
+    let cpu_before = cpu_seconds(pid);
+    let started = Instant::now();
+    let rate = hammer(addr, Method::GET, path, settings).await;
+    let requests = rate * started.elapsed().as_secs_f64();
+    let cpu = cpu_seconds(pid) - cpu_before;
+    (rate, requests / cpu)
+}
+
 /// Requests/s over `concurrency` keep-alive connections for `small_duration`.
 async fn hammer(addr: SocketAddr, method: Method, path: &str, settings: &Settings) -> f64 {
     let deadline = Instant::now() + settings.small_duration;
@@ -354,14 +506,12 @@ async fn hammer(addr: SocketAddr, method: Method, path: &str, settings: &Setting
         .map(|_| {
             let (method, path, count) = (method.clone(), path.to_string(), count.clone());
             tokio::spawn(async move {
-                let stream = TcpStream::connect(addr).await.unwrap();
-                stream.set_nodelay(true).unwrap();
-                let (mut sender, connection) =
-                    hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
-                        .await
-                        .unwrap();
-                tokio::spawn(connection);
+                let mut sender = connect(addr).await;
                 while Instant::now() < deadline {
+                    if sender.ready().await.is_err() {
+                        // The server closed the keep-alive connection: open another.
+                        sender = connect(addr).await;
+                    }
                     let request = Request::builder()
                         .method(method.clone())
                         .uri(&path)
@@ -382,6 +532,17 @@ async fn hammer(addr: SocketAddr, method: Method, path: &str, settings: &Setting
         worker.await.unwrap();
     }
     count.load(Ordering::Relaxed) as f64 / started.elapsed().as_secs_f64()
+}
+
+async fn connect(addr: SocketAddr) -> hyper::client::conn::http1::SendRequest<Empty<Bytes>> {
+    let stream = TcpStream::connect(addr).await.unwrap();
+    stream.set_nodelay(true).unwrap();
+    let (sender, connection) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+            .await
+            .unwrap();
+    tokio::spawn(connection);
+    sender
 }
 
 /// A tiny upstream answering every request with the same small manifest, on its own thread.
@@ -455,12 +616,16 @@ impl Nginx {
         let conf = format!(
             r#"{user}
 worker_processes 1;
+# One process that is the worker: killing it by its handle leaves no orphaned workers.
+master_process off;
 daemon off;
 pid {d}/nginx.pid;
 error_log {d}/error.log warn;
 events {{ worker_connections 4096; }}
 http {{
   access_log {d}/access.log;
+  keepalive_requests 10000000;
+  keepalive_timeout 300s;
   client_body_temp_path {d}/body;
   proxy_temp_path {d}/proxy;
   fastcgi_temp_path {d}/fastcgi;
@@ -511,6 +676,10 @@ http {{
             _dir: dir,
             _child: Guard(child),
         })
+    }
+
+    fn pid(&self) -> u32 {
+        self._child.0.id()
     }
 
     fn registry_url(&self) -> String {

@@ -50,11 +50,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Serve { config } => {
             let config = Config::load(&config)?;
             regkeeper::telemetry::init(&config.log);
-            let runtime = tokio::runtime::Builder::new_multi_thread()
-                .enable_all()
-                .thread_name("regkeeper")
-                .build()?;
-            runtime.block_on(regkeeper::server::serve(config))?;
+            regkeeper::server::serve(config)?;
             Ok(())
         }
         Command::CheckConfig { config, env } => {

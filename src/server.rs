@@ -1,17 +1,24 @@
-//! `regkeeper serve`: binds the proxy and admin listeners, runs them, and shuts down gracefully
-//! on SIGTERM/SIGINT (stop accepting, let in-flight requests finish within the grace period).
+//! `regkeeper serve`: the process layout and its lifecycle.
+//!
+//! The proxy runs thread-per-core: `workers` threads, each a single-threaded tokio runtime that
+//! accepts from the same listening socket (a duplicated descriptor, so an idle worker tends to
+//! take the next connection) and owns its own upstream connection pool. A request and its upstream
+//! connection never change threads, which saves the cross-thread wakeups a work-stealing runtime
+//! pays per request. The main thread runs a control runtime: the admin listener, signals, and
+//! shutdown (stop accepting, let in-flight requests finish within the grace period).
 //!
 //! May call: `proxy`, `admin`, `upstream`, `tls`.
 
-use std::{sync::Arc, time::Duration};
+use std::{net::TcpListener as StdTcpListener, sync::Arc, thread::JoinHandle, time::Duration};
 
-use tokio::sync::watch;
+use tokio::{net::TcpListener, sync::watch};
 use tokio_rustls::TlsAcceptor;
 
 use crate::{
     admin,
     config::Config,
     proxy::{self, Proxy, listener::ConnectionLimits},
+    telemetry,
     tls::{self, TlsError},
     upstream::Upstream,
 };
@@ -20,17 +27,25 @@ use crate::{
 pub enum ServeError {
     #[error("{0}")]
     Tls(#[from] TlsError),
-    #[error("{0}")]
-    Bind(std::io::Error),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: std::net::SocketAddr,
+        source: std::io::Error,
+    },
     #[error("cannot create index directory {path}: {source}")]
     IndexDir {
         path: String,
         source: std::io::Error,
     },
+    #[error("cannot start a runtime thread: {0}")]
+    Runtime(std::io::Error),
 }
 
+/// How often a proxy worker writes out its buffered log lines.
+const LOG_FLUSH_PERIOD: Duration = Duration::from_millis(100);
+
 /// Runs until a shutdown signal; returns once connections are drained or the grace period ends.
-pub async fn serve(config: Config) -> Result<(), ServeError> {
+pub fn serve(config: Config) -> Result<(), ServeError> {
     std::fs::create_dir_all(&config.index.path).map_err(|source| ServeError::IndexDir {
         path: config.index.path.display().to_string(),
         source,
@@ -39,46 +54,128 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
         Some(tls) => Some(TlsAcceptor::from(tls::server_config(&tls.cert, &tls.key)?)),
         None => None,
     };
-    let proxy = Arc::new(Proxy::new(Upstream::new(&config)?, config.log.requests));
+    let bind = |addr| {
+        StdTcpListener::bind(addr)
+            .and_then(|listener| listener.set_nonblocking(true).map(|()| listener))
+            .map_err(|source| ServeError::Bind { addr, source })
+    };
+    let proxy_listener = bind(config.listen)?;
+    let admin_listener = bind(config.admin.listen)?;
+    // Build every upstream pool before serving, so a bad CA bundle fails start-up, not a worker.
+    let workers = config.worker_threads();
+    let upstreams = (0..workers)
+        .map(|_| Upstream::new(&config))
+        .collect::<Result<Vec<_>, _>>()?;
     let admin_upstream = Arc::new(Upstream::new(&config)?);
-
-    let proxy_listener = proxy::listener::bind(config.listen)
-        .await
-        .map_err(ServeError::Bind)?;
-    let admin_listener = proxy::listener::bind(config.admin.listen)
-        .await
-        .map_err(ServeError::Bind)?;
-    let scheme = if tls.is_some() { "https" } else { "http" };
-    tracing::info!(
-        listen = %config.listen,
-        admin = %config.admin.listen,
-        upstream = %config.upstream.url,
-        "regkeeper serving: push to {scheme}://{}",
-        config.listen
-    );
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let limits = ConnectionLimits {
         header_read_timeout: config.timeouts.header_read.0,
         max_header_bytes: config.limits.max_header_bytes,
     };
-    let proxy_task = tokio::spawn(proxy::serve_connections(
-        proxy_listener,
-        tls,
-        proxy,
-        limits,
-        stop_rx.clone(),
-    ));
-    let admin_task = tokio::spawn(admin::serve(admin_listener, admin_upstream, stop_rx));
+    let grace = config.timeouts.shutdown_grace.0;
+    let mut threads: Vec<JoinHandle<()>> = Vec::with_capacity(workers);
+    for (index, upstream) in upstreams.into_iter().enumerate() {
+        let listener = proxy_listener
+            .try_clone()
+            .map_err(|source| ServeError::Bind {
+                addr: config.listen,
+                source,
+            })?;
+        let worker = Worker {
+            listener,
+            tls: tls.clone(),
+            proxy: Arc::new(Proxy::new(upstream, config.log.requests)),
+            limits,
+            grace,
+            stop: stop_rx.clone(),
+        };
+        let thread = std::thread::Builder::new()
+            .name(format!("regkeeper-proxy-{index}"))
+            .spawn(move || worker.run())
+            .map_err(ServeError::Runtime)?;
+        threads.push(thread);
+    }
+    drop(proxy_listener);
 
-    shutdown_signal().await;
-    tracing::info!(grace = %config.timeouts.shutdown_grace, "shutting down: draining in-flight requests");
-    let _ = stop_tx.send(true);
-    let _ = admin_task.await;
-    if let Ok(graceful) = proxy_task.await {
-        drain(graceful, config.timeouts.shutdown_grace.0).await;
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    tracing::info!(
+        listen = %config.listen,
+        admin = %config.admin.listen,
+        upstream = %config.upstream.url,
+        workers,
+        "regkeeper serving: push to {scheme}://{}",
+        config.listen
+    );
+
+    let control = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(ServeError::Runtime)?;
+    control.block_on(async move {
+        let admin_listener = TcpListener::from_std(admin_listener).map_err(|source| ServeError::Bind {
+            addr: config.admin.listen,
+            source,
+        })?;
+        let admin_task = tokio::spawn(admin::serve(admin_listener, admin_upstream, stop_rx));
+        shutdown_signal().await;
+        tracing::info!(grace = %config.timeouts.shutdown_grace, "shutting down: draining in-flight requests");
+        let _ = stop_tx.send(true);
+        let _ = admin_task.await;
+        Ok::<(), ServeError>(())
+    })?;
+    for thread in threads {
+        let _ = thread.join();
     }
     Ok(())
+}
+
+/// One proxy worker thread's share of the work.
+struct Worker {
+    listener: StdTcpListener,
+    tls: Option<TlsAcceptor>,
+    proxy: Arc<Proxy>,
+    limits: ConnectionLimits,
+    grace: Duration,
+    stop: watch::Receiver<bool>,
+}
+
+impl Worker {
+    fn run(self) {
+        let runtime = match tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        {
+            Ok(runtime) => runtime,
+            Err(error) => {
+                tracing::error!(%error, "cannot start a proxy worker runtime");
+                return;
+            }
+        };
+        telemetry::buffer_this_thread();
+        runtime.block_on(async move {
+            let flusher = tokio::spawn(async {
+                let mut tick = tokio::time::interval(LOG_FLUSH_PERIOD);
+                loop {
+                    tick.tick().await;
+                    telemetry::flush_thread_buffer();
+                }
+            });
+            let listener = match TcpListener::from_std(self.listener) {
+                Ok(listener) => listener,
+                Err(error) => {
+                    tracing::error!(%error, "cannot register the proxy listener");
+                    return;
+                }
+            };
+            let graceful =
+                proxy::serve_connections(listener, self.tls, self.proxy, self.limits, self.stop)
+                    .await;
+            drain(graceful, self.grace).await;
+            flusher.abort();
+        });
+        telemetry::flush_thread_buffer();
+    }
 }
 
 async fn drain(graceful: hyper_util::server::graceful::GracefulShutdown, grace: Duration) {

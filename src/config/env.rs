@@ -49,6 +49,7 @@ macro_rules! over {
 
 pub const ENV_OVERRIDES: &[EnvOverride] = &[
     over!("REGKEEPER_LISTEN", "listen", |c, v| c.listen = parse(v)?),
+    over!("REGKEEPER_WORKERS", "workers", |c, v| c.workers = parse(v)?),
     over!("REGKEEPER_TLS_CERT", "tls.cert", |c, v| tls(c).cert =
         v.into()),
     over!("REGKEEPER_TLS_KEY", "tls.key", |c, v| tls(c).key = v.into()),

@@ -27,6 +27,10 @@ pub struct Config {
     /// Address clients push to and pull from.
     #[serde(default = "default_listen")]
     pub listen: SocketAddr,
+    /// Proxy worker threads, each a single-threaded runtime with its own upstream pool; 0 = one
+    /// per CPU.
+    #[serde(default)]
+    pub workers: usize,
     /// Serve the proxy over TLS (HTTP/2 offered by ALPN).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls: Option<TlsConfig>,
@@ -274,6 +278,15 @@ impl Config {
         if let Some(bundle) = &self.upstream.ca_bundle {
             readable("upstream.caBundle", bundle)?;
         }
+        if self.workers > 1024 {
+            return Err(ConfigError::Invalid {
+                field: "workers",
+                message: format!(
+                    "{} is more threads than any machine needs (0 = one per CPU)",
+                    self.workers
+                ),
+            });
+        }
         if self.limits.max_header_bytes < 8192 {
             return Err(ConfigError::Invalid {
                 field: "limits.maxHeaderBytes",
@@ -295,6 +308,15 @@ impl Config {
             });
         }
         Ok(())
+    }
+
+    /// Proxy worker threads to start: `workers`, or one per CPU when 0.
+    pub fn worker_threads(&self) -> usize {
+        if self.workers > 0 {
+            self.workers
+        } else {
+            std::thread::available_parallelism().map_or(1, |n| n.get())
+        }
     }
 
     /// The effective configuration as YAML, for `check-config`.

@@ -1,7 +1,7 @@
 //! Accepting client connections: plain TCP or TLS (rustls, ALPN `h2`/`http/1.1`), each served
 //! by hyper with a header-read deadline and a head-size limit, and tracked for graceful shutdown.
 
-use std::{net::SocketAddr, sync::Arc, time::Duration};
+use std::{sync::Arc, time::Duration};
 
 use hyper::service::service_fn;
 use hyper_util::{
@@ -151,11 +151,4 @@ where
         .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX))
         .serve_connection(io, service);
     graceful.watch(connection).await
-}
-
-/// Binds a listener, naming the address in the error.
-pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
-    TcpListener::bind(addr)
-        .await
-        .map_err(|e| std::io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))
 }

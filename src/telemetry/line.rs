@@ -1,0 +1,316 @@
+//! The log line format, text or JSON. Written for the hot path: a request line costs one
+//! timestamp (date and time part cached per second and thread), and fields are written straight
+//! into the line, quoted or escaped only when they need it.
+
+use std::{
+    cell::RefCell,
+    fmt::{self, Write as _},
+    time::{SystemTime, UNIX_EPOCH},
+};
+
+use tracing::{Event, Subscriber, field::Field};
+use tracing_subscriber::{
+    fmt::{FmtContext, FormatEvent, FormatFields, format::Writer},
+    registry::LookupSpan,
+};
+
+/// `2026-11-27T18:24:50.574224Z INFO regkeeper::request: message key=value …` or one JSON object
+/// per line with the same fields.
+pub struct LineFormat {
+    pub json: bool,
+}
+
+impl<S, N> FormatEvent<S, N> for LineFormat
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+    N: for<'a> FormatFields<'a> + 'static,
+{
+    fn format_event(
+        &self,
+        _ctx: &FmtContext<'_, S, N>,
+        mut writer: Writer<'_>,
+        event: &Event<'_>,
+    ) -> fmt::Result {
+        let meta = event.metadata();
+        if self.json {
+            writer.write_str("{\"timestamp\":\"")?;
+            write_timestamp(&mut writer)?;
+            write!(
+                writer,
+                "\",\"level\":\"{}\",\"target\":\"{}\"",
+                meta.level(),
+                meta.target()
+            )?;
+            event.record(&mut JsonFields {
+                out: &mut writer,
+                result: Ok(()),
+            });
+            writer.write_str("}\n")
+        } else {
+            write_timestamp(&mut writer)?;
+            write!(writer, " {:>5} {}:", meta.level(), meta.target())?;
+            let mut fields = TextFields {
+                out: &mut writer,
+                result: Ok(()),
+            };
+            event.record(&mut fields);
+            fields.result?;
+            writer.write_char('\n')
+        }
+    }
+}
+
+thread_local! {
+    /// (unix second, "YYYY-MM-DDTHH:MM:SS") of the last line this thread wrote.
+    static SECOND: RefCell<(u64, String)> = const { RefCell::new((u64::MAX, String::new())) };
+}
+
+fn write_timestamp(out: &mut impl fmt::Write) -> fmt::Result {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
+    let (secs, micros) = (now.as_secs(), now.subsec_micros());
+    SECOND.with(|cached| {
+        let mut cached = cached.borrow_mut();
+        if cached.0 != secs {
+            cached.1.clear();
+            let (year, month, day) = civil_from_days((secs / 86_400) as i64);
+            let of_day = secs % 86_400;
+            let _ = write!(
+                cached.1,
+                "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}",
+                of_day / 3600,
+                of_day / 60 % 60,
+                of_day % 60
+            );
+            cached.0 = secs;
+        }
+        out.write_str(&cached.1)
+    })?;
+    write!(out, ".{micros:06}Z")
+}
+
+/// Days since 1970-01-01 to a proleptic Gregorian (year, month, day).
+fn civil_from_days(days: i64) -> (i64, u32, u32) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    (year, month, day)
+}
+
+/// `message key=value key="value with spaces"`.
+struct TextFields<'a, W: fmt::Write> {
+    out: &'a mut W,
+    result: fmt::Result,
+}
+
+impl<W: fmt::Write> TextFields<'_, W> {
+    fn key(&mut self, field: &Field) -> fmt::Result {
+        if field.name() == "message" {
+            self.out.write_char(' ')
+        } else {
+            write!(self.out, " {}=", field.name())
+        }
+    }
+}
+
+impl<W: fmt::Write> tracing::field::Visit for TextFields<'_, W> {
+    fn record_str(&mut self, field: &Field, value: &str) {
+        self.result = self.result.and_then(|()| {
+            self.key(field)?;
+            let plain = field.name() == "message"
+                || (!value.is_empty()
+                    && !value
+                        .bytes()
+                        .any(|b| b <= b' ' || b == b'"' || b == b'=' || b == b'\\'));
+            if plain {
+                self.out.write_str(value)
+            } else {
+                write!(self.out, "{value:?}")
+            }
+        });
+    }
+
+    fn record_u64(&mut self, field: &Field, value: u64) {
+        self.result = self.result.and_then(|()| {
+            self.key(field)?;
+            write!(self.out, "{value}")
+        });
+    }
+
+    fn record_i64(&mut self, field: &Field, value: i64) {
+        self.result = self.result.and_then(|()| {
+            self.key(field)?;
+            write!(self.out, "{value}")
+        });
+    }
+
+    fn record_bool(&mut self, field: &Field, value: bool) {
+        self.result = self.result.and_then(|()| {
+            self.key(field)?;
+            write!(self.out, "{value}")
+        });
+    }
+
+    fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
+        self.result = self.result.and_then(|()| {
+            self.key(field)?;
+            write!(self.out, "{value:?}")
+        });
+    }
+}
+
+/// `,"key":value` pairs; strings and `Debug`/`Display` values as escaped JSON strings.
+struct JsonFields<'a, W: fmt::Write> {
+    out: &'a mut W,
+    result: fmt::Result,
+}
+
+impl<W: fmt::Write> tracing::field::Visit for JsonFields<'_, W> {
+    fn record_str(&mut self, field: &Field, value: &str) {
+        self.result = self.result.and_then(|()| {
+            write!(self.out, ",\"{}\":", field.name())?;
+            write_json_string(self.out, value)
+        });
+    }
+
+    fn record_u64(&mut self, field: &Field, value: u64) {
+        self.result = self
+            .result
+            .and_then(|()| write!(self.out, ",\"{}\":{value}", field.name()));
+    }
+
+    fn record_i64(&mut self, field: &Field, value: i64) {
+        self.result = self
+            .result
+            .and_then(|()| write!(self.out, ",\"{}\":{value}", field.name()));
+    }
+
+    fn record_bool(&mut self, field: &Field, value: bool) {
+        self.result = self
+            .result
+            .and_then(|()| write!(self.out, ",\"{}\":{value}", field.name()));
+    }
+
+    fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
+        self.result = self.result.and_then(|()| {
+            write!(self.out, ",\"{}\":\"", field.name())?;
+            write!(JsonEscape(self.out), "{value:?}")?;
+            self.out.write_char('"')
+        });
+    }
+}
+
+fn write_json_string(out: &mut impl fmt::Write, value: &str) -> fmt::Result {
+    out.write_char('"')?;
+    JsonEscape(out).write_str(value)?;
+    out.write_char('"')
+}
+
+/// Escapes what JSON strings may not hold raw.
+struct JsonEscape<'a, W: fmt::Write>(&'a mut W);
+
+impl<W: fmt::Write> fmt::Write for JsonEscape<'_, W> {
+    fn write_str(&mut self, text: &str) -> fmt::Result {
+        let mut start = 0;
+        for (i, c) in text.char_indices() {
+            let escaped = match c {
+                '"' => "\\\"",
+                '\\' => "\\\\",
+                '\n' => "\\n",
+                '\r' => "\\r",
+                '\t' => "\\t",
+                c if (c as u32) < 0x20 => {
+                    self.0.write_str(&text[start..i])?;
+                    write!(self.0, "\\u{:04x}", c as u32)?;
+                    start = i + c.len_utf8();
+                    continue;
+                }
+                _ => continue,
+            };
+            self.0.write_str(&text[start..i])?;
+            self.0.write_str(escaped)?;
+            start = i + c.len_utf8();
+        }
+        self.0.write_str(&text[start..])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn civil_dates() {
+        assert_eq!(civil_from_days(0), (1970, 1, 1));
+        assert_eq!(civil_from_days(11_016), (2000, 2, 29));
+        assert_eq!(civil_from_days(20_784), (2026, 11, 27));
+        assert_eq!(civil_from_days(-1), (1969, 12, 31));
+    }
+
+    #[test]
+    fn json_escaping() {
+        let mut out = String::new();
+        write_json_string(&mut out, "a\"b\\c\nd\u{1}é").unwrap();
+        assert_eq!(out, r#""a\"b\\c\nd\u0001é""#);
+        let parsed: String = serde_json::from_str(&out).unwrap();
+        assert_eq!(parsed, "a\"b\\c\nd\u{1}é");
+    }
+
+    #[test]
+    fn lines_render_as_text_and_valid_json() {
+        use std::sync::{Arc, Mutex};
+
+        #[derive(Clone, Default)]
+        struct Sink(Arc<Mutex<Vec<u8>>>);
+        impl std::io::Write for Sink {
+            fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+                self.0.lock().unwrap().extend_from_slice(b);
+                Ok(b.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        for json in [false, true] {
+            let sink = Sink::default();
+            let writer = sink.clone();
+            let subscriber = tracing_subscriber::fmt()
+                .event_format(LineFormat { json })
+                .with_writer(move || writer.clone())
+                .finish();
+            tracing::subscriber::with_default(subscriber, || {
+                tracing::info!(
+                    target: "regkeeper::request",
+                    method = %"PUT",
+                    repository = "team/app",
+                    status = 201u64,
+                    note = "two words",
+                    "request done"
+                );
+            });
+            let line = String::from_utf8(sink.0.lock().unwrap().clone()).unwrap();
+            if json {
+                let value: serde_json::Value = serde_json::from_str(line.trim()).unwrap();
+                assert_eq!(value["level"], "INFO");
+                assert_eq!(value["target"], "regkeeper::request");
+                assert_eq!(value["message"], "request done");
+                assert_eq!(value["repository"], "team/app");
+                assert_eq!(value["status"], 201);
+                assert_eq!(value["method"], "PUT");
+            } else {
+                assert!(
+                    line.contains(" INFO regkeeper::request: request done method=PUT repository=team/app status=201 note=\"two words\""),
+                    "{line}"
+                );
+                assert!(line.ends_with('\n'));
+            }
+        }
+    }
+}

@@ -1,0 +1,99 @@
+//! Logging setup: structured `tracing` to stderr, text or JSON, filter from the config
+//! (`RUST_LOG` wins when set, for one-off debugging).
+//!
+//! Proxy worker threads buffer their log lines: one `write(2)` per request line costs more than
+//! the rest of the request's logging. A worker's buffer is written out when it passes
+//! [`FLUSH_BYTES`], at once for warnings and errors, and by the worker's periodic
+//! [`flush_thread_buffer`] call, so an ordinary line reaches stderr within that period. Every
+//! other thread writes through.
+
+mod line;
+
+use std::{
+    cell::{Cell, RefCell},
+    io::Write,
+};
+
+use tracing::{Level, Metadata};
+use tracing_subscriber::{EnvFilter, fmt, fmt::MakeWriter};
+
+use crate::config::{LogConfig, LogFormat};
+
+/// A worker's buffer is written out once it holds this much.
+const FLUSH_BYTES: usize = 32 * 1024;
+
+thread_local! {
+    static BUFFERED: Cell<bool> = const { Cell::new(false) };
+    static BUFFER: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+}
+
+pub fn init(log: &LogConfig) {
+    let filter = EnvFilter::try_from_default_env()
+        .or_else(|_| EnvFilter::try_new(&log.level))
+        .unwrap_or_else(|_| EnvFilter::new("info"));
+    let _ = fmt()
+        .with_env_filter(filter)
+        .event_format(line::LineFormat {
+            json: log.format == LogFormat::Json,
+        })
+        .with_writer(Stderr)
+        .try_init();
+}
+
+/// Makes this thread's log lines buffered until [`flush_thread_buffer`] (proxy workers only).
+pub fn buffer_this_thread() {
+    BUFFERED.with(|b| b.set(true));
+}
+
+/// Writes out this thread's buffered log lines.
+pub fn flush_thread_buffer() {
+    BUFFER.with(|buffer| {
+        let mut buffer = buffer.borrow_mut();
+        if !buffer.is_empty() {
+            let _ = std::io::stderr().lock().write_all(&buffer);
+            buffer.clear();
+        }
+    });
+}
+
+struct Stderr;
+
+/// One event's formatted line, written through or into the thread's buffer.
+struct EventWriter {
+    urgent: bool,
+}
+
+impl<'a> MakeWriter<'a> for Stderr {
+    type Writer = EventWriter;
+
+    fn make_writer(&'a self) -> EventWriter {
+        EventWriter { urgent: true }
+    }
+
+    fn make_writer_for(&'a self, meta: &Metadata<'_>) -> EventWriter {
+        EventWriter {
+            urgent: *meta.level() <= Level::WARN,
+        }
+    }
+}
+
+impl Write for EventWriter {
+    fn write(&mut self, line: &[u8]) -> std::io::Result<usize> {
+        if !BUFFERED.with(Cell::get) {
+            return std::io::stderr().lock().write(line);
+        }
+        let full = BUFFER.with(|buffer| {
+            let mut buffer = buffer.borrow_mut();
+            buffer.extend_from_slice(line);
+            buffer.len() >= FLUSH_BYTES
+        });
+        if full || self.urgent {
+            flush_thread_buffer();
+        }
+        Ok(line.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
