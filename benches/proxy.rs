@@ -218,8 +218,11 @@ async fn run(settings: Settings) {
 /// slow drift of the machine's speed cancels out.
 #[derive(Default)]
 struct Table {
-    rows: Vec<(String, Vec<(String, Vec<f64>)>)>,
+    rows: Vec<(String, Vec<Series>)>,
 }
+
+/// One side's values (e.g. "proxy"), one per round.
+type Series = (String, Vec<f64>);
 
 fn median(values: &[f64]) -> Option<f64> {
     let mut v: Vec<f64> = values.iter().copied().filter(|x| x.is_finite()).collect();
