@@ -501,8 +501,48 @@ async fn hammer_counting_cpu(
     (rate, requests / cpu)
 }
 
-/// Requests/s over `concurrency` keep-alive connections for `small_duration`.
+/// Requests/s over `concurrency` keep-alive connections for `small_duration`: with `wrk` (one
+/// thread) when installed, since a C load generator leaves more of the two cores to the servers
+/// being compared; else with the in-bench hyper client.
 async fn hammer(addr: SocketAddr, method: Method, path: &str, settings: &Settings) -> f64 {
+    match wrk(addr, &method, path, settings) {
+        Some(rate) => rate,
+        None => hammer_hyper(addr, method, path, settings).await,
+    }
+}
+
+fn wrk(addr: SocketAddr, method: &Method, path: &str, settings: &Settings) -> Option<f64> {
+    if !std::path::Path::new("/usr/bin/wrk").exists() || std::env::var_os("BENCH_NO_WRK").is_some()
+    {
+        return None;
+    }
+    let script = std::env::temp_dir().join(format!("regkeeper-bench-{}.lua", std::process::id()));
+    std::fs::write(
+        &script,
+        format!(
+            "wrk.method = \"{method}\"\nwrk.headers[\"Accept\"] = \"application/vnd.oci.image.manifest.v1+json\"\n"
+        ),
+    )
+    .ok()?;
+    let output = Command::new("wrk")
+        .args(["-t1", &format!("-c{}", settings.concurrency)])
+        .arg(format!("-d{}s", settings.small_duration.as_secs().max(1)))
+        .arg("-s")
+        .arg(&script)
+        .arg(format!("http://{addr}{path}"))
+        .output()
+        .ok()?;
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        !text.contains("Non-2xx"),
+        "wrk saw errors against {addr}:\n{text}"
+    );
+    text.lines()
+        .find_map(|l| l.strip_prefix("Requests/sec:"))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+async fn hammer_hyper(addr: SocketAddr, method: Method, path: &str, settings: &Settings) -> f64 {
     let deadline = Instant::now() + settings.small_duration;
     let count = Arc::new(AtomicU64::new(0));
     let workers: Vec<_> = (0..settings.concurrency)

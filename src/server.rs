@@ -44,6 +44,9 @@ pub enum ServeError {
 /// How often a proxy worker writes out its buffered log lines.
 const LOG_FLUSH_PERIOD: Duration = Duration::from_millis(100);
 
+/// How often a proxy worker closes upstream connections idle longer than `timeouts.poolIdle`.
+const POOL_SWEEP_PERIOD: Duration = Duration::from_secs(5);
+
 /// Runs until a shutdown signal; returns once connections are drained or the grace period ends.
 pub fn serve(config: Config) -> Result<(), ServeError> {
     std::fs::create_dir_all(&config.index.path).map_err(|source| ServeError::IndexDir {
@@ -154,11 +157,15 @@ impl Worker {
         };
         telemetry::buffer_this_thread();
         runtime.block_on(async move {
-            let flusher = tokio::spawn(async {
-                let mut tick = tokio::time::interval(LOG_FLUSH_PERIOD);
+            let proxy = self.proxy.clone();
+            let housekeeping = tokio::spawn(async move {
+                let mut flush = tokio::time::interval(LOG_FLUSH_PERIOD);
+                let mut sweep = tokio::time::interval(POOL_SWEEP_PERIOD);
                 loop {
-                    tick.tick().await;
-                    telemetry::flush_thread_buffer();
+                    tokio::select! {
+                        _ = flush.tick() => telemetry::flush_thread_buffer(),
+                        _ = sweep.tick() => proxy.upstream.pool.sweep(),
+                    }
                 }
             });
             let listener = match TcpListener::from_std(self.listener) {
@@ -172,7 +179,7 @@ impl Worker {
                 proxy::serve_connections(listener, self.tls, self.proxy, self.limits, self.stop)
                     .await;
             drain(graceful, self.grace).await;
-            flusher.abort();
+            housekeeping.abort();
         });
         telemetry::flush_thread_buffer();
     }

@@ -87,7 +87,7 @@ impl RequestRecord {
             .map_or(0, |r| r.load(Ordering::Relaxed));
         tracing::info!(
             target: "regkeeper::request",
-            method = %self.method,
+            method = self.method.as_str(),
             route = self.route,
             repository = self.repository.as_deref().unwrap_or(""),
             status = self.status,

@@ -3,7 +3,10 @@
 use http::StatusCode;
 
 use super::route::RouteError;
-use crate::oci_error::{OciError, OciErrorCode};
+use crate::{
+    oci_error::{OciError, OciErrorCode},
+    upstream::UpstreamError,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ProxyError {
@@ -15,10 +18,8 @@ pub enum ProxyError {
     ReferenceInvalid,
     #[error("invalid digest")]
     DigestInvalid,
-    #[error("cannot connect to upstream: {0}")]
-    UpstreamConnect(#[source] hyper_util::client::legacy::Error),
-    #[error("upstream failed: {0}")]
-    Upstream(#[source] hyper_util::client::legacy::Error),
+    #[error(transparent)]
+    Upstream(#[from] UpstreamError),
     #[error("upstream sent no response within {0:?}")]
     UpstreamTimeout(std::time::Duration),
 }
@@ -42,8 +43,8 @@ impl ProxyError {
             Self::NameInvalid => "name-invalid",
             Self::ReferenceInvalid => "reference-invalid",
             Self::DigestInvalid => "digest-invalid",
-            Self::UpstreamConnect(_) => "connect",
-            Self::Upstream(_) => "upstream-io",
+            Self::Upstream(UpstreamError::Connect(_)) => "connect",
+            Self::Upstream(UpstreamError::Send(_)) => "upstream-io",
             Self::UpstreamTimeout(_) => "timeout",
         }
     }
@@ -70,7 +71,7 @@ impl ProxyError {
             Self::DigestInvalid => {
                 OciError::new(StatusCode::NOT_FOUND, Code::DigestInvalid, "invalid digest")
             }
-            Self::UpstreamConnect(_) | Self::Upstream(_) => OciError::new(
+            Self::Upstream(_) => OciError::new(
                 StatusCode::BAD_GATEWAY,
                 Code::Unavailable,
                 "upstream registry unavailable",

@@ -18,7 +18,7 @@ use std::{
     time::Instant,
 };
 
-use http::{HeaderValue, Request, Response, Version, header::HOST};
+use http::{HeaderValue, Request, Response, Uri, Version, header::HOST};
 use http_body::Body;
 use hyper::body::Incoming;
 
@@ -125,25 +125,19 @@ impl Proxy {
                     .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
             });
         headers::strip_hop_by_hop(&mut parts.headers);
-        parts.uri = self
-            .upstream
-            .uri(parts.uri.into_parts().path_and_query)
-            .map_err(|_| ProxyError::NotApi)?;
+        // Origin form (`/v2/…?…`): the connection already names the upstream.
+        parts.uri = parts
+            .uri
+            .into_parts()
+            .path_and_query
+            .map_or_else(|| Uri::from_static("/"), Uri::from);
         parts.version = Version::HTTP_11;
         let upstream_request = Request::from_parts(parts, UpstreamBody::client(body, received));
 
         let timeout = self.upstream.response_timeout;
-        let response =
-            tokio::time::timeout(timeout, self.upstream.client.request(upstream_request))
-                .await
-                .map_err(|_| ProxyError::UpstreamTimeout(timeout))?
-                .map_err(|e| {
-                    if e.is_connect() {
-                        ProxyError::UpstreamConnect(e)
-                    } else {
-                        ProxyError::Upstream(e)
-                    }
-                })?;
+        let response = tokio::time::timeout(timeout, self.upstream.pool.send(upstream_request))
+            .await
+            .map_err(|_| ProxyError::UpstreamTimeout(timeout))??;
 
         let (mut parts, body) = response.into_parts();
         headers::strip_hop_by_hop(&mut parts.headers);

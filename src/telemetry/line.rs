@@ -35,12 +35,11 @@ where
         if self.json {
             writer.write_str("{\"timestamp\":\"")?;
             write_timestamp(&mut writer)?;
-            write!(
-                writer,
-                "\",\"level\":\"{}\",\"target\":\"{}\"",
-                meta.level(),
-                meta.target()
-            )?;
+            writer.write_str("\",\"level\":\"")?;
+            writer.write_str(meta.level().as_str())?;
+            writer.write_str("\",\"target\":\"")?;
+            writer.write_str(meta.target())?;
+            writer.write_char('"')?;
             event.record(&mut JsonFields {
                 out: &mut writer,
                 result: Ok(()),
@@ -48,7 +47,13 @@ where
             writer.write_str("}\n")
         } else {
             write_timestamp(&mut writer)?;
-            write!(writer, " {:>5} {}:", meta.level(), meta.target())?;
+            let level = meta.level().as_str();
+            // Levels right-aligned to 5 columns, as `tracing` prints them.
+            writer.write_str(&"     "[level.len().min(5)..])?;
+            writer.write_str(level)?;
+            writer.write_char(' ')?;
+            writer.write_str(meta.target())?;
+            writer.write_char(':')?;
             let mut fields = TextFields {
                 out: &mut writer,
                 result: Ok(()),
@@ -87,7 +92,16 @@ fn write_timestamp(out: &mut impl fmt::Write) -> fmt::Result {
         }
         out.write_str(&cached.1)
     })?;
-    write!(out, ".{micros:06}Z")
+    out.write_char('.')?;
+    // Six digits, zero-padded.
+    let mut digits = [b'0'; 6];
+    let mut rest = micros;
+    for digit in digits.iter_mut().rev() {
+        *digit = b'0' + (rest % 10) as u8;
+        rest /= 10;
+    }
+    out.write_str(std::str::from_utf8(&digits).unwrap_or("000000"))?;
+    out.write_char('Z')
 }
 
 /// Days since 1970-01-01 to a proleptic Gregorian (year, month, day).
@@ -112,11 +126,12 @@ struct TextFields<'a, W: fmt::Write> {
 
 impl<W: fmt::Write> TextFields<'_, W> {
     fn key(&mut self, field: &Field) -> fmt::Result {
-        if field.name() == "message" {
-            self.out.write_char(' ')
-        } else {
-            write!(self.out, " {}=", field.name())
+        self.out.write_char(' ')?;
+        if field.name() != "message" {
+            self.out.write_str(field.name())?;
+            self.out.write_char('=')?;
         }
+        Ok(())
     }
 }
 
@@ -140,14 +155,17 @@ impl<W: fmt::Write> tracing::field::Visit for TextFields<'_, W> {
     fn record_u64(&mut self, field: &Field, value: u64) {
         self.result = self.result.and_then(|()| {
             self.key(field)?;
-            write!(self.out, "{value}")
+            write_u64(self.out, value)
         });
     }
 
     fn record_i64(&mut self, field: &Field, value: i64) {
         self.result = self.result.and_then(|()| {
             self.key(field)?;
-            write!(self.out, "{value}")
+            if value < 0 {
+                self.out.write_char('-')?;
+            }
+            write_u64(self.out, value.unsigned_abs())
         });
     }
 
@@ -172,18 +190,27 @@ struct JsonFields<'a, W: fmt::Write> {
     result: fmt::Result,
 }
 
+impl<W: fmt::Write> JsonFields<'_, W> {
+    fn key(&mut self, field: &Field) -> fmt::Result {
+        self.out.write_str(",\"")?;
+        self.out.write_str(field.name())?;
+        self.out.write_str("\":")
+    }
+}
+
 impl<W: fmt::Write> tracing::field::Visit for JsonFields<'_, W> {
     fn record_str(&mut self, field: &Field, value: &str) {
         self.result = self.result.and_then(|()| {
-            write!(self.out, ",\"{}\":", field.name())?;
+            self.key(field)?;
             write_json_string(self.out, value)
         });
     }
 
     fn record_u64(&mut self, field: &Field, value: u64) {
-        self.result = self
-            .result
-            .and_then(|()| write!(self.out, ",\"{}\":{value}", field.name()));
+        self.result = self.result.and_then(|()| {
+            self.key(field)?;
+            write_u64(self.out, value)
+        });
     }
 
     fn record_i64(&mut self, field: &Field, value: i64) {
@@ -205,6 +232,22 @@ impl<W: fmt::Write> tracing::field::Visit for JsonFields<'_, W> {
             self.out.write_char('"')
         });
     }
+}
+
+/// Decimal digits without `core::fmt`'s machinery: request lines carry several numbers.
+fn write_u64(out: &mut impl fmt::Write, mut value: u64) -> fmt::Result {
+    let mut digits = [0u8; 20];
+    let mut start = digits.len();
+    loop {
+        start -= 1;
+        digits[start] = b'0' + (value % 10) as u8;
+        value /= 10;
+        if value == 0 {
+            break;
+        }
+    }
+    // Only ASCII digits were written.
+    out.write_str(std::str::from_utf8(&digits[start..]).unwrap_or("?"))
 }
 
 fn write_json_string(out: &mut impl fmt::Write, value: &str) -> fmt::Result {
@@ -252,6 +295,15 @@ mod tests {
         assert_eq!(civil_from_days(11_016), (2000, 2, 29));
         assert_eq!(civil_from_days(20_784), (2026, 11, 27));
         assert_eq!(civil_from_days(-1), (1969, 12, 31));
+    }
+
+    #[test]
+    fn integers() {
+        for value in [0u64, 7, 10, 12345, u64::MAX] {
+            let mut out = String::new();
+            write_u64(&mut out, value).unwrap();
+            assert_eq!(out, value.to_string());
+        }
     }
 
     #[test]

@@ -1,18 +1,19 @@
-//! The connection to the upstream registry: a keep-alive HTTP/1.1 pool (plain or rustls) shared by
+//! The connection to the upstream registry: a keep-alive HTTP/1.1 pool (plain or rustls) used by
 //! the proxy and the readiness probe.
 //!
-//! Owns: the hyper client and the upstream's identity (origin and the names it calls itself).
+//! Owns: the connection pool and the upstream's identity (origin and the names it calls itself).
 //! May call: `tls`.
+
+mod pool;
 
 use std::time::Duration;
 
-use http::{HeaderValue, Method, Request, Response, Uri, uri::PathAndQuery};
+use http::{HeaderValue, Method, Request, Response, Uri, header::HOST, uri::PathAndQuery};
 use hyper::body::Incoming;
-use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
-use hyper_util::{
-    client::legacy::{Client, connect::HttpConnector},
-    rt::{TokioExecutor, TokioTimer},
-};
+use hyper_rustls::HttpsConnectorBuilder;
+use hyper_util::client::legacy::connect::HttpConnector;
+
+pub use pool::{Pool, UpstreamError};
 
 use crate::{
     config::{Config, UpstreamUrl},
@@ -24,14 +25,12 @@ use crate::{
 /// few syscalls.
 const SOCKET_BUFFER_BYTES: usize = 1 << 20;
 
-pub type UpstreamClient = Client<HttpsConnector<HttpConnector>, UpstreamBody>;
-
 pub struct Upstream {
     pub url: UpstreamUrl,
     /// `Host` sent upstream: the configured authority.
     pub host_header: HeaderValue,
     pub names: UpstreamNames,
-    pub client: UpstreamClient,
+    pub pool: Pool,
     pub response_timeout: Duration,
 }
 
@@ -57,13 +56,18 @@ impl Upstream {
             .https_or_http()
             .enable_http1()
             .wrap_connector(http);
-        let client = Client::builder(TokioExecutor::new())
-            .timer(TokioTimer::new())
-            .pool_timer(TokioTimer::new())
-            .pool_idle_timeout(config.timeouts.pool_idle.0)
-            .pool_max_idle_per_host(upstream.pool_max_idle)
-            .http1_max_buf_size(512 * 1024)
-            .build(connector);
+        let origin = Uri::builder()
+            .scheme(upstream.url.scheme.clone())
+            .authority(upstream.url.authority.clone())
+            .path_and_query("/")
+            .build()
+            .expect("a validated upstream URL is a valid URI");
+        let pool = Pool::new(
+            connector,
+            origin,
+            upstream.pool_max_idle,
+            config.timeouts.pool_idle.0,
+        );
         let host_header = HeaderValue::from_str(upstream.url.authority.as_str())
             .expect("an http::uri::Authority is a valid header value");
         Ok(Self {
@@ -74,36 +78,23 @@ impl Upstream {
             ),
             url: upstream.url.clone(),
             host_header,
-            client,
+            pool,
             response_timeout: config.timeouts.upstream_response.0,
         })
     }
 
-    /// The upstream URI for a client's path and query.
-    pub fn uri(&self, path_and_query: Option<PathAndQuery>) -> Result<Uri, http::Error> {
-        let mut parts = http::uri::Parts::default();
-        parts.scheme = Some(self.url.scheme.clone());
-        parts.authority = Some(self.url.authority.clone());
-        parts.path_and_query =
-            Some(path_and_query.unwrap_or_else(|| PathAndQuery::from_static("/")));
-        Ok(Uri::from_parts(parts)?)
-    }
-
     /// `GET /v2/` — the registry answers 200, or 401 when it wants credentials; both mean it is up.
     pub async fn probe(&self, timeout: Duration) -> Result<u16, String> {
-        let uri = self
-            .uri(Some(PathAndQuery::from_static("/v2/")))
-            .map_err(|e| e.to_string())?;
         let request = Request::builder()
             .method(Method::GET)
-            .uri(uri)
+            .uri(Uri::from(PathAndQuery::from_static("/v2/")))
+            .header(HOST, self.host_header.clone())
             .body(UpstreamBody::Empty)
             .map_err(|e| e.to_string())?;
-        let response: Response<Incoming> =
-            tokio::time::timeout(timeout, self.client.request(request))
-                .await
-                .map_err(|_| format!("no answer within {timeout:?}"))?
-                .map_err(|e| error_chain(&e))?;
+        let response: Response<Incoming> = tokio::time::timeout(timeout, self.pool.send(request))
+            .await
+            .map_err(|_| format!("no answer within {timeout:?}"))?
+            .map_err(|e| error_chain(&e))?;
         let status = response.status().as_u16();
         if status == 200 || status == 401 {
             Ok(status)
