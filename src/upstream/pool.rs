@@ -24,6 +24,9 @@ use tower_service::Service;
 
 use crate::proxy::UpstreamBody;
 
+/// A request on a connection idle at least this long keeps a copy for a replay (see `send`).
+const REPLAY_AFTER_IDLE: Duration = Duration::from_secs(1);
+
 /// Largest read buffer per upstream connection: one read can take this much of a blob.
 const MAX_READ_BUFFER: usize = 512 * 1024;
 
@@ -92,14 +95,20 @@ impl Pool {
     /// Then the request is sent again, once, on a fresh connection: always when hyper hands it
     /// back unsent, and for a bodyless `GET`/`HEAD` also when it was sent but no answer came,
     /// since repeating those changes nothing (nginx's `proxy_next_upstream error` does the same).
+    /// Servers close kept-alive connections on idle timeouts, so the copy needed for that replay
+    /// is only made for connections that sat idle for [`REPLAY_AFTER_IDLE`].
     pub async fn send(
         &self,
         request: Request<UpstreamBody>,
     ) -> Result<Response<Incoming>, UpstreamError> {
-        let Some(mut sender) = self.checkout() else {
+        let Some((mut sender, idle)) = self.checkout() else {
             return self.send_on(self.connect().await?, request).await;
         };
-        let replay = replayable(&request);
+        let replay = if idle >= REPLAY_AFTER_IDLE {
+            replayable(&request)
+        } else {
+            None
+        };
         match sender.try_send_request(request).await {
             Ok(response) => {
                 self.checkin(sender);
@@ -130,8 +139,9 @@ impl Pool {
         Ok(response)
     }
 
-    /// The most recently used connection that is ready for a request; drops closed ones.
-    fn checkout(&self) -> Option<SendRequest<UpstreamBody>> {
+    /// The most recently used connection that is ready for a request, and how long it sat idle;
+    /// drops closed ones.
+    fn checkout(&self) -> Option<(SendRequest<UpstreamBody>, Duration)> {
         let mut connections = self.connections.lock().unwrap_or_else(|e| e.into_inner());
         let mut index = connections.len();
         while index > 0 {
@@ -140,7 +150,8 @@ impl Pool {
             if connection.sender.is_closed() {
                 connections.swap_remove(index);
             } else if connection.sender.is_ready() {
-                return Some(connections.remove(index).sender);
+                let idle = connections.remove(index);
+                return Some((idle.sender, idle.since.elapsed()));
             }
         }
         None
