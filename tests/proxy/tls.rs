@@ -98,3 +98,43 @@ fn client_trusting_test_ca_pushes_over_https_and_gets_h2() {
     ]));
     assert_eq!(String::from_utf8_lossy(&version.stdout), "2");
 }
+
+#[tokio::test]
+async fn https_upstream_is_verified_against_the_configured_ca_bundle() {
+    let ca = TestCa::new();
+    let registry = Registry::start_tls(&ca.path("tls.crt"), &ca.path("tls.key"));
+    assert!(registry.url().starts_with("https://"));
+    let client = crate::support::http::HttpClient::default();
+
+    // Trusting only the public web roots, the test CA's certificate is refused: 502, not a
+    // silent downgrade.
+    let strict = Regkeeper::start(&registry.url());
+    let refused = client.get(&format!("{}/v2/", strict.url()), &[]).await;
+    assert_eq!(refused.status, 502);
+    assert_eq!(refused.json()["errors"][0]["code"], "UNAVAILABLE");
+
+    // With the CA bundle configured, pushes go through to the https upstream.
+    let trusting = Regkeeper::start_env(
+        &registry.url(),
+        &[("REGKEEPER_UPSTREAM_CA_BUNDLE", &ca.path("ca.pem"))],
+    );
+    let work = tempfile::tempdir().unwrap();
+    let mut layout = Layout::new(work.path());
+    let manifest = layout.add_image(&ImageSpec::default());
+    layout.tag("v1", &manifest);
+    let remote = format!("docker://{}/tls/upstream:v1", trusting.host());
+    crate::support::image::skopeo_copy(&format!("oci:{}:v1", layout.dir.display()), &remote, &[]);
+    assert_eq!(
+        crate::support::image::remote_digest(&remote),
+        manifest.digest
+    );
+
+    // insecureSkipVerify accepts the certificate without the bundle (labs only) and says so.
+    let lab = Regkeeper::start_env(
+        &registry.url(),
+        &[("REGKEEPER_UPSTREAM_INSECURE_SKIP_VERIFY", "true")],
+    );
+    let base = client.get(&format!("{}/v2/", lab.url()), &[]).await;
+    assert_eq!(base.status, 200);
+    assert!(lab.logs().contains("insecureSkipVerify"), "{}", lab.logs());
+}

@@ -11,6 +11,8 @@ use super::process::{Guard, free_port, require_tool, wait_for_port};
 
 pub struct Registry {
     pub addr: SocketAddr,
+    /// `http` or `https` (when started with a certificate).
+    pub scheme: &'static str,
     pub dir: tempfile::TempDir,
     config: PathBuf,
     child: Option<Guard>,
@@ -37,6 +39,11 @@ impl Registry {
         .unwrap();
         let mut registry = Self {
             addr,
+            scheme: if extra.contains("\n  tls:") || extra.starts_with("  tls:") {
+                "https"
+            } else {
+                "http"
+            },
             dir,
             config,
             child: None,
@@ -45,8 +52,16 @@ impl Registry {
         registry
     }
 
+    /// Serving HTTPS with the given PEM certificate and key.
+    pub fn start_tls(cert: &str, key: &str) -> Self {
+        // Appended right after the `http:` section, so it nests under it.
+        Self::start_with(&format!(
+            "  tls:\n    certificate: {cert}\n    key: {key}\n"
+        ))
+    }
+
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        format!("{}://{}", self.scheme, self.addr)
     }
 
     /// Stops the registry process (the port refuses connections afterwards).

@@ -24,6 +24,15 @@ impl Regkeeper {
 
     /// `extra` is appended to the generated config (e.g. a `tls:` or `timeouts:` section).
     pub fn start_with(upstream_url: &str, extra: &str) -> Self {
+        Self::start_full(upstream_url, extra, &[])
+    }
+
+    /// With `REGKEEPER_*` overrides in the child's environment.
+    pub fn start_env(upstream_url: &str, env: &[(&str, &str)]) -> Self {
+        Self::start_full(upstream_url, "", env)
+    }
+
+    fn start_full(upstream_url: &str, extra: &str, env: &[(&str, &str)]) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
         let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
@@ -42,6 +51,7 @@ impl Regkeeper {
             .arg("serve")
             .arg("--config")
             .arg(&config)
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(fs::File::create(&log).unwrap())
             .spawn()
