@@ -81,7 +81,9 @@ impl Proxy {
         let received = (self.log_requests && !request.body().is_end_stream())
             .then(|| Arc::new(AtomicU64::new(0)));
 
-        match self.forward(request, connection, received.clone()).await {
+        // Boxed: the forward future is large, and moving it through the layers above costs more
+        // than one allocation.
+        match Box::pin(self.forward(request, connection, received.clone())).await {
             Ok(response) => {
                 let record = self.log_requests.then(|| RequestRecord {
                     method,
