@@ -33,7 +33,7 @@ use http_body_util::{BodyExt, Empty, Full};
 use hyper::body::Incoming;
 use support::{
     Registry, Regkeeper,
-    http::{HttpClient, chunked, empty, full},
+    http::{HttpClient, chunked, empty, full, with_digest},
     image::{noise, sha256},
     process::{Guard, free_port, wait_for_port},
 };
@@ -306,11 +306,6 @@ async fn start_upload(client: &HttpClient, base: &str, repo: &str) -> String {
     } else {
         location
     }
-}
-
-fn with_digest(url: &str, digest: &str) -> String {
-    let sep = if url.contains('?') { '&' } else { '?' };
-    format!("{url}{sep}digest={digest}")
 }
 
 async fn push_monolithic(

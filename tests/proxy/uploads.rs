@@ -6,7 +6,7 @@ use http::{Method, StatusCode};
 
 use crate::support::{
     Registry, Regkeeper,
-    http::{HttpClient, chunked, empty, full},
+    http::{HttpClient, chunked, empty, full, with_digest},
     image::{noise, sha256},
 };
 
@@ -18,11 +18,6 @@ fn upload_url(proxy: &Regkeeper, location: &str) -> String {
         "Location {location} should point at the proxy {base}"
     );
     location.to_string()
-}
-
-fn with_digest(url: &str, digest: &str) -> String {
-    let sep = if url.contains('?') { '&' } else { '?' };
-    format!("{url}{sep}digest={digest}")
 }
 
 async fn start_upload(client: &HttpClient, proxy: &Regkeeper, repo: &str) -> String {

@@ -34,6 +34,12 @@ impl Body for Chunks {
     }
 }
 
+/// An upload URL completed with `digest=` (the final `PUT` of a blob upload).
+pub fn with_digest(url: &str, digest: &str) -> String {
+    let sep = if url.contains('?') { '&' } else { '?' };
+    format!("{url}{sep}digest={digest}")
+}
+
 pub struct Answer {
     pub status: StatusCode,
     pub headers: HeaderMap,
