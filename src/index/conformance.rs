@@ -1,0 +1,308 @@
+//! The conformance suite: every case runs against the in-memory twin and against sled.
+
+use std::collections::BTreeMap;
+
+use super::*;
+
+const D1: &str = "sha256:1111111111111111111111111111111111111111111111111111111111111111";
+const D2: &str = "sha256:2222222222222222222222222222222222222222222222222222222222222222";
+const D3: &str = "sha256:3333333333333333333333333333333333333333333333333333333333333333";
+
+fn push(repository: &str, tag: &str, digest: &str, at: u64) -> Write {
+    Write::PushTag {
+        repository: repository.into(),
+        tag: tag.into(),
+        digest: digest.into(),
+        at: UnixMillis(at),
+        only_if_unknown: false,
+    }
+}
+
+fn manifest(repository: &str, digest: &str) -> ManifestRecord {
+    ManifestRecord {
+        repository: repository.into(),
+        digest: digest.into(),
+        media_type: "application/vnd.oci.image.manifest.v1+json".into(),
+        kind: ManifestKind::Image,
+        total_size: 1234,
+        config_digest: Some(D3.into()),
+        children: Vec::new(),
+        subject: None,
+        artifact_type: None,
+        created: Some("2026-01-01T00:00:00Z".into()),
+        annotations: BTreeMap::from([("org.opencontainers.image.revision".into(), "abc".into())]),
+        labels: BTreeMap::new(),
+        recorded_at: UnixMillis(5),
+        complete: true,
+    }
+}
+
+fn push_records_times_and_history(index: &dyn Index) {
+    index.apply(&[push("team/app", "v1", D1, 10)]).unwrap();
+    index.apply(&[push("team/app", "v1", D1, 20)]).unwrap();
+    let tag = index.tag("team/app", "v1").unwrap().unwrap();
+    assert_eq!(
+        (tag.first_pushed, tag.last_pushed),
+        (UnixMillis(10), UnixMillis(20))
+    );
+    assert!(tag.history.is_empty(), "same digest again is not history");
+
+    index.apply(&[push("team/app", "v1", D2, 30)]).unwrap();
+    let tag = index.tag("team/app", "v1").unwrap().unwrap();
+    assert_eq!(tag.digest, D2);
+    assert_eq!(tag.first_pushed, UnixMillis(10));
+    assert_eq!(tag.last_pushed, UnixMillis(30));
+    assert_eq!(
+        tag.history,
+        [PreviousDigest {
+            digest: D1.into(),
+            replaced_at: UnixMillis(30)
+        }]
+    );
+}
+
+fn sync_leaves_known_tags_alone(index: &dyn Index) {
+    index.apply(&[push("a", "t", D1, 10)]).unwrap();
+    let seen = |tag: &str, digest: &str| Write::PushTag {
+        repository: "a".into(),
+        tag: tag.into(),
+        digest: digest.into(),
+        at: UnixMillis(99),
+        only_if_unknown: true,
+    };
+    index.apply(&[seen("t", D2), seen("new", D2)]).unwrap();
+    let known = index.tag("a", "t").unwrap().unwrap();
+    assert_eq!(
+        (known.digest.as_str(), known.first_pushed),
+        (D1, UnixMillis(10))
+    );
+    let new = index.tag("a", "new").unwrap().unwrap();
+    assert_eq!(new.first_pushed, UnixMillis(99));
+}
+
+fn delete_by_digest_removes_its_tags_in_that_repository_only(index: &dyn Index) {
+    index
+        .apply(&[
+            push("a", "t1", D1, 1),
+            push("a", "t2", D1, 2),
+            push("a", "t3", D2, 3),
+            push("b", "t1", D1, 4),
+            Write::PutManifest(manifest("a", D1)),
+            Write::PutManifest(manifest("b", D1)),
+        ])
+        .unwrap();
+    index
+        .apply(&[Write::DeleteManifest {
+            repository: "a".into(),
+            digest: D1.into(),
+        }])
+        .unwrap();
+    let left: Vec<String> = index
+        .tags("a")
+        .unwrap()
+        .into_iter()
+        .map(|t| t.tag)
+        .collect();
+    assert_eq!(left, ["t3"]);
+    assert!(index.manifest("a", D1).unwrap().is_none());
+    assert!(index.manifest("b", D1).unwrap().is_some());
+    assert!(index.tag("b", "t1").unwrap().is_some());
+}
+
+fn delete_tag_keeps_the_manifest(index: &dyn Index) {
+    index
+        .apply(&[push("a", "t", D1, 1), Write::PutManifest(manifest("a", D1))])
+        .unwrap();
+    index
+        .apply(&[Write::DeleteTag {
+            repository: "a".into(),
+            tag: "t".into(),
+        }])
+        .unwrap();
+    assert!(index.tag("a", "t").unwrap().is_none());
+    assert_eq!(index.manifest("a", D1).unwrap().unwrap(), manifest("a", D1));
+}
+
+fn writes_in_one_batch_see_each_other(index: &dyn Index) {
+    index
+        .apply(&[
+            push("a", "t", D1, 1),
+            push("a", "t", D2, 2),
+            Write::DeleteManifest {
+                repository: "a".into(),
+                digest: D2.into(),
+            },
+            push("a", "u", D3, 3),
+        ])
+        .unwrap();
+    assert!(index.tag("a", "t").unwrap().is_none());
+    assert_eq!(index.tag("a", "u").unwrap().unwrap().digest, D3);
+}
+
+fn commit_links_are_stored_once_per_source(index: &dyn Index) {
+    let link = |commit: &str, source: LinkSource| {
+        Write::LinkCommit(CommitLink {
+            digest: D1.into(),
+            commit: commit.into(),
+            source,
+            learned_at: UnixMillis(7),
+        })
+    };
+    index
+        .apply(&[
+            link("abc", LinkSource::Annotation),
+            link("abc", LinkSource::Annotation),
+            link("abc", LinkSource::Label("vcs-ref".into())),
+            link("def", LinkSource::Api),
+        ])
+        .unwrap();
+    let links = index.commit_links(D1).unwrap();
+    assert_eq!(links.len(), 3, "{links:?}");
+    assert!(index.commit_links(D2).unwrap().is_empty());
+}
+
+fn pulls_accumulate(index: &dyn Index) {
+    let pulls = |count, last| Write::RecordPulls {
+        repository: "a".into(),
+        reference: "latest".into(),
+        count,
+        last: UnixMillis(last),
+    };
+    index.apply(&[pulls(3, 50), pulls(2, 40)]).unwrap();
+    index.apply(&[pulls(1, 60)]).unwrap();
+    let stats = index.pulls("a", "latest").unwrap().unwrap();
+    assert_eq!((stats.count, stats.last_pulled), (6, UnixMillis(60)));
+    assert!(index.pulls("a", "other").unwrap().is_none());
+}
+
+fn names_that_prefix_each_other_stay_apart(index: &dyn Index) {
+    index
+        .apply(&[
+            push("a", "x", D1, 1),
+            push("ab", "x", D2, 2),
+            push("a/b", "x", D3, 3),
+        ])
+        .unwrap();
+    assert_eq!(index.tags("a").unwrap().len(), 1);
+    assert_eq!(index.tags("ab").unwrap()[0].digest, D2);
+    assert_eq!(index.repositories().unwrap(), ["a", "a/b", "ab"]);
+}
+
+fn tag_history_is_bounded(index: &dyn Index) {
+    for i in 0..150u64 {
+        let digest = if i % 2 == 0 { D1 } else { D2 };
+        index.apply(&[push("a", "t", digest, i)]).unwrap();
+    }
+    let tag = index.tag("a", "t").unwrap().unwrap();
+    assert_eq!(tag.history.len(), 100);
+    assert_eq!(tag.history.last().unwrap().replaced_at, UnixMillis(149));
+}
+
+macro_rules! conformance {
+    ($($case:ident),* $(,)?) => {
+        mod memory {
+            $(#[test] fn $case() { super::$case(&crate::index::in_memory()) })*
+        }
+        mod sled {
+            $(#[test] fn $case() {
+                let dir = tempfile::tempdir().unwrap();
+                super::$case(&crate::index::open_sled(&dir.path().join("index")).unwrap())
+            })*
+        }
+    };
+}
+
+conformance!(
+    push_records_times_and_history,
+    sync_leaves_known_tags_alone,
+    delete_by_digest_removes_its_tags_in_that_repository_only,
+    delete_tag_keeps_the_manifest,
+    writes_in_one_batch_see_each_other,
+    commit_links_are_stored_once_per_source,
+    pulls_accumulate,
+    names_that_prefix_each_other_stay_apart,
+    tag_history_is_bounded,
+);
+
+#[test]
+fn sled_keeps_everything_across_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("index");
+    {
+        let index = open_sled(&path).unwrap();
+        index
+            .apply(&[push("a", "t", D1, 1), Write::PutManifest(manifest("a", D1))])
+            .unwrap();
+        index.flush().unwrap();
+    }
+    let index = open_sled(&path).unwrap();
+    assert_eq!(index.tag("a", "t").unwrap().unwrap().digest, D1);
+    assert_eq!(index.manifest("a", D1).unwrap().unwrap(), manifest("a", D1));
+}
+
+#[test]
+fn foreign_directory_is_refused_and_left_untouched() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("precious.txt"), "do not touch").unwrap();
+    let error = open_sled(dir.path())
+        .err()
+        .expect("must refuse")
+        .to_string();
+    assert!(error.contains("not a regkeeper index"), "{error}");
+    assert!(error.contains("precious.txt"), "{error}");
+    let entries: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
+    assert_eq!(
+        entries.len(),
+        1,
+        "nothing may be created in a foreign directory"
+    );
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("precious.txt")).unwrap(),
+        "do not touch"
+    );
+}
+
+#[test]
+fn newer_schema_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("index");
+    {
+        let kv = SledKv::open(&path).unwrap();
+        kv.apply(vec![(
+            b"\0schema".to_vec(),
+            Some((SCHEMA_VERSION + 1).to_be_bytes().to_vec()),
+        )])
+        .unwrap();
+        kv.flush().unwrap();
+    }
+    let error = open_sled(&path).err().expect("must refuse").to_string();
+    assert!(error.contains("newer regkeeper"), "{error}");
+}
+
+#[test]
+fn sled_database_of_someone_else_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("index");
+    {
+        let kv = SledKv::open(&path).unwrap();
+        kv.apply(vec![(b"their-key".to_vec(), Some(b"their value".to_vec()))])
+            .unwrap();
+        kv.flush().unwrap();
+    }
+    let error = open_sled(&path).err().expect("must refuse").to_string();
+    assert!(error.contains("no regkeeper schema version"), "{error}");
+}
+
+#[test]
+fn unreadable_record_is_an_error_not_a_panic() {
+    let kv = MemoryKv::default();
+    let index = Store::new(kv).unwrap();
+    index.apply(&[push("a", "t", D1, 1)]).unwrap();
+    // Overwrite the record with garbage through the KV layer.
+    let store_kv: &MemoryKv = index.kv_for_tests();
+    store_kv
+        .apply(vec![(b"ta\0t".to_vec(), Some(b"\x01{not json".to_vec()))])
+        .unwrap();
+    let error = index.tag("a", "t").unwrap_err().to_string();
+    assert!(error.contains("unreadable"), "{error}");
+}

@@ -1,0 +1,59 @@
+//! The storage underneath the index: ordered byte keys, point reads, prefix scans and atomic
+//! batches. Everything index-specific lives above this line, so both engines share it.
+
+use std::{collections::BTreeMap, sync::RwLock};
+
+use super::IndexError;
+
+/// A stored key and its value.
+pub type KvPair = (Vec<u8>, Vec<u8>);
+
+/// One key's new value (`None` deletes it).
+pub type KvWrite = (Vec<u8>, Option<Vec<u8>>);
+
+pub trait KvStore: Send + Sync {
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, IndexError>;
+    /// Every (key, value) whose key starts with `prefix`, in key order.
+    fn scan(&self, prefix: &[u8]) -> Result<Vec<KvPair>, IndexError>;
+    /// All writes become visible together, or none (also across a crash).
+    fn apply(&self, writes: Vec<KvWrite>) -> Result<(), IndexError>;
+    /// Makes applied batches durable.
+    fn flush(&self) -> Result<(), IndexError>;
+}
+
+/// The in-memory twin: a `BTreeMap` behind a lock.
+#[derive(Default)]
+pub struct MemoryKv {
+    map: RwLock<BTreeMap<Vec<u8>, Vec<u8>>>,
+}
+
+impl KvStore for MemoryKv {
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, IndexError> {
+        let map = self.map.read().unwrap_or_else(|e| e.into_inner());
+        Ok(map.get(key).cloned())
+    }
+
+    fn scan(&self, prefix: &[u8]) -> Result<Vec<KvPair>, IndexError> {
+        let map = self.map.read().unwrap_or_else(|e| e.into_inner());
+        Ok(map
+            .range(prefix.to_vec()..)
+            .take_while(|(k, _)| k.starts_with(prefix))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect())
+    }
+
+    fn apply(&self, writes: Vec<KvWrite>) -> Result<(), IndexError> {
+        let mut map = self.map.write().unwrap_or_else(|e| e.into_inner());
+        for (key, value) in writes {
+            match value {
+                Some(value) => map.insert(key, value),
+                None => map.remove(&key),
+            };
+        }
+        Ok(())
+    }
+
+    fn flush(&self) -> Result<(), IndexError> {
+        Ok(())
+    }
+}

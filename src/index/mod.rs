@@ -1,0 +1,88 @@
+//! The index: what regkeeper knows about every tag and manifest it has seen — digests, push
+//! times, tag history, what each manifest is and refers to, the commits images were built from,
+//! and pull statistics.
+//!
+//! Owns: the [`Index`] trait, its sled implementation (the embedded default) and its in-memory
+//! twin, which share one implementation of the semantics ([`store::Store`]) over a small ordered
+//! key-value layer ([`kv::KvStore`]); a conformance suite runs against both.
+//! May call: nothing else in the crate. The proxy never calls it directly (see `events`).
+
+mod kv;
+mod model;
+mod sled_kv;
+mod store;
+
+#[cfg(test)]
+mod conformance;
+
+use std::path::Path;
+
+pub use kv::{KvStore, MemoryKv};
+pub use model::{
+    CommitLink, LinkSource, ManifestKind, ManifestRecord, PreviousDigest, PullStats, TagRecord,
+    UnixMillis, Write,
+};
+pub use sled_kv::SledKv;
+pub use store::{SCHEMA_VERSION, Store};
+
+#[derive(Debug, thiserror::Error)]
+pub enum IndexError {
+    #[error(
+        "{path} is not a regkeeper index ({why}); refusing to use it. Point index.path at an empty or new directory"
+    )]
+    Foreign { path: String, why: String },
+    #[error("the index at {path} cannot be opened ({why}); it was left untouched")]
+    Corrupt { path: String, why: String },
+    #[error(
+        "the index was written by a newer regkeeper (schema {found}, this build reads up to {supported}); upgrade regkeeper or use another index.path"
+    )]
+    NewerSchema { found: u32, supported: u32 },
+    #[error("index record {0} is unreadable: {1}")]
+    BadRecord(String, String),
+    #[error("index storage: {0}")]
+    Engine(String),
+    #[error("{0}: {1}")]
+    Io(String, std::io::Error),
+}
+
+/// What the rest of regkeeper asks of the index. Reads see only whole batches.
+pub trait Index: Send + Sync {
+    /// Applies `writes` in order, atomically: after a crash either all of them are there or none.
+    fn apply(&self, writes: &[Write]) -> Result<(), IndexError>;
+    fn repositories(&self) -> Result<Vec<String>, IndexError>;
+    /// The repository's tags, ordered by tag name.
+    fn tags(&self, repository: &str) -> Result<Vec<TagRecord>, IndexError>;
+    fn tag(&self, repository: &str, tag: &str) -> Result<Option<TagRecord>, IndexError>;
+    /// The repository's manifests, ordered by digest.
+    fn manifests(&self, repository: &str) -> Result<Vec<ManifestRecord>, IndexError>;
+    fn manifest(
+        &self,
+        repository: &str,
+        digest: &str,
+    ) -> Result<Option<ManifestRecord>, IndexError>;
+    fn commit_links(&self, digest: &str) -> Result<Vec<CommitLink>, IndexError>;
+    /// Pulls of a tag or digest in a repository.
+    fn pulls(&self, repository: &str, reference: &str) -> Result<Option<PullStats>, IndexError>;
+    /// Makes everything applied so far durable.
+    fn flush(&self) -> Result<(), IndexError>;
+}
+
+pub type SledIndex = Store<SledKv>;
+pub type MemoryIndex = Store<MemoryKv>;
+
+/// Opens (or creates) the embedded index at `path`.
+pub fn open_sled(path: &Path) -> Result<SledIndex, IndexError> {
+    Store::new(SledKv::open(path)?).map_err(|e| match e {
+        IndexError::Foreign { why, .. } => IndexError::Foreign {
+            path: path.display().to_string(),
+            why,
+        },
+        other => other,
+    })
+}
+
+/// An empty index in memory (tests, dry runs).
+pub fn in_memory() -> MemoryIndex {
+    // An empty map always takes the schema version.
+    Store::new(MemoryKv::default()).unwrap_or_else(|_| unreachable!("empty memory store"))
+}

@@ -1,0 +1,148 @@
+//! What the index records: tags, manifests, commit links and pull statistics.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+/// Milliseconds since the Unix epoch (UTC).
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
+pub struct UnixMillis(pub u64);
+
+impl UnixMillis {
+    pub fn now() -> Self {
+        Self(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+        )
+    }
+}
+
+/// A digest the tag pointed to before it was pushed again.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PreviousDigest {
+    pub digest: String,
+    /// When the tag stopped pointing to it.
+    pub replaced_at: UnixMillis,
+}
+
+/// Repository + tag → digest, with push times and the tag's history.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TagRecord {
+    pub repository: String,
+    pub tag: String,
+    pub digest: String,
+    /// When the proxy (or `sync`) first saw this tag.
+    pub first_pushed: UnixMillis,
+    /// The latest push of this tag (to any digest).
+    pub last_pushed: UnixMillis,
+    /// Earlier digests, oldest first.
+    #[serde(default)]
+    pub history: Vec<PreviousDigest>,
+}
+
+/// What a manifest is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ManifestKind {
+    /// An image manifest (OCI or Docker v2 schema 2).
+    Image,
+    /// A multi-platform index (OCI index or Docker manifest list).
+    Index,
+    /// An OCI artifact (non-image `artifactType` or config media type).
+    Artifact,
+    /// A media type regkeeper does not parse: recorded, never interpreted.
+    Opaque,
+}
+
+/// Repository + digest → what the manifest is and refers to.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ManifestRecord {
+    pub repository: String,
+    pub digest: String,
+    pub media_type: String,
+    pub kind: ManifestKind,
+    /// Manifest + config + layers, in bytes (for an index: the index itself).
+    pub total_size: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config_digest: Option<String>,
+    /// Child manifests of an index.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub children: Vec<String>,
+    /// The manifest this one refers to (signatures, SBOMs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subject: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub artifact_type: Option<String>,
+    /// `created` from the image config, as written there.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created: Option<String>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub annotations: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+    pub recorded_at: UnixMillis,
+    /// False when the body was over the capture cap or did not parse: `sync` fills it in.
+    pub complete: bool,
+}
+
+/// How a commit link was learned.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", tag = "source", content = "detail")]
+pub enum LinkSource {
+    /// Manifest annotation `org.opencontainers.image.revision`.
+    Annotation,
+    /// The named image config label.
+    Label(String),
+    /// The named configured tag pattern.
+    TagPattern(String),
+    /// `POST /api/v1/links`.
+    Api,
+}
+
+/// Digest → a git commit it was built from.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CommitLink {
+    pub digest: String,
+    pub commit: String,
+    pub source: LinkSource,
+    pub learned_at: UnixMillis,
+}
+
+/// Pulls of one reference (tag or digest) in one repository.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PullStats {
+    pub last_pulled: UnixMillis,
+    pub count: u64,
+}
+
+/// One change to the index. A batch of them is applied atomically.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Write {
+    /// A tag was pushed (or first seen by `sync`, with `only_if_unknown`).
+    PushTag {
+        repository: String,
+        tag: String,
+        digest: String,
+        at: UnixMillis,
+        /// `sync`: leave a tag the index already knows exactly as it is.
+        only_if_unknown: bool,
+    },
+    /// A manifest's facts, replacing what was known.
+    PutManifest(ManifestRecord),
+    /// Adds a commit link (the same digest + commit + source is stored once).
+    LinkCommit(CommitLink),
+    /// The registry deleted this digest from the repository: the manifest and every tag on it.
+    DeleteManifest { repository: String, digest: String },
+    /// The tag no longer exists (its digest may stay).
+    DeleteTag { repository: String, tag: String },
+    /// Pulls seen since the last batch.
+    RecordPulls {
+        repository: String,
+        reference: String,
+        count: u64,
+        last: UnixMillis,
+    },
+}

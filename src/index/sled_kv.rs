@@ -1,0 +1,97 @@
+//! The embedded default: a sled database in a directory. sled 0.34 is old; nothing outside this
+//! file knows it is there.
+
+use std::path::{Path, PathBuf};
+
+use super::{
+    IndexError,
+    kv::{KvPair, KvStore, KvWrite},
+};
+
+pub struct SledKv {
+    db: sled::Db,
+    path: PathBuf,
+}
+
+/// Files sled 0.34 keeps in its directory.
+const SLED_FILES: [&str; 2] = ["conf", "db"];
+
+impl SledKv {
+    /// Opens (or creates) the database at `path`. A directory that holds anything but a sled
+    /// database is refused untouched.
+    pub fn open(path: &Path) -> Result<Self, IndexError> {
+        let foreign = |why: String| IndexError::Foreign {
+            path: path.display().to_string(),
+            why,
+        };
+        if path.exists() {
+            if !path.is_dir() {
+                return Err(foreign("it is not a directory".into()));
+            }
+            let entries: Vec<String> = std::fs::read_dir(path)
+                .map_err(|e| IndexError::Io(path.display().to_string(), e))?
+                .filter_map(|e| e.ok())
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect();
+            let is_sled = SLED_FILES.iter().all(|f| entries.iter().any(|e| e == f));
+            if !entries.is_empty() && !is_sled {
+                return Err(foreign(format!(
+                    "it holds other files ({}) and no index",
+                    entries.join(", ")
+                )));
+            }
+        }
+        let db = sled::Config::new()
+            .path(path)
+            .mode(sled::Mode::HighThroughput)
+            .open()
+            .map_err(|e| IndexError::Corrupt {
+                path: path.display().to_string(),
+                why: e.to_string(),
+            })?;
+        Ok(Self {
+            db,
+            path: path.to_owned(),
+        })
+    }
+
+    fn err(&self, error: sled::Error) -> IndexError {
+        IndexError::Engine(format!("{}: {error}", self.path.display()))
+    }
+}
+
+impl KvStore for SledKv {
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, IndexError> {
+        Ok(self
+            .db
+            .get(key)
+            .map_err(|e| self.err(e))?
+            .map(|v| v.to_vec()))
+    }
+
+    fn scan(&self, prefix: &[u8]) -> Result<Vec<KvPair>, IndexError> {
+        self.db
+            .scan_prefix(prefix)
+            .map(|item| {
+                item.map(|(k, v)| (k.to_vec(), v.to_vec()))
+                    .map_err(|e| self.err(e))
+            })
+            .collect()
+    }
+
+    fn apply(&self, writes: Vec<KvWrite>) -> Result<(), IndexError> {
+        let mut batch = sled::Batch::default();
+        for (key, value) in writes {
+            match value {
+                Some(value) => batch.insert(key, value),
+                None => batch.remove(key),
+            }
+        }
+        // sled applies a batch atomically, also across a crash.
+        self.db.apply_batch(batch).map_err(|e| self.err(e))
+    }
+
+    fn flush(&self) -> Result<(), IndexError> {
+        self.db.flush().map(drop).map_err(|e| self.err(e))
+    }
+}

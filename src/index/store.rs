@@ -1,0 +1,331 @@
+//! The index semantics, once, over any [`KvStore`]: key layout, versioned values, the schema
+//! version, and what each [`Write`] means (tag history, delete by digest, pull counters).
+
+use std::{collections::HashMap, sync::Mutex};
+
+use serde::{Serialize, de::DeserializeOwned};
+
+use super::{
+    Index, IndexError,
+    kv::{KvStore, KvWrite},
+    model::{CommitLink, LinkSource, ManifestRecord, PreviousDigest, PullStats, TagRecord, Write},
+};
+
+/// The layout this build writes and understands. Bump it with a migration when keys or value
+/// shapes change incompatibly.
+pub const SCHEMA_VERSION: u32 = 1;
+/// Leading byte of every value: which encoding follows.
+const VALUE_VERSION: u8 = 1;
+/// A tag keeps at most this many earlier digests.
+const MAX_TAG_HISTORY: usize = 100;
+
+const SCHEMA_KEY: &[u8] = b"\0schema";
+const REPOSITORY: u8 = b'r';
+const TAG: u8 = b't';
+const MANIFEST: u8 = b'm';
+const LINK: u8 = b'c';
+const PULL: u8 = b'p';
+
+/// `kind` + parts joined by NUL (which no repository, tag, digest or commit contains).
+fn key(kind: u8, parts: &[&str]) -> Vec<u8> {
+    let mut key = vec![kind];
+    for (i, part) in parts.iter().enumerate() {
+        if i > 0 {
+            key.push(0);
+        }
+        key.extend_from_slice(part.as_bytes());
+    }
+    key
+}
+
+/// The scan prefix for everything under `parts` (a trailing NUL keeps `a` from matching `ab`).
+fn prefix(kind: u8, parts: &[&str]) -> Vec<u8> {
+    let mut key = key(kind, parts);
+    key.push(0);
+    key
+}
+
+fn encode<T: Serialize>(value: &T) -> Vec<u8> {
+    let mut bytes = vec![VALUE_VERSION];
+    // Serializing these plain structs to JSON cannot fail.
+    serde_json::to_writer(&mut bytes, value).unwrap_or_default();
+    bytes
+}
+
+fn decode<T: DeserializeOwned>(key: &[u8], bytes: &[u8]) -> Result<T, IndexError> {
+    let shown = || String::from_utf8_lossy(key).replace('\0', "/");
+    match bytes.split_first() {
+        Some((&VALUE_VERSION, json)) => {
+            serde_json::from_slice(json).map_err(|e| IndexError::BadRecord(shown(), e.to_string()))
+        }
+        Some((version, _)) => Err(IndexError::BadRecord(
+            shown(),
+            format!("value version {version}, this build reads {VALUE_VERSION}"),
+        )),
+        None => Err(IndexError::BadRecord(shown(), "empty value".into())),
+    }
+}
+
+fn link_source_key(source: &LinkSource) -> String {
+    match source {
+        LinkSource::Annotation => "annotation".into(),
+        LinkSource::Label(name) => format!("label:{name}"),
+        LinkSource::TagPattern(name) => format!("tag-pattern:{name}"),
+        LinkSource::Api => "api".into(),
+    }
+}
+
+pub struct Store<K> {
+    kv: K,
+    /// Batches are read-modify-write: one at a time.
+    writer: Mutex<()>,
+}
+
+impl<K: KvStore> Store<K> {
+    /// Checks (or, for an empty store, writes) the schema version.
+    pub fn new(kv: K) -> Result<Self, IndexError> {
+        match kv.get(SCHEMA_KEY)? {
+            Some(bytes) => {
+                let version = <[u8; 4]>::try_from(bytes.as_slice())
+                    .map(u32::from_be_bytes)
+                    .map_err(|_| IndexError::BadRecord("schema".into(), "not a version".into()))?;
+                if version > SCHEMA_VERSION {
+                    return Err(IndexError::NewerSchema {
+                        found: version,
+                        supported: SCHEMA_VERSION,
+                    });
+                }
+            }
+            None => {
+                if !kv.scan(b"")?.is_empty() {
+                    return Err(IndexError::Foreign {
+                        path: "the database".into(),
+                        why: "it holds data but no regkeeper schema version".into(),
+                    });
+                }
+                kv.apply(vec![(
+                    SCHEMA_KEY.to_vec(),
+                    Some(SCHEMA_VERSION.to_be_bytes().to_vec()),
+                )])?;
+                kv.flush()?;
+            }
+        }
+        Ok(Self {
+            kv,
+            writer: Mutex::new(()),
+        })
+    }
+
+    #[cfg(test)]
+    pub(super) fn kv_for_tests(&self) -> &K {
+        &self.kv
+    }
+
+    fn read<T: DeserializeOwned>(&self, key: &[u8]) -> Result<Option<T>, IndexError> {
+        self.kv.get(key)?.map(|v| decode(key, &v)).transpose()
+    }
+
+    fn read_all<T: DeserializeOwned>(&self, prefix: &[u8]) -> Result<Vec<T>, IndexError> {
+        self.kv
+            .scan(prefix)?
+            .iter()
+            .map(|(k, v)| decode(k, v))
+            .collect()
+    }
+}
+
+/// A batch being built: later writes see earlier ones.
+struct Pending<'a, K> {
+    kv: &'a K,
+    changes: HashMap<Vec<u8>, Option<Vec<u8>>>,
+    order: Vec<Vec<u8>>,
+}
+
+impl<K: KvStore> Pending<'_, K> {
+    fn get<T: DeserializeOwned>(&self, key: &[u8]) -> Result<Option<T>, IndexError> {
+        match self.changes.get(key) {
+            Some(Some(bytes)) => decode(key, bytes).map(Some),
+            Some(None) => Ok(None),
+            None => self.kv.get(key)?.map(|v| decode(key, &v)).transpose(),
+        }
+    }
+
+    fn put<T: Serialize>(&mut self, key: Vec<u8>, value: &T) {
+        self.set(key, Some(encode(value)));
+    }
+
+    fn remove(&mut self, key: Vec<u8>) {
+        self.set(key, None);
+    }
+
+    fn set(&mut self, key: Vec<u8>, value: Option<Vec<u8>>) {
+        if self.changes.insert(key.clone(), value).is_none() {
+            self.order.push(key);
+        }
+    }
+
+    /// Keys under `prefix` as the batch would leave them.
+    fn keys_under(&self, prefix: &[u8]) -> Result<Vec<Vec<u8>>, IndexError> {
+        let mut keys: Vec<Vec<u8>> = self
+            .kv
+            .scan(prefix)?
+            .into_iter()
+            .map(|(k, _)| k)
+            .filter(|k| !matches!(self.changes.get(k), Some(None)))
+            .collect();
+        keys.extend(
+            self.changes
+                .iter()
+                .filter(|(k, v)| k.starts_with(prefix) && v.is_some())
+                .map(|(k, _)| k.clone()),
+        );
+        keys.sort();
+        keys.dedup();
+        Ok(keys)
+    }
+
+    fn into_writes(mut self) -> Vec<KvWrite> {
+        self.order
+            .into_iter()
+            .map(|k| {
+                let v = self.changes.remove(&k).flatten();
+                (k, v)
+            })
+            .collect()
+    }
+}
+
+impl<K: KvStore> Index for Store<K> {
+    fn apply(&self, writes: &[Write]) -> Result<(), IndexError> {
+        let _writer = self.writer.lock().unwrap_or_else(|e| e.into_inner());
+        let mut pending = Pending {
+            kv: &self.kv,
+            changes: HashMap::new(),
+            order: Vec::new(),
+        };
+        for write in writes {
+            apply_one(&mut pending, write)?;
+        }
+        self.kv.apply(pending.into_writes())
+    }
+
+    fn repositories(&self) -> Result<Vec<String>, IndexError> {
+        Ok(self
+            .kv
+            .scan(&[REPOSITORY])?
+            .into_iter()
+            .map(|(k, _)| String::from_utf8_lossy(&k[1..]).into_owned())
+            .collect())
+    }
+
+    fn tags(&self, repository: &str) -> Result<Vec<TagRecord>, IndexError> {
+        self.read_all(&prefix(TAG, &[repository]))
+    }
+
+    fn tag(&self, repository: &str, tag: &str) -> Result<Option<TagRecord>, IndexError> {
+        self.read(&key(TAG, &[repository, tag]))
+    }
+
+    fn manifests(&self, repository: &str) -> Result<Vec<ManifestRecord>, IndexError> {
+        self.read_all(&prefix(MANIFEST, &[repository]))
+    }
+
+    fn manifest(
+        &self,
+        repository: &str,
+        digest: &str,
+    ) -> Result<Option<ManifestRecord>, IndexError> {
+        self.read(&key(MANIFEST, &[repository, digest]))
+    }
+
+    fn commit_links(&self, digest: &str) -> Result<Vec<CommitLink>, IndexError> {
+        self.read_all(&prefix(LINK, &[digest]))
+    }
+
+    fn pulls(&self, repository: &str, reference: &str) -> Result<Option<PullStats>, IndexError> {
+        self.read(&key(PULL, &[repository, reference]))
+    }
+
+    fn flush(&self) -> Result<(), IndexError> {
+        self.kv.flush()
+    }
+}
+
+fn note_repository<K: KvStore>(pending: &mut Pending<'_, K>, repository: &str) {
+    pending.set(key(REPOSITORY, &[repository]), Some(encode(&())));
+}
+
+fn apply_one<K: KvStore>(pending: &mut Pending<'_, K>, write: &Write) -> Result<(), IndexError> {
+    match write {
+        Write::PushTag {
+            repository,
+            tag,
+            digest,
+            at,
+            only_if_unknown,
+        } => {
+            let key = key(TAG, &[repository, tag]);
+            let record = match pending.get::<TagRecord>(&key)? {
+                Some(_) if *only_if_unknown => return Ok(()),
+                Some(mut record) => {
+                    if record.digest != *digest {
+                        record.history.push(PreviousDigest {
+                            digest: std::mem::replace(&mut record.digest, digest.clone()),
+                            replaced_at: *at,
+                        });
+                        let excess = record.history.len().saturating_sub(MAX_TAG_HISTORY);
+                        record.history.drain(..excess);
+                    }
+                    record.last_pushed = record.last_pushed.max(*at);
+                    record
+                }
+                None => TagRecord {
+                    repository: repository.clone(),
+                    tag: tag.clone(),
+                    digest: digest.clone(),
+                    first_pushed: *at,
+                    last_pushed: *at,
+                    history: Vec::new(),
+                },
+            };
+            pending.put(key, &record);
+            note_repository(pending, repository);
+        }
+        Write::PutManifest(record) => {
+            pending.put(key(MANIFEST, &[&record.repository, &record.digest]), record);
+            note_repository(pending, &record.repository);
+        }
+        Write::LinkCommit(link) => {
+            let source = link_source_key(&link.source);
+            let key = key(LINK, &[&link.digest, &link.commit, &source]);
+            if pending.get::<CommitLink>(&key)?.is_none() {
+                pending.put(key, link);
+            }
+        }
+        Write::DeleteManifest { repository, digest } => {
+            pending.remove(key(MANIFEST, &[repository, digest]));
+            for tag_key in pending.keys_under(&prefix(TAG, &[repository]))? {
+                let points_here = pending
+                    .get::<TagRecord>(&tag_key)?
+                    .is_some_and(|t| t.digest == *digest);
+                if points_here {
+                    pending.remove(tag_key);
+                }
+            }
+        }
+        Write::DeleteTag { repository, tag } => pending.remove(key(TAG, &[repository, tag])),
+        Write::RecordPulls {
+            repository,
+            reference,
+            count,
+            last,
+        } => {
+            let key = key(PULL, &[repository, reference]);
+            let mut stats = pending.get::<PullStats>(&key)?.unwrap_or_default();
+            stats.count = stats.count.saturating_add(*count);
+            stats.last_pulled = stats.last_pulled.max(*last);
+            pending.put(key, &stats);
+        }
+    }
+    Ok(())
+}
