@@ -2,11 +2,13 @@
 //! what Git and Kubernetes no longer need.
 //!
 //! Layers, each allowed to call only those below it:
-//! `server` → `proxy`, `admin` → `upstream` → `tls`; `config`, `index` and `oci_error` are leaves.
+//! `server` → `proxy`, `admin` → `upstream` → `tls`; `events` → `index`; `config`, `index` and
+//! `oci_error` are leaves. The proxy reaches the index only through `events`.
 #![forbid(unsafe_code)]
 
 pub mod admin;
 pub mod config;
+pub mod events;
 pub mod index;
 pub mod oci_error;
 pub mod proxy;

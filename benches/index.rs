@@ -1,0 +1,88 @@
+//! Index write throughput through the batching writer into sled (issue 3 target: ≥ 20,000
+//! manifest records/s). Each record is what one recorded push writes: the manifest, its tag and a
+//! commit link. Run: `cargo bench --bench index` (`-- --records N`).
+
+use std::{collections::BTreeMap, sync::Arc, time::Instant};
+
+use regkeeper::{
+    events::{self, BatchPolicy, RegistryEvent},
+    index::{self, CommitLink, Index, LinkSource, ManifestKind, ManifestRecord, UnixMillis, Write},
+};
+
+/// The allocator the `regkeeper` binary runs with.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let records: u64 = args
+        .windows(2)
+        .find(|w| w[0] == "--records")
+        .map_or(100_000, |w| w[1].parse().expect("--records N"));
+    let dir = tempfile::tempdir().unwrap();
+    let index: Arc<dyn Index> = Arc::new(index::open_sled(&dir.path().join("index")).unwrap());
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let (sender, receiver) = events::channel(16_384);
+    let started = Instant::now();
+    let stats = runtime.block_on(async {
+        let writer = tokio::spawn(events::run_writer(
+            receiver,
+            index.clone(),
+            BatchPolicy::default(),
+        ));
+        for i in 0..records {
+            let digest = format!("sha256:{i:064x}");
+            let repository = format!("team/app-{}", i % 50);
+            let manifest = ManifestRecord {
+                repository: repository.clone(),
+                digest: digest.clone(),
+                media_type: "application/vnd.oci.image.manifest.v1+json".into(),
+                kind: ManifestKind::Image,
+                total_size: 50_000_000 + i,
+                config_digest: Some(format!("sha256:{:064x}", i + 1)),
+                children: Vec::new(),
+                subject: None,
+                artifact_type: None,
+                created: Some("2026-11-27T00:00:00Z".into()),
+                annotations: BTreeMap::from([(
+                    "org.opencontainers.image.revision".into(),
+                    format!("{i:040x}"),
+                )]),
+                labels: BTreeMap::new(),
+                recorded_at: UnixMillis(i),
+                complete: true,
+            };
+            let event = RegistryEvent::Record(vec![
+                Write::PutManifest(manifest),
+                Write::PushTag {
+                    repository,
+                    tag: format!("build-{i}"),
+                    digest: digest.clone(),
+                    at: UnixMillis(i),
+                    only_if_unknown: false,
+                },
+                Write::LinkCommit(CommitLink {
+                    digest,
+                    commit: format!("{i:040x}"),
+                    source: LinkSource::Annotation,
+                    learned_at: UnixMillis(i),
+                }),
+            ]);
+            // Waits when the writer is behind, as `sync` does (the proxy drops instead).
+            sender.send_or_wait(event).await;
+        }
+        drop(sender);
+        writer.await.unwrap()
+    });
+    index.flush().unwrap();
+    let secs = started.elapsed().as_secs_f64();
+    println!(
+        "index write: {records} manifest records in {secs:.2}s = {:.0} records/s ({} batches, {} failed)",
+        records as f64 / secs,
+        stats.batches,
+        stats.failed_batches
+    );
+}

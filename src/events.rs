@@ -1,0 +1,277 @@
+//! Registry events: the only way the proxy talks to the index.
+//!
+//! The proxy sends [`RegistryEvent`]s into a bounded channel and never waits: when the channel is
+//! full the event is dropped, counted and logged (`sync` repairs what was missed), so a slow or
+//! broken index can never slow or fail a push. One writer task drains the channel in batches,
+//! folds pulls of the same reference into one counter update, and applies each batch atomically.
+//!
+//! May call: `index`.
+
+use std::{
+    collections::HashMap,
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::Duration,
+};
+
+use tokio::sync::mpsc;
+
+use crate::index::{Index, UnixMillis, Write};
+
+/// Something the proxy saw that the index should know.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RegistryEvent {
+    /// Facts to record as they are: a push, a delete, a commit link.
+    Record(Vec<Write>),
+    /// A manifest `GET`/`HEAD` answered 200, by tag or digest.
+    Pulled {
+        repository: String,
+        reference: String,
+        at: UnixMillis,
+    },
+}
+
+/// The proxy's end: cheap to clone, never blocks.
+#[derive(Clone)]
+pub struct EventSender {
+    tx: mpsc::Sender<RegistryEvent>,
+    dropped: Arc<AtomicU64>,
+}
+
+impl EventSender {
+    /// Queues `event`; drops it (and counts the drop) when the writer is behind.
+    pub fn send(&self, event: RegistryEvent) {
+        if let Err(error) = self.tx.try_send(event) {
+            let dropped = self.dropped.fetch_add(1, Ordering::Relaxed) + 1;
+            // One line per power of two keeps a storm of drops from flooding the log.
+            if dropped.is_power_of_two() {
+                let why = match error {
+                    mpsc::error::TrySendError::Full(_) => "the index writer is behind",
+                    mpsc::error::TrySendError::Closed(_) => "the index writer stopped",
+                };
+                tracing::warn!(
+                    dropped,
+                    why,
+                    "index event dropped; `regkeeper sync` repairs the index"
+                );
+            }
+        }
+    }
+
+    /// Queues `event`, waiting while the channel is full: for bulk producers like `sync`, which
+    /// must not lose events and are not on a client's request path.
+    pub async fn send_or_wait(&self, event: RegistryEvent) {
+        if self.tx.send(event).await.is_err() {
+            self.dropped.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!("index event dropped: the index writer stopped");
+        }
+    }
+
+    /// Events dropped so far.
+    pub fn dropped(&self) -> u64 {
+        self.dropped.load(Ordering::Relaxed)
+    }
+}
+
+/// The writer's end.
+pub struct EventReceiver {
+    rx: mpsc::Receiver<RegistryEvent>,
+}
+
+pub fn channel(capacity: usize) -> (EventSender, EventReceiver) {
+    let (tx, rx) = mpsc::channel(capacity.max(1));
+    (
+        EventSender {
+            tx,
+            dropped: Arc::new(AtomicU64::new(0)),
+        },
+        EventReceiver { rx },
+    )
+}
+
+/// How the writer batches.
+#[derive(Clone, Copy, Debug)]
+pub struct BatchPolicy {
+    /// At most this many events per batch.
+    pub max_events: usize,
+    /// After the first event of a batch, wait at most this long for more.
+    pub max_delay: Duration,
+}
+
+impl Default for BatchPolicy {
+    fn default() -> Self {
+        Self {
+            max_events: 4096,
+            max_delay: Duration::from_millis(50),
+        }
+    }
+}
+
+/// What the writer did, for tests and metrics.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct WriterStats {
+    pub events: u64,
+    pub batches: u64,
+    pub failed_batches: u64,
+}
+
+/// Drains `receiver` until every sender is gone, applying events in batches.
+pub async fn run_writer(
+    mut receiver: EventReceiver,
+    index: Arc<dyn Index>,
+    policy: BatchPolicy,
+) -> WriterStats {
+    let mut stats = WriterStats::default();
+    let mut events = Vec::with_capacity(policy.max_events);
+    while let Some(first) = receiver.rx.recv().await {
+        events.push(first);
+        let deadline = tokio::time::Instant::now() + policy.max_delay;
+        while events.len() < policy.max_events {
+            match tokio::time::timeout_at(deadline, receiver.rx.recv()).await {
+                Ok(Some(event)) => events.push(event),
+                Ok(None) | Err(_) => break,
+            }
+        }
+        stats.events += events.len() as u64;
+        let writes = fold(std::mem::take(&mut events));
+        let index = index.clone();
+        // The index is synchronous storage: keep it off the async threads.
+        let result = tokio::task::spawn_blocking(move || index.apply(&writes)).await;
+        stats.batches += 1;
+        match result {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => {
+                stats.failed_batches += 1;
+                tracing::error!(%error, "index batch failed; `regkeeper sync` repairs the index");
+            }
+            Err(error) => {
+                stats.failed_batches += 1;
+                tracing::error!(%error, "index writer task failed");
+            }
+        }
+    }
+    if let Err(error) = index.flush() {
+        tracing::error!(%error, "index flush on shutdown failed");
+    }
+    stats
+}
+
+/// Events → writes, in order, with all pulls of one reference folded into one update placed
+/// after the batch's other writes.
+fn fold(events: Vec<RegistryEvent>) -> Vec<Write> {
+    let mut writes = Vec::with_capacity(events.len());
+    let mut pulls: HashMap<(String, String), (u64, UnixMillis)> = HashMap::new();
+    let mut pull_order = Vec::new();
+    for event in events {
+        match event {
+            RegistryEvent::Record(records) => writes.extend(records),
+            RegistryEvent::Pulled {
+                repository,
+                reference,
+                at,
+            } => {
+                let key = (repository, reference);
+                let entry = pulls.entry(key.clone()).or_insert_with(|| {
+                    pull_order.push(key);
+                    (0, at)
+                });
+                entry.0 += 1;
+                entry.1 = entry.1.max(at);
+            }
+        }
+    }
+    for key in pull_order {
+        if let Some((count, last)) = pulls.remove(&key) {
+            writes.push(Write::RecordPulls {
+                repository: key.0,
+                reference: key.1,
+                count,
+                last,
+            });
+        }
+    }
+    writes
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::index::in_memory;
+
+    const D1: &str = "sha256:1111111111111111111111111111111111111111111111111111111111111111";
+
+    fn pulled(reference: &str, at: u64) -> RegistryEvent {
+        RegistryEvent::Pulled {
+            repository: "a".into(),
+            reference: reference.into(),
+            at: UnixMillis(at),
+        }
+    }
+
+    #[test]
+    fn pulls_fold_into_one_update_per_reference() {
+        let writes = fold(vec![
+            pulled("latest", 5),
+            pulled("v1", 3),
+            pulled("latest", 9),
+            pulled("latest", 7),
+        ]);
+        assert_eq!(
+            writes,
+            [
+                Write::RecordPulls {
+                    repository: "a".into(),
+                    reference: "latest".into(),
+                    count: 3,
+                    last: UnixMillis(9)
+                },
+                Write::RecordPulls {
+                    repository: "a".into(),
+                    reference: "v1".into(),
+                    count: 1,
+                    last: UnixMillis(3)
+                },
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn writer_batches_everything_sent_and_stops_with_the_senders() {
+        let index: Arc<dyn Index> = Arc::new(in_memory());
+        let (sender, receiver) = channel(10_000);
+        let writer = tokio::spawn(run_writer(receiver, index.clone(), BatchPolicy::default()));
+        sender.send(RegistryEvent::Record(vec![Write::PushTag {
+            repository: "a".into(),
+            tag: "latest".into(),
+            digest: D1.into(),
+            at: UnixMillis(1),
+            only_if_unknown: false,
+        }]));
+        for i in 0..5_000 {
+            sender.send(pulled("latest", i));
+        }
+        assert_eq!(sender.dropped(), 0);
+        drop(sender);
+        let stats = writer.await.unwrap();
+        assert_eq!(stats.events, 5_001);
+        assert!(stats.batches < 100, "pulls must be batched: {stats:?}");
+        assert_eq!(stats.failed_batches, 0);
+        assert_eq!(index.tag("a", "latest").unwrap().unwrap().digest, D1);
+        let pulls = index.pulls("a", "latest").unwrap().unwrap();
+        assert_eq!((pulls.count, pulls.last_pulled), (5_000, UnixMillis(4_999)));
+    }
+
+    #[tokio::test]
+    async fn a_full_channel_drops_and_counts_instead_of_waiting() {
+        let (sender, receiver) = channel(2);
+        for i in 0..5 {
+            sender.send(pulled("latest", i));
+        }
+        assert_eq!(sender.dropped(), 3);
+        drop(receiver);
+        sender.send(pulled("latest", 9));
+        assert_eq!(sender.dropped(), 4, "a stopped writer drops too");
+    }
+}
