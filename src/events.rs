@@ -5,7 +5,7 @@
 //! broken index can never slow or fail a push. One writer task drains the channel in batches,
 //! folds pulls of the same reference into one counter update, and applies each batch atomically.
 //!
-//! May call: `index`.
+//! May call: `index`, `manifest`.
 
 use std::{
     collections::HashMap,
@@ -18,13 +18,26 @@ use std::{
 
 use tokio::sync::mpsc;
 
-use crate::index::{Index, UnixMillis, Write};
+use crate::{
+    index::{CommitLink, Index, LinkSource, ManifestKind, ManifestRecord, UnixMillis, Write},
+    manifest,
+};
 
 /// Something the proxy saw that the index should know.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum RegistryEvent {
     /// Facts to record as they are: a push, a delete, a commit link.
     Record(Vec<Write>),
+    /// A manifest `PUT` answered 201. `body` is the manifest as the client sent it, or `None`
+    /// when it was over the capture cap; it is parsed and checked by the writer, not the proxy.
+    ManifestPushed {
+        repository: String,
+        tag: Option<String>,
+        digest: String,
+        content_type: String,
+        body: Option<bytes::Bytes>,
+        at: UnixMillis,
+    },
     /// A manifest `GET`/`HEAD` answered 200, by tag or digest.
     Pulled {
         repository: String,
@@ -135,10 +148,10 @@ pub async fn run_writer(
             }
         }
         stats.events += events.len() as u64;
-        let writes = fold(std::mem::take(&mut events));
+        let batch = std::mem::take(&mut events);
         let index = index.clone();
-        // The index is synchronous storage: keep it off the async threads.
-        let result = tokio::task::spawn_blocking(move || index.apply(&writes)).await;
+        // Parsing manifests and the synchronous index stay off the async threads.
+        let result = tokio::task::spawn_blocking(move || index.apply(&fold(batch))).await;
         stats.batches += 1;
         match result {
             Ok(Ok(())) => {}
@@ -167,6 +180,22 @@ fn fold(events: Vec<RegistryEvent>) -> Vec<Write> {
     for event in events {
         match event {
             RegistryEvent::Record(records) => writes.extend(records),
+            RegistryEvent::ManifestPushed {
+                repository,
+                tag,
+                digest,
+                content_type,
+                body,
+                at,
+            } => record_push(
+                &mut writes,
+                repository,
+                tag,
+                digest,
+                &content_type,
+                body,
+                at,
+            ),
             RegistryEvent::Pulled {
                 repository,
                 reference,
@@ -193,6 +222,69 @@ fn fold(events: Vec<RegistryEvent>) -> Vec<Write> {
         }
     }
     writes
+}
+
+/// The writes for one pushed manifest: its record (complete when the body was captured, matches
+/// the digest and parses; otherwise marked incomplete for `sync`), its tag, and its commit link.
+fn record_push(
+    writes: &mut Vec<Write>,
+    repository: String,
+    tag: Option<String>,
+    digest: String,
+    content_type: &str,
+    body: Option<bytes::Bytes>,
+    at: UnixMillis,
+) {
+    let verified =
+        body.filter(|b| manifest::sha256_digest(b) == digest || !digest.starts_with("sha256:"));
+    let record = verified
+        .as_deref()
+        .and_then(|b| manifest::parse(&repository, &digest, content_type, b, at))
+        .unwrap_or_else(|| {
+            tracing::info!(
+                repository,
+                digest,
+                "manifest not captured or not parsed; marked for sync"
+            );
+            ManifestRecord {
+                repository: repository.clone(),
+                digest: digest.clone(),
+                media_type: content_type.to_string(),
+                kind: ManifestKind::Opaque,
+                total_size: 0,
+                config_digest: None,
+                children: Vec::new(),
+                subject: None,
+                artifact_type: None,
+                created: None,
+                annotations: Default::default(),
+                labels: Default::default(),
+                recorded_at: at,
+                complete: false,
+            }
+        });
+    if let Some(commit) = record
+        .annotations
+        .get(manifest::REVISION)
+        .filter(|c| !c.is_empty())
+    {
+        writes.push(Write::LinkCommit(CommitLink {
+            digest: digest.clone(),
+            commit: commit.clone(),
+            source: LinkSource::Annotation,
+            learned_at: at,
+        }));
+    }
+    writes.push(Write::PutManifest(record));
+    if let Some(tag) = tag {
+        writes.push(Write::PushTag {
+            repository,
+            tag,
+            digest,
+            at,
+            only_if_unknown: false,
+        });
+    }
 }
 
 #[cfg(test)]

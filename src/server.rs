@@ -7,7 +7,7 @@
 //! pays per request. The main thread runs a control runtime: the admin listener, signals, and
 //! shutdown (stop accepting, let in-flight requests finish within the grace period).
 //!
-//! May call: `proxy`, `admin`, `upstream`, `tls`.
+//! May call: `proxy`, `admin`, `upstream`, `tls`, `events`, `index`.
 
 use std::{net::TcpListener as StdTcpListener, sync::Arc, thread::JoinHandle, time::Duration};
 
@@ -17,6 +17,8 @@ use tokio_rustls::TlsAcceptor;
 use crate::{
     admin,
     config::Config,
+    events::{self, BatchPolicy},
+    index::{self, Index, IndexError},
     proxy::{self, Proxy, listener::ConnectionLimits},
     telemetry,
     tls::{self, TlsError},
@@ -32,14 +34,14 @@ pub enum ServeError {
         addr: std::net::SocketAddr,
         source: std::io::Error,
     },
-    #[error("cannot create index directory {path}: {source}")]
-    IndexDir {
-        path: String,
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Index(#[from] IndexError),
     #[error("cannot start a runtime thread: {0}")]
     Runtime(std::io::Error),
 }
+
+/// Events the proxy may queue ahead of the index writer before it starts dropping them.
+const EVENT_QUEUE: usize = 65_536;
 
 /// How often a proxy worker writes out its buffered log lines.
 const LOG_FLUSH_PERIOD: Duration = Duration::from_millis(100);
@@ -49,10 +51,8 @@ const POOL_SWEEP_PERIOD: Duration = Duration::from_secs(5);
 
 /// Runs until a shutdown signal; returns once connections are drained or the grace period ends.
 pub fn serve(config: Config) -> Result<(), ServeError> {
-    std::fs::create_dir_all(&config.index.path).map_err(|source| ServeError::IndexDir {
-        path: config.index.path.display().to_string(),
-        source,
-    })?;
+    let index: Arc<dyn Index> = Arc::new(index::open_sled(&config.index.path)?);
+    let (events, event_receiver) = events::channel(EVENT_QUEUE);
     let tls = match &config.tls {
         Some(tls) => Some(TlsAcceptor::from(tls::server_config(&tls.cert, &tls.key)?)),
         None => None,
@@ -88,7 +88,11 @@ pub fn serve(config: Config) -> Result<(), ServeError> {
         let worker = Worker {
             listener,
             tls: tls.clone(),
-            proxy: Arc::new(Proxy::new(upstream, config.log.requests)),
+            proxy: Arc::new(Proxy::new(
+                upstream,
+                config.log.requests,
+                Some(events.clone()),
+            )),
             limits,
             grace,
             stop: stop_rx.clone(),
@@ -100,6 +104,7 @@ pub fn serve(config: Config) -> Result<(), ServeError> {
         threads.push(thread);
     }
     drop(proxy_listener);
+    drop(events);
 
     let scheme = if tls.is_some() { "https" } else { "http" };
     tracing::info!(
@@ -115,6 +120,11 @@ pub fn serve(config: Config) -> Result<(), ServeError> {
         .enable_all()
         .build()
         .map_err(ServeError::Runtime)?;
+    let writer = control.spawn(events::run_writer(
+        event_receiver,
+        index,
+        BatchPolicy::default(),
+    ));
     control.block_on(async move {
         let admin_listener = TcpListener::from_std(admin_listener).map_err(|source| ServeError::Bind {
             addr: config.admin.listen,
@@ -129,6 +139,17 @@ pub fn serve(config: Config) -> Result<(), ServeError> {
     })?;
     for thread in threads {
         let _ = thread.join();
+    }
+    // The workers are gone, and with them every sender: the writer applies what is left, flushes
+    // and ends.
+    match control.block_on(writer) {
+        Ok(stats) => tracing::info!(
+            events = stats.events,
+            batches = stats.batches,
+            failed = stats.failed_batches,
+            "index writer finished"
+        ),
+        Err(error) => tracing::error!(%error, "index writer failed"),
     }
     Ok(())
 }

@@ -16,19 +16,34 @@ use http::Method;
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 
+use super::tap::Capture;
+
 pin_project_lite::pin_project! {
     /// The request body sent upstream: the client's body (counted), or nothing.
     #[project = UpstreamBodyProj]
     pub enum UpstreamBody {
-        Client { #[pin] body: Incoming, received: Option<Arc<AtomicU64>> },
+        Client {
+            #[pin] body: Incoming,
+            received: Option<Arc<AtomicU64>>,
+            capture: Option<Arc<Capture>>,
+        },
         Empty,
     }
 }
 
 impl UpstreamBody {
-    /// Forwards `body`; when `received` is set, adds the bytes that pass through to it.
-    pub fn client(body: Incoming, received: Option<Arc<AtomicU64>>) -> Self {
-        UpstreamBody::Client { body, received }
+    /// Forwards `body`; counts the bytes that pass into `received` and copies them into
+    /// `capture` (a manifest being pushed), when set.
+    pub fn client(
+        body: Incoming,
+        received: Option<Arc<AtomicU64>>,
+        capture: Option<Arc<Capture>>,
+    ) -> Self {
+        UpstreamBody::Client {
+            body,
+            received,
+            capture,
+        }
     }
 }
 
@@ -41,12 +56,21 @@ impl Body for UpstreamBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
         match self.project() {
-            UpstreamBodyProj::Client { body, received } => {
+            UpstreamBodyProj::Client {
+                body,
+                received,
+                capture,
+            } => {
                 let frame = ready!(body.poll_frame(cx));
-                if let (Some(Ok(frame)), Some(received)) = (&frame, received)
+                if let Some(Ok(frame)) = &frame
                     && let Some(data) = frame.data_ref()
                 {
-                    received.fetch_add(data.len() as u64, Ordering::Relaxed);
+                    if let Some(received) = received {
+                        received.fetch_add(data.len() as u64, Ordering::Relaxed);
+                    }
+                    if let Some(capture) = capture {
+                        capture.observe(data);
+                    }
                 }
                 Poll::Ready(frame)
             }

@@ -3,7 +3,7 @@
 //!
 //! Owns: route parsing (`route`), header hygiene (`headers`), body observation (`body`), the
 //! proxy's errors (`error`) and the client-facing listener (`listener`).
-//! May call: `upstream` (the pool), `oci_error` (error rendering). Later layers tap requests by
+//! May call: `upstream` (the pool), `oci_error` (error rendering), `events` (taps). Later layers tap requests by
 //! matching on the `OciRoute` in `Proxy::handle`, never by parsing paths themselves.
 
 mod body;
@@ -11,6 +11,7 @@ mod error;
 mod headers;
 pub mod listener;
 pub mod route;
+mod tap;
 
 use std::{
     convert::Infallible,
@@ -28,14 +29,20 @@ pub use headers::UpstreamNames;
 pub use listener::{ClientScheme, serve_connections};
 pub use route::{OciRoute, Reference};
 
-use crate::upstream::{Upstream, error_chain};
+use crate::{
+    events::EventSender,
+    upstream::{Upstream, error_chain},
+};
 use body::RequestRecord;
+use tap::Tap;
 
 /// Shared by every connection of the proxy listener.
 pub struct Proxy {
     pub upstream: Upstream,
     /// Write one log line per request.
     pub log_requests: bool,
+    /// Where pushes, deletes and pulls are reported (none: nothing is recorded).
+    pub events: Option<EventSender>,
 }
 
 /// How the client reached the proxy: needed to give it back URLs it can use.
@@ -46,10 +53,11 @@ pub struct ConnectionInfo {
 }
 
 impl Proxy {
-    pub fn new(upstream: Upstream, log_requests: bool) -> Self {
+    pub fn new(upstream: Upstream, log_requests: bool, events: Option<EventSender>) -> Self {
         Self {
             upstream,
             log_requests,
+            events,
         }
     }
 
@@ -61,12 +69,16 @@ impl Proxy {
     ) -> Result<Response<LoggedBody>, Infallible> {
         let started = Instant::now();
         let method = request.method().clone();
-        let (kind, record_repository) = match OciRoute::parse(request.uri().path()) {
+        let (kind, record_repository, tap) = match OciRoute::parse(request.uri().path()) {
             Ok(route) => (
                 route.kind(),
                 self.log_requests
                     .then(|| route.repository().map(Box::<str>::from))
                     .flatten(),
+                match self.events {
+                    Some(_) => Tap::of(&route, request.method(), request.headers()),
+                    None => Tap::Nothing,
+                },
             ),
             Err(error) => {
                 let error = ProxyError::from(error);
@@ -83,8 +95,12 @@ impl Proxy {
 
         // Boxed: the forward future is large, and moving it through the layers above costs more
         // than one allocation.
-        match Box::pin(self.forward(request, connection, received.clone())).await {
+        let capture = tap.capture();
+        match Box::pin(self.forward(request, connection, received.clone(), capture)).await {
             Ok(response) => {
+                if let Some(events) = &self.events {
+                    tap.record(response.status(), response.headers(), events);
+                }
                 let record = self.log_requests.then(|| RequestRecord {
                     method,
                     route: kind,
@@ -114,6 +130,7 @@ impl Proxy {
         request: Request<Incoming>,
         connection: ConnectionInfo,
         received: Option<Arc<AtomicU64>>,
+        capture: Option<Arc<tap::Capture>>,
     ) -> Result<Response<ClientBody>, ProxyError> {
         let (mut parts, body) = request.into_parts();
         // HTTP/2 clients name the host in the URI authority, HTTP/1 clients in `Host`.
@@ -134,7 +151,8 @@ impl Proxy {
             .path_and_query
             .map_or_else(|| Uri::from_static("/"), Uri::from);
         parts.version = Version::HTTP_11;
-        let upstream_request = Request::from_parts(parts, UpstreamBody::client(body, received));
+        let upstream_request =
+            Request::from_parts(parts, UpstreamBody::client(body, received, capture));
 
         let timeout = self.upstream.response_timeout;
         let response = tokio::time::timeout(timeout, self.upstream.pool.send(upstream_request))

@@ -6,6 +6,7 @@ mod support;
 mod auth;
 mod cli;
 mod faults;
+mod recording;
 mod tls;
 mod transfers;
 mod uploads;

@@ -75,6 +75,11 @@ impl Regkeeper {
         self.addr.to_string()
     }
 
+    /// The embedded index directory (open it only after the process has exited).
+    pub fn index_path(&self) -> std::path::PathBuf {
+        self.dir.path().join("index")
+    }
+
     pub fn logs(&self) -> String {
         fs::read_to_string(&self.log).unwrap_or_default()
     }

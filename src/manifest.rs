@@ -1,0 +1,147 @@
+//! Reading pushed manifests: what a manifest is (image, index, artifact, or opaque), what it
+//! refers to, and the commit it names. Tolerant by design: unknown fields and media types are
+//! recorded, never errors; only a body that is not JSON at all is "unparsed".
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+use sha2::{Digest as _, Sha256};
+
+use crate::index::{ManifestKind, ManifestRecord, UnixMillis};
+
+pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
+pub const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
+pub const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
+pub const DOCKER_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
+const IMAGE_CONFIGS: [&str; 2] = [
+    "application/vnd.oci.image.config.v1+json",
+    "application/vnd.docker.container.image.v1+json",
+];
+/// The annotation (and label) that names the commit an image was built from.
+pub const REVISION: &str = "org.opencontainers.image.revision";
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Descriptor {
+    #[serde(default)]
+    media_type: Option<String>,
+    digest: String,
+    #[serde(default)]
+    size: u64,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Body {
+    #[serde(default)]
+    media_type: Option<String>,
+    #[serde(default)]
+    config: Option<Descriptor>,
+    #[serde(default)]
+    layers: Vec<Descriptor>,
+    #[serde(default)]
+    manifests: Vec<Descriptor>,
+    #[serde(default)]
+    subject: Option<Descriptor>,
+    #[serde(default)]
+    artifact_type: Option<String>,
+    #[serde(default)]
+    annotations: BTreeMap<String, String>,
+}
+
+/// `sha256:<hex>` of `bytes`.
+pub fn sha256_digest(bytes: &[u8]) -> String {
+    format!("sha256:{:x}", Sha256::digest(bytes))
+}
+
+/// The record for a manifest pushed as `body` with `content_type`. `None` when the body is not a
+/// JSON manifest at all (the push still passed; `sync` looks again).
+pub fn parse(
+    repository: &str,
+    digest: &str,
+    content_type: &str,
+    body: &[u8],
+    at: UnixMillis,
+) -> Option<ManifestRecord> {
+    let parsed: Body = serde_json::from_slice(body).ok()?;
+    let media_type = parsed
+        .media_type
+        .clone()
+        .filter(|m| !m.is_empty())
+        .unwrap_or_else(|| content_type.to_string());
+    let config_type = parsed.config.as_ref().and_then(|c| c.media_type.as_deref());
+    let kind = match media_type.as_str() {
+        OCI_INDEX | DOCKER_LIST => ManifestKind::Index,
+        OCI_MANIFEST | DOCKER_MANIFEST => {
+            let image_config = config_type.is_none_or(|t| IMAGE_CONFIGS.contains(&t));
+            if parsed.artifact_type.is_some() || !image_config {
+                ManifestKind::Artifact
+            } else {
+                ManifestKind::Image
+            }
+        }
+        _ => ManifestKind::Opaque,
+    };
+    let referenced: u64 = parsed.config.iter().map(|c| c.size).sum::<u64>()
+        + parsed.layers.iter().map(|l| l.size).sum::<u64>();
+    Some(ManifestRecord {
+        repository: repository.to_string(),
+        digest: digest.to_string(),
+        media_type,
+        kind,
+        total_size: body.len() as u64 + referenced,
+        config_digest: parsed.config.map(|c| c.digest),
+        children: parsed.manifests.into_iter().map(|m| m.digest).collect(),
+        subject: parsed.subject.map(|s| s.digest),
+        artifact_type: parsed.artifact_type,
+        created: None,
+        annotations: parsed.annotations,
+        labels: BTreeMap::new(),
+        recorded_at: at,
+        complete: true,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const D: &str = "sha256:44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a";
+
+    #[test]
+    fn image_manifest_with_annotation() {
+        let body = format!(
+            r#"{{"schemaVersion":2,"mediaType":"{OCI_MANIFEST}","config":{{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"{D}","size":100}},"layers":[{{"mediaType":"x","digest":"{D}","size":1000}}],"annotations":{{"{REVISION}":"abc123"}}}}"#
+        );
+        let record = parse("a", "sha256:x", "", body.as_bytes(), UnixMillis(1)).unwrap();
+        assert_eq!(record.kind, ManifestKind::Image);
+        assert_eq!(record.total_size, body.len() as u64 + 1100);
+        assert_eq!(record.config_digest.as_deref(), Some(D));
+        assert_eq!(record.annotations[REVISION], "abc123");
+    }
+
+    #[test]
+    fn index_referrer_artifact_and_opaque() {
+        let index =
+            format!(r#"{{"mediaType":"{OCI_INDEX}","manifests":[{{"digest":"{D}","size":5}}]}}"#);
+        let record = parse("a", "d", "", index.as_bytes(), UnixMillis(1)).unwrap();
+        assert_eq!(
+            (record.kind, record.children.as_slice()),
+            (ManifestKind::Index, &[D.to_string()][..])
+        );
+
+        let referrer = format!(
+            r#"{{"mediaType":"{OCI_MANIFEST}","artifactType":"application/spdx+json","config":{{"mediaType":"application/vnd.oci.empty.v1+json","digest":"{D}","size":2}},"layers":[],"subject":{{"digest":"sha256:subject","size":9}}}}"#
+        );
+        let record = parse("a", "d", "", referrer.as_bytes(), UnixMillis(1)).unwrap();
+        assert_eq!(record.kind, ManifestKind::Artifact);
+        assert_eq!(record.subject.as_deref(), Some("sha256:subject"));
+
+        let opaque = parse("a", "d", "application/x-custom", b"{}", UnixMillis(1)).unwrap();
+        assert_eq!(
+            (opaque.kind, opaque.media_type.as_str()),
+            (ManifestKind::Opaque, "application/x-custom")
+        );
+        assert!(parse("a", "d", "", b"not json", UnixMillis(1)).is_none());
+    }
+}

@@ -1,0 +1,94 @@
+//! Traffic through the proxy lands in the index: pushes (with the commit from the revision
+//! annotation), re-pushes (tag history), pulls and deletes. The index is read after a graceful
+//! stop, the way an operator's `regkeeper tags` would after a restart.
+
+use http::{Method, StatusCode};
+use regkeeper::index::{self, Index, LinkSource, ManifestKind};
+
+use crate::support::{
+    Registry, Regkeeper,
+    http::{HttpClient, empty},
+    image::{ImageSpec, Layout, OCI_MANIFEST, remote_digest, skopeo_copy, tar_gz_layer},
+};
+
+#[tokio::test]
+async fn pushes_pulls_repushes_and_deletes_are_recorded() {
+    let registry = Registry::start();
+    let mut proxy = Regkeeper::start(&registry.url());
+    let work = tempfile::tempdir().unwrap();
+    let mut layout = Layout::new(work.path());
+    let first = layout.add_image(&ImageSpec {
+        annotations: &[("org.opencontainers.image.revision", "1111111aaaaaaa")],
+        ..ImageSpec::default()
+    });
+    let second = layout.add_image(&ImageSpec {
+        layers: vec![tar_gz_layer("two.txt", b"second build\n", false)],
+        annotations: &[("org.opencontainers.image.revision", "2222222bbbbbbb")],
+        ..ImageSpec::default()
+    });
+    let other = layout.add_image(&ImageSpec {
+        layers: vec![tar_gz_layer("other.txt", b"to be deleted\n", false)],
+        ..ImageSpec::default()
+    });
+    layout.tag("first", &first);
+    layout.tag("second", &second);
+    layout.tag("other", &other);
+    let src = |tag: &str| format!("oci:{}:{tag}", layout.dir.display());
+    let dst = |tag: &str| format!("docker://{}/team/app:{tag}", proxy.host());
+
+    skopeo_copy(&src("first"), &dst("main"), &[]);
+    skopeo_copy(&src("other"), &dst("doomed"), &[]);
+    // Pulls by tag, twice.
+    assert_eq!(remote_digest(&dst("main")), first.digest);
+    assert_eq!(remote_digest(&dst("main")), first.digest);
+    // The tag moves to a new build.
+    skopeo_copy(&src("second"), &dst("main"), &[]);
+    // Delete by digest through the proxy.
+    let delete = HttpClient::default()
+        .send(
+            Method::DELETE,
+            &format!("{}/v2/team/app/manifests/{}", proxy.url(), other.digest),
+            &[],
+            empty(),
+        )
+        .await;
+    assert_eq!(delete.status, StatusCode::ACCEPTED);
+
+    proxy.terminate();
+    assert!(proxy.wait(), "clean exit:\n{}", proxy.logs());
+    let index = index::open_sled(&proxy.index_path()).unwrap();
+
+    assert_eq!(index.repositories().unwrap(), ["team/app"]);
+    let tags: Vec<String> = index
+        .tags("team/app")
+        .unwrap()
+        .into_iter()
+        .map(|t| t.tag)
+        .collect();
+    assert_eq!(tags, ["main"], "the deleted digest took its tag with it");
+    let main = index.tag("team/app", "main").unwrap().unwrap();
+    assert_eq!(main.digest, second.digest);
+    assert_eq!(main.history.len(), 1);
+    assert_eq!(main.history[0].digest, first.digest);
+    assert!(main.first_pushed <= main.last_pushed);
+
+    let record = index.manifest("team/app", &second.digest).unwrap().unwrap();
+    assert!(record.complete);
+    assert_eq!(record.kind, ManifestKind::Image);
+    assert_eq!(record.media_type, OCI_MANIFEST);
+    assert!(record.total_size > 100, "{record:?}");
+    assert!(index.manifest("team/app", &other.digest).unwrap().is_none());
+
+    let links = index.commit_links(&second.digest).unwrap();
+    assert_eq!(links.len(), 1);
+    assert_eq!(links[0].commit, "2222222bbbbbbb");
+    assert_eq!(links[0].source, LinkSource::Annotation);
+    assert_eq!(
+        index.commit_links(&first.digest).unwrap()[0].commit,
+        "1111111aaaaaaa"
+    );
+
+    // skopeo inspect --raw asks once per call (GET by tag).
+    let pulls = index.pulls("team/app", "main").unwrap().unwrap();
+    assert!(pulls.count >= 2, "{pulls:?}");
+}
