@@ -38,7 +38,8 @@ YAML
 valgrind --tool=callgrind --callgrind-out-file="$work/cg.out" \
   "$target/release/regkeeper" serve --config "$work/regkeeper.yaml" 2> "$work/regkeeper.log" &
 rk=$!
-for _ in $(seq 100); do curl -fsS "http://127.0.0.1:$px/v2/" -o /dev/null 2>/dev/null && break; sleep 0.3; done
+for _ in $(seq 300); do curl -fsS "http://127.0.0.1:$px/v2/" -o /dev/null 2>/dev/null && break; sleep 0.3; done
+curl -fsS "http://127.0.0.1:$px/v2/" -o /dev/null || { echo "regkeeper did not come up:"; cat "$work/regkeeper.log"; exit 1; }
 requests=$(wrk -t1 -c8 -d"${seconds}s" "http://127.0.0.1:$px/v2/app/manifests/latest" | awk '/requests in/ {print $1}')
 kill -INT $rk; wait $rk || true
 total=$(awk '/^summary:/ {print $2}' "$work/cg.out")

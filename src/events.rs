@@ -38,12 +38,73 @@ pub enum RegistryEvent {
         body: Option<bytes::Bytes>,
         at: UnixMillis,
     },
-    /// A manifest `GET`/`HEAD` answered 200, by tag or digest.
-    Pulled {
-        repository: String,
-        reference: String,
-        at: UnixMillis,
-    },
+    /// Manifest `GET`/`HEAD`s answered 200 (by tag or digest), tallied by a proxy worker since
+    /// its last hand-over.
+    Pulls(Vec<PullCount>),
+}
+
+/// Pulls of one reference counted by a [`PullTally`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PullCount {
+    pub repository: String,
+    pub reference: String,
+    pub count: u64,
+    pub last: UnixMillis,
+}
+
+/// Counts pulls in the proxy worker that saw them; the worker hands the counts to the writer
+/// periodically. One event per request would wake the writer's thread for every pull.
+#[derive(Default)]
+pub struct PullTally {
+    /// `repository NUL reference` → (count, last pull). Only its own worker thread locks it.
+    counts: std::sync::Mutex<HashMap<String, (u64, UnixMillis)>>,
+}
+
+thread_local! {
+    static TALLY_KEY: std::cell::RefCell<String> = const { std::cell::RefCell::new(String::new()) };
+}
+
+impl PullTally {
+    pub fn add(&self, repository: &str, reference: &str, at: UnixMillis) {
+        TALLY_KEY.with(|key| {
+            let mut key = key.borrow_mut();
+            key.clear();
+            key.push_str(repository);
+            key.push('\0');
+            key.push_str(reference);
+            let mut counts = self.counts.lock().unwrap_or_else(|e| e.into_inner());
+            match counts.get_mut(key.as_str()) {
+                Some((count, last)) => {
+                    *count += 1;
+                    *last = (*last).max(at);
+                }
+                None => {
+                    counts.insert(key.clone(), (1, at));
+                }
+            }
+        });
+    }
+
+    /// Hands everything counted so far to the writer.
+    pub fn hand_over(&self, events: &EventSender) {
+        let counts = std::mem::take(&mut *self.counts.lock().unwrap_or_else(|e| e.into_inner()));
+        if counts.is_empty() {
+            return;
+        }
+        let pulls = counts
+            .into_iter()
+            .filter_map(|(key, (count, last))| {
+                let (repository, reference) = key.split_once('\0')?;
+                Some(PullCount {
+                    repository: repository.to_string(),
+                    reference: reference.to_string(),
+                    count,
+                    last,
+                })
+            })
+            .collect();
+        events.send(RegistryEvent::Pulls(pulls));
+    }
 }
 
 /// The proxy's end: cheap to clone, never blocks.
@@ -196,18 +257,16 @@ fn fold(events: Vec<RegistryEvent>) -> Vec<Write> {
                 body,
                 at,
             ),
-            RegistryEvent::Pulled {
-                repository,
-                reference,
-                at,
-            } => {
-                let key = (repository, reference);
-                let entry = pulls.entry(key.clone()).or_insert_with(|| {
-                    pull_order.push(key);
-                    (0, at)
-                });
-                entry.0 += 1;
-                entry.1 = entry.1.max(at);
+            RegistryEvent::Pulls(counts) => {
+                for pull in counts {
+                    let key = (pull.repository, pull.reference);
+                    let entry = pulls.entry(key.clone()).or_insert_with(|| {
+                        pull_order.push(key);
+                        (0, pull.last)
+                    });
+                    entry.0 += pull.count;
+                    entry.1 = entry.1.max(pull.last);
+                }
             }
         }
     }
@@ -295,11 +354,12 @@ mod tests {
     const D1: &str = "sha256:1111111111111111111111111111111111111111111111111111111111111111";
 
     fn pulled(reference: &str, at: u64) -> RegistryEvent {
-        RegistryEvent::Pulled {
+        RegistryEvent::Pulls(vec![PullCount {
             repository: "a".into(),
             reference: reference.into(),
-            at: UnixMillis(at),
-        }
+            count: 1,
+            last: UnixMillis(at),
+        }])
     }
 
     #[test]
@@ -353,6 +413,42 @@ mod tests {
         assert_eq!(index.tag("a", "latest").unwrap().unwrap().digest, D1);
         let pulls = index.pulls("a", "latest").unwrap().unwrap();
         assert_eq!((pulls.count, pulls.last_pulled), (5_000, UnixMillis(4_999)));
+    }
+
+    #[tokio::test]
+    async fn tallied_pulls_arrive_as_one_event_with_their_counts() {
+        let (sender, mut receiver) = channel(16);
+        let tally = PullTally::default();
+        for at in [3, 9, 5] {
+            tally.add("team/app", "latest", UnixMillis(at));
+        }
+        tally.add("team/app", "sha256:abc", UnixMillis(4));
+        tally.hand_over(&sender);
+        tally.hand_over(&sender);
+        let Some(RegistryEvent::Pulls(mut pulls)) = receiver.rx.recv().await else {
+            panic!("expected one Pulls event");
+        };
+        pulls.sort_by(|a, b| a.reference.cmp(&b.reference));
+        assert_eq!(pulls.len(), 2);
+        assert_eq!(
+            (pulls[0].reference.as_str(), pulls[0].count, pulls[0].last),
+            ("latest", 3, UnixMillis(9))
+        );
+        assert_eq!(
+            (pulls[1].reference.as_str(), pulls[1].count),
+            ("sha256:abc", 1)
+        );
+        assert!(
+            receiver.rx.try_recv().is_err(),
+            "an empty tally sends nothing"
+        );
+        let writes = fold(vec![RegistryEvent::Pulls(pulls)]);
+        assert!(writes.contains(&Write::RecordPulls {
+            repository: "team/app".into(),
+            reference: "latest".into(),
+            count: 3,
+            last: UnixMillis(9)
+        }));
     }
 
     #[tokio::test]

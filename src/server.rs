@@ -46,6 +46,9 @@ const EVENT_QUEUE: usize = 65_536;
 /// How often a proxy worker writes out its buffered log lines.
 const LOG_FLUSH_PERIOD: Duration = Duration::from_millis(100);
 
+/// How often a proxy worker hands its pull counts to the index writer.
+const PULL_HAND_OVER_PERIOD: Duration = Duration::from_secs(1);
+
 /// How often a proxy worker closes upstream connections idle longer than `timeouts.poolIdle`.
 const POOL_SWEEP_PERIOD: Duration = Duration::from_secs(5);
 
@@ -182,10 +185,12 @@ impl Worker {
             let housekeeping = tokio::spawn(async move {
                 let mut flush = tokio::time::interval(LOG_FLUSH_PERIOD);
                 let mut sweep = tokio::time::interval(POOL_SWEEP_PERIOD);
+                let mut pulls = tokio::time::interval(PULL_HAND_OVER_PERIOD);
                 loop {
                     tokio::select! {
                         _ = flush.tick() => telemetry::flush_thread_buffer(),
                         _ = sweep.tick() => proxy.upstream.pool.sweep(),
+                        _ = pulls.tick() => proxy.hand_over_pulls(),
                     }
                 }
             });
@@ -196,11 +201,17 @@ impl Worker {
                     return;
                 }
             };
-            let graceful =
-                proxy::serve_connections(listener, self.tls, self.proxy, self.limits, self.stop)
-                    .await;
+            let graceful = proxy::serve_connections(
+                listener,
+                self.tls,
+                self.proxy.clone(),
+                self.limits,
+                self.stop,
+            )
+            .await;
             drain(graceful, self.grace).await;
             housekeeping.abort();
+            self.proxy.hand_over_pulls();
         });
         telemetry::flush_thread_buffer();
     }

@@ -30,7 +30,7 @@ pub use listener::{ClientScheme, serve_connections};
 pub use route::{OciRoute, Reference};
 
 use crate::{
-    events::EventSender,
+    events::{EventSender, PullTally},
     upstream::{Upstream, error_chain},
 };
 use body::RequestRecord;
@@ -43,6 +43,8 @@ pub struct Proxy {
     pub log_requests: bool,
     /// Where pushes, deletes and pulls are reported (none: nothing is recorded).
     pub events: Option<EventSender>,
+    /// This worker's pull counts, handed to `events` by [`Proxy::hand_over_pulls`].
+    pulls: PullTally,
 }
 
 /// How the client reached the proxy: needed to give it back URLs it can use.
@@ -58,6 +60,15 @@ impl Proxy {
             upstream,
             log_requests,
             events,
+            pulls: PullTally::default(),
+        }
+    }
+
+    /// Hands the pulls counted since the last call to the index writer (the worker's
+    /// housekeeping calls this periodically and at shutdown).
+    pub fn hand_over_pulls(&self) {
+        if let Some(events) = &self.events {
+            self.pulls.hand_over(events);
         }
     }
 
@@ -99,7 +110,7 @@ impl Proxy {
         match Box::pin(self.forward(request, connection, received.clone(), capture)).await {
             Ok(response) => {
                 if let Some(events) = &self.events {
-                    tap.record(response.status(), response.headers(), events);
+                    tap.record(response.status(), response.headers(), events, &self.pulls);
                 }
                 let record = self.log_requests.then(|| RequestRecord {
                     method,

@@ -12,7 +12,7 @@ use http::{HeaderMap, Method, StatusCode, header::CONTENT_TYPE};
 
 use super::route::{OciRoute, Reference};
 use crate::{
-    events::{EventSender, RegistryEvent},
+    events::{EventSender, PullTally, RegistryEvent},
     index::{UnixMillis, Write},
 };
 
@@ -116,8 +116,14 @@ impl Tap {
         }
     }
 
-    /// Sends the event the upstream's answer calls for, if any.
-    pub fn record(self, status: StatusCode, headers: &HeaderMap, events: &EventSender) {
+    /// Sends the event the upstream's answer calls for, if any; pulls go to the worker's tally.
+    pub fn record(
+        self,
+        status: StatusCode,
+        headers: &HeaderMap,
+        events: &EventSender,
+        pulls: &PullTally,
+    ) {
         let at = UnixMillis::now();
         match self {
             Tap::Push {
@@ -158,13 +164,7 @@ impl Tap {
             Tap::Pull {
                 repository,
                 reference,
-            } if status == StatusCode::OK => {
-                events.send(RegistryEvent::Pulled {
-                    repository,
-                    reference,
-                    at,
-                });
-            }
+            } if status == StatusCode::OK => pulls.add(&repository, &reference, at),
             _ => {}
         }
     }
