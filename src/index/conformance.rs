@@ -224,6 +224,20 @@ conformance!(
     tag_history_is_bounded,
 );
 
+/// Opens again after a drop in this process: sled's background flusher may hold the file lock a
+/// moment longer.
+fn reopen(path: &std::path::Path) -> Result<SledIndex, IndexError> {
+    for _ in 0..100 {
+        match open_sled(path) {
+            Err(IndexError::InUse { .. }) => {
+                std::thread::sleep(std::time::Duration::from_millis(50))
+            }
+            other => return other,
+        }
+    }
+    open_sled(path)
+}
+
 #[test]
 fn sled_keeps_everything_across_reopen() {
     let dir = tempfile::tempdir().unwrap();
@@ -235,7 +249,7 @@ fn sled_keeps_everything_across_reopen() {
             .unwrap();
         index.flush().unwrap();
     }
-    let index = open_sled(&path).unwrap();
+    let index = reopen(&path).unwrap();
     assert_eq!(index.tag("a", "t").unwrap().unwrap().digest, D1);
     assert_eq!(index.manifest("a", D1).unwrap().unwrap(), manifest("a", D1));
 }
@@ -275,7 +289,7 @@ fn newer_schema_is_refused() {
         .unwrap();
         kv.flush().unwrap();
     }
-    let error = open_sled(&path).err().expect("must refuse").to_string();
+    let error = reopen(&path).err().expect("must refuse").to_string();
     assert!(error.contains("newer regkeeper"), "{error}");
 }
 
@@ -289,7 +303,7 @@ fn sled_database_of_someone_else_is_refused() {
             .unwrap();
         kv.flush().unwrap();
     }
-    let error = open_sled(&path).err().expect("must refuse").to_string();
+    let error = reopen(&path).err().expect("must refuse").to_string();
     assert!(error.contains("no regkeeper schema version"), "{error}");
 }
 
@@ -305,4 +319,13 @@ fn unreadable_record_is_an_error_not_a_panic() {
         .unwrap();
     let error = index.tag("a", "t").unwrap_err().to_string();
     assert!(error.contains("unreadable"), "{error}");
+}
+
+#[test]
+fn a_second_opener_is_told_the_index_is_in_use() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("index");
+    let _first = open_sled(&path).unwrap();
+    let error = open_sled(&path).err().expect("single writer").to_string();
+    assert!(error.contains("in use by another regkeeper"), "{error}");
 }

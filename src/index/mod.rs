@@ -31,6 +31,8 @@ pub enum IndexError {
         "{path} is not a regkeeper index ({why}); refusing to use it. Point index.path at an empty or new directory"
     )]
     Foreign { path: String, why: String },
+    #[error("the index at {path} is in use by another regkeeper process (it is single-writer)")]
+    InUse { path: String },
     #[error("the index at {path} cannot be opened ({why}); it was left untouched")]
     Corrupt { path: String, why: String },
     #[error(

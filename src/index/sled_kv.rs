@@ -45,9 +45,18 @@ impl SledKv {
             .path(path)
             .mode(sled::Mode::HighThroughput)
             .open()
-            .map_err(|e| IndexError::Corrupt {
-                path: path.display().to_string(),
-                why: e.to_string(),
+            .map_err(|e| {
+                let why = e.to_string();
+                if why.contains("could not acquire lock") {
+                    IndexError::InUse {
+                        path: path.display().to_string(),
+                    }
+                } else {
+                    IndexError::Corrupt {
+                        path: path.display().to_string(),
+                        why,
+                    }
+                }
             })?;
         Ok(Self {
             db,

@@ -92,3 +92,73 @@ async fn pushes_pulls_repushes_and_deletes_are_recorded() {
     let pulls = index.pulls("team/app", "main").unwrap().unwrap();
     assert!(pulls.count >= 2, "{pulls:?}");
 }
+
+#[tokio::test]
+async fn kill_9_during_a_push_loop_leaves_a_consistent_index() {
+    let registry = Registry::start();
+    let mut proxy = Regkeeper::start(&registry.url());
+    let client = HttpClient::default();
+    let config =
+        br#"{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}"#;
+    let config_digest = crate::support::image::sha256(config);
+    let start = client
+        .send(
+            Method::POST,
+            &format!("{}/v2/crash/app/blobs/uploads/", proxy.url()),
+            &[],
+            empty(),
+        )
+        .await;
+    let upload = crate::support::http::with_digest(start.header("location"), &config_digest);
+    let put = client
+        .send(
+            Method::PUT,
+            &upload,
+            &[],
+            crate::support::http::full(config.to_vec()),
+        )
+        .await;
+    assert_eq!(put.status, StatusCode::CREATED);
+
+    // Push distinct manifests as fast as possible, and kill -9 in the middle of it.
+    let base = proxy.url();
+    let pusher = tokio::spawn(async move {
+        let client = HttpClient::default();
+        let mut pushed = 0u32;
+        loop {
+            let manifest = format!(
+                r#"{{"schemaVersion":2,"mediaType":"{OCI_MANIFEST}","config":{{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"{config_digest}","size":{}}},"layers":[],"annotations":{{"org.opencontainers.image.revision":"{pushed:040x}"}}}}"#,
+                config.len()
+            );
+            let answer = client
+                .try_send(
+                    Method::PUT,
+                    &format!("{base}/v2/crash/app/manifests/build-{pushed}"),
+                    &[("content-type", OCI_MANIFEST)],
+                    crate::support::http::full(manifest),
+                )
+                .await;
+            match answer {
+                Some(answer) if answer.status == StatusCode::CREATED => pushed += 1,
+                _ => return pushed,
+            }
+        }
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    proxy.kill_hard();
+    let pushed = pusher.await.unwrap();
+    assert!(pushed > 10, "the loop should have been pushing: {pushed}");
+
+    let index = index::open_sled(&proxy.index_path()).expect("the index opens after kill -9");
+    let tags = index.tags("crash/app").unwrap();
+    for tag in &tags {
+        let manifest = index.manifest("crash/app", &tag.digest).unwrap();
+        assert!(
+            manifest.is_some(),
+            "tag {} recorded without its manifest",
+            tag.tag
+        );
+        assert_eq!(index.commit_links(&tag.digest).unwrap().len(), 1);
+    }
+    assert!(tags.len() <= pushed as usize);
+}

@@ -95,22 +95,46 @@ impl HttpClient {
         headers: &[(&str, &str)],
         body: BoxBody,
     ) -> Answer {
+        self.exchange(method, url, headers, body)
+            .await
+            .unwrap_or_else(|e| panic!("{url}: {e}"))
+    }
+
+    /// `send`, but `None` when the server cannot be reached or the connection breaks.
+    pub async fn try_send(
+        &self,
+        method: Method,
+        url: &str,
+        headers: &[(&str, &str)],
+        body: BoxBody,
+    ) -> Option<Answer> {
+        self.exchange(method, url, headers, body).await.ok()
+    }
+
+    async fn exchange(
+        &self,
+        method: Method,
+        url: &str,
+        headers: &[(&str, &str)],
+        body: BoxBody,
+    ) -> Result<Answer, String> {
         let mut request = Request::builder().method(method).uri(url);
         for (name, value) in headers {
             request = request.header(*name, *value);
         }
+        let request = request.body(body).map_err(|e| e.to_string())?;
         let response = self
             .client
-            .request(request.body(body).unwrap())
+            .request(request)
             .await
-            .unwrap_or_else(|e| panic!("{url}: {e:?}"));
+            .map_err(|e| format!("{e:?}"))?;
         let (parts, body) = response.into_parts();
-        let body = body.collect().await.unwrap().to_bytes();
-        Answer {
+        let body = body.collect().await.map_err(|e| e.to_string())?.to_bytes();
+        Ok(Answer {
             status: parts.status,
             headers: parts.headers,
             body,
-        }
+        })
     }
 
     pub async fn get(&self, url: &str, headers: &[(&str, &str)]) -> Answer {

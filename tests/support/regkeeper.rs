@@ -98,6 +98,13 @@ impl Regkeeper {
         assert!(status.success());
     }
 
+    /// `kill -9`: no shutdown code runs.
+    pub fn kill_hard(&mut self) {
+        let mut guard = self.child.take().expect("running");
+        let _ = guard.0.kill();
+        let _ = guard.0.wait();
+    }
+
     /// Waits (up to a minute) for the process to exit by itself; whether it exited successfully.
     pub fn wait(&mut self) -> bool {
         let mut guard = self.child.take().expect("running");
