@@ -120,6 +120,12 @@ async fn run(settings: Settings) {
         &fast.url(),
         &format!("{workers}log:\n  level: info\n  requests: true\n"),
     );
+    // The same proxy with recording off: the cost of recording, measured in the same run.
+    let fast_proxy_plain = Regkeeper::start_full(
+        &fast.url(),
+        &format!("{workers}log:\n  level: info\n  requests: true\n"),
+        &[("REGKEEPER_INDEX_RECORD", "false")],
+    );
     let nginx = Nginx::start(registry.addr, fast.addr);
     if pinned() {
         pin(fast_proxy.pid(), &last_cpu());
@@ -188,8 +194,17 @@ async fn run(settings: Settings) {
     for _ in (0..settings.rounds).filter(|_| phase("capacity")) {
         let rate = hammer(fast.addr, Method::GET, capacity_path, &settings).await;
         table.add("capacity GET, fast upstream (req/s)", "direct", rate);
+        let (off, _) = hammer_counting_cpu(
+            fast_proxy_plain.addr,
+            fast_proxy_plain.pid(),
+            capacity_path,
+            &settings,
+        )
+        .await;
+        table.add("capacity GET, recording off (req/s)", "proxy", off);
         let (rate, per_cpu) =
             hammer_counting_cpu(fast_proxy.addr, fast_proxy.pid(), capacity_path, &settings).await;
+        table.add("capacity: recording on / off (ratio)", "proxy", rate / off);
         table.add("capacity GET, fast upstream (req/s)", "proxy", rate);
         table.add("capacity GET (req per proxy CPU-s)", "proxy", per_cpu);
         if let Some(nginx) = &nginx {
@@ -262,8 +277,13 @@ impl Table {
             };
             let (d, p, n) = (values("direct"), values("proxy"), values("nginx"));
             let cell = |v: Option<&[f64]>| {
-                v.and_then(median)
-                    .map_or("-".to_string(), |v| format!("{v:.0}"))
+                v.and_then(median).map_or("-".to_string(), |v| {
+                    if v < 10.0 {
+                        format!("{v:.3}")
+                    } else {
+                        format!("{v:.0}")
+                    }
+                })
             };
             let ratio = |a: Option<&[f64]>, b: Option<&[f64]>| match (a, b) {
                 (Some(a), Some(b)) => {

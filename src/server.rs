@@ -54,8 +54,15 @@ const POOL_SWEEP_PERIOD: Duration = Duration::from_secs(5);
 
 /// Runs until a shutdown signal; returns once connections are drained or the grace period ends.
 pub fn serve(config: Config) -> Result<(), ServeError> {
-    let index: Arc<dyn Index> = Arc::new(index::open_sled(&config.index.path)?);
-    let (events, event_receiver) = events::channel(EVENT_QUEUE);
+    let recorder = if config.index.record {
+        let index: Arc<dyn Index> = Arc::new(index::open_sled(&config.index.path)?);
+        let (events, receiver) = events::channel(EVENT_QUEUE);
+        Some((index, events, receiver))
+    } else {
+        tracing::info!("index.record is off: proxying without recording");
+        None
+    };
+    let events = recorder.as_ref().map(|(_, events, _)| events.clone());
     let tls = match &config.tls {
         Some(tls) => Some(TlsAcceptor::from(tls::server_config(&tls.cert, &tls.key)?)),
         None => None,
@@ -91,11 +98,7 @@ pub fn serve(config: Config) -> Result<(), ServeError> {
         let worker = Worker {
             listener,
             tls: tls.clone(),
-            proxy: Arc::new(Proxy::new(
-                upstream,
-                config.log.requests,
-                Some(events.clone()),
-            )),
+            proxy: Arc::new(Proxy::new(upstream, config.log.requests, events.clone())),
             limits,
             grace,
             stop: stop_rx.clone(),
@@ -123,11 +126,10 @@ pub fn serve(config: Config) -> Result<(), ServeError> {
         .enable_all()
         .build()
         .map_err(ServeError::Runtime)?;
-    let writer = control.spawn(events::run_writer(
-        event_receiver,
-        index,
-        BatchPolicy::default(),
-    ));
+    let writer = recorder.map(|(index, events, receiver)| {
+        drop(events);
+        control.spawn(events::run_writer(receiver, index, BatchPolicy::default()))
+    });
     control.block_on(async move {
         let admin_listener = TcpListener::from_std(admin_listener).map_err(|source| ServeError::Bind {
             addr: config.admin.listen,
@@ -145,14 +147,16 @@ pub fn serve(config: Config) -> Result<(), ServeError> {
     }
     // The workers are gone, and with them every sender: the writer applies what is left, flushes
     // and ends.
-    match control.block_on(writer) {
-        Ok(stats) => tracing::info!(
-            events = stats.events,
-            batches = stats.batches,
-            failed = stats.failed_batches,
-            "index writer finished"
-        ),
-        Err(error) => tracing::error!(%error, "index writer failed"),
+    if let Some(writer) = writer {
+        match control.block_on(writer) {
+            Ok(stats) => tracing::info!(
+                events = stats.events,
+                batches = stats.batches,
+                failed = stats.failed_batches,
+                "index writer finished"
+            ),
+            Err(error) => tracing::error!(%error, "index writer failed"),
+        }
     }
     Ok(())
 }

@@ -98,12 +98,16 @@ pub struct IndexConfig {
     /// Directory of the embedded index database.
     #[serde(default = "default_index_path")]
     pub path: PathBuf,
+    /// Record pushes, deletes and pulls as traffic passes. Off: a plain proxy, no index opened.
+    #[serde(default = "default_true")]
+    pub record: bool,
 }
 
 impl Default for IndexConfig {
     fn default() -> Self {
         Self {
             path: default_index_path(),
+            record: true,
         }
     }
 }

@@ -32,7 +32,8 @@ impl Regkeeper {
         Self::start_full(upstream_url, "", env)
     }
 
-    fn start_full(upstream_url: &str, extra: &str, env: &[(&str, &str)]) -> Self {
+    /// Extra config and `REGKEEPER_*` overrides together.
+    pub fn start_full(upstream_url: &str, extra: &str, env: &[(&str, &str)]) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
         let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
