@@ -10,6 +10,7 @@ pub mod admin;
 pub mod config;
 pub mod events;
 pub mod index;
+pub mod inspect;
 pub mod manifest;
 pub mod oci_error;
 pub mod proxy;

@@ -22,12 +22,33 @@ struct Cli {
     command: Command,
 }
 
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum Output {
+    Table,
+    Json,
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// Run the proxy (and admin listener) in front of the configured upstream registry.
     Serve {
         #[arg(long, short, env = "REGKEEPER_CONFIG")]
         config: PathBuf,
+    },
+    /// List the tags the index knows (all repositories, or one), with digest, kind, size, commit
+    /// and pulls. Reads the index directly: run it where `serve` is stopped.
+    Tags {
+        #[arg(long, short, env = "REGKEEPER_CONFIG")]
+        config: PathBuf,
+        repository: Option<String>,
+        #[arg(long, short, value_enum, default_value_t = Output::Table)]
+        output: Output,
+    },
+    /// Everything the index knows about REPOSITORY:TAG or REPOSITORY@DIGEST (JSON by default).
+    Inspect {
+        #[arg(long, short, env = "REGKEEPER_CONFIG")]
+        config: PathBuf,
+        reference: String,
     },
     /// Validate a configuration and print the effective result (file + environment overrides).
     CheckConfig {
@@ -58,6 +79,25 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             regkeeper::server::serve(config)?;
             Ok(())
         }
+        Command::Tags {
+            config,
+            repository,
+            output,
+        } => {
+            let index = open_existing_index(&Config::load(&config)?)?;
+            let views = regkeeper::inspect::tags(&index, repository.as_deref())?;
+            match output {
+                Output::Table => print!("{}", regkeeper::inspect::tags_table(&views)),
+                Output::Json => println!("{}", serde_json::to_string_pretty(&views)?),
+            }
+            Ok(())
+        }
+        Command::Inspect { config, reference } => {
+            let index = open_existing_index(&Config::load(&config)?)?;
+            let inspection = regkeeper::inspect::inspect(&index, &reference)?;
+            println!("{}", serde_json::to_string_pretty(&inspection)?);
+            Ok(())
+        }
         Command::CheckConfig { config, env } => {
             let config = Config::load(&config)?;
             print!("{}", config.to_yaml());
@@ -70,4 +110,16 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+/// The index for a reading command: never creates one where there is none.
+fn open_existing_index(config: &Config) -> anyhow::Result<regkeeper::index::SledIndex> {
+    let path = &config.index.path;
+    if !path.exists() {
+        anyhow::bail!(
+            "no index at {} (index.path): nothing has been recorded there yet",
+            path.display()
+        );
+    }
+    Ok(regkeeper::index::open_sled(path)?)
 }

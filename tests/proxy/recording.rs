@@ -91,6 +91,36 @@ async fn pushes_pulls_repushes_and_deletes_are_recorded() {
     // skopeo inspect --raw asks once per call (GET by tag).
     let pulls = index.pulls("team/app", "main").unwrap().unwrap();
     assert!(pulls.count >= 2, "{pulls:?}");
+    drop(index);
+
+    // The operator's view of the same index.
+    let cli = |args: &[&str]| {
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_regkeeper"))
+            .args(args)
+            .arg("--config")
+            .arg(proxy.config_path())
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8(output.stdout).unwrap()
+    };
+    let table = cli(&["tags", "team/app"]);
+    assert!(table.lines().count() == 2, "{table}");
+    assert!(
+        table.contains("main") && table.contains("2222222bbbbb") && table.contains("image"),
+        "{table}"
+    );
+    let inspected: serde_json::Value =
+        serde_json::from_str(&cli(&["inspect", "team/app:main"])).unwrap();
+    assert_eq!(inspected["digest"], second.digest.as_str());
+    assert_eq!(inspected["commits"][0]["commit"], "2222222bbbbbbb");
+    let json: serde_json::Value =
+        serde_json::from_str(&cli(&["tags", "--output", "json"])).unwrap();
+    assert_eq!(json[0]["history"][0]["digest"], first.digest.as_str());
 }
 
 #[tokio::test]

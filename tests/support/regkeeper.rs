@@ -76,6 +76,11 @@ impl Regkeeper {
         self.addr.to_string()
     }
 
+    /// The config file the process was started with.
+    pub fn config_path(&self) -> std::path::PathBuf {
+        self.dir.path().join("regkeeper.yaml")
+    }
+
     /// The embedded index directory (open it only after the process has exited).
     pub fn index_path(&self) -> std::path::PathBuf {
         self.dir.path().join("index")
