@@ -192,3 +192,97 @@ async fn kill_9_during_a_push_loop_leaves_a_consistent_index() {
     }
     assert!(tags.len() <= pushed as usize);
 }
+
+#[tokio::test]
+async fn multi_arch_children_and_referrers_are_recorded() {
+    let registry = Registry::start();
+    let mut proxy = Regkeeper::start(&registry.url());
+    let work = tempfile::tempdir().unwrap();
+    let mut layout = Layout::new(work.path());
+    let amd64 = layout.add_image(&ImageSpec::default());
+    let arm64 = layout.add_image(&ImageSpec {
+        architecture: "arm64",
+        layers: vec![tar_gz_layer("arm.txt", b"arm\n", false)],
+        ..ImageSpec::default()
+    });
+    let index_blob = layout.add_index(&[(amd64.clone(), "amd64"), (arm64.clone(), "arm64")]);
+    layout.tag("multi", &index_blob);
+    skopeo_copy(
+        &format!("oci:{}:multi", layout.dir.display()),
+        &format!("docker://{}/team/multi:1.0", proxy.host()),
+        &["--multi-arch", "all"],
+    );
+
+    // A referrer (an SBOM-like artifact) whose subject is the amd64 image, pushed by digest.
+    let client = HttpClient::default();
+    let empty_config = b"{}";
+    let config_digest = crate::support::image::sha256(empty_config);
+    let start = client
+        .send(
+            Method::POST,
+            &format!("{}/v2/team/multi/blobs/uploads/", proxy.url()),
+            &[],
+            empty(),
+        )
+        .await;
+    let put = client
+        .send(
+            Method::PUT,
+            &crate::support::http::with_digest(start.header("location"), &config_digest),
+            &[],
+            crate::support::http::full(&empty_config[..]),
+        )
+        .await;
+    assert_eq!(put.status, StatusCode::CREATED);
+    let referrer = format!(
+        r#"{{"schemaVersion":2,"mediaType":"{OCI_MANIFEST}","artifactType":"application/spdx+json","config":{{"mediaType":"application/vnd.oci.empty.v1+json","digest":"{config_digest}","size":2}},"layers":[],"subject":{{"mediaType":"{OCI_MANIFEST}","digest":"{}","size":{}}}}}"#,
+        amd64.digest, amd64.size
+    );
+    let referrer_digest = crate::support::image::sha256(referrer.as_bytes());
+    let put = client
+        .send(
+            Method::PUT,
+            &format!("{}/v2/team/multi/manifests/{referrer_digest}", proxy.url()),
+            &[("content-type", OCI_MANIFEST)],
+            crate::support::http::full(referrer),
+        )
+        .await;
+    assert_eq!(put.status, StatusCode::CREATED, "{:?}", put.body);
+
+    proxy.terminate();
+    assert!(proxy.wait());
+    let index = index::open_sled(&proxy.index_path()).unwrap();
+    let tag = index.tag("team/multi", "1.0").unwrap().unwrap();
+    assert_eq!(tag.digest, index_blob.digest);
+    let record = index
+        .manifest("team/multi", &index_blob.digest)
+        .unwrap()
+        .unwrap();
+    assert_eq!(record.kind, ManifestKind::Index);
+    assert_eq!(
+        record.children,
+        [amd64.digest.clone(), arm64.digest.clone()]
+    );
+    for child in [&amd64, &arm64] {
+        let child = index.manifest("team/multi", &child.digest).unwrap();
+        assert_eq!(
+            child.expect("children are recorded by digest").kind,
+            ManifestKind::Image
+        );
+    }
+    let referrer = index
+        .manifest("team/multi", &referrer_digest)
+        .unwrap()
+        .unwrap();
+    assert_eq!(referrer.kind, ManifestKind::Artifact);
+    assert_eq!(referrer.subject.as_deref(), Some(amd64.digest.as_str()));
+    assert_eq!(
+        referrer.artifact_type.as_deref(),
+        Some("application/spdx+json")
+    );
+    assert_eq!(
+        index.tags("team/multi").unwrap().len(),
+        1,
+        "by-digest pushes add no tags"
+    );
+}
