@@ -130,25 +130,7 @@ async fn kill_9_during_a_push_loop_leaves_a_consistent_index() {
     let client = HttpClient::default();
     let config =
         br#"{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}"#;
-    let config_digest = crate::support::image::sha256(config);
-    let start = client
-        .send(
-            Method::POST,
-            &format!("{}/v2/crash/app/blobs/uploads/", proxy.url()),
-            &[],
-            empty(),
-        )
-        .await;
-    let upload = crate::support::http::with_digest(start.header("location"), &config_digest);
-    let put = client
-        .send(
-            Method::PUT,
-            &upload,
-            &[],
-            crate::support::http::full(config.to_vec()),
-        )
-        .await;
-    assert_eq!(put.status, StatusCode::CREATED);
+    let config_digest = client.push_blob(&proxy.url(), "crash/app", config).await;
 
     // Push distinct manifests as fast as possible, and kill -9 in the middle of it.
     let base = proxy.url();
@@ -216,24 +198,9 @@ async fn multi_arch_children_and_referrers_are_recorded() {
     // A referrer (an SBOM-like artifact) whose subject is the amd64 image, pushed by digest.
     let client = HttpClient::default();
     let empty_config = b"{}";
-    let config_digest = crate::support::image::sha256(empty_config);
-    let start = client
-        .send(
-            Method::POST,
-            &format!("{}/v2/team/multi/blobs/uploads/", proxy.url()),
-            &[],
-            empty(),
-        )
+    let config_digest = client
+        .push_blob(&proxy.url(), "team/multi", empty_config)
         .await;
-    let put = client
-        .send(
-            Method::PUT,
-            &crate::support::http::with_digest(start.header("location"), &config_digest),
-            &[],
-            crate::support::http::full(&empty_config[..]),
-        )
-        .await;
-    assert_eq!(put.status, StatusCode::CREATED);
     let referrer = format!(
         r#"{{"schemaVersion":2,"mediaType":"{OCI_MANIFEST}","artifactType":"application/spdx+json","config":{{"mediaType":"application/vnd.oci.empty.v1+json","digest":"{config_digest}","size":2}},"layers":[],"subject":{{"mediaType":"{OCI_MANIFEST}","digest":"{}","size":{}}}}}"#,
         amd64.digest, amd64.size

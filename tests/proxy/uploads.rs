@@ -178,19 +178,8 @@ async fn catalog_pages_follow_link_through_the_proxy() {
     let registry = Registry::start();
     let proxy = Regkeeper::start(&registry.url());
     let client = HttpClient::default();
-    let config = b"{}";
-    let digest = sha256(config);
     for repo in ["a/one", "b/two", "c/three"] {
-        let url = start_upload(&client, &proxy, repo).await;
-        let answer = client
-            .send(
-                Method::PUT,
-                &with_digest(&url, &digest),
-                &[],
-                full(&config[..]),
-            )
-            .await;
-        assert_eq!(answer.status, StatusCode::CREATED);
+        let digest = client.push_blob(&proxy.url(), repo, b"{}").await;
         // A repository appears in the catalog once it has a manifest.
         let manifest = format!(
             r#"{{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"{digest}","size":2}},"layers":[]}}"#

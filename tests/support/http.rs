@@ -137,6 +137,37 @@ impl HttpClient {
         })
     }
 
+    /// Uploads `blob` to `repository` in two steps (POST, then PUT ?digest=) and returns its
+    /// digest. `base` is `http://host:port`; relative upload locations are resolved against it.
+    pub async fn push_blob(&self, base: &str, repository: &str, blob: &[u8]) -> String {
+        let digest = crate::support::image::sha256(blob);
+        let start = self
+            .send(
+                Method::POST,
+                &format!("{base}/v2/{repository}/blobs/uploads/"),
+                &[],
+                empty(),
+            )
+            .await;
+        assert_eq!(start.status, StatusCode::ACCEPTED, "{:?}", start.body);
+        let location = start.header("location");
+        let url = if location.starts_with('/') {
+            format!("{base}{location}")
+        } else {
+            location.to_string()
+        };
+        let put = self
+            .send(
+                Method::PUT,
+                &with_digest(&url, &digest),
+                &[],
+                full(blob.to_vec()),
+            )
+            .await;
+        assert_eq!(put.status, StatusCode::CREATED, "{:?}", put.body);
+        digest
+    }
+
     pub async fn get(&self, url: &str, headers: &[(&str, &str)]) -> Answer {
         self.send(Method::GET, url, headers, empty()).await
     }
