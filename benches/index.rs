@@ -28,10 +28,12 @@ fn main() {
     let (sender, receiver) = events::channel(16_384);
     let started = Instant::now();
     let stats = runtime.block_on(async {
+        let (_finish, finish_rx) = tokio::sync::oneshot::channel();
         let writer = tokio::spawn(events::run_writer(
             receiver,
             index.clone(),
             BatchPolicy::default(),
+            finish_rx,
         ));
         for i in 0..records {
             let digest = format!("sha256:{i:064x}");

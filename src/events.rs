@@ -191,15 +191,31 @@ pub struct WriterStats {
     pub failed_batches: u64,
 }
 
-/// Drains `receiver` until every sender is gone, applying events in batches.
+/// Applies events in batches until every sender is gone or `finish` fires; then applies what is
+/// still queued (nothing new is accepted) and flushes. `finish` exists because a sender can
+/// outlive its usefulness (an idle admin connection holding the link API).
 pub async fn run_writer(
     mut receiver: EventReceiver,
     index: Arc<dyn Index>,
     policy: BatchPolicy,
+    finish: tokio::sync::oneshot::Receiver<()>,
 ) -> WriterStats {
     let mut stats = WriterStats::default();
     let mut events = Vec::with_capacity(policy.max_events);
-    while let Some(first) = receiver.rx.recv().await {
+    let mut finish = Some(finish);
+    loop {
+        let first = tokio::select! {
+            biased;
+            event = receiver.rx.recv() => event,
+            _ = async { finish.as_mut().expect("polled only while set").await },
+                if finish.is_some() =>
+            {
+                finish = None;
+                receiver.rx.close();
+                continue;
+            }
+        };
+        let Some(first) = first else { break };
         events.push(first);
         let deadline = tokio::time::Instant::now() + policy.max_delay;
         while events.len() < policy.max_events {
@@ -393,7 +409,13 @@ mod tests {
     async fn writer_batches_everything_sent_and_stops_with_the_senders() {
         let index: Arc<dyn Index> = Arc::new(in_memory());
         let (sender, receiver) = channel(10_000);
-        let writer = tokio::spawn(run_writer(receiver, index.clone(), BatchPolicy::default()));
+        let (_finish, finish_rx) = tokio::sync::oneshot::channel();
+        let writer = tokio::spawn(run_writer(
+            receiver,
+            index.clone(),
+            BatchPolicy::default(),
+            finish_rx,
+        ));
         sender.send(RegistryEvent::Record(vec![Write::PushTag {
             repository: "a".into(),
             tag: "latest".into(),
@@ -449,6 +471,30 @@ mod tests {
             count: 3,
             last: UnixMillis(9)
         }));
+    }
+
+    #[tokio::test]
+    async fn finish_applies_what_is_queued_even_while_a_sender_lives() {
+        let index: Arc<dyn Index> = Arc::new(in_memory());
+        let (sender, receiver) = channel(100);
+        let (finish, finish_rx) = tokio::sync::oneshot::channel();
+        for i in 0..10 {
+            sender.send(pulled("latest", i));
+        }
+        let writer = tokio::spawn(run_writer(
+            receiver,
+            index.clone(),
+            BatchPolicy::default(),
+            finish_rx,
+        ));
+        finish.send(()).unwrap();
+        let stats = tokio::time::timeout(Duration::from_secs(10), writer)
+            .await
+            .expect("the writer must end although `sender` is alive")
+            .unwrap();
+        assert_eq!(stats.events, 10);
+        assert_eq!(index.pulls("a", "latest").unwrap().unwrap().count, 10);
+        drop(sender);
     }
 
     #[tokio::test]

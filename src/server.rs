@@ -79,7 +79,17 @@ pub fn serve(config: Config) -> Result<(), ServeError> {
     let upstreams = (0..workers)
         .map(|_| Upstream::new(&config))
         .collect::<Result<Vec<_>, _>>()?;
-    let admin_upstream = Arc::new(Upstream::new(&config)?);
+    let admin_state = Arc::new(admin::AdminState {
+        upstream: Upstream::new(&config)?,
+        links: match (&config.admin.link_token, &recorder) {
+            (Some(token), Some((index, events, _))) => Some(admin::LinkApi {
+                token: token.clone(),
+                index: index.clone(),
+                events: events.clone(),
+            }),
+            _ => None,
+        },
+    });
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let limits = ConnectionLimits {
@@ -126,16 +136,22 @@ pub fn serve(config: Config) -> Result<(), ServeError> {
         .enable_all()
         .build()
         .map_err(ServeError::Runtime)?;
+    let (finish_writer, writer_finish) = tokio::sync::oneshot::channel();
     let writer = recorder.map(|(index, events, receiver)| {
         drop(events);
-        control.spawn(events::run_writer(receiver, index, BatchPolicy::default()))
+        control.spawn(events::run_writer(
+            receiver,
+            index,
+            BatchPolicy::default(),
+            writer_finish,
+        ))
     });
     control.block_on(async move {
         let admin_listener = TcpListener::from_std(admin_listener).map_err(|source| ServeError::Bind {
             addr: config.admin.listen,
             source,
         })?;
-        let admin_task = tokio::spawn(admin::serve(admin_listener, admin_upstream, stop_rx));
+        let admin_task = tokio::spawn(admin::serve(admin_listener, admin_state, stop_rx));
         shutdown_signal().await;
         tracing::info!(grace = %config.timeouts.shutdown_grace, "shutting down: draining in-flight requests");
         let _ = stop_tx.send(true);
@@ -145,8 +161,8 @@ pub fn serve(config: Config) -> Result<(), ServeError> {
     for thread in threads {
         let _ = thread.join();
     }
-    // The workers are gone, and with them every sender: the writer applies what is left, flushes
-    // and ends.
+    // The workers are gone: the writer applies what is still queued, flushes and ends.
+    let _ = finish_writer.send(());
     if let Some(writer) = writer {
         match control.block_on(writer) {
             Ok(stats) => tracing::info!(

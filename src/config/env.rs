@@ -86,8 +86,16 @@ pub const ENV_OVERRIDES: &[EnvOverride] = &[
         .admin
         .listen =
         parse(v)?),
+    over!("REGKEEPER_ADMIN_LINK_TOKEN", "admin.linkToken", |c, v| c
+        .admin
+        .link_token =
+        Some(v.into())),
     over!("REGKEEPER_INDEX_PATH", "index.path", |c, v| c.index.path =
         v.into()),
+    over!("REGKEEPER_INDEX_RECORD", "index.record", |c, v| c
+        .index
+        .record =
+        parse_bool(v)?),
     over!("REGKEEPER_TIMEOUTS_CONNECT", "timeouts.connect", |c, v| c
         .timeouts
         .connect =

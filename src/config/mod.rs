@@ -82,12 +82,17 @@ pub struct AdminConfig {
     /// Address of `/healthz`, `/readyz` and `/metrics`. Keep it off the public network.
     #[serde(default = "default_admin_listen")]
     pub listen: SocketAddr,
+    /// Bearer token for `POST /api/v1/links`; unset disables the endpoint. Prefer the
+    /// `REGKEEPER_ADMIN_LINK_TOKEN` variable to writing it into the file.
+    #[serde(default, skip_serializing)]
+    pub link_token: Option<String>,
 }
 
 impl Default for AdminConfig {
     fn default() -> Self {
         Self {
             listen: default_admin_listen(),
+            link_token: None,
         }
     }
 }
@@ -281,6 +286,12 @@ impl Config {
         }
         if let Some(bundle) = &self.upstream.ca_bundle {
             readable("upstream.caBundle", bundle)?;
+        }
+        if self.admin.link_token.as_ref().is_some_and(|t| t.len() < 16) {
+            return Err(ConfigError::Invalid {
+                field: "admin.linkToken",
+                message: "must be at least 16 characters".into(),
+            });
         }
         if self.workers > 1024 {
             return Err(ConfigError::Invalid {

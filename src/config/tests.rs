@@ -119,3 +119,37 @@ fn every_override_names_a_distinct_variable() {
         assert!(seen.insert(over.var), "{} twice", over.var);
     }
 }
+
+#[test]
+fn readme_documents_exactly_the_overrides_that_exist() {
+    let readme = include_str!("../../README.md");
+    let documented: std::collections::BTreeSet<&str> = readme
+        .lines()
+        .filter_map(|line| line.strip_prefix("| `REGKEEPER_"))
+        .filter_map(|rest| rest.split('`').next())
+        .collect();
+    let existing: std::collections::BTreeSet<&str> = ENV_OVERRIDES
+        .iter()
+        .map(|o| o.var.trim_start_matches("REGKEEPER_"))
+        .collect();
+    assert_eq!(documented, existing, "README table vs ENV_OVERRIDES");
+}
+
+#[test]
+fn every_override_takes_effect() {
+    let cases = [
+        ("REGKEEPER_INDEX_RECORD", "false"),
+        ("REGKEEPER_ADMIN_LINK_TOKEN", "0123456789abcdef0123"),
+        ("REGKEEPER_WORKERS", "3"),
+    ];
+    for (var, _) in cases {
+        assert!(ENV_OVERRIDES.iter().any(|o| o.var == var), "{var} missing");
+    }
+    let config = load(MINIMAL, &cases).unwrap();
+    assert!(!config.index.record);
+    assert_eq!(
+        config.admin.link_token.as_deref(),
+        Some("0123456789abcdef0123")
+    );
+    assert_eq!(config.workers, 3);
+}

@@ -253,3 +253,77 @@ async fn multi_arch_children_and_referrers_are_recorded() {
         "by-digest pushes add no tags"
     );
 }
+
+#[tokio::test]
+async fn the_link_api_records_commits_for_reused_images() {
+    const TOKEN: &str = "link-token-0123456789";
+    let registry = Registry::start();
+    let mut proxy = Regkeeper::start_env(&registry.url(), &[("REGKEEPER_ADMIN_LINK_TOKEN", TOKEN)]);
+    let work = tempfile::tempdir().unwrap();
+    let mut layout = Layout::new(work.path());
+    let image = layout.add_image(&ImageSpec::default());
+    layout.tag("v1", &image);
+    skopeo_copy(
+        &format!("oci:{}:v1", layout.dir.display()),
+        &format!("docker://{}/team/reuse:build-1", proxy.host()),
+        &[],
+    );
+    // The push is recorded asynchronously; the link API resolves tags through the index.
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+
+    let client = HttpClient::default();
+    let url = format!("http://{}/api/v1/links", proxy.admin);
+    let post = |token: &'static str, body: String| {
+        let client = &client;
+        let url = url.clone();
+        async move {
+            let bearer = format!("Bearer {token}");
+            client
+                .send(
+                    Method::POST,
+                    &url,
+                    &[("authorization", bearer.as_str())],
+                    crate::support::http::full(body),
+                )
+                .await
+        }
+    };
+    let link = |tag: &str, commit: &str| {
+        format!(r#"{{"repository":"team/reuse","tag":"{tag}","commit":"{commit}"}}"#)
+    };
+    let commit = "89abcdef0123456789abcdef0123456789abcdef";
+    assert_eq!(
+        post("wrong-token-00000000", link("build-1", commit))
+            .await
+            .status,
+        401
+    );
+    assert_eq!(post(TOKEN, link("build-9", commit)).await.status, 404);
+    assert_eq!(post(TOKEN, link("build-1", "not-hex")).await.status, 400);
+    assert_eq!(post(TOKEN, "{".into()).await.status, 400);
+    let created = post(TOKEN, link("build-1", commit)).await;
+    assert_eq!(created.status, 201, "{:?}", created.body);
+    assert_eq!(created.json()["digest"], image.digest.as_str());
+
+    proxy.terminate();
+    assert!(proxy.wait());
+    let index = index::open_sled(&proxy.index_path()).unwrap();
+    let links = index.commit_links(&image.digest).unwrap();
+    assert_eq!(links.len(), 1, "{links:?}");
+    assert_eq!(
+        (links[0].commit.as_str(), &links[0].source),
+        (commit, &LinkSource::Api)
+    );
+
+    // Without a token the endpoint does not exist.
+    let plain = Regkeeper::start(&registry.url());
+    let disabled = client
+        .send(
+            Method::POST,
+            &format!("http://{}/api/v1/links", plain.admin),
+            &[],
+            crate::support::http::full(link("build-1", commit)),
+        )
+        .await;
+    assert_eq!(disabled.status, 404);
+}

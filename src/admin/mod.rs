@@ -1,7 +1,9 @@
-//! The admin listener: liveness, readiness (the upstream answers `GET /v2/`) and, later, metrics
-//! and the link API. Kept off the proxy listener so it can live on a private interface.
+//! The admin listener: liveness, readiness (the upstream answers `GET /v2/`), the link API and,
+//! later, metrics. Kept off the proxy listener so it can live on a private interface.
 //!
-//! May call: `upstream` (readiness probe).
+//! May call: `upstream` (readiness probe), `index` and `events` (link API).
+
+mod links;
 
 use std::{convert::Infallible, sync::Arc, time::Duration};
 
@@ -13,15 +15,19 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::{net::TcpListener, sync::watch};
 
 use crate::upstream::Upstream;
+pub use links::LinkApi;
+
+/// What the admin endpoints need.
+pub struct AdminState {
+    pub upstream: Upstream,
+    /// `None`: the link API is disabled (no token configured, or recording off).
+    pub links: Option<LinkApi>,
+}
 
 const PROBE_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// Serves admin requests until `stop` flips.
-pub async fn serve(
-    listener: TcpListener,
-    upstream: Arc<Upstream>,
-    mut stop: watch::Receiver<bool>,
-) {
+pub async fn serve(listener: TcpListener, state: Arc<AdminState>, mut stop: watch::Receiver<bool>) {
     loop {
         let stream = tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -34,11 +40,11 @@ pub async fn serve(
             },
             _ = stop.changed() => return,
         };
-        let upstream = upstream.clone();
+        let state = state.clone();
         tokio::spawn(async move {
             let service = service_fn(move |request| {
-                let upstream = upstream.clone();
-                async move { Ok::<_, Infallible>(route(request, &upstream).await) }
+                let state = state.clone();
+                async move { Ok::<_, Infallible>(route(request, &state).await) }
             });
             let _ = hyper::server::conn::http1::Builder::new()
                 .timer(TokioTimer::new())
@@ -49,8 +55,23 @@ pub async fn serve(
     }
 }
 
-async fn route(request: Request<Incoming>, upstream: &Upstream) -> Response<Full<Bytes>> {
+async fn route(request: Request<Incoming>, state: &AdminState) -> Response<Full<Bytes>> {
+    let upstream = &state.upstream;
     match request.uri().path() {
+        "/api/v1/links" => {
+            let (status, body) = match (&state.links, request.method()) {
+                (Some(links), &http::Method::POST) => links.handle(request).await,
+                (Some(_), _) => (
+                    StatusCode::METHOD_NOT_ALLOWED,
+                    serde_json::json!({ "error": "use POST" }),
+                ),
+                (None, _) => (
+                    StatusCode::NOT_FOUND,
+                    serde_json::json!({ "error": "the link API is disabled: set admin.linkToken (and keep index.record on)" }),
+                ),
+            };
+            json(status, &body)
+        }
         "/healthz" => text(StatusCode::OK, "ok\n".into()),
         "/readyz" => match upstream.probe(PROBE_TIMEOUT).await {
             Ok(status) => text(StatusCode::OK, format!("ok: upstream answered {status}\n")),
@@ -64,6 +85,16 @@ async fn route(request: Request<Incoming>, upstream: &Upstream) -> Response<Full
         },
         _ => text(StatusCode::NOT_FOUND, "not found\n".into()),
     }
+}
+
+fn json(status: StatusCode, body: &serde_json::Value) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(Bytes::from(body.to_string())));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("application/json"),
+    );
+    response
 }
 
 fn text(status: StatusCode, body: String) -> Response<Full<Bytes>> {

@@ -1,0 +1,142 @@
+//! `POST /api/v1/links`: an explicit commit link, for pipelines that reuse an existing image for a
+//! new commit (content-based tags), so no push carries that commit.
+//!
+//! ```sh
+//! curl -X POST http://127.0.0.1:9090/api/v1/links \
+//!   -H "Authorization: Bearer $REGKEEPER_ADMIN_LINK_TOKEN" \
+//!   -d '{"repository":"team/app","tag":"build-42","commit":"3f2a9c1d…"}'
+//! ```
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::{Request, StatusCode, header::AUTHORIZATION};
+use http_body_util::{BodyExt, Limited};
+use hyper::body::Incoming;
+use serde::Deserialize;
+
+use crate::{
+    events::{EventSender, RegistryEvent},
+    index::{CommitLink, Index, LinkSource, UnixMillis, Write},
+    proxy::route::{is_valid_digest, is_valid_repository_name, is_valid_tag},
+};
+
+/// Largest request body the endpoint reads.
+const MAX_BODY: usize = 16 * 1024;
+
+pub struct LinkApi {
+    pub token: String,
+    pub index: Arc<dyn Index>,
+    pub events: EventSender,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LinkRequest {
+    repository: String,
+    #[serde(default)]
+    tag: Option<String>,
+    #[serde(default)]
+    digest: Option<String>,
+    commit: String,
+}
+
+/// The answer: status and a JSON body.
+pub type Answer = (StatusCode, serde_json::Value);
+
+fn error(status: StatusCode, message: impl Into<String>) -> Answer {
+    (status, serde_json::json!({ "error": message.into() }))
+}
+
+/// Equal-length-independent comparison, so the token cannot be guessed byte by byte by timing.
+fn same_secret(given: &[u8], expected: &[u8]) -> bool {
+    let mut difference = given.len() ^ expected.len();
+    for (i, byte) in expected.iter().enumerate() {
+        difference |= usize::from(byte ^ given.get(i).copied().unwrap_or(0));
+    }
+    difference == 0
+}
+
+impl LinkApi {
+    pub async fn handle(&self, request: Request<Incoming>) -> Answer {
+        let authorized = request
+            .headers()
+            .get(AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .is_some_and(|t| same_secret(t.as_bytes(), self.token.as_bytes()));
+        if !authorized {
+            return error(StatusCode::UNAUTHORIZED, "a valid bearer token is required");
+        }
+        let body: Bytes = match Limited::new(request.into_body(), MAX_BODY).collect().await {
+            Ok(body) => body.to_bytes(),
+            Err(_) => return error(StatusCode::PAYLOAD_TOO_LARGE, "request body too large"),
+        };
+        let link: LinkRequest = match serde_json::from_slice(&body) {
+            Ok(link) => link,
+            Err(e) => return error(StatusCode::BAD_REQUEST, format!("bad JSON: {e}")),
+        };
+        if !is_valid_repository_name(&link.repository) {
+            return error(StatusCode::BAD_REQUEST, "invalid repository name");
+        }
+        let commit_ok = (7..=64).contains(&link.commit.len())
+            && link.commit.bytes().all(|b| b.is_ascii_hexdigit());
+        if !commit_ok {
+            return error(StatusCode::BAD_REQUEST, "commit must be 7 to 64 hex digits");
+        }
+        let digest = match (link.tag.as_deref(), link.digest.as_deref()) {
+            (Some(tag), None) if is_valid_tag(tag) => {
+                let index = self.index.clone();
+                let (repository, tag) = (link.repository.clone(), tag.to_string());
+                let found = tokio::task::spawn_blocking(move || index.tag(&repository, &tag)).await;
+                match found {
+                    Ok(Ok(Some(tag))) => tag.digest,
+                    Ok(Ok(None)) => {
+                        return error(StatusCode::NOT_FOUND, "the index does not know that tag");
+                    }
+                    _ => return error(StatusCode::SERVICE_UNAVAILABLE, "the index cannot be read"),
+                }
+            }
+            (None, Some(digest)) if is_valid_digest(digest) => digest.to_string(),
+            _ => {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    "give exactly one of a valid `tag` or `digest`",
+                );
+            }
+        };
+        let commit = link.commit.to_ascii_lowercase();
+        self.events
+            .send_or_wait(RegistryEvent::Record(vec![Write::LinkCommit(CommitLink {
+                digest: digest.clone(),
+                commit: commit.clone(),
+                source: LinkSource::Api,
+                learned_at: UnixMillis::now(),
+            })]))
+            .await;
+        tracing::info!(
+            repository = link.repository,
+            digest,
+            commit,
+            "commit link recorded through the API"
+        );
+        (
+            StatusCode::CREATED,
+            serde_json::json!({ "repository": link.repository, "digest": digest, "commit": commit }),
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secrets_compare_whole() {
+        assert!(same_secret(b"0123456789abcdef", b"0123456789abcdef"));
+        assert!(!same_secret(b"0123456789abcdeF", b"0123456789abcdef"));
+        assert!(!same_secret(b"0123456789abcde", b"0123456789abcdef"));
+        assert!(!same_secret(b"0123456789abcdef0", b"0123456789abcdef"));
+        assert!(!same_secret(b"", b"0123456789abcdef"));
+    }
+}
