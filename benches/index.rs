@@ -9,10 +9,6 @@ use regkeeper::{
     index::{self, CommitLink, Index, LinkSource, ManifestKind, ManifestRecord, UnixMillis, Write},
 };
 
-/// The allocator the `regkeeper` binary runs with.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let records: u64 = args

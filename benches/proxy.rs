@@ -33,7 +33,7 @@ use http_body_util::{BodyExt, Empty, Full};
 use hyper::body::Incoming;
 use support::{
     Registry, Regkeeper,
-    http::{HttpClient, chunked, empty, full, with_digest},
+    http::{HttpClient, absolute, chunked, empty, full, with_digest},
     image::{noise, sha256},
     process::{Guard, free_port, wait_for_port},
 };
@@ -310,24 +310,6 @@ impl Table {
     }
 }
 
-async fn start_upload(client: &HttpClient, base: &str, repo: &str) -> String {
-    let answer = client
-        .send(
-            Method::POST,
-            &format!("{base}/v2/{repo}/blobs/uploads/"),
-            &[],
-            empty(),
-        )
-        .await;
-    assert_eq!(answer.status, StatusCode::ACCEPTED, "{:?}", answer.body);
-    let location = answer.header("location").to_string();
-    if location.starts_with('/') {
-        format!("{base}{location}")
-    } else {
-        location
-    }
-}
-
 async fn push_monolithic(
     client: &HttpClient,
     base: &str,
@@ -336,7 +318,7 @@ async fn push_monolithic(
     digest: &str,
 ) -> f64 {
     let started = Instant::now();
-    let url = start_upload(client, base, repo).await;
+    let url = absolute(base, &client.start_upload(base, repo).await);
     let answer = client
         .send(
             Method::PUT,
@@ -357,7 +339,7 @@ async fn push_chunked(
     digest: &str,
 ) -> f64 {
     let started = Instant::now();
-    let url = start_upload(client, base, repo).await;
+    let url = absolute(base, &client.start_upload(base, repo).await);
     let chunks: Vec<Bytes> = (0..blob.len())
         .step_by(MIB)
         .map(|i| blob.slice(i..(i + MIB).min(blob.len())))
@@ -365,11 +347,7 @@ async fn push_chunked(
     let answer = client.send(Method::PATCH, &url, &[], chunked(chunks)).await;
     assert_eq!(answer.status, StatusCode::ACCEPTED, "{:?}", answer.body);
     let location = answer.header("location").to_string();
-    let url = if location.starts_with('/') {
-        format!("{base}{location}")
-    } else {
-        location
-    };
+    let url = absolute(base, &location);
     let answer = client
         .send(Method::PUT, &with_digest(&url, digest), &[], empty())
         .await;
@@ -457,17 +435,7 @@ async fn concurrent_uploads_peak_rss(
 async fn push_small_manifest(client: &HttpClient, base: &str) -> String {
     let config =
         br#"{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}"#;
-    let config_digest = sha256(config);
-    let url = start_upload(client, base, "bench/small").await;
-    let answer = client
-        .send(
-            Method::PUT,
-            &with_digest(&url, &config_digest),
-            &[],
-            full(config.to_vec()),
-        )
-        .await;
-    assert_eq!(answer.status, StatusCode::CREATED);
+    let config_digest = client.push_blob(base, "bench/small", config).await;
     let manifest = format!(
         r#"{{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"{config_digest}","size":{}}},"layers":[]}}"#,
         config.len()

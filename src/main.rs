@@ -6,11 +6,6 @@ use std::{path::PathBuf, process::ExitCode};
 use clap::{Parser, Subcommand};
 use regkeeper::config::{Config, ENV_OVERRIDES};
 
-/// mimalloc: the proxy allocates small, short-lived objects per request (header maps, futures,
-/// channel nodes); glibc's malloc spent about 9% of a worker's CPU on them, mimalloc a third of it.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 #[derive(Parser)]
 #[command(
     name = "regkeeper",

@@ -54,15 +54,15 @@ const POOL_SWEEP_PERIOD: Duration = Duration::from_secs(5);
 
 /// Runs until a shutdown signal; returns once connections are drained or the grace period ends.
 pub fn serve(config: Config) -> Result<(), ServeError> {
-    let recorder = if config.index.record {
+    // The index writer's inputs, and the sender the proxy workers and the link API share.
+    let (recording, events) = if config.index.record {
         let index: Arc<dyn Index> = Arc::new(index::open_sled(&config.index.path)?);
         let (events, receiver) = events::channel(EVENT_QUEUE);
-        Some((index, events, receiver))
+        (Some((index, receiver)), Some(events))
     } else {
         tracing::info!("index.record is off: proxying without recording");
-        None
+        (None, None)
     };
-    let events = recorder.as_ref().map(|(_, events, _)| events.clone());
     let tls = match &config.tls {
         Some(tls) => Some(TlsAcceptor::from(tls::server_config(&tls.cert, &tls.key)?)),
         None => None,
@@ -74,15 +74,15 @@ pub fn serve(config: Config) -> Result<(), ServeError> {
     };
     let proxy_listener = bind(config.listen)?;
     let admin_listener = bind(config.admin.listen)?;
-    // Build every upstream pool before serving, so a bad CA bundle fails start-up, not a worker.
+    // Built once before serving, so a bad CA bundle fails start-up; each worker gets a sibling
+    // with its own pool.
+    let upstream = Upstream::new(&config)?;
     let workers = config.worker_threads();
-    let upstreams = (0..workers)
-        .map(|_| Upstream::new(&config))
-        .collect::<Result<Vec<_>, _>>()?;
+    let upstreams: Vec<Upstream> = (0..workers).map(|_| upstream.sibling()).collect();
     let admin_state = Arc::new(admin::AdminState {
-        upstream: Upstream::new(&config)?,
-        links: match (&config.admin.link_token, &recorder) {
-            (Some(token), Some((index, events, _))) => Some(admin::LinkApi {
+        upstream,
+        links: match (&config.admin.link_token, &recording, &events) {
+            (Some(token), Some((index, _)), Some(events)) => Some(admin::LinkApi {
                 token: token.clone(),
                 index: index.clone(),
                 events: events.clone(),
@@ -137,8 +137,7 @@ pub fn serve(config: Config) -> Result<(), ServeError> {
         .build()
         .map_err(ServeError::Runtime)?;
     let (finish_writer, writer_finish) = tokio::sync::oneshot::channel();
-    let writer = recorder.map(|(index, events, receiver)| {
-        drop(events);
+    let writer = recording.map(|(index, receiver)| {
         control.spawn(events::run_writer(
             receiver,
             index,

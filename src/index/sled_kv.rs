@@ -13,6 +13,9 @@ pub struct SledKv {
     path: PathBuf,
 }
 
+/// sled's page cache ceiling (its default is 1 GiB): the proxy's memory budget is small.
+const CACHE_BYTES: u64 = 16 << 20;
+
 /// Files sled 0.34 keeps in its directory.
 const SLED_FILES: [&str; 2] = ["conf", "db"];
 
@@ -44,6 +47,7 @@ impl SledKv {
         let db = sled::Config::new()
             .path(path)
             .mode(sled::Mode::HighThroughput)
+            .cache_capacity(CACHE_BYTES)
             .open()
             .map_err(|e| {
                 let why = e.to_string();

@@ -124,7 +124,6 @@ impl Tap {
         events: &EventSender,
         pulls: &PullTally,
     ) {
-        let at = UnixMillis::now();
         match self {
             Tap::Push {
                 repository,
@@ -148,7 +147,7 @@ impl Tap {
                     digest: digest.to_string(),
                     content_type,
                     body: capture.take(),
-                    at,
+                    at: UnixMillis::now(),
                 });
             }
             Tap::Delete {
@@ -164,7 +163,7 @@ impl Tap {
             Tap::Pull {
                 repository,
                 reference,
-            } if status == StatusCode::OK => pulls.add(&repository, &reference, at),
+            } if status == StatusCode::OK => pulls.add(&repository, &reference, UnixMillis::now()),
             _ => {}
         }
     }

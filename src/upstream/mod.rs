@@ -83,6 +83,18 @@ impl Upstream {
         })
     }
 
+    /// The same upstream with its own empty pool: what each proxy worker gets. Shares the
+    /// connector (TLS roots read once), so start-up does not repeat that work per worker.
+    pub fn sibling(&self) -> Self {
+        Self {
+            url: self.url.clone(),
+            host_header: self.host_header.clone(),
+            names: self.names.clone(),
+            pool: self.pool.empty_twin(),
+            response_timeout: self.response_timeout,
+        }
+    }
+
     /// `GET /v2/` — the registry answers 200, or 401 when it wants credentials; both mean it is up.
     pub async fn probe(&self, timeout: Duration) -> Result<u16, String> {
         let request = Request::builder()

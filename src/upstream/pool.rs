@@ -89,6 +89,16 @@ impl Pool {
         }
     }
 
+    /// A pool to the same origin with the same settings and no connections.
+    pub fn empty_twin(&self) -> Self {
+        Self::new(
+            self.connector.clone(),
+            self.origin.clone(),
+            self.max_idle,
+            self.idle_timeout,
+        )
+    }
+
     /// Sends `request` (origin-form URI, `Host` set) on a pooled or new connection.
     ///
     /// A kept-alive connection can be closed by the upstream just as a request goes out on it.

@@ -21,16 +21,7 @@ fn upload_url(proxy: &Regkeeper, location: &str) -> String {
 }
 
 async fn start_upload(client: &HttpClient, proxy: &Regkeeper, repo: &str) -> String {
-    let answer = client
-        .send(
-            Method::POST,
-            &format!("{}/v2/{repo}/blobs/uploads/", proxy.url()),
-            &[],
-            empty(),
-        )
-        .await;
-    assert_eq!(answer.status, StatusCode::ACCEPTED);
-    upload_url(proxy, answer.header("location"))
+    upload_url(proxy, &client.start_upload(&proxy.url(), repo).await)
 }
 
 #[tokio::test]

@@ -40,6 +40,15 @@ pub fn with_digest(url: &str, digest: &str) -> String {
     format!("{url}{sep}digest={digest}")
 }
 
+/// A `Location` made absolute against `base` (`http://host:port`).
+pub fn absolute(base: &str, location: &str) -> String {
+    if location.starts_with('/') {
+        format!("{base}{location}")
+    } else {
+        location.to_string()
+    }
+}
+
 pub struct Answer {
     pub status: StatusCode,
     pub headers: HeaderMap,
@@ -137,10 +146,9 @@ impl HttpClient {
         })
     }
 
-    /// Uploads `blob` to `repository` in two steps (POST, then PUT ?digest=) and returns its
-    /// digest. `base` is `http://host:port`; relative upload locations are resolved against it.
-    pub async fn push_blob(&self, base: &str, repository: &str, blob: &[u8]) -> String {
-        let digest = crate::support::image::sha256(blob);
+    /// `POST /v2/<repository>/blobs/uploads/`, checked to be 202; the `Location` exactly as
+    /// answered (possibly relative: see [`absolute`]).
+    pub async fn start_upload(&self, base: &str, repository: &str) -> String {
         let start = self
             .send(
                 Method::POST,
@@ -150,12 +158,14 @@ impl HttpClient {
             )
             .await;
         assert_eq!(start.status, StatusCode::ACCEPTED, "{:?}", start.body);
-        let location = start.header("location");
-        let url = if location.starts_with('/') {
-            format!("{base}{location}")
-        } else {
-            location.to_string()
-        };
+        start.header("location").to_string()
+    }
+
+    /// Uploads `blob` to `repository` in two steps (POST, then PUT ?digest=) and returns its
+    /// digest. `base` is `http://host:port`.
+    pub async fn push_blob(&self, base: &str, repository: &str, blob: &[u8]) -> String {
+        let digest = crate::support::image::sha256(blob);
+        let url = absolute(base, &self.start_upload(base, repository).await);
         let put = self
             .send(
                 Method::PUT,
