@@ -29,6 +29,7 @@ fn main() {
             receiver,
             index.clone(),
             BatchPolicy::default(),
+            events::Recorder::default(),
             finish_rx,
         ));
         for i in 0..records {
@@ -52,6 +53,8 @@ fn main() {
                 labels: BTreeMap::new(),
                 recorded_at: UnixMillis(i),
                 complete: true,
+                config_read: false,
+                problem: None,
             };
             let event = RegistryEvent::Record(vec![
                 Write::PutManifest(manifest),

@@ -5,7 +5,7 @@
 //! broken index can never slow or fail a push. One writer task drains the channel in batches,
 //! folds pulls of the same reference into one counter update, and applies each batch atomically.
 //!
-//! May call: `index`, `manifest`.
+//! May call: `index`, `manifest`, `linking`, `configs` (its queue).
 
 use std::{
     collections::HashMap,
@@ -19,7 +19,9 @@ use std::{
 use tokio::sync::mpsc;
 
 use crate::{
-    index::{CommitLink, Index, LinkSource, ManifestKind, ManifestRecord, UnixMillis, Write},
+    configs::{ConfigJob, ConfigQueue},
+    index::{Index, ManifestKind, ManifestRecord, UnixMillis, Write},
+    linking::Linker,
     manifest,
 };
 
@@ -191,6 +193,14 @@ pub struct WriterStats {
     pub failed_batches: u64,
 }
 
+/// What the writer does beyond applying events: link pushes to commits by tag pattern, and
+/// hand recorded images to the config reader.
+#[derive(Clone, Default)]
+pub struct Recorder {
+    pub linker: Linker,
+    pub configs: Option<ConfigQueue>,
+}
+
 /// Applies events in batches until every sender is gone or `finish` fires; then applies what is
 /// still queued (nothing new is accepted) and flushes. `finish` exists because a sender can
 /// outlive its usefulness (an idle admin connection holding the link API).
@@ -198,6 +208,7 @@ pub async fn run_writer(
     mut receiver: EventReceiver,
     index: Arc<dyn Index>,
     policy: BatchPolicy,
+    recorder: Recorder,
     finish: tokio::sync::oneshot::Receiver<()>,
 ) -> WriterStats {
     let mut stats = WriterStats::default();
@@ -227,11 +238,30 @@ pub async fn run_writer(
         stats.events += events.len() as u64;
         let batch = std::mem::take(&mut events);
         let index = index.clone();
+        let linker = recorder.linker.clone();
         // Parsing manifests and the synchronous index stay off the async threads.
-        let result = tokio::task::spawn_blocking(move || index.apply(&fold(batch))).await;
+        let result = tokio::task::spawn_blocking(move || {
+            let (writes, jobs) = fold(batch, &linker);
+            index.apply(&writes)?;
+            // A config already read for this digest (an earlier push) is not read again.
+            Ok::<_, crate::index::IndexError>(
+                jobs.into_iter()
+                    .filter(|job| {
+                        index
+                            .manifest(&job.repository, &job.digest)
+                            .is_ok_and(|m| m.is_some_and(|m| m.needs_config()))
+                    })
+                    .collect::<Vec<_>>(),
+            )
+        })
+        .await;
         stats.batches += 1;
         match result {
-            Ok(Ok(())) => {}
+            Ok(Ok(jobs)) => {
+                if let Some(configs) = &recorder.configs {
+                    jobs.into_iter().for_each(|job| configs.offer(job));
+                }
+            }
             Ok(Err(error)) => {
                 stats.failed_batches += 1;
                 tracing::error!(%error, "index batch failed; `regkeeper sync` repairs the index");
@@ -249,9 +279,10 @@ pub async fn run_writer(
 }
 
 /// Events → writes, in order, with all pulls of one reference folded into one update placed
-/// after the batch's other writes.
-fn fold(events: Vec<RegistryEvent>) -> Vec<Write> {
+/// after the batch's other writes; and the pushed images whose configs should be read.
+fn fold(events: Vec<RegistryEvent>, linker: &Linker) -> (Vec<Write>, Vec<ConfigJob>) {
     let mut writes = Vec::with_capacity(events.len());
+    let mut jobs = Vec::new();
     let mut pulls: HashMap<(String, String), (u64, UnixMillis)> = HashMap::new();
     let mut pull_order = Vec::new();
     for event in events {
@@ -264,15 +295,20 @@ fn fold(events: Vec<RegistryEvent>) -> Vec<Write> {
                 content_type,
                 body,
                 at,
-            } => record_push(
-                &mut writes,
-                repository,
-                tag,
-                digest,
-                &content_type,
-                body,
-                at,
-            ),
+            } => {
+                if let Some(job) = record_push(
+                    &mut writes,
+                    linker,
+                    repository,
+                    tag,
+                    digest,
+                    &content_type,
+                    body,
+                    at,
+                ) {
+                    jobs.push(job);
+                }
+            }
             RegistryEvent::Pulls(counts) => {
                 for pull in counts {
                     let key = (pull.repository, pull.reference);
@@ -296,20 +332,23 @@ fn fold(events: Vec<RegistryEvent>) -> Vec<Write> {
             });
         }
     }
-    writes
+    (writes, jobs)
 }
 
 /// The writes for one pushed manifest: its record (complete when the body was captured, matches
-/// the digest and parses; otherwise marked incomplete for `sync`), its tag, and its commit link.
+/// the digest and parses; otherwise marked incomplete for `sync`), its tag, and its commit
+/// links; and the config to read when it is an image.
+#[allow(clippy::too_many_arguments)]
 fn record_push(
     writes: &mut Vec<Write>,
+    linker: &Linker,
     repository: String,
     tag: Option<String>,
     digest: String,
     content_type: &str,
     body: Option<bytes::Bytes>,
     at: UnixMillis,
-) {
+) -> Option<ConfigJob> {
     let verified =
         body.filter(|b| manifest::sha256_digest(b) == digest || !digest.starts_with("sha256:"));
     let record = verified
@@ -336,20 +375,21 @@ fn record_push(
                 labels: Default::default(),
                 recorded_at: at,
                 complete: false,
+                config_read: false,
+                problem: None,
             }
         });
-    if let Some(commit) = record
-        .annotations
-        .get(manifest::REVISION)
-        .filter(|c| !c.is_empty())
-    {
-        writes.push(Write::LinkCommit(CommitLink {
-            digest: digest.clone(),
-            commit: commit.clone(),
-            source: LinkSource::Annotation,
-            learned_at: at,
-        }));
-    }
+    writes.extend(
+        linker
+            .manifest_links(&record, tag.as_deref(), at)
+            .into_iter()
+            .map(Write::LinkCommit),
+    );
+    let job = record.needs_config().then(|| ConfigJob {
+        repository: repository.clone(),
+        digest: digest.clone(),
+        config_digest: record.config_digest.clone().unwrap_or_default(),
+    });
     writes.push(Write::PutManifest(record));
     if let Some(tag) = tag {
         writes.push(Write::PushTag {
@@ -360,6 +400,7 @@ fn record_push(
             only_if_unknown: false,
         });
     }
+    job
 }
 
 #[cfg(test)]
@@ -380,12 +421,15 @@ mod tests {
 
     #[test]
     fn pulls_fold_into_one_update_per_reference() {
-        let writes = fold(vec![
-            pulled("latest", 5),
-            pulled("v1", 3),
-            pulled("latest", 9),
-            pulled("latest", 7),
-        ]);
+        let (writes, _) = fold(
+            vec![
+                pulled("latest", 5),
+                pulled("v1", 3),
+                pulled("latest", 9),
+                pulled("latest", 7),
+            ],
+            &Linker::default(),
+        );
         assert_eq!(
             writes,
             [
@@ -414,6 +458,7 @@ mod tests {
             receiver,
             index.clone(),
             BatchPolicy::default(),
+            Recorder::default(),
             finish_rx,
         ));
         sender.send(RegistryEvent::Record(vec![Write::PushTag {
@@ -464,7 +509,7 @@ mod tests {
             receiver.rx.try_recv().is_err(),
             "an empty tally sends nothing"
         );
-        let writes = fold(vec![RegistryEvent::Pulls(pulls)]);
+        let (writes, _) = fold(vec![RegistryEvent::Pulls(pulls)], &Linker::default());
         assert!(writes.contains(&Write::RecordPulls {
             repository: "team/app".into(),
             reference: "latest".into(),
@@ -485,6 +530,7 @@ mod tests {
             receiver,
             index.clone(),
             BatchPolicy::default(),
+            Recorder::default(),
             finish_rx,
         ));
         finish.send(()).unwrap();

@@ -4,12 +4,12 @@
 
 use std::fmt::Write as _;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::index::{CommitLink, Index, IndexError, ManifestRecord, PullStats, TagRecord};
 
 /// One tag with what is known about its digest.
-#[derive(Serialize)]
+#[derive(Serialize, Deserialize)]
 pub struct TagView {
     #[serde(flatten)]
     pub tag: TagRecord,
@@ -43,7 +43,7 @@ fn view(index: &dyn Index, tag: TagRecord) -> Result<TagView, IndexError> {
 }
 
 /// What `REPOSITORY:TAG` or `REPOSITORY@DIGEST` names.
-#[derive(Serialize)]
+#[derive(Serialize, Deserialize)]
 pub struct Inspection {
     pub repository: String,
     pub digest: String,

@@ -8,13 +8,17 @@
 
 pub mod admin;
 pub mod config;
+pub mod configs;
 pub mod events;
 pub mod index;
 pub mod inspect;
+pub mod linking;
 pub mod manifest;
 pub mod oci_error;
 pub mod proxy;
+pub mod registry;
 pub mod server;
+pub mod sync;
 pub mod telemetry;
 pub mod tls;
 pub mod upstream;

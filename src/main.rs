@@ -45,6 +45,15 @@ enum Command {
         config: PathBuf,
         reference: String,
     },
+    /// Crawl the upstream and record what the index lacks (pushes that bypassed the proxy,
+    /// dropped events). Resumes an interrupted run. Exits 1 when something could not be read.
+    Sync {
+        #[arg(long, short, env = "REGKEEPER_CONFIG")]
+        config: PathBuf,
+        /// Print the run's report as JSON on stdout.
+        #[arg(long, short, value_enum, default_value_t = Output::Table)]
+        output: Output,
+    },
     /// Validate a configuration and print the effective result (file + environment overrides).
     CheckConfig {
         #[arg(long, short, env = "REGKEEPER_CONFIG")]
@@ -79,8 +88,17 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             repository,
             output,
         } => {
-            let index = open_existing_index(&Config::load(&config)?)?;
-            let views = regkeeper::inspect::tags(&index, repository.as_deref())?;
+            let config = Config::load(&config)?;
+            let views = match open_existing_index(&config)? {
+                Local::Index(index) => regkeeper::inspect::tags(&index, repository.as_deref())?,
+                Local::Serving => {
+                    let path = match &repository {
+                        Some(r) => format!("/api/v1/tags?repository={}", escape(r)),
+                        None => "/api/v1/tags".into(),
+                    };
+                    serde_json::from_value(ask_serve(&config, &path)?)?
+                }
+            };
             match output {
                 Output::Table => print!("{}", regkeeper::inspect::tags_table(&views)),
                 Output::Json => println!("{}", serde_json::to_string_pretty(&views)?),
@@ -88,9 +106,47 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Inspect { config, reference } => {
-            let index = open_existing_index(&Config::load(&config)?)?;
-            let inspection = regkeeper::inspect::inspect(&index, &reference)?;
+            let config = Config::load(&config)?;
+            let inspection = match open_existing_index(&config)? {
+                Local::Index(index) => {
+                    serde_json::to_value(regkeeper::inspect::inspect(&index, &reference)?)?
+                }
+                Local::Serving => ask_serve(
+                    &config,
+                    &format!("/api/v1/inspect?reference={}", escape(&reference)),
+                )?,
+            };
             println!("{}", serde_json::to_string_pretty(&inspection)?);
+            Ok(())
+        }
+        Command::Sync { config, output } => {
+            let config = Config::load(&config)?;
+            regkeeper::telemetry::init(&config.log);
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()?;
+            let progress = regkeeper::sync::ProgressStyle::detect();
+            let report = runtime.block_on(regkeeper::sync::once(&config, progress))?;
+            match output {
+                Output::Json => println!("{}", serde_json::to_string_pretty(&report)?),
+                Output::Table => println!(
+                    "synced {} repositories, {} tags ({} recorded, {} gone) in {:.1}s; {} manifests and {} configs fetched; {} errors",
+                    report.repositories,
+                    report.tags,
+                    report.tags_recorded,
+                    report.tags_gone,
+                    report.seconds,
+                    report.manifests_fetched,
+                    report.configs_read,
+                    report.errors
+                ),
+            }
+            if report.errors > 0 {
+                anyhow::bail!(
+                    "{} repositories or tags could not be read (logged above); run sync again",
+                    report.errors
+                );
+            }
             Ok(())
         }
         Command::CheckConfig { config, env } => {
@@ -107,8 +163,15 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
+/// Where a reading command reads from.
+enum Local {
+    Index(regkeeper::index::SledIndex),
+    /// A running `serve` holds the index: ask it through its admin listener.
+    Serving,
+}
+
 /// The index for a reading command: never creates one where there is none.
-fn open_existing_index(config: &Config) -> anyhow::Result<regkeeper::index::SledIndex> {
+fn open_existing_index(config: &Config) -> anyhow::Result<Local> {
     let path = &config.index.path;
     if !path.exists() {
         anyhow::bail!(
@@ -116,5 +179,27 @@ fn open_existing_index(config: &Config) -> anyhow::Result<regkeeper::index::Sled
             path.display()
         );
     }
-    Ok(regkeeper::index::open_sled(path)?)
+    match regkeeper::index::open_sled(path) {
+        Ok(index) => Ok(Local::Index(index)),
+        Err(regkeeper::index::IndexError::InUse { .. }) => Ok(Local::Serving),
+        Err(error) => Err(error.into()),
+    }
+}
+
+fn ask_serve(config: &Config, path: &str) -> anyhow::Result<serde_json::Value> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    runtime
+        .block_on(regkeeper::admin::remote::get_json(config.admin.listen, path))
+        .map_err(|why| {
+            anyhow::anyhow!(
+                "the index at {} is held by a running `regkeeper serve`, and asking it failed: {why}",
+                config.index.path.display()
+            )
+        })
+}
+
+fn escape(text: &str) -> String {
+    regkeeper::registry::query_escape(text)
 }

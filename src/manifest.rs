@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use serde::Deserialize;
 use sha2::{Digest as _, Sha256};
 
-use crate::index::{ManifestKind, ManifestRecord, UnixMillis};
+use crate::index::{ConfigFacts, ManifestKind, ManifestRecord, UnixMillis};
 
 pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
 pub const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
@@ -99,7 +99,67 @@ pub fn parse(
         labels: BTreeMap::new(),
         recorded_at: at,
         complete: true,
+        config_read: false,
+        problem: None,
     })
+}
+
+/// A manifest regkeeper could not read (malformed, or too large to fetch), kept on record as an
+/// opaque artifact with the reason, so it is visible and never interpreted.
+pub fn unreadable(
+    repository: &str,
+    digest: &str,
+    media_type: &str,
+    size: u64,
+    problem: String,
+    at: UnixMillis,
+) -> ManifestRecord {
+    ManifestRecord {
+        repository: repository.to_string(),
+        digest: digest.to_string(),
+        media_type: media_type.to_string(),
+        kind: ManifestKind::Opaque,
+        total_size: size,
+        config_digest: None,
+        children: Vec::new(),
+        subject: None,
+        artifact_type: None,
+        created: None,
+        annotations: BTreeMap::new(),
+        labels: BTreeMap::new(),
+        recorded_at: at,
+        complete: true,
+        config_read: false,
+        problem: Some(problem),
+    }
+}
+
+/// What an image config (OCI or Docker) says about where it came from. A config that is not
+/// JSON gives a `problem`, not an error.
+pub fn parse_config(body: &[u8]) -> ConfigFacts {
+    #[derive(Deserialize)]
+    struct Config {
+        #[serde(default)]
+        created: Option<String>,
+        #[serde(default)]
+        config: Option<Inner>,
+    }
+    #[derive(Deserialize)]
+    struct Inner {
+        #[serde(default, rename = "Labels")]
+        labels: Option<BTreeMap<String, String>>,
+    }
+    match serde_json::from_slice::<Config>(body) {
+        Ok(config) => ConfigFacts {
+            created: config.created,
+            labels: config.config.and_then(|c| c.labels).unwrap_or_default(),
+            problem: None,
+        },
+        Err(error) => ConfigFacts {
+            problem: Some(format!("the image config is not valid JSON: {error}")),
+            ..ConfigFacts::default()
+        },
+    }
 }
 
 #[cfg(test)]
@@ -143,5 +203,18 @@ mod tests {
             (ManifestKind::Opaque, "application/x-custom")
         );
         assert!(parse("a", "d", "", b"not json", UnixMillis(1)).is_none());
+    }
+
+    #[test]
+    fn config_labels_and_created_tolerate_nulls_and_garbage() {
+        let facts = parse_config(
+            br#"{"created":"2026-11-01T10:00:00Z","architecture":"amd64","config":{"Labels":{"vcs-ref":"abc1234"},"Env":null}}"#,
+        );
+        assert_eq!(facts.created.as_deref(), Some("2026-11-01T10:00:00Z"));
+        assert_eq!(facts.labels["vcs-ref"], "abc1234");
+        assert_eq!(facts.problem, None);
+        let facts = parse_config(br#"{"config":{"Labels":null}}"#);
+        assert!(facts.labels.is_empty() && facts.problem.is_none());
+        assert!(parse_config(b"\x00garbage").problem.is_some());
     }
 }

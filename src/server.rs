@@ -7,7 +7,8 @@
 //! pays per request. The main thread runs a control runtime: the admin listener, signals, and
 //! shutdown (stop accepting, let in-flight requests finish within the grace period).
 //!
-//! May call: `proxy`, `admin`, `upstream`, `tls`, `events`, `index`.
+//! May call: `proxy`, `admin`, `upstream`, `tls`, `events`, `index`, `registry`, `configs`,
+//! `linking`, `sync`.
 
 use std::{net::TcpListener as StdTcpListener, sync::Arc, thread::JoinHandle, time::Duration};
 
@@ -17,10 +18,13 @@ use tokio_rustls::TlsAcceptor;
 use crate::{
     admin,
     config::Config,
-    events::{self, BatchPolicy},
+    configs,
+    events::{self, BatchPolicy, Recorder},
     index::{self, Index, IndexError},
+    linking::Linker,
     proxy::{self, Proxy, listener::ConnectionLimits},
-    telemetry,
+    registry::{RegistryClient, RegistryError},
+    sync, telemetry,
     tls::{self, TlsError},
     upstream::Upstream,
 };
@@ -38,7 +42,16 @@ pub enum ServeError {
     Index(#[from] IndexError),
     #[error("cannot start a runtime thread: {0}")]
     Runtime(std::io::Error),
+    #[error("index.tagPatterns: {0}")]
+    TagPattern(String),
+    #[error(transparent)]
+    Registry(#[from] RegistryError),
 }
+
+/// Image configs waiting to be read before further ones are dropped (and left to `sync`).
+const CONFIG_QUEUE: usize = 4096;
+/// Image configs read at once after pushes.
+const CONFIG_READERS: usize = 4;
 
 /// Events the proxy may queue ahead of the index writer before it starts dropping them.
 const EVENT_QUEUE: usize = 65_536;
@@ -55,6 +68,8 @@ const POOL_SWEEP_PERIOD: Duration = Duration::from_secs(5);
 /// Runs until a shutdown signal; returns once connections are drained or the grace period ends.
 pub fn serve(config: Config) -> Result<(), ServeError> {
     // The index writer's inputs, and the sender the proxy workers and the link API share.
+    let linker = Linker::new(&config.index.tag_patterns).map_err(ServeError::TagPattern)?;
+    let client = Arc::new(RegistryClient::new(&config)?);
     let (recording, events) = if config.index.record {
         let index: Arc<dyn Index> = Arc::new(index::open_sled(&config.index.path)?);
         let (events, receiver) = events::channel(EVENT_QUEUE);
@@ -89,6 +104,7 @@ pub fn serve(config: Config) -> Result<(), ServeError> {
             }),
             _ => None,
         },
+        index: recording.as_ref().map(|(index, _)| index.clone()),
     });
 
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -120,7 +136,6 @@ pub fn serve(config: Config) -> Result<(), ServeError> {
         threads.push(thread);
     }
     drop(proxy_listener);
-    drop(events);
 
     let scheme = if tls.is_some() { "https" } else { "http" };
     tracing::info!(
@@ -137,14 +152,40 @@ pub fn serve(config: Config) -> Result<(), ServeError> {
         .build()
         .map_err(ServeError::Runtime)?;
     let (finish_writer, writer_finish) = tokio::sync::oneshot::channel();
-    let writer = recording.map(|(index, receiver)| {
-        control.spawn(events::run_writer(
-            receiver,
-            index,
-            BatchPolicy::default(),
-            writer_finish,
-        ))
-    });
+    let writer = match (recording, events) {
+        (Some((index, receiver)), Some(events)) => {
+            let (configs, config_jobs) = configs::queue(CONFIG_QUEUE);
+            control.spawn(configs::run_reader(
+                config_jobs,
+                client.clone(),
+                events.clone(),
+                CONFIG_READERS,
+            ));
+            control.spawn(sync::schedule::run_periodic(
+                sync::schedule::Schedule {
+                    client,
+                    index: index.clone(),
+                    events,
+                    linker: linker.clone(),
+                    interval: config.sync.interval.0,
+                    concurrency: config.sync.concurrency,
+                },
+                stop_rx.clone(),
+            ));
+            let recorder = Recorder {
+                linker,
+                configs: Some(configs),
+            };
+            Some(control.spawn(events::run_writer(
+                receiver,
+                index,
+                BatchPolicy::default(),
+                recorder,
+                writer_finish,
+            )))
+        }
+        _ => None,
+    };
     control.block_on(async move {
         let admin_listener = TcpListener::from_std(admin_listener).map_err(|source| ServeError::Bind {
             addr: config.admin.listen,

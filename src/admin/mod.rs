@@ -1,9 +1,11 @@
 //! The admin listener: liveness, readiness (the upstream answers `GET /v2/`), the link API and,
 //! later, metrics. Kept off the proxy listener so it can live on a private interface.
 //!
-//! May call: `upstream` (readiness probe), `index` and `events` (link API).
+//! May call: `upstream` (readiness probe), `index` and `events` (link API), `inspect` (views).
 
 mod links;
+pub mod remote;
+mod views;
 
 use std::{convert::Infallible, sync::Arc, time::Duration};
 
@@ -14,7 +16,7 @@ use hyper::{body::Incoming, service::service_fn};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::{net::TcpListener, sync::watch};
 
-use crate::upstream::Upstream;
+use crate::{index::Index, upstream::Upstream};
 pub use links::LinkApi;
 
 /// What the admin endpoints need.
@@ -22,6 +24,8 @@ pub struct AdminState {
     pub upstream: Upstream,
     /// `None`: the link API is disabled (no token configured, or recording off).
     pub links: Option<LinkApi>,
+    /// The index, for the read-only views; `None` when recording is off.
+    pub index: Option<Arc<dyn Index>>,
 }
 
 const PROBE_TIMEOUT: Duration = Duration::from_secs(3);
@@ -68,6 +72,25 @@ async fn route(request: Request<Incoming>, state: &AdminState) -> Response<Full<
                 (None, _) => (
                     StatusCode::NOT_FOUND,
                     serde_json::json!({ "error": "the link API is disabled: set admin.linkToken (and keep index.record on)" }),
+                ),
+            };
+            json(status, &body)
+        }
+        path @ ("/api/v1/tags" | "/api/v1/inspect") => {
+            let (status, body) = match (&state.index, request.method()) {
+                (Some(index), &http::Method::GET) if path == "/api/v1/tags" => {
+                    views::tags(index, request.uri().query()).await
+                }
+                (Some(index), &http::Method::GET) => {
+                    views::inspect(index, request.uri().query()).await
+                }
+                (Some(_), _) => (
+                    StatusCode::METHOD_NOT_ALLOWED,
+                    serde_json::json!({ "error": "use GET" }),
+                ),
+                (None, _) => (
+                    StatusCode::NOT_FOUND,
+                    serde_json::json!({ "error": "index.record is off: there is no index" }),
                 ),
             };
             json(status, &body)

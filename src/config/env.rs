@@ -3,7 +3,7 @@
 
 use std::{path::PathBuf, str::FromStr};
 
-use super::{Config, ConfigError, TlsConfig};
+use super::{Config, ConfigError, Credentials, TlsConfig};
 
 /// One overridable field: the variable, the config path it replaces, and how to apply it.
 pub struct EnvOverride {
@@ -32,6 +32,13 @@ fn tls(config: &mut Config) -> &mut TlsConfig {
         cert: PathBuf::new(),
         key: PathBuf::new(),
     })
+}
+
+fn credentials(config: &mut Config) -> &mut Credentials {
+    config
+        .upstream
+        .credentials
+        .get_or_insert_with(Credentials::default)
 }
 
 macro_rules! over {
@@ -82,6 +89,21 @@ pub const ENV_OVERRIDES: &[EnvOverride] = &[
         "upstream.poolMaxIdle",
         |c, v| c.upstream.pool_max_idle = parse(v)?
     ),
+    over!(
+        "REGKEEPER_UPSTREAM_USERNAME",
+        "upstream.credentials.username",
+        |c, v| credentials(c).username = v.into()
+    ),
+    over!(
+        "REGKEEPER_UPSTREAM_PASSWORD",
+        "upstream.credentials.password",
+        |c, v| credentials(c).password = Some(v.into())
+    ),
+    over!(
+        "REGKEEPER_UPSTREAM_PASSWORD_FILE",
+        "upstream.credentials.passwordFile",
+        |c, v| credentials(c).password_file = Some(v.into())
+    ),
     over!("REGKEEPER_ADMIN_LISTEN", "admin.listen", |c, v| c
         .admin
         .listen =
@@ -96,6 +118,19 @@ pub const ENV_OVERRIDES: &[EnvOverride] = &[
         .index
         .record =
         parse_bool(v)?),
+    over!(
+        "REGKEEPER_INDEX_TAG_PATTERNS",
+        "index.tagPatterns",
+        |c, v| c.index.tag_patterns = v.split_whitespace().map(String::from).collect()
+    ),
+    over!("REGKEEPER_SYNC_INTERVAL", "sync.interval", |c, v| c
+        .sync
+        .interval =
+        parse(v)?),
+    over!("REGKEEPER_SYNC_CONCURRENCY", "sync.concurrency", |c, v| c
+        .sync
+        .concurrency =
+        parse(v)?),
     over!("REGKEEPER_TIMEOUTS_CONNECT", "timeouts.connect", |c, v| c
         .timeouts
         .connect =

@@ -40,6 +40,8 @@ pub struct Config {
     #[serde(default)]
     pub index: IndexConfig,
     #[serde(default)]
+    pub sync: SyncConfig,
+    #[serde(default)]
     pub timeouts: Timeouts,
     #[serde(default)]
     pub limits: Limits,
@@ -74,6 +76,41 @@ pub struct UpstreamConfig {
     /// Idle keep-alive connections kept per upstream host.
     #[serde(default = "default_pool_max_idle")]
     pub pool_max_idle: usize,
+    /// regkeeper's own account at the upstream, for what it asks itself (image configs, `sync`,
+    /// cleanup). Clients' credentials are never reused. Unset: anonymous.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credentials: Option<Credentials>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Credentials {
+    pub username: String,
+    /// Prefer `passwordFile` or `REGKEEPER_UPSTREAM_PASSWORD` to writing it here.
+    #[serde(default, skip_serializing)]
+    pub password: Option<String>,
+    /// A file holding the password (a mounted Kubernetes secret); trailing newlines are ignored.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password_file: Option<PathBuf>,
+}
+
+impl Credentials {
+    /// The password: inline, or read from `passwordFile`.
+    pub fn password(&self) -> Result<String, ConfigError> {
+        match (&self.password, &self.password_file) {
+            (Some(password), _) => Ok(password.clone()),
+            (None, Some(file)) => std::fs::read_to_string(file)
+                .map(|p| p.trim_end_matches(['\r', '\n']).to_string())
+                .map_err(|e| ConfigError::Invalid {
+                    field: "upstream.credentials.passwordFile",
+                    message: format!("{}: {e}", file.display()),
+                }),
+            (None, None) => Err(ConfigError::Invalid {
+                field: "upstream.credentials",
+                message: "needs `password` or `passwordFile`".into(),
+            }),
+        }
+    }
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize)]
@@ -106,6 +143,10 @@ pub struct IndexConfig {
     /// Record pushes, deletes and pulls as traffic passes. Off: a plain proxy, no index opened.
     #[serde(default = "default_true")]
     pub record: bool,
+    /// Regexes over tag names with a named group `commit`: a matching tag links its image to that
+    /// commit, e.g. `^main-(?P<commit>[0-9a-f]{8})$`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tag_patterns: Vec<String>,
 }
 
 impl Default for IndexConfig {
@@ -113,6 +154,38 @@ impl Default for IndexConfig {
         Self {
             path: default_index_path(),
             record: true,
+            tag_patterns: Vec::new(),
+        }
+    }
+}
+
+/// `sync`: crawling the upstream to learn what bypassed the proxy.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SyncConfig {
+    /// How often `serve` syncs; `0s` turns periodic sync off. An index that never finished a sync
+    /// is synced right after start.
+    #[serde(default = "SyncConfig::default_interval")]
+    pub interval: HumanDuration,
+    /// Requests to the upstream in flight at once.
+    #[serde(default = "SyncConfig::default_concurrency")]
+    pub concurrency: usize,
+}
+
+impl SyncConfig {
+    fn default_interval() -> HumanDuration {
+        HumanDuration::from_secs(6 * 3600)
+    }
+    fn default_concurrency() -> usize {
+        8
+    }
+}
+
+impl Default for SyncConfig {
+    fn default() -> Self {
+        Self {
+            interval: Self::default_interval(),
+            concurrency: Self::default_concurrency(),
         }
     }
 }
@@ -291,6 +364,31 @@ impl Config {
             return Err(ConfigError::Invalid {
                 field: "admin.linkToken",
                 message: "must be at least 16 characters".into(),
+            });
+        }
+        if let Some(credentials) = &self.upstream.credentials {
+            credentials.password()?;
+        }
+        for pattern in &self.index.tag_patterns {
+            let named_commit = regex::Regex::new(pattern)
+                .map_err(|e| e.to_string())
+                .and_then(|re| {
+                    re.capture_names()
+                        .any(|n| n == Some("commit"))
+                        .then_some(())
+                        .ok_or_else(|| "has no named group `(?P<commit>...)`".to_string())
+                });
+            if let Err(message) = named_commit {
+                return Err(ConfigError::Invalid {
+                    field: "index.tagPatterns",
+                    message: format!("{pattern:?}: {message}"),
+                });
+            }
+        }
+        if self.sync.concurrency == 0 || self.sync.concurrency > 256 {
+            return Err(ConfigError::Invalid {
+                field: "sync.concurrency",
+                message: "must be between 1 and 256".into(),
             });
         }
         if self.workers > 1024 {

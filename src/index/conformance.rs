@@ -34,6 +34,8 @@ fn manifest(repository: &str, digest: &str) -> ManifestRecord {
         labels: BTreeMap::new(),
         recorded_at: UnixMillis(5),
         complete: true,
+        config_read: false,
+        problem: None,
     }
 }
 
@@ -198,6 +200,66 @@ fn tag_history_is_bounded(index: &dyn Index) {
     assert_eq!(tag.history.last().unwrap().replaced_at, UnixMillis(149));
 }
 
+fn config_facts_are_set_and_survive_a_repush_of_the_same_digest(index: &dyn Index) {
+    let set = |digest: &str| Write::SetConfig {
+        repository: "a".into(),
+        digest: digest.into(),
+        facts: ConfigFacts {
+            created: Some("2026-02-02T00:00:00Z".into()),
+            labels: BTreeMap::from([("vcs-ref".into(), "abcdef0".into())]),
+            problem: None,
+        },
+    };
+    // Facts for a manifest the index does not know are ignored.
+    index.apply(&[set(D2)]).unwrap();
+    assert!(index.manifest("a", D2).unwrap().is_none());
+    index
+        .apply(&[Write::PutManifest(manifest("a", D1))])
+        .unwrap();
+    assert!(index.manifest("a", D1).unwrap().unwrap().needs_config());
+    index.apply(&[set(D1)]).unwrap();
+    let read = index.manifest("a", D1).unwrap().unwrap();
+    assert!(read.config_read && !read.needs_config());
+    assert_eq!(read.labels["vcs-ref"], "abcdef0");
+    // The same digest pushed again (its config not read yet) keeps what was read.
+    let mut again = manifest("a", D1);
+    again.recorded_at = UnixMillis(50);
+    index.apply(&[Write::PutManifest(again)]).unwrap();
+    let kept = index.manifest("a", D1).unwrap().unwrap();
+    assert_eq!((kept.recorded_at, kept.config_read), (UnixMillis(50), true));
+    assert_eq!(kept.created.as_deref(), Some("2026-02-02T00:00:00Z"));
+}
+
+fn forgetting_a_tag_spares_pushes_sync_could_not_have_seen(index: &dyn Index) {
+    index
+        .apply(&[push("a", "old", D1, 10), push("a", "fresh", D1, 30)])
+        .unwrap();
+    let forget = |tag: &str| Write::ForgetTag {
+        repository: "a".into(),
+        tag: tag.into(),
+        listed: UnixMillis(20),
+    };
+    index
+        .apply(&[forget("old"), forget("fresh"), forget("never")])
+        .unwrap();
+    assert!(index.tag("a", "old").unwrap().is_none());
+    assert!(index.tag("a", "fresh").unwrap().is_some());
+    assert!(index.manifest("a", D1).unwrap().is_none());
+}
+
+fn sync_progress_is_stored(index: &dyn Index) {
+    assert_eq!(index.sync_state().unwrap(), None);
+    let state = SyncState {
+        started: UnixMillis(1),
+        done_through: Some("b/two".into()),
+        finished: None,
+        last_finished: Some(UnixMillis(0)),
+    };
+    index.apply(&[Write::SyncProgress(state.clone())]).unwrap();
+    assert_eq!(index.sync_state().unwrap(), Some(state));
+    assert!(index.repositories().unwrap().is_empty());
+}
+
 macro_rules! conformance {
     ($($case:ident),* $(,)?) => {
         mod memory {
@@ -222,6 +284,9 @@ conformance!(
     pulls_accumulate,
     names_that_prefix_each_other_stay_apart,
     tag_history_is_bounded,
+    config_facts_are_set_and_survive_a_repush_of_the_same_digest,
+    forgetting_a_tag_spares_pushes_sync_could_not_have_seen,
+    sync_progress_is_stored,
 );
 
 /// Opens again after a drop in this process: sled's background flusher may hold the file lock a

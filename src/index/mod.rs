@@ -19,8 +19,8 @@ use std::path::Path;
 
 pub use kv::{KvStore, MemoryKv};
 pub use model::{
-    CommitLink, LinkSource, ManifestKind, ManifestRecord, PreviousDigest, PullStats, TagRecord,
-    UnixMillis, Write,
+    CommitLink, ConfigFacts, LinkSource, ManifestKind, ManifestRecord, PreviousDigest, PullStats,
+    SyncState, TagRecord, UnixMillis, Write,
 };
 pub use sled_kv::SledKv;
 pub use store::{SCHEMA_VERSION, Store};
@@ -65,6 +65,8 @@ pub trait Index: Send + Sync {
     fn commit_links(&self, digest: &str) -> Result<Vec<CommitLink>, IndexError>;
     /// Pulls of a tag or digest in a repository.
     fn pulls(&self, repository: &str, reference: &str) -> Result<Option<PullStats>, IndexError>;
+    /// Where `sync` is (or was).
+    fn sync_state(&self) -> Result<Option<SyncState>, IndexError>;
     /// Makes everything applied so far durable.
     fn flush(&self) -> Result<(), IndexError>;
 }

@@ -86,6 +86,45 @@ pub struct ManifestRecord {
     pub recorded_at: UnixMillis,
     /// False when the body was over the capture cap or did not parse: `sync` fills it in.
     pub complete: bool,
+    /// The image config was read (`created` and `labels` are what it says).
+    #[serde(default)]
+    pub config_read: bool,
+    /// What is wrong with the manifest or its config as the upstream holds it (malformed JSON,
+    /// config missing or too large). Recorded, never fatal.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub problem: Option<String>,
+}
+
+impl ManifestRecord {
+    /// An image whose config has not been read yet.
+    pub fn needs_config(&self) -> bool {
+        self.kind == ManifestKind::Image && self.config_digest.is_some() && !self.config_read
+    }
+}
+
+/// What an image config says, for [`Write::SetConfig`].
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ConfigFacts {
+    pub created: Option<String>,
+    pub labels: BTreeMap<String, String>,
+    pub problem: Option<String>,
+}
+
+/// Where `sync` is. Its progress is written through the same writer as what it found, so it
+/// never claims more than is recorded.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SyncState {
+    /// When the current (or last) run started.
+    pub started: UnixMillis,
+    /// Every repository up to and including this one, in catalog order, is done in this run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub done_through: Option<String>,
+    /// When this run finished; `None` while it runs, or when it was interrupted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished: Option<UnixMillis>,
+    /// When any run last finished.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_finished: Option<UnixMillis>,
 }
 
 /// How a commit link was learned.
@@ -138,6 +177,21 @@ pub enum Write {
     DeleteManifest { repository: String, digest: String },
     /// The tag no longer exists (its digest may stay).
     DeleteTag { repository: String, tag: String },
+    /// The image config of a recorded manifest was read. Ignored when the manifest is unknown.
+    SetConfig {
+        repository: String,
+        digest: String,
+        facts: ConfigFacts,
+    },
+    /// `sync` found the tag gone upstream: forget it, unless it was pushed at or after `listed`
+    /// (the moment sync listed the repository's tags) — a push sync could not have seen.
+    ForgetTag {
+        repository: String,
+        tag: String,
+        listed: UnixMillis,
+    },
+    /// `sync`'s progress.
+    SyncProgress(SyncState),
     /// Pulls seen since the last batch.
     RecordPulls {
         repository: String,

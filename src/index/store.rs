@@ -8,7 +8,10 @@ use serde::{Serialize, de::DeserializeOwned};
 use super::{
     Index, IndexError,
     kv::{KvStore, KvWrite},
-    model::{CommitLink, LinkSource, ManifestRecord, PreviousDigest, PullStats, TagRecord, Write},
+    model::{
+        CommitLink, LinkSource, ManifestRecord, PreviousDigest, PullStats, SyncState, TagRecord,
+        Write,
+    },
 };
 
 /// The layout this build writes and understands. Bump it with a migration when keys or value
@@ -20,6 +23,7 @@ const VALUE_VERSION: u8 = 1;
 const MAX_TAG_HISTORY: usize = 100;
 
 const SCHEMA_KEY: &[u8] = b"\0schema";
+const SYNC_KEY: &[u8] = b"\0sync";
 const REPOSITORY: u8 = b'r';
 const TAG: u8 = b't';
 const MANIFEST: u8 = b'm';
@@ -246,6 +250,10 @@ impl<K: KvStore> Index for Store<K> {
         self.read(&key(PULL, &[repository, reference]))
     }
 
+    fn sync_state(&self) -> Result<Option<SyncState>, IndexError> {
+        self.read(SYNC_KEY)
+    }
+
     fn flush(&self) -> Result<(), IndexError> {
         self.kv.flush()
     }
@@ -292,9 +300,56 @@ fn apply_one<K: KvStore>(pending: &mut Pending<'_, K>, write: &Write) -> Result<
             note_repository(pending, repository);
         }
         Write::PutManifest(record) => {
-            pending.put(key(MANIFEST, &[&record.repository, &record.digest]), record);
+            let key = key(MANIFEST, &[&record.repository, &record.digest]);
+            // A digest names immutable content: what was read of its config still holds.
+            let known = pending.get::<ManifestRecord>(&key)?.filter(|known| {
+                known.config_read
+                    && !record.config_read
+                    && known.config_digest == record.config_digest
+            });
+            match known {
+                Some(known) => {
+                    let mut record = record.clone();
+                    record.config_read = true;
+                    record.created = known.created;
+                    record.labels = known.labels;
+                    record.problem = record.problem.or(known.problem);
+                    pending.put(key, &record);
+                }
+                None => pending.put(key, record),
+            }
             note_repository(pending, &record.repository);
         }
+        Write::SetConfig {
+            repository,
+            digest,
+            facts,
+        } => {
+            let key = key(MANIFEST, &[repository, digest]);
+            if let Some(mut record) = pending.get::<ManifestRecord>(&key)? {
+                record.config_read = true;
+                record.created = facts.created.clone();
+                record.labels = facts.labels.clone();
+                if facts.problem.is_some() {
+                    record.problem = facts.problem.clone();
+                }
+                pending.put(key, &record);
+            }
+        }
+        Write::ForgetTag {
+            repository,
+            tag,
+            listed,
+        } => {
+            let key = key(TAG, &[repository, tag]);
+            let stale = pending
+                .get::<TagRecord>(&key)?
+                .is_some_and(|t| t.last_pushed < *listed);
+            if stale {
+                pending.remove(key);
+            }
+        }
+        Write::SyncProgress(state) => pending.put(SYNC_KEY.to_vec(), state),
         Write::LinkCommit(link) => {
             let source = link_source_key(&link.source);
             let key = key(LINK, &[&link.digest, &link.commit, &source]);

@@ -28,6 +28,9 @@ use crate::support::{
 
 const USER: &str = "ci";
 const PASSWORD: &str = "s3cret";
+/// regkeeper's own account (for image configs and sync).
+const READER: &str = "regkeeper";
+const READER_PASSWORD: &str = "r3ader-only";
 const SERVICE: &str = "regkeeper-test-registry";
 const ISSUER: &str = "regkeeper-test-issuer";
 
@@ -78,8 +81,9 @@ impl TokenServer {
                     }
                 }
                 seen_by_server.lock().unwrap().push(authorization.clone());
-                let expected = format!("Basic {}", STANDARD.encode(format!("{USER}:{PASSWORD}")));
-                let response = if authorization == expected {
+                let accepted = [(USER, PASSWORD), (READER, READER_PASSWORD)]
+                    .map(|(u, p)| format!("Basic {}", STANDARD.encode(format!("{u}:{p}"))));
+                let response = if accepted.contains(&authorization) {
                     let path = request_line.split_whitespace().nth(1).unwrap_or("/");
                     let token = issue(&signer, &x5c, path);
                     let body = json!({"token": token, "access_token": token, "expires_in": 300})
@@ -109,7 +113,13 @@ fn issue(signer: &EcdsaKeyPair, x5c: &str, path: &str) -> String {
     let access: Vec<serde_json::Value> = query
         .split('&')
         .filter_map(|pair| pair.strip_prefix("scope="))
-        .map(|scope| scope.replace("%3A", ":").replace("%2F", "/").replace("%2C", ","))
+        .map(|scope| {
+            scope
+                .replace("%3A", ":")
+                .replace("%2F", "/")
+                .replace("%2C", ",")
+                .replace("%2A", "*")
+        })
         .filter_map(|scope| {
             let mut parts = scope.splitn(3, ':');
             let (kind, name, actions) = (parts.next()?, parts.next()?, parts.next()?);
@@ -235,8 +245,80 @@ async fn token_auth_challenge_passes_through_and_authenticated_push_works() {
         manifest.digest
     );
 
-    // Only clients asked the token server for tokens, all with the client's credentials.
+    // Tokens were asked for with the client's credentials by the client; regkeeper, which has
+    // no credentials configured here, asked (for the image config) with none.
     let seen = tokens.seen.lock().unwrap();
-    assert!(!seen.is_empty());
-    assert!(seen.iter().all(|a| a.starts_with("Basic ")), "{seen:?}");
+    let client_basic = format!("Basic {}", STANDARD.encode(format!("{USER}:{PASSWORD}")));
+    assert!(seen.contains(&client_basic), "{seen:?}");
+    // `ci:` is three bytes, so its base64 is a prefix of every `ci:<password>` header.
+    let any_ci_password = format!("Basic {}", STANDARD.encode(format!("{USER}:")));
+    assert!(
+        seen.iter()
+            .all(|a| a.is_empty() || a.starts_with(&any_ci_password)),
+        "{seen:?}"
+    );
+}
+
+fn token_registry(tokens: &TokenServer, bundle_dir: &std::path::Path) -> Registry {
+    let bundle = bundle_dir.join("token-ca.pem");
+    std::fs::write(&bundle, &tokens.cert_pem).unwrap();
+    Registry::start_with(&format!(
+        "auth:\n  token:\n    realm: {}\n    service: {SERVICE}\n    issuer: {ISSUER}\n    rootcertbundle: {}\n",
+        tokens.realm,
+        bundle.display()
+    ))
+}
+
+#[tokio::test]
+async fn regkeeper_reads_configs_and_syncs_with_its_own_credentials() {
+    let tokens = TokenServer::start();
+    let bundle_dir = tempfile::tempdir().unwrap();
+    let registry = token_registry(&tokens, bundle_dir.path());
+    let own = [
+        ("REGKEEPER_UPSTREAM_USERNAME", READER),
+        ("REGKEEPER_UPSTREAM_PASSWORD", READER_PASSWORD),
+    ];
+    let proxy = Regkeeper::start_env(&registry.url(), &own);
+    let work = tempfile::tempdir().unwrap();
+    let mut layout = Layout::new(work.path());
+    let manifest = layout.add_image(&ImageSpec {
+        labels: &[("org.opencontainers.image.revision", "4444444ddddddd")],
+        ..ImageSpec::default()
+    });
+    layout.tag("v1", &manifest);
+    skopeo_copy(
+        &format!("oci:{}:v1", layout.dir.display()),
+        &format!("docker://{}/secure/app:v1", proxy.host()),
+        &["--dest-creds", &format!("{USER}:{PASSWORD}")],
+    );
+    // The config was read with regkeeper's account: the label's commit is linked.
+    let inspected = proxy
+        .admin_until("/api/v1/inspect?reference=secure/app:v1", |i| {
+            i["commits"].as_array().is_some_and(|c| !c.is_empty())
+        })
+        .await;
+    assert_eq!(inspected["commits"][0]["commit"], "4444444ddddddd");
+    let reader_basic = format!(
+        "Basic {}",
+        STANDARD.encode(format!("{READER}:{READER_PASSWORD}"))
+    );
+    assert!(tokens.seen.lock().unwrap().contains(&reader_basic));
+
+    // sync crawls the protected registry with the same account (catalog scope included) …
+    let sync_dir = tempfile::tempdir().unwrap();
+    let config = crate::support::regkeeper::cli_config(sync_dir.path(), &registry.url(), "");
+    let run = |env: &[(&str, &str)]| {
+        crate::support::regkeeper::run_cli(&config, &["sync", "--output", "json"], env)
+    };
+    let report: serde_json::Value = serde_json::from_str(&run(&own).expect_ok()).unwrap();
+    assert_eq!(report["tags_recorded"], 1, "{report:#}");
+    // … and without credentials it fails, saying what to configure.
+    std::fs::remove_dir_all(sync_dir.path().join("index")).unwrap();
+    let anonymous = run(&[]);
+    assert!(!anonymous.ok);
+    assert!(
+        anonymous.stderr.contains("upstream.credentials"),
+        "{}",
+        anonymous.stderr
+    );
 }

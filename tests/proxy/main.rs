@@ -7,6 +7,7 @@ mod auth;
 mod cli;
 mod faults;
 mod recording;
+mod sync;
 mod tls;
 mod transfers;
 mod uploads;

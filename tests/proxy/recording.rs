@@ -173,6 +173,27 @@ async fn kill_9_during_a_push_loop_leaves_a_consistent_index() {
         assert_eq!(index.commit_links(&tag.digest).unwrap().len(), 1);
     }
     assert!(tags.len() <= pushed as usize);
+    drop(index);
+
+    // sync completes the index from the registry: every tag it has, each with its manifest,
+    // config and commit link.
+    let listed = HttpClient::default()
+        .get(&format!("{}/v2/crash/app/tags/list", registry.url()), &[])
+        .await
+        .json();
+    let upstream_tags = listed["tags"].as_array().unwrap().len();
+    assert!(upstream_tags >= pushed as usize);
+    let report: serde_json::Value =
+        serde_json::from_str(&proxy.cli(&["sync", "--output", "json"], &[]).expect_ok()).unwrap();
+    assert_eq!(report["errors"], 0, "{report:#}");
+    let index = index::open_sled(&proxy.index_path()).unwrap();
+    let tags = index.tags("crash/app").unwrap();
+    assert_eq!(tags.len(), upstream_tags);
+    for tag in &tags {
+        let manifest = index.manifest("crash/app", &tag.digest).unwrap().unwrap();
+        assert!(manifest.complete && manifest.config_read, "{manifest:?}");
+        assert_eq!(index.commit_links(&tag.digest).unwrap().len(), 1);
+    }
 }
 
 #[tokio::test]

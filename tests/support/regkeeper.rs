@@ -41,8 +41,11 @@ impl Regkeeper {
         fs::write(
             &config,
             format!(
-                "listen: {addr}\nupstream:\n  url: {upstream_url}\nadmin:\n  listen: {admin}\nindex:\n  path: {index}\n{log}{extra}",
+                "listen: {addr}\nupstream:\n  url: {upstream_url}\nadmin:\n  listen: {admin}\nindex:\n  path: {index}\n{log}{sync}{extra}",
                 index = dir.path().join("index").display(),
+                // Periodic sync would record direct pushes behind a test's back; tests of it
+                // configure it themselves.
+                sync = if extra.contains("sync:") { "" } else { "sync:\n  interval: 0s\n" },
                 log = if extra.contains("log:") { "" } else { "log:\n  level: debug\n" },
             ),
         )
@@ -65,6 +68,46 @@ impl Regkeeper {
             log,
             child: Some(Guard(child)),
         }
+    }
+
+    /// `regkeeper ARGS --config <this instance's config>` run to completion.
+    pub fn cli(&self, args: &[&str], env: &[(&str, &str)]) -> Cli {
+        run_cli(&self.config_path(), args, env)
+    }
+
+    /// Polls `GET path` on the admin listener until `ready` holds for its JSON (or 60 s pass,
+    /// which fails the test with the last answer).
+    pub async fn admin_until(
+        &self,
+        path: &str,
+        ready: impl Fn(&serde_json::Value) -> bool,
+    ) -> serde_json::Value {
+        let client = super::http::HttpClient::default();
+        let url = format!("http://{}{path}", self.admin);
+        let mut last = String::new();
+        for _ in 0..600 {
+            if let Some(answer) = client
+                .try_send(::http::Method::GET, &url, &[], super::http::empty())
+                .await
+            {
+                if answer.status == 200 {
+                    let value = answer.json();
+                    if ready(&value) {
+                        return value;
+                    }
+                }
+                last = format!(
+                    "{} {}",
+                    answer.status,
+                    String::from_utf8_lossy(&answer.body)
+                );
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        panic!(
+            "{path} never became ready; last answer: {last}\n{}",
+            self.logs()
+        );
     }
 
     pub fn url(&self) -> String {
@@ -122,4 +165,53 @@ impl Regkeeper {
         }
         false
     }
+}
+
+/// What a CLI run printed.
+pub struct Cli {
+    pub ok: bool,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Cli {
+    /// Stdout, after asserting success.
+    pub fn expect_ok(self) -> String {
+        assert!(
+            self.ok,
+            "regkeeper failed:\n{}\n{}",
+            self.stdout, self.stderr
+        );
+        self.stdout
+    }
+}
+
+/// `regkeeper ARGS --config CONFIG` run to completion (with `REGKEEPER_*` overrides in `env`).
+pub fn run_cli(config: &std::path::Path, args: &[&str], env: &[(&str, &str)]) -> Cli {
+    let output = Command::new(env!("CARGO_BIN_EXE_regkeeper"))
+        .args(args)
+        .arg("--config")
+        .arg(config)
+        .envs(env.iter().copied())
+        .output()
+        .expect("run regkeeper");
+    Cli {
+        ok: output.status.success(),
+        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+    }
+}
+
+/// A config for CLI commands (like `sync`) against `upstream_url`, with its index in `dir`.
+pub fn cli_config(dir: &std::path::Path, upstream_url: &str, extra: &str) -> PathBuf {
+    let path = dir.join("regkeeper-cli.yaml");
+    fs::write(
+        &path,
+        format!(
+            "upstream:\n  url: {upstream_url}\nindex:\n  path: {}\nlog:\n  level: info\n{extra}",
+            dir.join("index").display()
+        ),
+    )
+    .unwrap();
+    path
 }

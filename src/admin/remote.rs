@@ -1,0 +1,49 @@
+//! The other end of the read-only views: how `regkeeper tags` and `inspect` ask a running
+//! `serve` (which holds the index, single-writer) through its admin listener.
+
+use std::{net::SocketAddr, time::Duration};
+
+use bytes::Bytes;
+use http::{Request, StatusCode};
+use http_body_util::{BodyExt, Empty};
+use hyper_util::rt::TokioIo;
+
+const TIMEOUT: Duration = Duration::from_secs(30);
+
+/// `GET path` on the admin listener at `addr`, as JSON. Errors are sentences for the operator.
+pub async fn get_json(addr: SocketAddr, path: &str) -> Result<serde_json::Value, String> {
+    let work = async {
+        let stream = tokio::net::TcpStream::connect(addr)
+            .await
+            .map_err(|e| format!("cannot reach the admin listener at {addr}: {e}"))?;
+        let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .map_err(|e| e.to_string())?;
+        tokio::spawn(connection);
+        let request = Request::get(path)
+            .header(http::header::HOST, addr.to_string())
+            .body(Empty::<Bytes>::new())
+            .map_err(|e| e.to_string())?;
+        let response = sender
+            .send_request(request)
+            .await
+            .map_err(|e| e.to_string())?;
+        let status = response.status();
+        let body = response
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| e.to_string())?
+            .to_bytes();
+        let value: serde_json::Value = serde_json::from_slice(&body)
+            .map_err(|e| format!("the admin listener answered {status} with non-JSON: {e}"))?;
+        if status != StatusCode::OK {
+            let why = value["error"].as_str().unwrap_or("no reason given");
+            return Err(format!("{why} (admin listener answered {status})"));
+        }
+        Ok(value)
+    };
+    tokio::time::timeout(TIMEOUT, work)
+        .await
+        .map_err(|_| format!("the admin listener at {addr} did not answer within {TIMEOUT:?}"))?
+}
