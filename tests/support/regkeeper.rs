@@ -208,8 +208,13 @@ pub fn cli_config(dir: &std::path::Path, upstream_url: &str, extra: &str) -> Pat
     fs::write(
         &path,
         format!(
-            "upstream:\n  url: {upstream_url}\nindex:\n  path: {}\nlog:\n  level: info\n{extra}",
-            dir.join("index").display()
+            "upstream:\n  url: {upstream_url}\nindex:\n  path: {}\n{log}{extra}",
+            dir.join("index").display(),
+            log = if extra.contains("log:") {
+                ""
+            } else {
+                "log:\n  level: info\n"
+            },
         ),
     )
     .unwrap();
