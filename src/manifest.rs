@@ -1,6 +1,8 @@
 //! Reading pushed manifests: what a manifest is (image, index, artifact, or opaque), what it
 //! refers to, and the commit it names. Tolerant by design: unknown fields and media types are
-//! recorded, never errors; only a body that is not JSON at all is "unparsed".
+//! recorded, never errors; only a body that is not JSON at all is "unparsed". Known manifest
+//! and index types go through oci-spec's typed parse; a document that does not conform is
+//! still read tolerantly and the deviation recorded.
 
 use std::collections::BTreeMap;
 
@@ -63,12 +65,22 @@ pub fn parse(
     body: &[u8],
     at: UnixMillis,
 ) -> Option<ManifestRecord> {
-    let parsed: Body = serde_json::from_slice(body).ok()?;
-    let media_type = parsed
+    let tolerant: Body = serde_json::from_slice(body).ok()?;
+    let media_type = tolerant
         .media_type
         .clone()
         .filter(|m| !m.is_empty())
         .unwrap_or_else(|| content_type.to_string());
+    // The typed oci-spec parse where the media type says what the document is; what does not
+    // conform is still read tolerantly, and the deviation is kept on record.
+    let (parsed, problem) = match strict(&media_type, body) {
+        Some(Ok(parsed)) => (parsed, None),
+        Some(Err(why)) => (
+            tolerant,
+            Some(format!("does not conform to the OCI image spec: {why}")),
+        ),
+        None => (tolerant, None),
+    };
     let config_type = parsed.config.as_ref().and_then(|c| c.media_type.as_deref());
     let kind = match media_type.as_str() {
         OCI_INDEX | DOCKER_LIST => ManifestKind::Index,
@@ -100,8 +112,54 @@ pub fn parse(
         recorded_at: at,
         complete: true,
         config_read: false,
-        problem: None,
+        problem,
     })
+}
+
+/// The oci-spec parse of an image manifest (OCI or Docker v2 schema 2, which share the shape)
+/// or index (OCI index or Docker manifest list); `None` for other media types.
+fn strict(media_type: &str, body: &[u8]) -> Option<Result<Body, String>> {
+    use oci_spec::image::{Descriptor as Typed, ImageIndex, ImageManifest};
+    let descriptor = |d: &Typed| Descriptor {
+        media_type: Some(d.media_type().to_string()),
+        digest: d.digest().to_string(),
+        size: d.size(),
+    };
+    let annotations = |a: &Option<std::collections::HashMap<String, String>>| {
+        a.iter()
+            .flatten()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect()
+    };
+    match media_type {
+        OCI_MANIFEST | DOCKER_MANIFEST => Some(
+            serde_json::from_slice::<ImageManifest>(body)
+                .map(|m| Body {
+                    media_type: m.media_type().as_ref().map(ToString::to_string),
+                    config: Some(descriptor(m.config())),
+                    layers: m.layers().iter().map(descriptor).collect(),
+                    manifests: Vec::new(),
+                    subject: m.subject().as_ref().map(descriptor),
+                    artifact_type: m.artifact_type().as_ref().map(ToString::to_string),
+                    annotations: annotations(m.annotations()),
+                })
+                .map_err(|e| e.to_string()),
+        ),
+        OCI_INDEX | DOCKER_LIST => Some(
+            serde_json::from_slice::<ImageIndex>(body)
+                .map(|i| Body {
+                    media_type: i.media_type().as_ref().map(ToString::to_string),
+                    config: None,
+                    layers: Vec::new(),
+                    manifests: i.manifests().iter().map(descriptor).collect(),
+                    subject: i.subject().as_ref().map(descriptor),
+                    artifact_type: i.artifact_type().as_ref().map(ToString::to_string),
+                    annotations: annotations(i.annotations()),
+                })
+                .map_err(|e| e.to_string()),
+        ),
+        _ => None,
+    }
 }
 
 /// A manifest regkeeper could not read (malformed, or too large to fetch), kept on record as an
@@ -203,6 +261,23 @@ mod tests {
             (ManifestKind::Opaque, "application/x-custom")
         );
         assert!(parse("a", "d", "", b"not json", UnixMillis(1)).is_none());
+    }
+
+    #[test]
+    fn conforming_documents_have_no_problem_and_deviations_are_recorded() {
+        let good = format!(
+            r#"{{"schemaVersion":2,"mediaType":"{DOCKER_MANIFEST}","config":{{"mediaType":"application/vnd.docker.container.image.v1+json","digest":"{D}","size":7}},"layers":[{{"mediaType":"application/vnd.docker.image.rootfs.diff.tar.gzip","digest":"{D}","size":9}}]}}"#
+        );
+        let record = parse("a", "d", "", good.as_bytes(), UnixMillis(1)).unwrap();
+        assert_eq!((record.kind, record.problem), (ManifestKind::Image, None));
+        assert_eq!(record.total_size, good.len() as u64 + 16);
+        // No schemaVersion and a digest that is not one: read anyway, deviation on record.
+        let odd = format!(
+            r#"{{"mediaType":"{OCI_MANIFEST}","config":{{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"not-a-digest","size":7}},"layers":[]}}"#
+        );
+        let record = parse("a", "d", "", odd.as_bytes(), UnixMillis(1)).unwrap();
+        assert_eq!(record.config_digest.as_deref(), Some("not-a-digest"));
+        assert!(record.problem.unwrap().contains("OCI image spec"));
     }
 
     #[test]
