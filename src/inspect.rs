@@ -133,7 +133,7 @@ fn short_digest(digest: &str) -> String {
     }
 }
 
-fn human_bytes(bytes: u64) -> String {
+pub fn human_bytes(bytes: u64) -> String {
     const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
     let mut value = bytes as f64;
     let mut unit = 0;
@@ -148,7 +148,7 @@ fn human_bytes(bytes: u64) -> String {
     }
 }
 
-fn render<const N: usize>(rows: &[[String; N]]) -> String {
+pub fn render<const N: usize>(rows: &[[String; N]]) -> String {
     let mut widths = [0usize; N];
     for row in rows {
         for (width, cell) in widths.iter_mut().zip(row) {

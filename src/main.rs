@@ -54,6 +54,30 @@ enum Command {
         #[arg(long, short, value_enum, default_value_t = Output::Table)]
         output: Output,
     },
+    /// What a cleanup would do now: per repository, tags and bytes kept and deleted, and the
+    /// deletions. Reads the index (stop `serve` first) and the configured git clones.
+    Plan {
+        #[arg(long, short, env = "REGKEEPER_CONFIG")]
+        config: PathBuf,
+        #[arg(long, short, value_enum, default_value_t = Output::Table)]
+        output: Output,
+        /// Also list every kept tag with the rules that keep it.
+        #[arg(long)]
+        show_kept: bool,
+        /// Evaluate as of another moment: 2026-12-07, 2026-12-07T09:00:00Z, +3d, -12h.
+        #[arg(long)]
+        at: Option<String>,
+    },
+    /// Every rule's verdict on REPOSITORY:TAG, including the rules that did not keep it.
+    Explain {
+        #[arg(long, short, env = "REGKEEPER_CONFIG")]
+        config: PathBuf,
+        reference: String,
+        #[arg(long, short, value_enum, default_value_t = Output::Table)]
+        output: Output,
+        #[arg(long)]
+        at: Option<String>,
+    },
     /// Validate a configuration and print the effective result (file + environment overrides).
     CheckConfig {
         #[arg(long, short, env = "REGKEEPER_CONFIG")]
@@ -149,6 +173,35 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             }
             Ok(())
         }
+        Command::Plan {
+            config,
+            output,
+            show_kept,
+            at,
+        } => {
+            let config = Config::load(&config)?;
+            let plan = evaluate(&config, at.as_deref())?;
+            match output {
+                Output::Table => print!("{}", regkeeper::planning::plan_table(&plan, show_kept)),
+                Output::Json => println!("{}", serde_json::to_string_pretty(&plan)?),
+            }
+            Ok(())
+        }
+        Command::Explain {
+            config,
+            reference,
+            output,
+            at,
+        } => {
+            let config = Config::load(&config)?;
+            let plan = evaluate(&config, at.as_deref())?;
+            let explanation = regkeeper::planning::explain(&plan, &reference)?;
+            match output {
+                Output::Table => print!("{}", regkeeper::planning::explain_table(&explanation)),
+                Output::Json => println!("{}", serde_json::to_string_pretty(&explanation)?),
+            }
+            Ok(())
+        }
         Command::CheckConfig { config, env } => {
             let config = Config::load(&config)?;
             print!("{}", config.to_yaml());
@@ -161,6 +214,24 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+/// One evaluation of the retention rules against the index (opened directly) as of `at`.
+fn evaluate(config: &Config, at: Option<&str>) -> anyhow::Result<regkeeper::policy::Plan> {
+    let index = match open_existing_index(config)? {
+        Local::Index(index) => index,
+        Local::Serving => anyhow::bail!(
+            "the index at {} is held by a running `regkeeper serve`; stop it to plan from this host",
+            config.index.path.display()
+        ),
+    };
+    let now = regkeeper::index::UnixMillis::now();
+    let at = match at {
+        Some(text) => regkeeper::planning::parse_time(text, now).map_err(anyhow::Error::msg)?,
+        None => now,
+    };
+    let loaded = regkeeper::planning::load(config, &index)?;
+    Ok(regkeeper::planning::plan(config, &loaded, at))
 }
 
 /// Where a reading command reads from.

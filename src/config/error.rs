@@ -26,4 +26,7 @@ pub enum ConfigError {
         field: &'static str,
         message: String,
     },
+    /// A field inside a list, named with its index (`retention.scopes[1].keepPolicies[0]`).
+    #[error("`{path}`: {message}")]
+    InvalidAt { path: String, message: String },
 }

@@ -6,6 +6,7 @@
 mod duration;
 mod env;
 mod error;
+mod retention;
 mod types;
 
 use std::{
@@ -18,6 +19,11 @@ use serde::{Deserialize, Serialize};
 pub use duration::HumanDuration;
 pub use env::{ENV_OVERRIDES, EnvOverride};
 pub use error::ConfigError;
+pub use retention::{
+    Cluster, GitRepository, HelmConfig, KeepPolicy, KubernetesConfig, Limit, Operator, References,
+    RetentionConfig, Scope, Untracked, reference_pattern, repository_pattern,
+    werf_default_policies,
+};
 pub use types::UpstreamUrl;
 
 /// The whole configuration file.
@@ -41,6 +47,8 @@ pub struct Config {
     pub index: IndexConfig,
     #[serde(default)]
     pub sync: SyncConfig,
+    #[serde(default)]
+    pub retention: RetentionConfig,
     #[serde(default)]
     pub timeouts: Timeouts,
     #[serde(default)]
@@ -391,6 +399,7 @@ impl Config {
                 message: "must be between 1 and 256".into(),
             });
         }
+        self.retention.validate()?;
         if self.workers > 1024 {
             return Err(ConfigError::Invalid {
                 field: "workers",

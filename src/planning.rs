@@ -1,0 +1,332 @@
+//! One evaluation's I/O around the pure policy core: read the index snapshot and the git
+//! clones, then show the resulting plan (`regkeeper plan`) or one tag's verdicts
+//! (`regkeeper explain`) as a table or JSON.
+//!
+//! Owns: loading inputs and rendering. May call: `config`, `index`, `policy`, `sources`.
+
+use std::{collections::HashMap, fmt::Write as _, time::Instant};
+
+use serde::Serialize;
+
+use crate::{
+    config::Config,
+    index::{Index, IndexError, UnixMillis},
+    policy::{self, Action, Inputs, Outcome, Plan, Snapshot, Usage},
+    sources::git::GitFacts,
+};
+
+/// What was read for an evaluation, and how long each part took.
+pub struct Loaded {
+    pub snapshot: Snapshot,
+    pub git: HashMap<String, Result<GitFacts, String>>,
+    pub usage: Usage,
+    pub timings: Vec<(&'static str, f64)>,
+}
+
+/// Reads the index and every configured git repository. A git repository that cannot be read
+/// is recorded as such: the plan keeps its images (`git-unproven`).
+pub fn load(config: &Config, index: &dyn Index) -> Result<Loaded, IndexError> {
+    let mut timings = Vec::new();
+    let started = Instant::now();
+    let snapshot = Snapshot::read(index)?;
+    timings.push(("index snapshot", started.elapsed().as_secs_f64()));
+    let started = Instant::now();
+    let linked: std::collections::BTreeSet<String> = snapshot
+        .repositories
+        .values()
+        .flat_map(|r| r.links.values().flatten().map(|l| l.commit.clone()))
+        .collect();
+    let git = config
+        .retention
+        .git_repositories
+        .iter()
+        .map(|g| {
+            let facts = GitFacts::load(&g.path, &g.remote, &linked).map_err(|e| e.to_string());
+            if let Err(error) = &facts {
+                tracing::warn!(repository = g.name, %error, "git repository unreadable; its images are kept");
+            }
+            (g.name.clone(), facts)
+        })
+        .collect();
+    timings.push(("git graph load", started.elapsed().as_secs_f64()));
+    Ok(Loaded {
+        snapshot,
+        git,
+        usage: Usage::default(),
+        timings,
+    })
+}
+
+/// The plan for `loaded` as of `now`.
+pub fn plan(config: &Config, loaded: &Loaded, now: UnixMillis) -> Plan {
+    policy::evaluate(&Inputs {
+        snapshot: &loaded.snapshot,
+        git: &loaded.git,
+        usage: &loaded.usage,
+        retention: &config.retention,
+        now,
+    })
+}
+
+/// The plan as text: a summary line per repository, then what would be deleted (and, with
+/// `show_kept`, every kept tag with its reasons).
+pub fn plan_table(plan: &Plan, show_kept: bool) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "plan as of {}", format_time(plan.at));
+    for warning in &plan.warnings {
+        let _ = writeln!(out, "warning: {warning}");
+    }
+    let mut rows = vec![[
+        "REPOSITORY".to_string(),
+        "SCOPE".into(),
+        "KEPT".into(),
+        "KEPT SIZE".into(),
+        "DELETED".into(),
+        "DELETED SIZE".into(),
+    ]];
+    for repo in &plan.repositories {
+        rows.push([
+            repo.repository.clone(),
+            repo.scope.clone().unwrap_or_else(|| "-".into()),
+            repo.kept.tags.to_string(),
+            crate::inspect::human_bytes(repo.kept.bytes),
+            repo.deleted.tags.to_string(),
+            crate::inspect::human_bytes(repo.deleted.bytes),
+        ]);
+    }
+    out.push_str(&crate::inspect::render(&rows));
+    for repo in &plan.repositories {
+        if repo.actions.is_empty() && !show_kept {
+            continue;
+        }
+        let _ = writeln!(out, "\n{}:", repo.repository);
+        for action in &repo.actions {
+            match action {
+                Action::DeleteDigest {
+                    digest,
+                    tags,
+                    bytes,
+                    follows,
+                } => {
+                    let what = match follows {
+                        Some(why) => why.clone(),
+                        None => format!("tags {}", tags.join(", ")),
+                    };
+                    let _ = writeln!(
+                        out,
+                        "  delete  {digest}  {}  ({what})",
+                        crate::inspect::human_bytes(*bytes)
+                    );
+                }
+                Action::Untag { tag, digest } => {
+                    let _ = writeln!(out, "  untag   {tag}  (its digest {digest} is kept)");
+                }
+            }
+        }
+        if show_kept {
+            for tag in repo.tags.iter().filter(|t| t.keep) {
+                let _ = writeln!(out, "  keep    {}  {}", tag.tag, tag.reasons.join("; "));
+            }
+        }
+    }
+    out
+}
+
+/// Every rule's verdict on one tag.
+#[derive(Serialize)]
+pub struct Explanation<'a> {
+    pub at: UnixMillis,
+    pub repository: &'a str,
+    pub tag: &'a str,
+    pub digest: &'a str,
+    pub scope: Option<&'a str>,
+    pub keep: bool,
+    pub rules: &'a [Outcome],
+    /// What happens to the tag: `keep`, `untag`, or `delete-digest`.
+    pub action: &'static str,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("the index knows no tag {0}")]
+pub struct UnknownTag(pub String);
+
+pub fn explain<'a>(plan: &'a Plan, reference: &str) -> Result<Explanation<'a>, UnknownTag> {
+    let unknown = || UnknownTag(reference.to_string());
+    let (repository, tag) = reference
+        .rsplit_once(':')
+        .filter(|(_, t)| !t.contains('/'))
+        .ok_or_else(unknown)?;
+    let repo = plan
+        .repositories
+        .iter()
+        .find(|r| r.repository == repository)
+        .ok_or_else(unknown)?;
+    let verdict = repo
+        .tags
+        .iter()
+        .find(|t| t.tag == tag)
+        .ok_or_else(unknown)?;
+    let action = repo
+        .actions
+        .iter()
+        .find_map(|a| match a {
+            Action::DeleteDigest { tags, .. } if tags.iter().any(|t| t == tag) => {
+                Some("delete-digest")
+            }
+            Action::Untag { tag: t, .. } if t == tag => Some("untag"),
+            _ => None,
+        })
+        .unwrap_or("keep");
+    Ok(Explanation {
+        at: plan.at,
+        repository: &repo.repository,
+        tag: &verdict.tag,
+        digest: &verdict.digest,
+        scope: repo.scope.as_deref(),
+        keep: verdict.keep,
+        rules: &verdict.outcomes,
+        action,
+    })
+}
+
+pub fn explain_table(explanation: &Explanation) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "{}:{} ({}) as of {}",
+        explanation.repository,
+        explanation.tag,
+        explanation.digest,
+        format_time(explanation.at)
+    );
+    let _ = writeln!(
+        out,
+        "scope: {}",
+        explanation.scope.unwrap_or("none (never touched)")
+    );
+    for outcome in explanation.rules {
+        let mark = if outcome.keeps { "keeps" } else { "  -  " };
+        let _ = writeln!(out, "  {mark}  {:<24} {}", outcome.rule, outcome.detail);
+    }
+    let verdict = match explanation.action {
+        "keep" => "KEPT",
+        "untag" => "UNTAGGED (the tag goes; its digest stays for other tags or uses)",
+        _ => "DELETED (no rule keeps it)",
+    };
+    let _ = writeln!(out, "verdict: {verdict}");
+    out
+}
+
+/// `YYYY-MM-DDTHH:MM:SSZ`.
+pub fn format_time(at: UnixMillis) -> String {
+    let secs = (at.0 / 1000) as i64;
+    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    let (y, m, d) = civil_from_days(days);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+/// `--at`: an RFC 3339 time (`2026-12-07T09:00:00Z`, `+02:00` offsets), a date (`2026-12-07`,
+/// midnight UTC), or an offset from `now` (`+3d`, `-12h`).
+pub fn parse_time(text: &str, now: UnixMillis) -> Result<UnixMillis, String> {
+    let text = text.trim();
+    if let Some(offset) = text.strip_prefix('+').or_else(|| text.strip_prefix('-')) {
+        let duration: crate::config::HumanDuration = offset.parse()?;
+        let millis = duration.0.as_millis() as u64;
+        return Ok(UnixMillis(if text.starts_with('+') {
+            now.0.saturating_add(millis)
+        } else {
+            now.0.saturating_sub(millis)
+        }));
+    }
+    let bad = || format!("{text:?} is not a time (2026-12-07, 2026-12-07T09:00:00Z, +3d, -12h)");
+    let (date, time) = text.split_once(['T', ' ']).unwrap_or((text, "00:00:00Z"));
+    let mut parts = date
+        .splitn(3, '-')
+        .map(|p| p.parse::<i64>().map_err(|_| bad()));
+    let (y, m, d) = (
+        parts.next().ok_or_else(bad)??,
+        parts.next().ok_or_else(bad)??,
+        parts.next().ok_or_else(bad)??,
+    );
+    if !(1..=12).contains(&m) || !(1..=31).contains(&d) {
+        return Err(bad());
+    }
+    let (clock, offset_secs) = if let Some(clock) = time.strip_suffix(['Z', 'z']) {
+        (clock, 0)
+    } else if let Some(i) = time.rfind(['+', '-']) {
+        let (clock, offset) = time.split_at(i);
+        let sign = if offset.starts_with('-') { -1 } else { 1 };
+        let (h, min) = offset[1..].split_once(':').ok_or_else(bad)?;
+        let h: i64 = h.parse().map_err(|_| bad())?;
+        let min: i64 = min.parse().map_err(|_| bad())?;
+        (clock, sign * (h * 3600 + min * 60))
+    } else {
+        (time, 0)
+    };
+    let mut fields = clock.split(':');
+    let h: i64 = fields.next().unwrap_or("0").parse().map_err(|_| bad())?;
+    let min: i64 = fields.next().unwrap_or("0").parse().map_err(|_| bad())?;
+    let sec: f64 = fields.next().unwrap_or("0").parse().map_err(|_| bad())?;
+    let secs = days_from_civil(y, m, d) * 86_400 + h * 3600 + min * 60 + sec as i64 - offset_secs;
+    u64::try_from(secs)
+        .map(|s| UnixMillis(s * 1000))
+        .map_err(|_| bad())
+}
+
+/// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's algorithm).
+fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+fn civil_from_days(z: i64) -> (i64, i64, i64) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    (
+        if m <= 2 {
+            yoe + era * 400 + 1
+        } else {
+            yoe + era * 400
+        },
+        m,
+        d,
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn times_parse_and_print() {
+        let now = UnixMillis(1_700_000_000_000);
+        let at = parse_time("2026-12-07T09:30:00Z", now).unwrap();
+        assert_eq!(format_time(at), "2026-12-07T09:30:00Z");
+        assert_eq!(parse_time("2026-12-07T11:30:00+02:00", now).unwrap(), at);
+        assert_eq!(
+            format_time(parse_time("2026-12-07", now).unwrap()),
+            "2026-12-07T00:00:00Z"
+        );
+        assert_eq!(parse_time("+1d", now).unwrap().0, now.0 + 86_400_000);
+        assert_eq!(parse_time("-2h", now).unwrap().0, now.0 - 7_200_000);
+        assert!(parse_time("next monday", now).is_err());
+        assert!(parse_time("2026-13-01", now).is_err());
+        assert_eq!(format_time(UnixMillis(0)), "1970-01-01T00:00:00Z");
+    }
+}

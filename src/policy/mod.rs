@@ -1,0 +1,404 @@
+//! The retention plan: a pure function from what is known — an index snapshot, git facts, the
+//! images live systems use, the retention config, and `now` — to a [`Plan`] that says for every
+//! tag whether it is kept (and by which rules) or deleted, and for every digest whether it is
+//! deleted whole or only untagged. No I/O, no clock: the same inputs give the same plan.
+//!
+//! Owns: rule semantics (policies.md sections 1–3). May call: `config`, `index` (model types),
+//! `sources::git` (the in-memory graph it is handed).
+
+mod rules;
+pub mod snapshot;
+pub mod usage;
+pub mod werf;
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use serde::Serialize;
+
+pub use snapshot::{RepositorySnapshot, Snapshot};
+pub use usage::{ImageRef, InUse, Usage};
+
+use crate::{
+    config::{RetentionConfig, Scope, repository_pattern, werf_default_policies},
+    index::{ManifestRecord, UnixMillis},
+    sources::git::GitFacts,
+};
+
+/// Everything one evaluation looks at.
+pub struct Inputs<'a> {
+    pub snapshot: &'a Snapshot,
+    /// Git repository name → its facts, or why they could not be read.
+    pub git: &'a HashMap<String, Result<GitFacts, String>>,
+    pub usage: &'a Usage,
+    pub retention: &'a RetentionConfig,
+    pub now: UnixMillis,
+}
+
+/// One rule's verdict on one tag.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Outcome {
+    /// The rule's name: `git`, `git-unproven`, `kubernetes`, `kubernetes-unavailable`, `helm`,
+    /// `helm-unavailable`, `pushedWithin`, `pulledWithin`, `tags`, `lastPerRepository`,
+    /// `untracked`, `follows` (signatures, children, referrers).
+    pub rule: &'static str,
+    pub keeps: bool,
+    /// Human words: the keep reason when `keeps`, else why not.
+    pub detail: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct TagPlan {
+    pub tag: String,
+    pub digest: String,
+    pub keep: bool,
+    /// Why it is kept (empty when deleted).
+    pub reasons: Vec<String>,
+    /// Every rule's verdict, for `explain`.
+    #[serde(skip)]
+    pub outcomes: Vec<Outcome>,
+}
+
+/// What the executor does to one digest.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(tag = "action", rename_all = "kebab-case")]
+pub enum Action {
+    /// Nothing keeps the digest: `DELETE` it (its tags go with it).
+    DeleteDigest {
+        digest: String,
+        tags: Vec<String>,
+        bytes: u64,
+        /// Why an untagged manifest goes (the index or subject it belongs to).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        follows: Option<String>,
+    },
+    /// The digest stays (something keeps it): remove only this tag.
+    Untag { tag: String, digest: String },
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Totals {
+    pub tags: usize,
+    pub bytes: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct RepositoryPlan {
+    pub repository: String,
+    /// The scope that governs it; `None`: outside every scope, never touched.
+    pub scope: Option<String>,
+    pub kept: Totals,
+    pub deleted: Totals,
+    pub tags: Vec<TagPlan>,
+    pub actions: Vec<Action>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Plan {
+    pub at: UnixMillis,
+    pub repositories: Vec<RepositoryPlan>,
+    /// Sources that failed or proved nothing, and what that kept.
+    pub warnings: Vec<String>,
+}
+
+/// `sha256-<hex>.sig|.att|.sbom`: cosign's tags for a digest's signature, attestation, SBOM.
+fn cosign_subject(tag: &str) -> Option<String> {
+    let (hex, suffix) = tag.strip_prefix("sha256-")?.split_once('.')?;
+    (hex.len() == 64
+        && hex.bytes().all(|b| b.is_ascii_hexdigit())
+        && matches!(suffix, "sig" | "att" | "sbom"))
+    .then(|| format!("sha256:{hex}"))
+}
+
+pub fn evaluate(inputs: &Inputs) -> Plan {
+    let mut warnings = Vec::new();
+    for cluster in &inputs.usage.kubernetes_unavailable {
+        warnings.push(format!(
+            "kubernetes cluster {cluster} could not be listed: everything in scope is kept"
+        ));
+    }
+    for cluster in &inputs.usage.helm_unavailable {
+        warnings.push(format!(
+            "helm releases in {cluster} could not be read: everything in scope is kept"
+        ));
+    }
+    for (name, facts) in inputs.git {
+        match facts {
+            Err(why) => warnings.push(format!(
+                "git repository {name} cannot be read ({why}): its images are kept (git-unproven)"
+            )),
+            Ok(facts) if facts.shallow => warnings.push(format!(
+                "git repository {name} is a shallow clone: its images are kept (git-unproven)"
+            )),
+            Ok(_) => {}
+        }
+    }
+    let scopes: Vec<(&Scope, Vec<regex::Regex>, Vec<regex::Regex>)> = inputs
+        .retention
+        .scopes
+        .iter()
+        .map(|s| (s, compile(&s.include), compile(&s.exclude)))
+        .collect();
+    let git_map = rules::GitMap::new(inputs.retention);
+    let mut repositories = Vec::new();
+    for (name, repo) in &inputs.snapshot.repositories {
+        let scope = scopes.iter().find(|(_, include, exclude)| {
+            include.iter().any(|p| p.is_match(name)) && !exclude.iter().any(|p| p.is_match(name))
+        });
+        let plan = match scope {
+            Some((scope, _, _)) => {
+                evaluate_repository(name, repo, scope, &git_map, inputs, &mut warnings)
+            }
+            None => untouched(name, repo),
+        };
+        repositories.push(plan);
+    }
+    warnings.sort();
+    warnings.dedup();
+    Plan {
+        at: inputs.now,
+        repositories,
+        warnings,
+    }
+}
+
+fn compile(patterns: &[String]) -> Vec<regex::Regex> {
+    // Validated with the config; an invalid pattern matches nothing.
+    patterns
+        .iter()
+        .filter_map(|p| repository_pattern(p).ok())
+        .collect()
+}
+
+fn size(repo: &RepositorySnapshot, digest: &str) -> u64 {
+    repo.manifests.get(digest).map_or(0, |m| m.total_size)
+}
+
+/// A repository outside every scope: all kept, nothing to do.
+fn untouched(name: &str, repo: &RepositorySnapshot) -> RepositoryPlan {
+    let tags: Vec<TagPlan> = repo
+        .tags
+        .iter()
+        .map(|t| TagPlan {
+            tag: t.tag.clone(),
+            digest: t.digest.clone(),
+            keep: true,
+            reasons: vec!["outside every retention scope".into()],
+            outcomes: vec![Outcome {
+                rule: "scope",
+                keeps: true,
+                detail: "outside every retention scope: never touched".into(),
+            }],
+        })
+        .collect();
+    let digests: BTreeSet<&str> = repo.tags.iter().map(|t| t.digest.as_str()).collect();
+    RepositoryPlan {
+        repository: name.to_string(),
+        scope: None,
+        kept: Totals {
+            tags: tags.len(),
+            bytes: digests.iter().map(|d| size(repo, d)).sum(),
+        },
+        deleted: Totals::default(),
+        tags,
+        actions: Vec::new(),
+    }
+}
+
+fn evaluate_repository(
+    name: &str,
+    repo: &RepositorySnapshot,
+    scope: &Scope,
+    git_map: &rules::GitMap,
+    inputs: &Inputs,
+    warnings: &mut Vec<String>,
+) -> RepositoryPlan {
+    let git = rules::git_verdicts(name, repo, scope, git_map, inputs, warnings);
+    let context = rules::TagContext::new(name, repo, scope, inputs);
+    let mut tags: Vec<TagPlan> = repo
+        .tags
+        .iter()
+        .map(|tag| {
+            let outcomes = if cosign_subject(&tag.tag).is_some() {
+                Vec::new()
+            } else {
+                context.outcomes(tag, &git)
+            };
+            TagPlan {
+                tag: tag.tag.clone(),
+                digest: tag.digest.clone(),
+                keep: outcomes.iter().any(|o| o.keeps),
+                reasons: Vec::new(),
+                outcomes,
+            }
+        })
+        .collect();
+
+    // Digests kept: by a kept tag, or by digest (workloads, Helm), then what follows from them:
+    // children of kept indexes, referrers of kept subjects, signatures of kept digests.
+    let mut kept: BTreeMap<String, String> = BTreeMap::new();
+    for tag in tags.iter().filter(|t| t.keep) {
+        kept.entry(tag.digest.clone())
+            .or_insert_with(|| format!("tag {} is kept", tag.tag));
+    }
+    for digest in context.kept_by_digest() {
+        kept.entry(digest.0).or_insert(digest.1);
+    }
+    let fail_closed = !inputs.usage.kubernetes_unavailable.is_empty()
+        || !inputs.usage.helm_unavailable.is_empty();
+    loop {
+        let mut added = Vec::new();
+        for manifest in repo.manifests.values() {
+            if kept.contains_key(&manifest.digest) {
+                for child in &manifest.children {
+                    if !kept.contains_key(child) {
+                        added.push((
+                            child.clone(),
+                            format!("listed by kept index {}", manifest.digest),
+                        ));
+                    }
+                }
+            } else if let Some(subject) =
+                manifest.subject.as_ref().filter(|s| kept.contains_key(*s))
+            {
+                added.push((manifest.digest.clone(), format!("refers to kept {subject}")));
+            }
+        }
+        for tag in &repo.tags {
+            if let Some(subject) = cosign_subject(&tag.tag).filter(|s| kept.contains_key(s))
+                && !kept.contains_key(&tag.digest)
+            {
+                added.push((tag.digest.clone(), format!("signs kept {subject}")));
+            }
+        }
+        if added.is_empty() {
+            break;
+        }
+        for (digest, why) in added {
+            kept.entry(digest).or_insert(why);
+        }
+    }
+    // Tags that follow another digest (cosign) or whose digest something else keeps.
+    for tag in &mut tags {
+        if let Some(subject) = cosign_subject(&tag.tag) {
+            let subject_kept = kept.contains_key(&subject);
+            tag.outcomes.push(Outcome {
+                rule: "follows",
+                keeps: subject_kept || fail_closed,
+                detail: if subject_kept {
+                    format!("signature/attestation of kept {subject}")
+                } else {
+                    format!("signature/attestation of {subject}, which is not kept")
+                },
+            });
+            tag.keep = tag.outcomes.iter().any(|o| o.keeps);
+        }
+        tag.reasons = tag
+            .outcomes
+            .iter()
+            .filter(|o| o.keeps)
+            .map(|o| o.detail.clone())
+            .collect();
+    }
+
+    // Actions: per digest, by digest order for determinism.
+    let mut by_digest: BTreeMap<&str, Vec<&TagPlan>> = BTreeMap::new();
+    for tag in &tags {
+        by_digest.entry(tag.digest.as_str()).or_default().push(tag);
+    }
+    let mut actions = Vec::new();
+    let mut deleted_digests: BTreeSet<String> = BTreeSet::new();
+    for (digest, digest_tags) in &by_digest {
+        let digest_kept = kept.contains_key(*digest) || digest_tags.iter().any(|t| t.keep);
+        if digest_kept {
+            for tag in digest_tags.iter().filter(|t| !t.keep) {
+                actions.push(Action::Untag {
+                    tag: tag.tag.clone(),
+                    digest: digest.to_string(),
+                });
+            }
+        } else {
+            deleted_digests.insert(digest.to_string());
+            actions.push(Action::DeleteDigest {
+                digest: digest.to_string(),
+                tags: digest_tags.iter().map(|t| t.tag.clone()).collect(),
+                bytes: size(repo, digest),
+                follows: None,
+            });
+        }
+    }
+    // Untagged manifests that belong to a deleted index or subject go with it.
+    loop {
+        let mut follow = Vec::new();
+        let mut manifests: Vec<&ManifestRecord> = repo.manifests.values().collect();
+        manifests.sort_by(|a, b| a.digest.cmp(&b.digest));
+        for manifest in manifests {
+            if deleted_digests.contains(&manifest.digest) {
+                for child in &manifest.children {
+                    let untagged = !by_digest.contains_key(child.as_str());
+                    if untagged && !kept.contains_key(child) && !deleted_digests.contains(child) {
+                        follow.push((
+                            child.clone(),
+                            format!("child of deleted index {}", manifest.digest),
+                        ));
+                    }
+                }
+            }
+            if let Some(subject) = &manifest.subject {
+                let untagged = !by_digest.contains_key(manifest.digest.as_str());
+                if untagged
+                    && deleted_digests.contains(subject)
+                    && !kept.contains_key(&manifest.digest)
+                    && !deleted_digests.contains(&manifest.digest)
+                {
+                    follow.push((
+                        manifest.digest.clone(),
+                        format!("referrer of deleted {subject}"),
+                    ));
+                }
+            }
+        }
+        if follow.is_empty() {
+            break;
+        }
+        for (digest, why) in follow {
+            if deleted_digests.insert(digest.clone()) {
+                actions.push(Action::DeleteDigest {
+                    bytes: size(repo, &digest),
+                    digest,
+                    tags: Vec::new(),
+                    follows: Some(why),
+                });
+            }
+        }
+    }
+
+    let kept_digests: BTreeSet<&str> = tags
+        .iter()
+        .filter(|t| !deleted_digests.contains(&t.digest))
+        .map(|t| t.digest.as_str())
+        .collect();
+    let kept_tags = tags.iter().filter(|t| t.keep).count();
+    RepositoryPlan {
+        repository: name.to_string(),
+        scope: Some(scope.name.clone()),
+        kept: Totals {
+            tags: kept_tags,
+            bytes: kept_digests.iter().map(|d| size(repo, d)).sum(),
+        },
+        deleted: Totals {
+            tags: tags.len() - kept_tags,
+            bytes: deleted_digests.iter().map(|d| size(repo, d)).sum(),
+        },
+        tags,
+        actions,
+    }
+}
+
+/// werf's defaults when a scope gives no policies.
+pub(crate) fn policies_of(scope: &Scope) -> std::borrow::Cow<'_, [crate::config::KeepPolicy]> {
+    if scope.keep_policies.is_empty() {
+        std::borrow::Cow::Owned(werf_default_policies())
+    } else {
+        std::borrow::Cow::Borrowed(&scope.keep_policies)
+    }
+}

@@ -1,0 +1,500 @@
+//! The per-tag rules: git (through [`super::werf`]), usage (Kubernetes, Helm), push and pull
+//! windows, always-kept tag patterns, the newest N per repository, and untracked tags.
+
+use std::collections::{HashMap, HashSet};
+
+use super::{Inputs, Outcome, RepositorySnapshot, policies_of, werf};
+use crate::{
+    config::{RetentionConfig, Scope, repository_pattern},
+    index::TagRecord,
+    policy::usage::ImageRef,
+    sources::git::CommitIndex,
+};
+
+const SOURCE: &str = "org.opencontainers.image.source";
+
+/// Which git repository an image repository (or an image, by its source URL) is built from.
+pub struct GitMap {
+    by_repository: Vec<(String, Vec<regex::Regex>)>,
+    by_source: Vec<(String, String)>,
+}
+
+/// `https://github.com/acme/app.git/` and `git@github.com:acme/app` both become
+/// `github.com/acme/app`.
+fn normalize_source(url: &str) -> String {
+    let url = url.trim().to_ascii_lowercase();
+    let (rest, scp_like) = match url.split_once("://") {
+        Some((_, rest)) => (rest, false),
+        None => (url.as_str(), true),
+    };
+    let rest = rest.rsplit_once('@').map_or(rest, |(_, host)| host);
+    let rest = if scp_like {
+        rest.replacen(':', "/", 1)
+    } else {
+        rest.to_string()
+    };
+    rest.trim_end_matches('/')
+        .trim_end_matches(".git")
+        .trim_end_matches('/')
+        .to_string()
+}
+
+impl GitMap {
+    pub fn new(retention: &RetentionConfig) -> Self {
+        Self {
+            by_repository: retention
+                .git_repositories
+                .iter()
+                .map(|g| {
+                    let patterns = g
+                        .repositories
+                        .iter()
+                        .filter_map(|p| repository_pattern(p).ok())
+                        .collect();
+                    (g.name.clone(), patterns)
+                })
+                .collect(),
+            by_source: retention
+                .git_repositories
+                .iter()
+                .flat_map(|g| {
+                    g.source_urls
+                        .iter()
+                        .map(|u| (normalize_source(u), g.name.clone()))
+                })
+                .collect(),
+        }
+    }
+
+    /// The git repository for a tag of `repository` whose image names `source` (if any).
+    fn lookup(&self, repository: &str, source: Option<&str>) -> Option<&str> {
+        self.by_repository
+            .iter()
+            .find(|(_, patterns)| patterns.iter().any(|p| p.is_match(repository)))
+            .map(|(name, _)| name.as_str())
+            .or_else(|| {
+                let source = normalize_source(source?);
+                self.by_source
+                    .iter()
+                    .find(|(s, _)| *s == source)
+                    .map(|(_, n)| n.as_str())
+            })
+    }
+}
+
+/// Per digest: the git outcome (kept with reasons, unproven, or why not), for digests that are
+/// git-judged (linked to commits, with a git repository mapped).
+pub type GitOutcomes = HashMap<String, Outcome>;
+
+pub fn git_verdicts(
+    name: &str,
+    repo: &RepositorySnapshot,
+    scope: &Scope,
+    map: &GitMap,
+    inputs: &Inputs,
+    warnings: &mut Vec<String>,
+) -> GitOutcomes {
+    let mut outcomes = GitOutcomes::new();
+    // Git repository → its digests in this repository.
+    let mut groups: HashMap<&str, Vec<&str>> = HashMap::new();
+    let mut seen = HashSet::new();
+    for tag in &repo.tags {
+        if !seen.insert(tag.digest.as_str()) || !repo.links.contains_key(&tag.digest) {
+            continue;
+        }
+        let source = repo.manifests.get(&tag.digest).and_then(|m| {
+            m.annotations
+                .get(SOURCE)
+                .or_else(|| m.labels.get(SOURCE))
+                .map(String::as_str)
+        });
+        if let Some(git) = map.lookup(name, source) {
+            groups.entry(git).or_default().push(tag.digest.as_str());
+        }
+    }
+    let now = i64::try_from(inputs.now.0 / 1000).unwrap_or(i64::MAX);
+    let policies = policies_of(scope);
+    for (git, digests) in groups {
+        let facts = match inputs.git.get(git) {
+            Some(Ok(facts)) if !facts.shallow => facts,
+            other => {
+                let why = match other {
+                    Some(Ok(_)) => format!("git repository {git} is a shallow clone"),
+                    Some(Err(e)) => format!("git repository {git} cannot be read: {e}"),
+                    None => format!("git repository {git} was not loaded"),
+                };
+                for digest in digests {
+                    outcomes.insert(digest.to_string(), unproven(why.clone()));
+                }
+                continue;
+            }
+        };
+        let mut images: HashMap<CommitIndex, Vec<String>> = HashMap::new();
+        for digest in digests {
+            let mut missing = Vec::new();
+            let mut commits = Vec::new();
+            for link in &repo.links[digest] {
+                match facts.resolve(&link.commit) {
+                    Some(commit) => commits.push(commit),
+                    // Held by the repository but on no reference: nothing keeps it.
+                    None if facts
+                        .unreachable
+                        .contains(&link.commit.to_ascii_lowercase()) => {}
+                    None => missing.push(link.commit.clone()),
+                }
+            }
+            if !missing.is_empty() {
+                warnings.push(format!(
+                    "{name}: commits not in git repository {git} (kept as git-unproven): {}",
+                    missing.join(", ")
+                ));
+                outcomes.insert(
+                    digest.to_string(),
+                    unproven(format!(
+                        "commit {} is not in git repository {git}",
+                        missing.join(", ")
+                    )),
+                );
+                continue;
+            }
+            for commit in commits {
+                images.entry(commit).or_default().push(digest.to_string());
+            }
+        }
+        for digests in images.values_mut() {
+            digests.sort();
+            digests.dedup();
+        }
+        let verdicts = werf::evaluate(&policies, facts, &images, now);
+        // Linked only to commits no reference reaches: judged, not kept.
+        for digest in repo.links.keys() {
+            if !outcomes.contains_key(digest)
+                && !images.values().any(|d| d.contains(digest))
+                && map_covers(name, repo, digest, map, git)
+            {
+                outcomes.insert(
+                    digest.clone(),
+                    Outcome {
+                        rule: "git",
+                        keeps: false,
+                        detail: format!(
+                            "git: its commits are on no branch or tag of {git} (deleted branch?)"
+                        ),
+                    },
+                );
+            }
+        }
+        for digests in images.values() {
+            for digest in digests {
+                let outcome = match verdicts.kept.get(digest) {
+                    Some(reasons) => Outcome {
+                        rule: "git",
+                        keeps: true,
+                        detail: format!("git: {}", reasons.join("; ")),
+                    },
+                    None => Outcome {
+                        rule: "git",
+                        keeps: false,
+                        detail: match verdicts.not_kept.get(digest) {
+                            Some(notes) => format!("git: {}", notes.join("; ")),
+                            None => {
+                                "git: not among the images any selected branch or tag keeps".into()
+                            }
+                        },
+                    },
+                };
+                outcomes.entry(digest.clone()).or_insert(outcome);
+            }
+        }
+    }
+    outcomes
+}
+
+/// Whether `digest` of `repository` maps to git repository `git`.
+fn map_covers(
+    repository: &str,
+    repo: &RepositorySnapshot,
+    digest: &str,
+    map: &GitMap,
+    git: &str,
+) -> bool {
+    let source = repo.manifests.get(digest).and_then(|m| {
+        m.annotations
+            .get(SOURCE)
+            .or_else(|| m.labels.get(SOURCE))
+            .map(String::as_str)
+    });
+    map.lookup(repository, source) == Some(git)
+}
+
+fn unproven(why: String) -> Outcome {
+    Outcome {
+        rule: "git-unproven",
+        keeps: true,
+        detail: format!("git-unproven: {why}"),
+    }
+}
+
+/// What the per-tag rules need, computed once per repository.
+pub struct TagContext<'a> {
+    repository: &'a str,
+    repo: &'a RepositorySnapshot,
+    scope: &'a Scope,
+    inputs: &'a Inputs<'a>,
+    tag_patterns: Vec<regex::Regex>,
+    /// Tag → rank by last push (0 = newest).
+    push_rank: HashMap<&'a str, usize>,
+    /// (tag or digest) → reasons it is in use.
+    in_use: HashMap<ImageRef, Vec<(&'static str, String)>>,
+}
+
+impl<'a> TagContext<'a> {
+    pub fn new(
+        repository: &'a str,
+        repo: &'a RepositorySnapshot,
+        scope: &'a Scope,
+        inputs: &'a Inputs<'a>,
+    ) -> Self {
+        let mut by_push: Vec<&TagRecord> = repo.tags.iter().collect();
+        by_push.sort_by(|a, b| {
+            b.last_pushed
+                .cmp(&a.last_pushed)
+                .then_with(|| a.tag.cmp(&b.tag))
+        });
+        let mut in_use: HashMap<ImageRef, Vec<(&'static str, String)>> = HashMap::new();
+        for (rule, uses) in [
+            ("kubernetes", &inputs.usage.kubernetes),
+            ("helm", &inputs.usage.helm),
+        ] {
+            for used in uses.iter().filter(|u| u.repository == repository) {
+                in_use
+                    .entry(used.image.clone())
+                    .or_default()
+                    .push((rule, format!("{rule}: {}", used.by)));
+            }
+        }
+        Self {
+            repository,
+            repo,
+            scope,
+            inputs,
+            tag_patterns: scope
+                .tags
+                .iter()
+                .filter_map(|t| regex::Regex::new(t).ok())
+                .collect(),
+            push_rank: by_push
+                .iter()
+                .enumerate()
+                .map(|(i, t)| (t.tag.as_str(), i))
+                .collect(),
+            in_use,
+        }
+    }
+
+    /// Digests kept by digest alone (a workload or release naming them by digest).
+    pub fn kept_by_digest(&self) -> Vec<(String, String)> {
+        let mut kept: Vec<(String, String)> = self
+            .in_use
+            .iter()
+            .filter_map(|(image, uses)| match image {
+                ImageRef::Digest(d) => Some((d.clone(), uses[0].1.clone())),
+                ImageRef::Tag(_) => None,
+            })
+            .collect();
+        kept.sort();
+        kept
+    }
+
+    pub fn outcomes(&self, tag: &TagRecord, git: &super::rules::GitOutcomes) -> Vec<Outcome> {
+        let mut outcomes = Vec::new();
+        let now = self.inputs.now;
+        let usage = self.inputs.usage;
+        // Usage first: it is what must never be deleted.
+        let mut used = false;
+        for image in [
+            ImageRef::Tag(tag.tag.clone()),
+            ImageRef::Digest(tag.digest.clone()),
+        ] {
+            for (rule, why) in self.in_use.get(&image).into_iter().flatten() {
+                used = true;
+                outcomes.push(Outcome {
+                    rule,
+                    keeps: true,
+                    detail: why.clone(),
+                });
+            }
+        }
+        for (rule, failed) in [
+            ("kubernetes-unavailable", &usage.kubernetes_unavailable),
+            ("helm-unavailable", &usage.helm_unavailable),
+        ] {
+            for cluster in failed {
+                outcomes.push(Outcome {
+                    rule,
+                    keeps: true,
+                    detail: format!(
+                        "{rule}: {cluster} could not be read, so nothing it might run is deleted"
+                    ),
+                });
+            }
+        }
+        if !used && usage.kubernetes_unavailable.is_empty() {
+            outcomes.push(Outcome {
+                rule: "kubernetes",
+                keeps: false,
+                detail: format!(
+                    "kubernetes: no workload in {} cluster(s) uses it",
+                    self.inputs.retention.kubernetes.clusters.len()
+                ),
+            });
+        }
+        // Git, or untracked.
+        match git.get(&tag.digest) {
+            Some(outcome) => outcomes.push(outcome.clone()),
+            None => outcomes.push(self.untracked(tag)),
+        }
+        // Push and pull windows.
+        let pushed_ago = now.0.saturating_sub(tag.first_pushed.0);
+        let window = self.scope.pushed_within.0.as_millis() as u64;
+        outcomes.push(Outcome {
+            rule: "pushedWithin",
+            keeps: pushed_ago < window,
+            detail: format!(
+                "pushed {} ago ({} {})",
+                ago(pushed_ago),
+                if pushed_ago < window { "<" } else { "≥" },
+                self.scope.pushed_within
+            ),
+        });
+        if let Some(pulled_within) = self.scope.pulled_within {
+            let last = [tag.tag.as_str(), tag.digest.as_str()]
+                .iter()
+                .filter_map(|r| self.repo.pulls.get(*r))
+                .map(|p| p.last_pulled)
+                .max();
+            let window = pulled_within.0.as_millis() as u64;
+            outcomes.push(match last {
+                Some(last) => {
+                    let since = now.0.saturating_sub(last.0);
+                    Outcome {
+                        rule: "pulledWithin",
+                        keeps: since < window,
+                        detail: format!(
+                            "pulled {} ago ({} {pulled_within})",
+                            ago(since),
+                            if since < window { "<" } else { "≥" }
+                        ),
+                    }
+                }
+                None => Outcome {
+                    rule: "pulledWithin",
+                    keeps: false,
+                    detail: "never pulled through regkeeper".into(),
+                },
+            });
+        }
+        if let Some(pattern) = self.tag_patterns.iter().find(|p| p.is_match(&tag.tag)) {
+            outcomes.push(Outcome {
+                rule: "tags",
+                keeps: true,
+                detail: format!("tag matches {}", pattern.as_str()),
+            });
+        } else if !self.tag_patterns.is_empty() {
+            outcomes.push(Outcome {
+                rule: "tags",
+                keeps: false,
+                detail: "tag matches none of the always-kept patterns".into(),
+            });
+        }
+        if let Some(n) = self.scope.last_per_repository {
+            let rank = self
+                .push_rank
+                .get(tag.tag.as_str())
+                .copied()
+                .unwrap_or(usize::MAX);
+            outcomes.push(Outcome {
+                rule: "lastPerRepository",
+                keeps: rank < n,
+                detail: format!(
+                    "pushed {} most recently in {} ({} {n})",
+                    ordinal(rank + 1),
+                    self.repository,
+                    if rank < n { "≤" } else { ">" }
+                ),
+            });
+        }
+        outcomes
+    }
+
+    fn untracked(&self, tag: &TagRecord) -> Outcome {
+        let linked = self.repo.links.contains_key(&tag.digest);
+        let what = if linked {
+            "untracked: linked to commits, but no git repository is configured for it"
+        } else {
+            "untracked: no commit link"
+        };
+        match self.scope.untracked.max_age {
+            None => Outcome {
+                rule: "untracked",
+                keeps: true,
+                detail: format!("{what} (kept: untracked.maxAge is not set)"),
+            },
+            Some(max_age) => {
+                let age = self.inputs.now.0.saturating_sub(tag.first_pushed.0);
+                let keeps = age < max_age.0.as_millis() as u64;
+                Outcome {
+                    rule: "untracked",
+                    keeps,
+                    detail: format!(
+                        "{what}, pushed {} ago ({} untracked.maxAge {max_age})",
+                        ago(age),
+                        if keeps { "<" } else { "≥" }
+                    ),
+                }
+            }
+        }
+    }
+}
+
+/// `35m`, `2d`, `5h`: the largest whole unit.
+pub fn ago(millis: u64) -> String {
+    let secs = millis / 1000;
+    match secs {
+        s if s >= 86_400 => format!("{}d", s / 86_400),
+        s if s >= 3_600 => format!("{}h", s / 3_600),
+        s if s >= 60 => format!("{}m", s / 60),
+        s => format!("{s}s"),
+    }
+}
+
+fn ordinal(n: usize) -> String {
+    let suffix = match (n % 10, n % 100) {
+        (1, x) if x != 11 => "st",
+        (2, x) if x != 12 => "nd",
+        (3, x) if x != 13 => "rd",
+        _ => "th",
+    };
+    format!("{n}{suffix}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn source_urls_compare_by_host_and_path() {
+        for url in [
+            "https://github.com/Acme/App.git",
+            "git@github.com:acme/app",
+            "ssh://git@github.com/acme/app/",
+            "github.com/acme/app",
+        ] {
+            assert_eq!(normalize_source(url), "github.com/acme/app", "{url}");
+        }
+        assert_eq!(ordinal(1), "1st");
+        assert_eq!(ordinal(12), "12th");
+        assert_eq!(ordinal(23), "23rd");
+        assert_eq!(ago(90 * 60 * 1000), "1h");
+    }
+}

@@ -1,0 +1,247 @@
+//! werf's `keepPolicies` over one image repository: which references each policy selects
+//! (name, then `limit`), which policy gives each reference its `imagesPerReference` (the last
+//! one selecting it), and the newest-first walks that number this repository's images along
+//! each reference.
+
+use std::collections::{BinaryHeap, HashMap};
+
+use crate::{
+    config::{KeepPolicy, Limit, Operator, reference_pattern},
+    sources::git::{CommitIndex, GitFacts, ReferenceKind},
+};
+
+/// Commits are not perfectly time-ordered (clock skew between committers); a walk goes this
+/// far past the cutoff before concluding no later image can be kept.
+const CLOCK_SKEW_SECS: i64 = 24 * 3600;
+/// "Why not" notes kept per digest (for `explain`).
+const MAX_NOTES: usize = 4;
+
+/// What the git policies decided for this repository's digests.
+#[derive(Debug, Default)]
+pub struct GitVerdicts {
+    /// Digest → why it is kept (`branch main, image 3 of 10`).
+    pub kept: HashMap<String, Vec<String>>,
+    /// Digest → where it was seen but not kept (`branch main: image 12, beyond the last 10`).
+    pub not_kept: HashMap<String, Vec<String>>,
+}
+
+/// `last` / `in` / `operator` resolved: `None` means no condition.
+#[derive(Clone, Copy, Debug)]
+struct Rule {
+    last: Option<i64>,
+    cutoff: Option<i64>,
+    within_secs: Option<i64>,
+    operator: Operator,
+}
+
+impl Rule {
+    /// `last_default` is werf's: 1 for `imagesPerReference`, unlimited for `references.limit`.
+    fn new(limit: Option<&Limit>, last_default: Option<i64>, now: i64) -> Self {
+        let last = match limit.and_then(|l| l.last) {
+            Some(n) if n < 0 => None,
+            Some(n) => Some(n),
+            None => last_default,
+        };
+        let within_secs = limit
+            .and_then(|l| l.within)
+            .map(|w| i64::try_from(w.0.as_secs()).unwrap_or(i64::MAX));
+        Self {
+            last,
+            cutoff: within_secs.map(|w| now.saturating_sub(w)),
+            within_secs,
+            operator: limit.and_then(|l| l.operator).unwrap_or_default(),
+        }
+    }
+
+    /// Whether the k-th (1-based) item dated `time` is kept.
+    fn keeps(&self, k: i64, time: i64) -> bool {
+        let by_last = self.last.map(|l| k <= l);
+        let by_time = self.cutoff.map(|c| time > c);
+        match (self.operator, by_last, by_time) {
+            (_, None, None) => true,
+            (Operator::And, a, b) => a.unwrap_or(true) && b.unwrap_or(true),
+            (Operator::Or, a, b) => a.unwrap_or(false) || b.unwrap_or(false),
+        }
+    }
+
+    /// No item after the k-th, dated at most `time` (allowing for skew), can be kept.
+    fn exhausted(&self, k: i64, time: i64) -> bool {
+        let last_done = self.last.map(|l| k >= l);
+        let time_done = self
+            .cutoff
+            .map(|c| time < c.saturating_sub(CLOCK_SKEW_SECS));
+        match (self.operator, last_done, time_done) {
+            (_, None, None) => false,
+            (Operator::And, a, b) => a.unwrap_or(false) || b.unwrap_or(false),
+            (Operator::Or, a, b) => a.unwrap_or(true) && b.unwrap_or(true),
+        }
+    }
+
+    fn describe(&self, k: i64) -> String {
+        match (self.last, self.within_secs) {
+            (Some(l), _) => format!("image {k} of {l}"),
+            (None, Some(w)) => format!("image {k} within {}", human_secs(w)),
+            (None, None) => format!("image {k}"),
+        }
+    }
+}
+
+/// Evaluates `policies` for one repository. `images` maps each commit to this repository's
+/// tagged digests linked to it (sorted, for determinism). `now` is in seconds.
+pub fn evaluate(
+    policies: &[KeepPolicy],
+    facts: &GitFacts,
+    images: &HashMap<CommitIndex, Vec<String>>,
+    now: i64,
+) -> GitVerdicts {
+    let mut verdicts = GitVerdicts::default();
+    if images.is_empty() {
+        return verdicts;
+    }
+    // Reference → the imagesPerReference of the last policy selecting it.
+    let mut effective: Vec<Option<Option<&Limit>>> = vec![None; facts.references.len()];
+    for policy in policies {
+        let (kind, pattern) = match (&policy.references.tag, &policy.references.branch) {
+            (Some(tag), _) => (ReferenceKind::Tag, tag),
+            (None, Some(branch)) => (ReferenceKind::Branch, branch),
+            (None, None) => continue,
+        };
+        // Validated with the config; an invalid one selects nothing.
+        let Ok(pattern) = reference_pattern(pattern) else {
+            continue;
+        };
+        let mut selected: Vec<usize> = facts
+            .references
+            .iter()
+            .enumerate()
+            .filter(|(_, r)| r.kind == kind && pattern.is_match(&r.name))
+            .map(|(i, _)| i)
+            .collect();
+        // Newest first; the name breaks ties so the choice is deterministic.
+        selected.sort_by(|&a, &b| {
+            let (ra, rb) = (&facts.references[a], &facts.references[b]);
+            rb.date.cmp(&ra.date).then_with(|| ra.name.cmp(&rb.name))
+        });
+        let limit = Rule::new(policy.references.limit.as_ref(), None, now);
+        for (rank, i) in selected.into_iter().enumerate() {
+            if limit.keeps(rank as i64 + 1, facts.references[i].date) {
+                effective[i] = Some(policy.images_per_reference.as_ref());
+            }
+        }
+    }
+    let mut stamp = vec![u32::MAX; facts.commits()];
+    for (walk, (reference, images_per_reference)) in
+        facts.references.iter().zip(effective).enumerate()
+    {
+        let Some(images_per_reference) = images_per_reference else {
+            continue;
+        };
+        let rule = Rule::new(images_per_reference, Some(1), now);
+        if rule.last == Some(0) {
+            continue;
+        }
+        let label = match reference.kind {
+            ReferenceKind::Branch => format!("branch {}", reference.name),
+            ReferenceKind::Tag => format!("tag {}", reference.name),
+        };
+        let record = |digests: &[String], k: i64, time: i64, verdicts: &mut GitVerdicts| {
+            if rule.keeps(k, time) {
+                let why = match reference.kind {
+                    ReferenceKind::Tag => label.clone(),
+                    ReferenceKind::Branch => format!("{label}, {}", rule.describe(k)),
+                };
+                for digest in digests {
+                    verdicts
+                        .kept
+                        .entry(digest.clone())
+                        .or_default()
+                        .push(why.clone());
+                }
+            } else {
+                let why = format!(
+                    "{label}: {}, not kept ({})",
+                    rule.describe(k),
+                    beyond(&rule, k, time)
+                );
+                for digest in digests {
+                    let notes = verdicts.not_kept.entry(digest.clone()).or_default();
+                    if notes.len() < MAX_NOTES {
+                        notes.push(why.clone());
+                    }
+                }
+            }
+        };
+        match reference.kind {
+            ReferenceKind::Tag => {
+                if let Some(digests) = images.get(&reference.commit) {
+                    record(digests, 1, facts.time(reference.commit), &mut verdicts);
+                }
+            }
+            ReferenceKind::Branch => {
+                let walk = walk as u32;
+                let mut seen = std::collections::HashSet::new();
+                let mut frontier = BinaryHeap::new();
+                frontier.push((
+                    facts.time(reference.commit),
+                    std::cmp::Reverse(reference.commit),
+                ));
+                stamp[reference.commit as usize] = walk;
+                let mut k = 0i64;
+                while let Some((time, std::cmp::Reverse(commit))) = frontier.pop() {
+                    if rule.exhausted(k, time) {
+                        break;
+                    }
+                    if let Some(digests) = images.get(&commit) {
+                        let fresh: Vec<String> = digests
+                            .iter()
+                            .filter(|d| seen.insert(*d))
+                            .cloned()
+                            .collect();
+                        if !fresh.is_empty() {
+                            k += 1;
+                            record(&fresh, k, time, &mut verdicts);
+                        }
+                    }
+                    for &parent in facts.parents(commit) {
+                        if stamp[parent as usize] != walk {
+                            stamp[parent as usize] = walk;
+                            frontier.push((facts.time(parent), std::cmp::Reverse(parent)));
+                        }
+                    }
+                }
+            }
+        }
+    }
+    for reasons in verdicts.kept.values_mut() {
+        reasons.sort();
+        reasons.dedup();
+    }
+    verdicts
+}
+
+fn beyond(rule: &Rule, k: i64, time: i64) -> String {
+    let mut why = Vec::new();
+    if let Some(last) = rule.last.filter(|&l| k > l) {
+        why.push(format!("beyond the last {last}"));
+    }
+    if let (Some(cutoff), Some(w)) = (rule.cutoff, rule.within_secs)
+        && time <= cutoff
+    {
+        why.push(format!("committed more than {} ago", human_secs(w)));
+    }
+    if why.is_empty() {
+        "the policy's operator combines its conditions this way".into()
+    } else {
+        why.join(", ")
+    }
+}
+
+/// `168h`, `2d`, `90m`: the largest unit that divides evenly.
+pub fn human_secs(secs: i64) -> String {
+    match secs {
+        s if s >= 86_400 && s % 86_400 == 0 => format!("{}d", s / 86_400),
+        s if s >= 3_600 && s % 3_600 == 0 => format!("{}h", s / 3_600),
+        s if s >= 60 && s % 60 == 0 => format!("{}m", s / 60),
+        s => format!("{s}s"),
+    }
+}

@@ -1,0 +1,327 @@
+//! The plan's safety properties: what live systems use is never deleted, whatever the other
+//! rules say; a failed source keeps everything; adding a keep rule never deletes more; the plan
+//! is deterministic; digests, indexes, referrers and signatures are handled as a whole.
+
+use regkeeper::{
+    index::UnixMillis,
+    policy::{Action, ImageRef, InUse, Snapshot, Usage},
+};
+
+use super::{
+    DAY, NOW, REPOSITORY, digest_of, evaluate, git::GitRepo, kept_tags, manifest, retention,
+    snapshot,
+};
+
+/// A tiny deterministic generator (no dependency, reproducible failures).
+struct Lcg(u64);
+
+impl Lcg {
+    fn next(&mut self, bound: u64) -> u64 {
+        self.0 = self
+            .0
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        (self.0 >> 33) % bound.max(1)
+    }
+}
+
+/// A random repository: a git line with branches, tags pushed at random times, some linked.
+fn random_case(seed: u64) -> (GitRepo, Snapshot) {
+    let mut rng = Lcg(seed);
+    let git = GitRepo::new();
+    let commits = git.line(None, NOW - 40 * DAY, DAY / 2, 60);
+    git.remote_branch("main", commits[59]);
+    git.remote_branch("feature", commits[20 + rng.next(30) as usize]);
+    git.lightweight_tag("v1", commits[rng.next(60) as usize]);
+    let ids: Vec<(String, Option<String>)> = (0..25)
+        .map(|i| {
+            let commit = (rng.next(4) > 0).then(|| commits[rng.next(60) as usize].to_string());
+            (format!("t{i:02}"), commit)
+        })
+        .collect();
+    let images: Vec<(&str, Option<&str>)> = ids
+        .iter()
+        .map(|(t, c)| (t.as_str(), c.as_deref()))
+        .collect();
+    let mut snapshot = snapshot(&images);
+    let repo = snapshot.repositories.get_mut(REPOSITORY).unwrap();
+    for tag in &mut repo.tags {
+        let pushed = (NOW - rng.next(20 * DAY as u64) as i64) as u64 * 1000;
+        tag.first_pushed = UnixMillis(pushed);
+        tag.last_pushed = UnixMillis(pushed);
+    }
+    (git, snapshot)
+}
+
+#[test]
+fn adding_a_keep_rule_never_deletes_more() {
+    let policies = "- references:\n    branch: main\n  imagesPerReference:\n    last: 3\n";
+    let extra_rules = [
+        "    tags: [\"^t0\"]\n",
+        "    lastPerRepository: 5\n",
+        "    pushedWithin: 5d\n",
+        "    untracked: {}\n",
+    ];
+    for seed in 1..=12 {
+        let (git, snapshot) = random_case(seed);
+        let strict = retention(
+            git.dir.path(),
+            policies,
+            "    untracked:\n      maxAge: 1d\n    pushedWithin: 1h\n",
+        );
+        let base = kept_tags(&evaluate(&snapshot, &git, &strict, &Usage::default(), NOW));
+        for extra in extra_rules {
+            let scope = format!("    untracked:\n      maxAge: 1d\n    pushedWithin: 1h\n{extra}");
+            // A later key wins in YAML maps only when allowed; build the looser scope whole.
+            let scope = if extra.contains("pushedWithin") {
+                scope.replace("    pushedWithin: 1h\n", "")
+            } else if extra.contains("untracked") {
+                scope.replace("    untracked:\n      maxAge: 1d\n", "")
+            } else {
+                scope
+            };
+            let loose = retention(git.dir.path(), policies, &scope);
+            let kept = kept_tags(&evaluate(&snapshot, &git, &loose, &Usage::default(), NOW));
+            assert!(
+                kept.is_superset(&base),
+                "seed {seed}, adding {extra:?} deleted {:?}",
+                base.difference(&kept).collect::<Vec<_>>()
+            );
+        }
+        // Adding a keep policy never deletes more either.
+        let more = format!("{policies}- references:\n    branch: feature\n");
+        let loose = retention(
+            git.dir.path(),
+            &more,
+            "    untracked:\n      maxAge: 1d\n    pushedWithin: 1h\n",
+        );
+        let kept = kept_tags(&evaluate(&snapshot, &git, &loose, &Usage::default(), NOW));
+        assert!(
+            kept.is_superset(&base),
+            "seed {seed}: a policy deleted more"
+        );
+    }
+}
+
+#[test]
+fn an_image_in_use_is_never_deleted_whatever_the_other_rules_say() {
+    for seed in 1..=8 {
+        let (git, snapshot) = random_case(seed);
+        // Rules that keep almost nothing.
+        let strict = retention(
+            git.dir.path(),
+            "- references:\n    branch: main\n  imagesPerReference:\n    last: 0\n",
+            "    untracked:\n      maxAge: 0s\n    pushedWithin: 0s\n",
+        );
+        let repo = &snapshot.repositories[REPOSITORY];
+        let by_tag = &repo.tags[seed as usize % repo.tags.len()];
+        let by_digest = &repo.tags[(seed as usize * 7 + 3) % repo.tags.len()];
+        let usage = Usage {
+            kubernetes: vec![
+                InUse {
+                    repository: REPOSITORY.into(),
+                    image: ImageRef::Tag(by_tag.tag.clone()),
+                    by: "prod/Deployment/api container app".into(),
+                },
+                InUse {
+                    repository: REPOSITORY.into(),
+                    image: ImageRef::Digest(by_digest.digest.clone()),
+                    by: "prod/Pod/worker-1 container worker".into(),
+                },
+            ],
+            ..Usage::default()
+        };
+        let plan = evaluate(&snapshot, &git, &strict, &usage, NOW);
+        let kept = kept_tags(&plan);
+        assert!(kept.contains(&by_tag.tag), "seed {seed}");
+        let reasons = &plan.repositories[0]
+            .tags
+            .iter()
+            .find(|t| t.tag == by_tag.tag)
+            .unwrap()
+            .reasons;
+        assert!(
+            reasons.contains(&"kubernetes: prod/Deployment/api container app".to_string()),
+            "{reasons:?}"
+        );
+        // Run by digest: its digest is never deleted (its tag may go as a tag only).
+        for action in &plan.repositories[0].actions {
+            if let Action::DeleteDigest { digest, .. } = action {
+                assert_ne!(digest, &by_digest.digest, "seed {seed}");
+                assert_ne!(digest, &by_tag.digest, "seed {seed}");
+            }
+        }
+    }
+}
+
+#[test]
+fn a_cluster_that_cannot_be_listed_keeps_everything_in_scope() {
+    let (git, snapshot) = random_case(3);
+    let strict = retention(
+        git.dir.path(),
+        "- references:\n    branch: main\n  imagesPerReference:\n    last: 0\n",
+        "    untracked:\n      maxAge: 0s\n    pushedWithin: 0s\n",
+    );
+    let usage = Usage {
+        kubernetes_unavailable: vec!["prod: 403 Forbidden".into()],
+        ..Usage::default()
+    };
+    let plan = evaluate(&snapshot, &git, &strict, &usage, NOW);
+    assert!(plan.repositories[0].actions.is_empty());
+    assert_eq!(
+        kept_tags(&plan).len(),
+        snapshot.repositories[REPOSITORY].tags.len()
+    );
+    assert!(
+        plan.warnings.iter().any(|w| w.contains("prod: 403")),
+        "{:?}",
+        plan.warnings
+    );
+    let without = evaluate(&snapshot, &git, &strict, &Usage::default(), NOW);
+    assert!(
+        !without.repositories[0].actions.is_empty(),
+        "the rules alone delete"
+    );
+}
+
+#[test]
+fn the_plan_is_deterministic() {
+    for seed in 1..=5 {
+        let (git, snapshot) = random_case(seed);
+        let config = retention(git.dir.path(), "", "    untracked:\n      maxAge: 3d\n");
+        let first =
+            serde_json::to_string(&evaluate(&snapshot, &git, &config, &Usage::default(), NOW))
+                .unwrap();
+        for _ in 0..3 {
+            let again =
+                serde_json::to_string(&evaluate(&snapshot, &git, &config, &Usage::default(), NOW))
+                    .unwrap();
+            assert_eq!(first, again, "seed {seed}");
+        }
+    }
+}
+
+#[test]
+fn commits_git_cannot_prove_keep_their_images() {
+    let git = GitRepo::new();
+    let c = git.line(None, NOW - 10 * DAY, DAY, 3);
+    git.remote_branch("main", c[2]);
+    let missing = "0123456789abcdef0123456789abcdef01234567";
+    let (c0, c2) = (c[0].to_string(), c[2].to_string());
+    let snapshot = snapshot(&[
+        ("gone", Some(missing)),
+        ("old", Some(c0.as_str())),
+        ("new", Some(c2.as_str())),
+    ]);
+    let config = retention(
+        git.dir.path(),
+        "- references:\n    branch: main\n",
+        "    pushedWithin: 0s\n",
+    );
+    let plan = evaluate(&snapshot, &git, &config, &Usage::default(), NOW);
+    assert_eq!(
+        kept_tags(&plan),
+        ["gone".to_string(), "new".to_string()].into()
+    );
+    let gone = &plan.repositories[0].tags[0];
+    assert!(
+        gone.reasons[0].starts_with("git-unproven: commit 0123456"),
+        "{:?}",
+        gone.reasons
+    );
+    assert!(plan.warnings.iter().any(|w| w.contains(missing)));
+
+    // A shallow clone proves nothing at all.
+    std::fs::write(git.dir.path().join(".git/shallow"), format!("{}\n", c[1])).unwrap();
+    let plan = evaluate(&snapshot, &git, &config, &Usage::default(), NOW);
+    assert_eq!(kept_tags(&plan).len(), 3);
+    assert!(plan.warnings.iter().any(|w| w.contains("shallow")));
+}
+
+#[test]
+fn digests_indexes_referrers_and_signatures_are_handled_whole() {
+    let git = GitRepo::new();
+    let c = git.line(None, NOW - 10 * DAY, DAY, 2);
+    git.remote_branch("main", c[1]);
+    let (new, old) = (c[1].to_string(), c[0].to_string());
+    let mut snapshot = snapshot(&[
+        ("release", Some(new.as_str())),
+        ("old", Some(old.as_str())),
+        ("multi", Some(old.as_str())),
+    ]);
+    let repo = snapshot.repositories.get_mut(REPOSITORY).unwrap();
+    // `also-release` shares the release digest; `old-alias` shares `old`'s.
+    let release = digest_of("release");
+    let old_digest = digest_of("old");
+    for (tag, digest) in [("also-release", &release), ("old-alias", &old_digest)] {
+        let mut record = repo.tags[0].clone();
+        record.tag = tag.into();
+        record.digest = digest.clone();
+        repo.tags.push(record);
+    }
+    // `multi` is an index with two untagged children; `sbom` refers to `old`; a cosign
+    // signature tag signs `release`.
+    let multi = digest_of("multi");
+    let children = [digest_of("child-a"), digest_of("child-b")];
+    repo.manifests.get_mut(&multi).unwrap().children = children.to_vec();
+    for child in &children {
+        repo.manifests.insert(child.clone(), manifest(child));
+    }
+    let sbom = digest_of("sbom");
+    let mut sbom_record = manifest(&sbom);
+    sbom_record.subject = Some(old_digest.clone());
+    repo.manifests.insert(sbom.clone(), sbom_record);
+    let signature_tag = format!("sha256-{}.sig", release.trim_start_matches("sha256:"));
+    let signature = digest_of("signature");
+    let mut record = repo.tags[0].clone();
+    record.tag = signature_tag.clone();
+    record.digest = signature.clone();
+    repo.tags.push(record);
+    repo.manifests
+        .insert(signature.clone(), manifest(&signature));
+    repo.tags.sort_by(|a, b| a.tag.cmp(&b.tag));
+
+    // Keep only the newest main image, plus tags named `also-*`… no: keep `old-alias` by pattern.
+    let config = retention(
+        git.dir.path(),
+        "- references:\n    branch: main\n",
+        "    pushedWithin: 0s\n    tags: [\"^old-alias$\"]\n",
+    );
+    let plan = evaluate(&snapshot, &git, &config, &Usage::default(), NOW);
+    let actions = &plan.repositories[0].actions;
+    let kept = kept_tags(&plan);
+    // The release digest (and its second tag, and its signature) stay.
+    assert!(
+        kept.contains("release") && kept.contains("also-release"),
+        "{kept:?}"
+    );
+    assert!(kept.contains(&signature_tag), "{kept:?}");
+    // `old` is not kept, but its digest is (old-alias): only the tag goes.
+    assert!(actions.contains(&Action::Untag {
+        tag: "old".into(),
+        digest: old_digest.clone()
+    }));
+    // The index goes whole, its untagged children with it; the SBOM of the kept `old` stays.
+    let deleted: Vec<(&str, Option<&str>)> = actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::DeleteDigest {
+                digest, follows, ..
+            } => Some((digest.as_str(), follows.as_deref())),
+            Action::Untag { .. } => None,
+        })
+        .collect();
+    assert!(deleted.iter().any(|(d, _)| *d == multi), "{deleted:?}");
+    for child in &children {
+        assert!(
+            deleted.iter().any(|(d, f)| d == child && f.is_some_and(|f| f.contains("child of deleted index"))),
+            "{deleted:?}"
+        );
+    }
+    assert!(
+        !deleted.iter().any(|(d, _)| *d == sbom),
+        "the SBOM's subject is kept"
+    );
+    assert!(!deleted.iter().any(|(d, _)| *d == release));
+    assert_eq!(deleted.len(), 3, "{deleted:?}");
+}
