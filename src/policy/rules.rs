@@ -197,9 +197,13 @@ pub fn git_verdicts(
                         keeps: false,
                         detail: match verdicts.not_kept.get(digest) {
                             Some(notes) => format!("git: {}", notes.join("; ")),
-                            None => {
-                                "git: not among the images any selected branch or tag keeps".into()
+                            None if verdicts.walked.is_empty() => {
+                                "git: no policy selects a branch or tag of it".into()
                             }
+                            None => format!(
+                                "git: older than what the selected references keep ({})",
+                                verdicts.walked.join("; ")
+                            ),
                         },
                     },
                 };

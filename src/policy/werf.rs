@@ -23,6 +23,9 @@ pub struct GitVerdicts {
     pub kept: HashMap<String, Vec<String>>,
     /// Digest → where it was seen but not kept (`branch main: image 12, beyond the last 10`).
     pub not_kept: HashMap<String, Vec<String>>,
+    /// What each walked reference keeps (`branch main keeps the newest 10 images`), for
+    /// explaining digests no walk reached.
+    pub walked: Vec<String>,
 }
 
 /// `last` / `in` / `operator` resolved: `None` means no condition.
@@ -74,6 +77,21 @@ impl Rule {
             (_, None, None) => false,
             (Operator::And, a, b) => a.unwrap_or(false) || b.unwrap_or(false),
             (Operator::Or, a, b) => a.unwrap_or(true) && b.unwrap_or(true),
+        }
+    }
+
+    fn summary(&self) -> String {
+        let within = self
+            .within_secs
+            .map(|w| format!("committed within {}", human_secs(w)));
+        match (self.last, within) {
+            (Some(l), None) => format!("the newest {l} images"),
+            (Some(l), Some(w)) => match self.operator {
+                Operator::And => format!("the newest {l} images {w}"),
+                Operator::Or => format!("the newest {l} images and all {w}"),
+            },
+            (None, Some(w)) => format!("all images {w}"),
+            (None, None) => "all its images".into(),
         }
     }
 
@@ -144,6 +162,12 @@ pub fn evaluate(
             ReferenceKind::Branch => format!("branch {}", reference.name),
             ReferenceKind::Tag => format!("tag {}", reference.name),
         };
+        if verdicts.walked.len() < MAX_NOTES * 4 {
+            verdicts.walked.push(match reference.kind {
+                ReferenceKind::Tag => format!("{label} keeps its commit's images"),
+                ReferenceKind::Branch => format!("{label} keeps {}", rule.summary()),
+            });
+        }
         let record = |digests: &[String], k: i64, time: i64, verdicts: &mut GitVerdicts| {
             if rule.keeps(k, time) {
                 let why = match reference.kind {

@@ -2,6 +2,7 @@
 //! merges, annotated and lightweight tags, controlled committer dates, remote-tracking
 //! branches), with the kept set written out by hand. Plus the plan's safety properties.
 
+#[path = "../support/git.rs"]
 mod git;
 mod plan;
 

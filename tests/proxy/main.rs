@@ -6,6 +6,7 @@ mod support;
 mod auth;
 mod cli;
 mod faults;
+mod plan;
 mod recording;
 mod sync;
 mod tls;
