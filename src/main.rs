@@ -230,7 +230,10 @@ fn evaluate(config: &Config, at: Option<&str>) -> anyhow::Result<regkeeper::poli
         Some(text) => regkeeper::planning::parse_time(text, now).map_err(anyhow::Error::msg)?,
         None => now,
     };
-    let loaded = regkeeper::planning::load(config, &index)?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let loaded = runtime.block_on(regkeeper::planning::load(config, &index))?;
     Ok(regkeeper::planning::plan(config, &loaded, at))
 }
 

@@ -23,9 +23,10 @@ pub struct Loaded {
     pub timings: Vec<(&'static str, f64)>,
 }
 
-/// Reads the index and every configured git repository. A git repository that cannot be read
-/// is recorded as such: the plan keeps its images (`git-unproven`).
-pub fn load(config: &Config, index: &dyn Index) -> Result<Loaded, IndexError> {
+/// Reads the index, every configured git repository and every configured cluster. A git
+/// repository or cluster that cannot be read is recorded as such: the plan keeps what it
+/// could have kept (`git-unproven`, `kubernetes-unavailable`).
+pub async fn load(config: &Config, index: &dyn Index) -> Result<Loaded, IndexError> {
     let mut timings = Vec::new();
     let started = Instant::now();
     let snapshot = Snapshot::read(index)?;
@@ -49,10 +50,13 @@ pub fn load(config: &Config, index: &dyn Index) -> Result<Loaded, IndexError> {
         })
         .collect();
     timings.push(("git graph load", started.elapsed().as_secs_f64()));
+    let started = Instant::now();
+    let usage = crate::sources::usage::collect(&config.retention).await;
+    timings.push(("kubernetes and helm", started.elapsed().as_secs_f64()));
     Ok(Loaded {
         snapshot,
         git,
-        usage: Usage::default(),
+        usage,
         timings,
     })
 }

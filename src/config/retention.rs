@@ -317,6 +317,12 @@ impl RetentionConfig {
                     .map_err(|e| at(format!("{path}.references.{name}"), e.to_string()))?;
             }
         }
+        if !self.kubernetes.clusters.is_empty() && self.kubernetes.registry_hosts.is_empty() {
+            return Err(at(
+                "retention.kubernetes.registryHosts".into(),
+                "clusters are configured but no registry host names: no workload image could be matched, so nothing in use would be protected".into(),
+            ));
+        }
         for (i, cluster) in self.kubernetes.clusters.iter().enumerate() {
             if cluster.in_cluster && (cluster.kubeconfig.is_some() || cluster.context.is_some()) {
                 return Err(at(

@@ -4,6 +4,7 @@
 
 #[path = "../support/git.rs"]
 mod git;
+mod kube;
 mod plan;
 
 use std::collections::{BTreeSet, HashMap};

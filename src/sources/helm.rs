@@ -1,0 +1,135 @@
+//! Helm usage: the images of the last N revisions of every release, so a `helm rollback`
+//! always finds its images. Releases are Helm 3's secrets (`type: helm.sh/release.v1`, label
+//! `owner=helm`); `data.release` is base64 of gzip of the release JSON, whose `manifest` holds
+//! the rendered YAML documents.
+//!
+//! Owns: decoding releases and finding image references in rendered manifests.
+
+use std::{collections::BTreeMap, io::Read};
+
+use base64::Engine as _;
+use k8s_openapi::api::core::v1::Secret;
+use kube::{Client, ResourceExt, api::ListParams};
+
+use super::kube::{WorkloadImage, list_all};
+
+#[derive(serde::Deserialize)]
+struct Release {
+    name: String,
+    #[serde(default)]
+    namespace: String,
+    version: u64,
+    #[serde(default)]
+    manifest: String,
+}
+
+/// Release JSON out of a secret's `data.release` (already base64-decoded once by the API
+/// types): base64 → gzip → JSON.
+fn decode(secret: &Secret) -> Result<Release, String> {
+    let name = secret.name_any();
+    let encoded = secret
+        .data
+        .as_ref()
+        .and_then(|d| d.get("release"))
+        .ok_or_else(|| format!("release secret {name} has no data.release"))?;
+    let gzipped = base64::engine::general_purpose::STANDARD
+        .decode(encoded.0.trim_ascii())
+        .map_err(|e| format!("release secret {name}: not base64: {e}"))?;
+    let mut json = Vec::new();
+    flate2::read::GzDecoder::new(gzipped.as_slice())
+        .read_to_end(&mut json)
+        .map_err(|e| format!("release secret {name}: not gzip: {e}"))?;
+    serde_json::from_slice(&json).map_err(|e| format!("release secret {name}: not a release: {e}"))
+}
+
+/// Every `image: <string>` in the rendered documents.
+pub fn manifest_images(manifest: &str) -> Result<Vec<String>, String> {
+    let documents: Vec<serde_json::Value> =
+        serde_saphyr::from_str_multiple(manifest).map_err(|e| e.to_string())?;
+    let mut images = Vec::new();
+    let mut stack: Vec<&serde_json::Value> = documents.iter().collect();
+    while let Some(value) = stack.pop() {
+        match value {
+            serde_json::Value::Object(map) => {
+                for (key, value) in map {
+                    match (key.as_str(), value) {
+                        ("image", serde_json::Value::String(image)) => images.push(image.clone()),
+                        _ => stack.push(value),
+                    }
+                }
+            }
+            serde_json::Value::Array(items) => stack.extend(items),
+            _ => {}
+        }
+    }
+    images.sort();
+    images.dedup();
+    Ok(images)
+}
+
+/// Images of the newest `revisions` revisions of each release. A release that cannot be read
+/// fails the whole listing: its images are unknown, so nothing may be deleted on its account.
+pub async fn release_images(
+    client: &Client,
+    namespaces: &[String],
+    revisions: usize,
+) -> Result<Vec<WorkloadImage>, String> {
+    let params = ListParams::default()
+        .labels("owner=helm")
+        .fields("type=helm.sh/release.v1");
+    let secrets: Vec<Secret> = list_all(client, namespaces, &params).await?;
+    let mut releases: BTreeMap<(String, String), Vec<Release>> = BTreeMap::new();
+    for secret in &secrets {
+        if secret
+            .type_
+            .as_deref()
+            .is_some_and(|t| t != "helm.sh/release.v1")
+        {
+            continue;
+        }
+        let mut release = decode(secret)?;
+        if release.namespace.is_empty() {
+            release.namespace = secret.namespace().unwrap_or_default();
+        }
+        releases
+            .entry((release.namespace.clone(), release.name.clone()))
+            .or_default()
+            .push(release);
+    }
+    let mut images = Vec::new();
+    for ((namespace, name), mut history) in releases {
+        history.sort_by_key(|r| std::cmp::Reverse(r.version));
+        for release in history.iter().take(revisions) {
+            let found = manifest_images(&release.manifest).map_err(|e| {
+                format!(
+                    "release {namespace}/{name} revision {}: manifest: {e}",
+                    release.version
+                )
+            })?;
+            for image in found {
+                images.push(WorkloadImage {
+                    image,
+                    by: format!("release {namespace}/{name} revision {}", release.version),
+                });
+            }
+        }
+    }
+    Ok(images)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn images_are_found_in_every_rendered_document() {
+        let manifest = "---\n# Source: api/templates/deployment.yaml\napiVersion: apps/v1\nkind: Deployment\nspec:\n  template:\n    spec:\n      initContainers:\n        - name: migrate\n          image: \"registry.example.com/team/api:41\"\n      containers:\n        - name: app\n          image: registry.example.com/team/api:41\n---\napiVersion: batch/v1\nkind: CronJob\nspec:\n  jobTemplate:\n    spec:\n      template:\n        spec:\n          containers:\n            - name: report\n              image: registry.example.com/team/report@sha256:abc\n";
+        assert_eq!(
+            manifest_images(manifest).unwrap(),
+            [
+                "registry.example.com/team/api:41",
+                "registry.example.com/team/report@sha256:abc"
+            ]
+        );
+    }
+}
