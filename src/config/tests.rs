@@ -153,3 +153,71 @@ fn every_override_takes_effect() {
     );
     assert_eq!(config.workers, 3);
 }
+
+#[test]
+fn a_werf_keep_policies_block_pastes_in_unchanged() {
+    // werf's documentation example, as it sits under `cleanup:` in a werf.yaml.
+    let werf = "keepPolicies:\n- references:\n    tag: /.*/\n    limit:\n      last: 10\n- references:\n    branch: /.*/\n    limit:\n      last: 10\n      in: 168h\n      operator: And\n  imagesPerReference:\n    last: 2\n    in: 168h\n    operator: And\n- references:\n    branch: /^(main|master|staging|production)$/\n  imagesPerReference:\n    last: 10\n";
+    let indented: String = werf.lines().map(|l| format!("      {l}\n")).collect();
+    let text = format!(
+        "{MINIMAL}retention:\n  scopes:\n    - name: all\n      include: [\"**\"]\n{indented}"
+    );
+    let config = load(&text, &[]).unwrap();
+    assert_eq!(
+        config.retention.scopes[0].keep_policies,
+        werf_default_policies()
+    );
+}
+
+#[test]
+fn retention_mistakes_name_their_field() {
+    let scope = |body: &str| {
+        format!(
+            "{MINIMAL}retention:\n  scopes:\n    - name: s\n      include: [\"team/*\"]\n{body}"
+        )
+    };
+    let cases = [
+        (
+            scope("      keepPolicies:\n        - references: {tag: /.*/, branch: main}\n"),
+            "retention.scopes[0].keepPolicies[0].references",
+            "not both",
+        ),
+        (
+            scope("      keepPolicies:\n        - references: {branch: \"/(unclosed/\"}\n"),
+            "retention.scopes[0].keepPolicies[0].references.branch",
+            "regex",
+        ),
+        (
+            scope("      tags: [\"^v(\"]\n"),
+            "retention.scopes[0].tags[0]",
+            "regex",
+        ),
+        (
+            scope("      pushedWithin: 3 fortnights\n"),
+            "line 7",
+            "unknown unit \" fortnights\"",
+        ),
+        (
+            format!(
+                "{MINIMAL}retention:\n  kubernetes:\n    clusters:\n      - {{name: prod, inCluster: true}}\n"
+            ),
+            "retention.kubernetes.registryHosts",
+            "nothing in use would be protected",
+        ),
+        (
+            scope(
+                "      keepPolicies:\n        - references: {branch: main}\n          imagesPerReference: {lastt: 2}\n",
+            ),
+            "lastt",
+            "line 9",
+        ),
+    ];
+    for (text, field, words) in cases {
+        let error = load(&text, &[]).unwrap_err().to_string();
+        assert!(error.contains(field), "{field}: {error}");
+        assert!(
+            error.to_lowercase().contains(&words.to_lowercase()),
+            "{words}: {error}"
+        );
+    }
+}
