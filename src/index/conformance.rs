@@ -260,6 +260,47 @@ fn sync_progress_is_stored(index: &dyn Index) {
     assert!(index.repositories().unwrap().is_empty());
 }
 
+fn whole_index_scans_see_every_link_and_pull(index: &dyn Index) {
+    let link = |digest: &str, commit: &str| {
+        Write::LinkCommit(CommitLink {
+            digest: digest.into(),
+            commit: commit.into(),
+            source: LinkSource::Api,
+            learned_at: UnixMillis(1),
+        })
+    };
+    let pulls = |repository: &str, reference: &str| Write::RecordPulls {
+        repository: repository.into(),
+        reference: reference.into(),
+        count: 2,
+        last: UnixMillis(7),
+    };
+    index
+        .apply(&[
+            link(D1, "aaaaaaa"),
+            link(D2, "bbbbbbb"),
+            link(D1, "ccccccc"),
+            pulls("a", "latest"),
+            pulls("a", D1),
+            pulls("ab", "latest"),
+        ])
+        .unwrap();
+    let links: Vec<(String, String)> = index
+        .all_commit_links()
+        .unwrap()
+        .into_iter()
+        .map(|l| (l.digest, l.commit))
+        .collect();
+    assert_eq!(links.len(), 3);
+    assert!(links.contains(&(D1.into(), "ccccccc".into())));
+    let mut pulled = index.repository_pulls("a").unwrap();
+    pulled.sort_by(|x, y| x.0.cmp(&y.0));
+    assert_eq!(pulled.len(), 2, "`ab` is another repository: {pulled:?}");
+    assert_eq!(pulled[0].0, "latest");
+    assert_eq!(pulled[1].0, D1);
+    assert_eq!(pulled[0].1.count, 2);
+}
+
 macro_rules! conformance {
     ($($case:ident),* $(,)?) => {
         mod memory {
@@ -287,6 +328,7 @@ conformance!(
     config_facts_are_set_and_survive_a_repush_of_the_same_digest,
     forgetting_a_tag_spares_pushes_sync_could_not_have_seen,
     sync_progress_is_stored,
+    whole_index_scans_see_every_link_and_pull,
 );
 
 /// Opens again after a drop in this process: sled's background flusher may hold the file lock a

@@ -250,6 +250,22 @@ impl<K: KvStore> Index for Store<K> {
         self.read(&key(PULL, &[repository, reference]))
     }
 
+    fn all_commit_links(&self) -> Result<Vec<CommitLink>, IndexError> {
+        self.read_all(&[LINK])
+    }
+
+    fn repository_pulls(&self, repository: &str) -> Result<Vec<(String, PullStats)>, IndexError> {
+        let prefix = prefix(PULL, &[repository]);
+        self.kv
+            .scan(&prefix)?
+            .iter()
+            .map(|(k, v)| {
+                let reference = String::from_utf8_lossy(&k[prefix.len()..]).into_owned();
+                decode(k, v).map(|stats| (reference, stats))
+            })
+            .collect()
+    }
+
     fn sync_state(&self) -> Result<Option<SyncState>, IndexError> {
         self.read(SYNC_KEY)
     }

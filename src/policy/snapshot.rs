@@ -23,32 +23,33 @@ pub struct Snapshot {
 }
 
 impl Snapshot {
+    /// Reads the index with whole-prefix scans (tags and manifests per repository, all commit
+    /// links once, pulls per repository), not a lookup per tag.
     pub fn read(index: &dyn Index) -> Result<Self, IndexError> {
+        let mut links: HashMap<String, Vec<CommitLink>> = HashMap::new();
+        for link in index.all_commit_links()? {
+            links.entry(link.digest.clone()).or_default().push(link);
+        }
         let mut snapshot = Self::default();
         for repository in index.repositories()? {
             let mut repo = RepositorySnapshot {
                 tags: index.tags(&repository)?,
+                pulls: index.repository_pulls(&repository)?.into_iter().collect(),
                 ..RepositorySnapshot::default()
             };
             for manifest in index.manifests(&repository)? {
                 repo.manifests.insert(manifest.digest.clone(), manifest);
             }
-            let mut digests: Vec<String> = repo.tags.iter().map(|t| t.digest.clone()).collect();
-            digests.extend(repo.manifests.keys().cloned());
-            digests.sort();
-            digests.dedup();
-            for digest in &digests {
-                let links = index.commit_links(digest)?;
-                if !links.is_empty() {
-                    repo.links.insert(digest.clone(), links);
-                }
-                if let Some(pulls) = index.pulls(&repository, digest)? {
-                    repo.pulls.insert(digest.clone(), pulls);
-                }
-            }
-            for tag in &repo.tags {
-                if let Some(pulls) = index.pulls(&repository, &tag.tag)? {
-                    repo.pulls.insert(tag.tag.clone(), pulls);
+            let digests = repo
+                .tags
+                .iter()
+                .map(|t| &t.digest)
+                .chain(repo.manifests.keys());
+            for digest in digests {
+                if let Some(found) = links.get(digest) {
+                    repo.links
+                        .entry(digest.clone())
+                        .or_insert_with(|| found.clone());
                 }
             }
             snapshot.repositories.insert(repository, repo);
