@@ -139,14 +139,29 @@ pub fn evaluate(inputs: &Inputs) -> Plan {
         .map(|s| (s, compile(&s.include), compile(&s.exclude)))
         .collect();
     let git_map = rules::GitMap::new(inputs.retention);
-    let mut repositories = Vec::new();
+    let mut in_scope = Vec::new();
+    let mut governed: Vec<Option<usize>> = Vec::new();
     for (name, repo) in &inputs.snapshot.repositories {
-        let scope = scopes.iter().find(|(_, include, exclude)| {
+        let scope = scopes.iter().position(|(_, include, exclude)| {
             include.iter().any(|p| p.is_match(name)) && !exclude.iter().any(|p| p.is_match(name))
         });
-        let plan = match scope {
-            Some((scope, _, _)) => {
-                evaluate_repository(name, repo, scope, &git_map, inputs, &mut warnings)
+        governed.push(scope.map(|scope_index| {
+            in_scope.push(rules::InScope {
+                name,
+                repo,
+                scope: scopes[scope_index].0,
+                scope_index,
+            });
+            in_scope.len() - 1
+        }));
+    }
+    let mut git = rules::git_verdicts(&in_scope, &git_map, inputs, &mut warnings);
+    let mut repositories = Vec::new();
+    for ((name, repo), slot) in inputs.snapshot.repositories.iter().zip(governed) {
+        let plan = match slot {
+            Some(slot) => {
+                let outcomes = std::mem::take(&mut git[slot]);
+                evaluate_repository(name, repo, in_scope[slot].scope, outcomes, inputs)
             }
             None => untouched(name, repo),
         };
@@ -208,11 +223,9 @@ fn evaluate_repository(
     name: &str,
     repo: &RepositorySnapshot,
     scope: &Scope,
-    git_map: &rules::GitMap,
+    git: rules::GitOutcomes,
     inputs: &Inputs,
-    warnings: &mut Vec<String>,
 ) -> RepositoryPlan {
-    let git = rules::git_verdicts(name, repo, scope, git_map, inputs, warnings);
     let context = rules::TagContext::new(name, repo, scope, inputs);
     let mut tags: Vec<TagPlan> = repo
         .tags

@@ -86,35 +86,60 @@ impl GitMap {
 /// git-judged (linked to commits, with a git repository mapped).
 pub type GitOutcomes = HashMap<String, Outcome>;
 
+/// A repository in scope, as the git rules see it.
+pub struct InScope<'a> {
+    pub name: &'a str,
+    pub repo: &'a RepositorySnapshot,
+    pub scope: &'a Scope,
+    /// Which scope (repositories of one scope share policies, so they share walks).
+    pub scope_index: usize,
+}
+
+/// A repository's slot and its git-judged digests, within one (scope, git repository) group.
+type Member<'a> = (usize, Vec<&'a str>);
+
+/// Git outcomes for every repository in scope. Repositories governed by the same scope and
+/// built from the same git repository are walked together: each reference is walked once for
+/// all of them, numbering each repository's images separately (werf's per-image-name
+/// semantics), instead of once per repository.
 pub fn git_verdicts(
-    name: &str,
-    repo: &RepositorySnapshot,
-    scope: &Scope,
+    repositories: &[InScope],
     map: &GitMap,
     inputs: &Inputs,
     warnings: &mut Vec<String>,
-) -> GitOutcomes {
-    let mut outcomes = GitOutcomes::new();
-    // Git repository → its digests in this repository.
-    let mut groups: HashMap<&str, Vec<&str>> = HashMap::new();
-    let mut seen = HashSet::new();
-    for tag in &repo.tags {
-        if !seen.insert(tag.digest.as_str()) || !repo.links.contains_key(&tag.digest) {
-            continue;
+) -> Vec<GitOutcomes> {
+    let mut outcomes: Vec<GitOutcomes> = repositories.iter().map(|_| GitOutcomes::new()).collect();
+    // (scope, git repository) → (slot → its linked, tagged digests).
+    let mut groups: HashMap<(usize, &str), Vec<Member>> = HashMap::new();
+    for (slot, in_scope) in repositories.iter().enumerate() {
+        let repo = in_scope.repo;
+        let mut per_git: HashMap<&str, Vec<&str>> = HashMap::new();
+        let mut seen = HashSet::new();
+        for tag in &repo.tags {
+            if !seen.insert(tag.digest.as_str()) || !repo.links.contains_key(&tag.digest) {
+                continue;
+            }
+            let source = repo.manifests.get(&tag.digest).and_then(|m| {
+                m.annotations
+                    .get(SOURCE)
+                    .or_else(|| m.labels.get(SOURCE))
+                    .map(String::as_str)
+            });
+            if let Some(git) = map.lookup(in_scope.name, source) {
+                per_git.entry(git).or_default().push(tag.digest.as_str());
+            }
         }
-        let source = repo.manifests.get(&tag.digest).and_then(|m| {
-            m.annotations
-                .get(SOURCE)
-                .or_else(|| m.labels.get(SOURCE))
-                .map(String::as_str)
-        });
-        if let Some(git) = map.lookup(name, source) {
-            groups.entry(git).or_default().push(tag.digest.as_str());
+        for (git, digests) in per_git {
+            groups
+                .entry((in_scope.scope_index, git))
+                .or_default()
+                .push((slot, digests));
         }
     }
     let now = i64::try_from(inputs.now.0 / 1000).unwrap_or(i64::MAX);
-    let policies = policies_of(scope);
-    for (git, digests) in groups {
+    let mut groups: Vec<_> = groups.into_iter().collect();
+    groups.sort_by(|a, b| a.0.cmp(&b.0));
+    for ((scope_index, git), members) in groups {
         let facts = match inputs.git.get(git) {
             Some(Ok(facts)) if !facts.shallow => facts,
             other => {
@@ -123,69 +148,83 @@ pub fn git_verdicts(
                     Some(Err(e)) => format!("git repository {git} cannot be read: {e}"),
                     None => format!("git repository {git} was not loaded"),
                 };
-                for digest in digests {
-                    outcomes.insert(digest.to_string(), unproven(why.clone()));
+                for (slot, digests) in members {
+                    for digest in digests {
+                        outcomes[slot].insert(digest.to_string(), unproven(why.clone()));
+                    }
                 }
                 continue;
             }
         };
-        let mut images: HashMap<CommitIndex, Vec<String>> = HashMap::new();
-        for digest in digests {
-            let mut missing = Vec::new();
-            let mut commits = Vec::new();
-            for link in &repo.links[digest] {
-                match facts.resolve(&link.commit) {
-                    Some(commit) => commits.push(commit),
-                    // Held by the repository but on no reference: nothing keeps it.
-                    None if facts
-                        .unreachable
-                        .contains(&link.commit.to_ascii_lowercase()) => {}
-                    None => missing.push(link.commit.clone()),
+        // Commit → (member, digest) for every image linked to it.
+        let mut images: HashMap<CommitIndex, Vec<(u32, &str)>> = HashMap::new();
+        let mut judged: Vec<Vec<&str>> = vec![Vec::new(); members.len()];
+        for (member, (slot, digests)) in members.iter().enumerate() {
+            let repo = repositories[*slot].repo;
+            for &digest in digests {
+                let mut missing = Vec::new();
+                let mut commits = Vec::new();
+                for link in &repo.links[digest] {
+                    match facts.resolve(&link.commit) {
+                        Some(commit) => commits.push(commit),
+                        // Held by the repository but on no reference: nothing keeps it.
+                        None if facts
+                            .unreachable
+                            .contains(&link.commit.to_ascii_lowercase()) => {}
+                        None => missing.push(link.commit.clone()),
+                    }
+                }
+                if !missing.is_empty() {
+                    warnings.push(format!(
+                        "{}: commits not in git repository {git} (kept as git-unproven): {}",
+                        repositories[*slot].name,
+                        missing.join(", ")
+                    ));
+                    outcomes[*slot].insert(
+                        digest.to_string(),
+                        unproven(format!(
+                            "commit {} is not in git repository {git}",
+                            missing.join(", ")
+                        )),
+                    );
+                    continue;
+                }
+                if commits.is_empty() {
+                    outcomes[*slot].insert(
+                        digest.to_string(),
+                        Outcome {
+                            rule: "git",
+                            keeps: false,
+                            detail: format!(
+                                "git: its commits are on no branch or tag of {git} (a deleted branch?)"
+                            ),
+                        },
+                    );
+                    continue;
+                }
+                judged[member].push(digest);
+                for commit in commits {
+                    images
+                        .entry(commit)
+                        .or_default()
+                        .push((member as u32, digest));
                 }
             }
-            if !missing.is_empty() {
-                warnings.push(format!(
-                    "{name}: commits not in git repository {git} (kept as git-unproven): {}",
-                    missing.join(", ")
-                ));
-                outcomes.insert(
-                    digest.to_string(),
-                    unproven(format!(
-                        "commit {} is not in git repository {git}",
-                        missing.join(", ")
-                    )),
-                );
-                continue;
-            }
-            for commit in commits {
-                images.entry(commit).or_default().push(digest.to_string());
-            }
         }
-        for digests in images.values_mut() {
-            digests.sort();
-            digests.dedup();
+        for entries in images.values_mut() {
+            entries.sort_unstable();
+            entries.dedup();
         }
-        let verdicts = werf::evaluate(&policies, facts, &images, now);
-        // Linked only to commits no reference reaches: judged, not kept.
-        for digest in repo.links.keys() {
-            if !outcomes.contains_key(digest)
-                && !images.values().any(|d| d.contains(digest))
-                && map_covers(name, repo, digest, map, git)
-            {
-                outcomes.insert(
-                    digest.clone(),
-                    Outcome {
-                        rule: "git",
-                        keeps: false,
-                        detail: format!(
-                            "git: its commits are on no branch or tag of {git} (deleted branch?)"
-                        ),
-                    },
-                );
-            }
-        }
-        for digests in images.values() {
-            for digest in digests {
+        let policies = policies_of(repositories[members[0].0].scope);
+        debug_assert!(
+            members
+                .iter()
+                .all(|(slot, _)| repositories[*slot].scope_index == scope_index)
+        );
+        let verdicts = werf::evaluate(&policies, facts, &images, members.len(), now);
+        for (member, (slot, _)) in members.iter().enumerate() {
+            let verdicts = &verdicts[member];
+            for &digest in &judged[member] {
                 let outcome = match verdicts.kept.get(digest) {
                     Some(reasons) => Outcome {
                         rule: "git",
@@ -207,28 +246,11 @@ pub fn git_verdicts(
                         },
                     },
                 };
-                outcomes.entry(digest.clone()).or_insert(outcome);
+                outcomes[*slot].entry(digest.to_string()).or_insert(outcome);
             }
         }
     }
     outcomes
-}
-
-/// Whether `digest` of `repository` maps to git repository `git`.
-fn map_covers(
-    repository: &str,
-    repo: &RepositorySnapshot,
-    digest: &str,
-    map: &GitMap,
-    git: &str,
-) -> bool {
-    let source = repo.manifests.get(digest).and_then(|m| {
-        m.annotations
-            .get(SOURCE)
-            .or_else(|| m.labels.get(SOURCE))
-            .map(String::as_str)
-    });
-    map.lookup(repository, source) == Some(git)
 }
 
 fn unproven(why: String) -> Outcome {

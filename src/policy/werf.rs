@@ -67,13 +67,14 @@ impl Rule {
         }
     }
 
-    /// No item after the k-th, dated at most `time` (allowing for skew), can be kept.
-    fn exhausted(&self, k: i64, time: i64) -> bool {
-        let last_done = self.last.map(|l| k >= l);
-        let time_done = self
+    /// No member can keep a later image: each has counted its `last` (`counted_all`), and/or
+    /// the walk is past the cutoff (allowing for skew), as the operator combines them.
+    fn walk_done(&self, counted_all: bool, time: i64) -> bool {
+        let counted = self.last.map(|_| counted_all);
+        let too_old = self
             .cutoff
             .map(|c| time < c.saturating_sub(CLOCK_SKEW_SECS));
-        match (self.operator, last_done, time_done) {
+        match (self.operator, counted, too_old) {
             (_, None, None) => false,
             (Operator::And, a, b) => a.unwrap_or(false) || b.unwrap_or(false),
             (Operator::Or, a, b) => a.unwrap_or(true) && b.unwrap_or(true),
@@ -104,15 +105,18 @@ impl Rule {
     }
 }
 
-/// Evaluates `policies` for one repository. `images` maps each commit to this repository's
-/// tagged digests linked to it (sorted, for determinism). `now` is in seconds.
-pub fn evaluate(
+/// Evaluates `policies` for the `members` repositories of one scope built from one git
+/// repository. `images` maps each commit to the members' tagged digests linked to it (sorted,
+/// for determinism). Each reference is walked once for all members; each member's images are
+/// numbered separately, as werf numbers each image name's. `now` is in seconds.
+pub fn evaluate<'a>(
     policies: &[KeepPolicy],
     facts: &GitFacts,
-    images: &HashMap<CommitIndex, Vec<String>>,
+    images: &HashMap<CommitIndex, Vec<(u32, &'a str)>>,
+    members: usize,
     now: i64,
-) -> GitVerdicts {
-    let mut verdicts = GitVerdicts::default();
+) -> Vec<GitVerdicts> {
+    let mut verdicts: Vec<GitVerdicts> = (0..members).map(|_| GitVerdicts::default()).collect();
     if images.is_empty() {
         return verdicts;
     }
@@ -147,7 +151,11 @@ pub fn evaluate(
             }
         }
     }
+    let mut walked: Vec<String> = Vec::new();
     let mut stamp = vec![u32::MAX; facts.commits()];
+    // Per member: groups found on the current reference, and the walk that counted them.
+    let mut found = vec![(u32::MAX, 0i64); members];
+    let mut seen: std::collections::HashSet<(u32, &'a str)> = std::collections::HashSet::new();
     for (walk, (reference, images_per_reference)) in
         facts.references.iter().zip(effective).enumerate()
     {
@@ -158,74 +166,107 @@ pub fn evaluate(
         if rule.last == Some(0) {
             continue;
         }
+        let walk = walk as u32;
         let label = match reference.kind {
             ReferenceKind::Branch => format!("branch {}", reference.name),
             ReferenceKind::Tag => format!("tag {}", reference.name),
         };
-        if verdicts.walked.len() < MAX_NOTES * 4 {
-            verdicts.walked.push(match reference.kind {
+        if walked.len() < MAX_NOTES * 4 {
+            walked.push(match reference.kind {
                 ReferenceKind::Tag => format!("{label} keeps its commit's images"),
                 ReferenceKind::Branch => format!("{label} keeps {}", rule.summary()),
             });
         }
-        let record = |digests: &[String], k: i64, time: i64, verdicts: &mut GitVerdicts| {
-            if rule.keeps(k, time) {
-                let why = match reference.kind {
-                    ReferenceKind::Tag => label.clone(),
-                    ReferenceKind::Branch => format!("{label}, {}", rule.describe(k)),
-                };
-                for digest in digests {
-                    verdicts
-                        .kept
-                        .entry(digest.clone())
-                        .or_default()
-                        .push(why.clone());
-                }
-            } else {
-                let why = format!(
-                    "{label}: {}, not kept ({})",
-                    rule.describe(k),
-                    beyond(&rule, k, time)
-                );
-                for digest in digests {
-                    let notes = verdicts.not_kept.entry(digest.clone()).or_default();
-                    if notes.len() < MAX_NOTES {
-                        notes.push(why.clone());
+        let record =
+            |member: u32, digests: &[&str], k: i64, time: i64, verdicts: &mut [GitVerdicts]| {
+                let verdicts = &mut verdicts[member as usize];
+                if rule.keeps(k, time) {
+                    let why = match reference.kind {
+                        ReferenceKind::Tag => label.clone(),
+                        ReferenceKind::Branch => format!("{label}, {}", rule.describe(k)),
+                    };
+                    for digest in digests {
+                        verdicts
+                            .kept
+                            .entry(digest.to_string())
+                            .or_default()
+                            .push(why.clone());
                     }
+                } else {
+                    let why = format!(
+                        "{label}: {}, not kept ({})",
+                        rule.describe(k),
+                        beyond(&rule, k, time)
+                    );
+                    for digest in digests {
+                        let notes = verdicts.not_kept.entry(digest.to_string()).or_default();
+                        if notes.len() < MAX_NOTES {
+                            notes.push(why.clone());
+                        }
+                    }
+                }
+            };
+        // The images at `commit`, one group per member (images of one commit count as one).
+        let mut visit = |commit: CommitIndex,
+                         time: i64,
+                         exhausted: &mut usize,
+                         seen: &mut std::collections::HashSet<(u32, &'a str)>,
+                         verdicts: &mut [GitVerdicts]| {
+            let Some(entries) = images.get(&commit) else {
+                return;
+            };
+            let mut i = 0;
+            while i < entries.len() {
+                let member = entries[i].0;
+                let mut j = i;
+                let mut fresh: Vec<&str> = Vec::new();
+                while j < entries.len() && entries[j].0 == member {
+                    if seen.insert(entries[j]) {
+                        fresh.push(entries[j].1);
+                    }
+                    j += 1;
+                }
+                i = j;
+                if fresh.is_empty() {
+                    continue;
+                }
+                let slot = &mut found[member as usize];
+                if slot.0 != walk {
+                    *slot = (walk, 0);
+                }
+                slot.1 += 1;
+                let k = slot.1;
+                record(member, &fresh, k, time, verdicts);
+                if rule.last == Some(k) {
+                    *exhausted += 1;
                 }
             }
         };
+        seen.clear();
+        let mut exhausted = 0usize;
         match reference.kind {
             ReferenceKind::Tag => {
-                if let Some(digests) = images.get(&reference.commit) {
-                    record(digests, 1, facts.time(reference.commit), &mut verdicts);
-                }
+                let commit = reference.commit;
+                visit(
+                    commit,
+                    facts.time(commit),
+                    &mut exhausted,
+                    &mut seen,
+                    &mut verdicts,
+                );
             }
             ReferenceKind::Branch => {
-                let walk = walk as u32;
-                let mut seen = std::collections::HashSet::new();
                 let mut frontier = BinaryHeap::new();
                 frontier.push((
                     facts.time(reference.commit),
                     std::cmp::Reverse(reference.commit),
                 ));
                 stamp[reference.commit as usize] = walk;
-                let mut k = 0i64;
                 while let Some((time, std::cmp::Reverse(commit))) = frontier.pop() {
-                    if rule.exhausted(k, time) {
+                    if rule.walk_done(exhausted == members, time) {
                         break;
                     }
-                    if let Some(digests) = images.get(&commit) {
-                        let fresh: Vec<String> = digests
-                            .iter()
-                            .filter(|d| seen.insert(*d))
-                            .cloned()
-                            .collect();
-                        if !fresh.is_empty() {
-                            k += 1;
-                            record(&fresh, k, time, &mut verdicts);
-                        }
-                    }
+                    visit(commit, time, &mut exhausted, &mut seen, &mut verdicts);
                     for &parent in facts.parents(commit) {
                         if stamp[parent as usize] != walk {
                             stamp[parent as usize] = walk;
@@ -236,9 +277,12 @@ pub fn evaluate(
             }
         }
     }
-    for reasons in verdicts.kept.values_mut() {
-        reasons.sort();
-        reasons.dedup();
+    for member in &mut verdicts {
+        member.walked = walked.clone();
+        for reasons in member.kept.values_mut() {
+            reasons.sort();
+            reasons.dedup();
+        }
     }
     verdicts
 }

@@ -115,21 +115,31 @@ impl GitFacts {
             shallow: repo.is_shallow(),
             ..Self::default()
         };
-        let mut walk = repo.revwalk().map_err(|e| read("history", e))?;
-        for (_, _, id, _) in &heads {
-            walk.push(*id).map_err(|e| read("history", e))?;
-        }
+        // Each commit is read once (a revwalk would parse it too, for its own ordering).
         let mut parent_ids: Vec<Oid> = Vec::new();
         let mut parent_counts: Vec<u32> = Vec::new();
-        for id in walk {
-            let id = id.map_err(|e| read("history", e))?;
-            let commit = repo.find_commit(id).map_err(|e| read("a commit", e))?;
+        let mut pending: Vec<Oid> = heads.iter().map(|h| h.2).collect();
+        while let Some(id) = pending.pop() {
+            if facts.by_id.contains_key(&id) {
+                continue;
+            }
+            let commit = match repo.find_commit(id) {
+                Ok(commit) => commit,
+                // The boundary of a shallow clone: its parents are not there.
+                Err(_) if facts.shallow => continue,
+                Err(e) => return Err(read("a commit", e)),
+            };
             facts.by_id.insert(id, facts.ids.len() as CommitIndex);
             facts.ids.push(id);
             facts.times.push(commit.committer().when().seconds());
             let before = parent_ids.len();
             parent_ids.extend(commit.parent_ids());
             parent_counts.push((parent_ids.len() - before) as u32);
+            pending.extend(
+                parent_ids[before..]
+                    .iter()
+                    .filter(|p| !facts.by_id.contains_key(p)),
+            );
         }
         // A shallow clone lacks the parents of its boundary commits: their history ends there.
         facts.link_parents(&parent_ids, &parent_counts);

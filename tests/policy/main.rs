@@ -362,3 +362,55 @@ fn werfs_default_policies_apply_when_none_are_given() {
             .collect::<BTreeSet<_>>()
     );
 }
+
+#[test]
+fn each_repository_numbers_its_own_images_on_a_shared_walk() {
+    let git = GitRepo::new();
+    let c = git.line(None, NOW - 10 * DAY, DAY, 5);
+    git.remote_branch("main", c[4]);
+    let ids: Vec<String> = c.iter().map(|c| c.to_string()).collect();
+    // team/app has images at every commit; team/worker only at the two oldest.
+    let app: Vec<(String, Option<&str>)> = (0..5)
+        .map(|i| (format!("app-{i}"), Some(ids[i].as_str())))
+        .collect();
+    let app: Vec<(&str, Option<&str>)> = app.iter().map(|(t, c)| (t.as_str(), *c)).collect();
+    let mut snapshot = snapshot(&app);
+    let worker = super_snapshot_repo(&[("worker-0", &ids[0]), ("worker-1", &ids[1])]);
+    snapshot.repositories.insert("team/worker".into(), worker);
+    let mut config = retention(
+        git.dir.path(),
+        "- references:\n    branch: main\n  imagesPerReference:\n    last: 2\n",
+        "",
+    );
+    config.git_repositories[0].repositories = vec!["team/*".into()];
+    let plan = evaluate(&snapshot, &git, &config, &Usage::default(), NOW);
+    let kept = |repository: &str| -> BTreeSet<String> {
+        plan.repositories
+            .iter()
+            .find(|r| r.repository == repository)
+            .unwrap()
+            .tags
+            .iter()
+            .filter(|t| t.keep)
+            .map(|t| t.tag.clone())
+            .collect()
+    };
+    assert_eq!(kept("team/app"), set(&["app-3", "app-4"]));
+    // The worker's own two newest images, although older than the app's.
+    assert_eq!(kept("team/worker"), set(&["worker-0", "worker-1"]));
+}
+
+/// A second repository (`team/worker`) with images linked to the given commits.
+fn super_snapshot_repo(images: &[(&str, &String)]) -> RepositorySnapshot {
+    let images: Vec<(&str, Option<&str>)> =
+        images.iter().map(|(t, c)| (*t, Some(c.as_str()))).collect();
+    let mut snapshot = snapshot(&images);
+    let mut repo = snapshot.repositories.remove(REPOSITORY).unwrap();
+    for tag in &mut repo.tags {
+        tag.repository = "team/worker".into();
+    }
+    for manifest in repo.manifests.values_mut() {
+        manifest.repository = "team/worker".into();
+    }
+    repo
+}

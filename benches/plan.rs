@@ -1,0 +1,329 @@
+//! Plan evaluation at scale: `--tags` tags (default 1,000,000) in `--repos` repositories (1,000),
+//! a git history of `--commits` commits (200,000) with `--refs` branches and tags (2,000) made
+//! with `git fast-import`, and `--in-use` image references from workloads (20,000). The index
+//! (sled) and the git repository are generated once into /var/tmp/regkeeper-bench-plan/ and
+//! reused; the measurement runs in a fresh child process so its peak RSS is its own.
+//!
+//! Run: `cargo bench --bench plan` (`-- --tags 100000` for a smaller case).
+//! Reports the time split: index snapshot, git graph load, k8s matching, evaluation (git walks,
+//! rules, plan), and peak RSS. Target: ≤ 5 s and ≤ 1.5 GiB.
+
+use std::{
+    collections::HashMap,
+    io::Write as _,
+    path::{Path, PathBuf},
+    process::{Command, Stdio},
+    sync::Arc,
+    time::Instant,
+};
+
+use regkeeper::{
+    config::RetentionConfig,
+    index::{self, CommitLink, Index, LinkSource, ManifestKind, ManifestRecord, UnixMillis, Write},
+    policy::{self, InUse, Inputs, Snapshot, Usage},
+    sources::{git::GitFacts, images::ImageMatcher},
+};
+
+const NOW: i64 = 1_800_000_000;
+
+struct Scale {
+    tags: usize,
+    repos: usize,
+    commits: usize,
+    refs: usize,
+    in_use: usize,
+}
+
+fn arg(args: &[String], name: &str, default: usize) -> usize {
+    args.windows(2)
+        .find(|w| w[0] == name)
+        .and_then(|w| w[1].parse().ok())
+        .unwrap_or(default)
+}
+
+struct Lcg(u64);
+impl Lcg {
+    fn next(&mut self, bound: usize) -> usize {
+        self.0 = self
+            .0
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        ((self.0 >> 33) % bound.max(1) as u64) as usize
+    }
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let scale = Scale {
+        tags: arg(&args, "--tags", 1_000_000),
+        repos: arg(&args, "--repos", 1_000),
+        commits: arg(&args, "--commits", 200_000),
+        refs: arg(&args, "--refs", 2_000),
+        in_use: arg(&args, "--in-use", 20_000),
+    };
+    let dir = PathBuf::from(format!(
+        "/var/tmp/regkeeper-bench-plan/{}t-{}r-{}c-{}refs",
+        scale.tags, scale.repos, scale.commits, scale.refs
+    ));
+    if args.iter().any(|a| a == "--measure") {
+        measure(&dir, &scale);
+        return;
+    }
+    if !dir.join("ready").exists() {
+        let started = Instant::now();
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let commits = generate_git(&dir.join("git"), &scale);
+        generate_index(&dir.join("index"), &scale, &commits);
+        std::fs::write(dir.join("ready"), "").unwrap();
+        println!(
+            "generated the scale case in {:.0}s",
+            started.elapsed().as_secs_f64()
+        );
+    }
+    println!(
+        "plan benchmark: {} tags in {} repositories, {} commits, {} refs, {} in-use references",
+        scale.tags, scale.repos, scale.commits, scale.refs, scale.in_use
+    );
+    let status = Command::new(std::env::current_exe().unwrap())
+        .args(&args[1..])
+        .arg("--measure")
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+/// 200k commits: a main line with half of them, the rest on branches forking from it; half the
+/// refs are branches, half lightweight tags on main. Returns commit ids in creation order.
+fn generate_git(path: &Path, scale: &Scale) -> Vec<String> {
+    let run = |args: &[&str]| {
+        let status = Command::new("git")
+            .args(args)
+            .current_dir(path)
+            .status()
+            .unwrap();
+        assert!(status.success(), "git {args:?}");
+    };
+    std::fs::create_dir_all(path).unwrap();
+    run(&["init", "-q", "--bare"]);
+    let mut rng = Lcg(7);
+    let mut stream = String::new();
+    let main_len = scale.commits / 2;
+    let branches = scale.refs / 2;
+    let per_branch = (scale.commits - main_len) / branches.max(1);
+    let mut mark = 0usize;
+    let mut commit = |stream: &mut String, reference: &str, time: i64, parent: Option<usize>| {
+        mark += 1;
+        stream.push_str(&format!(
+            "commit {reference}\nmark :{mark}\ncommitter CI <ci@example.com> {time} +0000\ndata 0\n"
+        ));
+        if let Some(parent) = parent {
+            stream.push_str(&format!("from :{parent}\n"));
+        }
+        stream.push('\n');
+        mark
+    };
+    // main: one commit every 5 minutes, ending now.
+    let step = 300;
+    let start = NOW - step * main_len as i64;
+    let mut main_marks = Vec::with_capacity(main_len);
+    let mut parent = None;
+    for i in 0..main_len {
+        let m = commit(
+            &mut stream,
+            "refs/remotes/origin/main",
+            start + step * i as i64,
+            parent,
+        );
+        main_marks.push(m);
+        parent = Some(m);
+    }
+    for b in 0..branches.saturating_sub(1) {
+        let fork = rng.next(main_len);
+        let mut parent = Some(main_marks[fork]);
+        let fork_time = start + step * fork as i64;
+        for k in 0..per_branch {
+            parent = Some(commit(
+                &mut stream,
+                &format!("refs/remotes/origin/feature-{b:04}"),
+                fork_time + 60 * (k as i64 + 1),
+                parent,
+            ));
+        }
+    }
+    for t in 0..scale.refs - branches {
+        let target = main_marks[rng.next(main_len)];
+        stream.push_str(&format!("reset refs/tags/v{t}\nfrom :{target}\n\n"));
+    }
+    let marks = path.join("marks");
+    let mut child = Command::new("git")
+        .args([
+            "fast-import",
+            "--quiet",
+            &format!("--export-marks={}", marks.display()),
+        ])
+        .current_dir(path)
+        .stdin(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(stream.as_bytes())
+        .unwrap();
+    assert!(child.wait().unwrap().success());
+    let mut ids = vec![String::new(); mark + 1];
+    for line in std::fs::read_to_string(&marks).unwrap().lines() {
+        let (m, id) = line.split_once(' ').unwrap();
+        ids[m.trim_start_matches(':').parse::<usize>().unwrap()] = id.to_string();
+    }
+    ids.remove(0);
+    ids
+}
+
+fn generate_index(path: &Path, scale: &Scale, commits: &[String]) {
+    let index = index::open_sled(path).unwrap();
+    let mut rng = Lcg(11);
+    let mut batch = Vec::with_capacity(30_000);
+    let started = Instant::now();
+    for t in 0..scale.tags {
+        let repository = format!("team/app-{:04}", t % scale.repos);
+        let digest = format!("sha256:{:064x}", t as u64 * 0x9E37_79B9_7F4A_7C15);
+        let pushed = UnixMillis((NOW as u64 - 3 * 3600 - rng.next(200 * 86_400) as u64) * 1000);
+        batch.push(Write::PutManifest(ManifestRecord {
+            repository: repository.clone(),
+            digest: digest.clone(),
+            media_type: "application/vnd.oci.image.manifest.v1+json".into(),
+            kind: ManifestKind::Image,
+            total_size: 50_000_000,
+            config_digest: Some(format!("sha256:{:064x}", t + 1)),
+            children: Vec::new(),
+            subject: None,
+            artifact_type: None,
+            created: None,
+            annotations: Default::default(),
+            labels: Default::default(),
+            recorded_at: pushed,
+            complete: true,
+            config_read: true,
+            problem: None,
+        }));
+        batch.push(Write::PushTag {
+            repository,
+            tag: format!("build-{t}"),
+            digest: digest.clone(),
+            at: pushed,
+            only_if_unknown: false,
+        });
+        batch.push(Write::LinkCommit(CommitLink {
+            digest,
+            commit: commits[rng.next(commits.len())].clone(),
+            source: LinkSource::Annotation,
+            learned_at: pushed,
+        }));
+        if batch.len() >= 30_000 {
+            index.apply(&batch).unwrap();
+            batch.clear();
+            if t % 100_000 < 10_000 {
+                eprintln!(
+                    "  index: {t} tags written ({:.0}s)",
+                    started.elapsed().as_secs_f64()
+                );
+            }
+        }
+    }
+    index.apply(&batch).unwrap();
+    index.flush().unwrap();
+}
+
+fn peak_rss_mib() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        .map_or(0.0, |kb| kb / 1024.0)
+}
+
+fn measure(dir: &Path, scale: &Scale) {
+    let total = Instant::now();
+    let mut split = Vec::new();
+
+    let started = Instant::now();
+    let index: Arc<dyn Index> = Arc::new(index::open_sled(&dir.join("index")).unwrap());
+    let snapshot = Snapshot::read(index.as_ref()).unwrap();
+    split.push(("index snapshot", started.elapsed().as_secs_f64()));
+
+    let started = Instant::now();
+    let linked: std::collections::BTreeSet<String> = snapshot
+        .repositories
+        .values()
+        .flat_map(|r| r.links.values().flatten().map(|l| l.commit.clone()))
+        .collect();
+    let facts = GitFacts::load(&dir.join("git"), "origin", &linked).unwrap();
+    split.push(("git graph load", started.elapsed().as_secs_f64()));
+    let commit_count = facts.commits();
+    let git: HashMap<String, Result<GitFacts, String>> = [("app".to_string(), Ok(facts))].into();
+
+    // Workload references as clusters report them, resolved through the host aliases.
+    let started = Instant::now();
+    let matcher = ImageMatcher::new(&["registry.example.com".into()]);
+    let mut rng = Lcg(5);
+    let mut usage = Usage::default();
+    for i in 0..scale.in_use {
+        let t = rng.next(scale.tags);
+        let reference = if i % 4 == 0 {
+            format!(
+                "registry.example.com/team/app-{:04}@sha256:{:064x}",
+                t % scale.repos,
+                t as u64 * 0x9E37_79B9_7F4A_7C15
+            )
+        } else {
+            format!(
+                "registry.example.com/team/app-{:04}:build-{t}",
+                t % scale.repos
+            )
+        };
+        if let Some((repository, image)) = matcher.resolve(&reference) {
+            usage.kubernetes.push(InUse {
+                repository,
+                image,
+                by: format!("prod/Deployment/w{i} container app"),
+            });
+        }
+    }
+    split.push(("k8s matching", started.elapsed().as_secs_f64()));
+
+    let retention: RetentionConfig = serde_saphyr::from_str(
+        "gitRepositories:\n  - name: app\n    path: /unused\n    repositories: [\"**\"]\nscopes:\n  - name: all\n    include: [\"**\"]\n",
+    )
+    .unwrap();
+    let started = Instant::now();
+    let plan = policy::evaluate(&Inputs {
+        snapshot: &snapshot,
+        git: &git,
+        usage: &usage,
+        retention: &retention,
+        now: UnixMillis(NOW as u64 * 1000),
+    });
+    split.push((
+        "evaluate (walks, rules, plan)",
+        started.elapsed().as_secs_f64(),
+    ));
+    let total = total.elapsed().as_secs_f64();
+
+    let tags: usize = plan.repositories.iter().map(|r| r.tags.len()).sum();
+    let kept: usize = plan.repositories.iter().map(|r| r.kept.tags).sum();
+    let actions: usize = plan.repositories.iter().map(|r| r.actions.len()).sum();
+    println!(
+        "{tags} tags evaluated against {commit_count} commits: {kept} kept, {actions} actions"
+    );
+    println!("| phase | seconds |");
+    println!("|---|---|");
+    for (phase, seconds) in split {
+        println!("| {phase} | {seconds:.2} |");
+    }
+    println!("| **total** | **{total:.2}** |");
+    println!("peak RSS: {:.0} MiB", peak_rss_mib());
+}
