@@ -69,7 +69,9 @@ const POOL_SWEEP_PERIOD: Duration = Duration::from_secs(5);
 pub fn serve(config: Config) -> Result<(), ServeError> {
     // The index writer's inputs, and the sender the proxy workers and the link API share.
     let linker = Linker::new(&config.index.tag_patterns).map_err(ServeError::TagPattern)?;
-    let client = Arc::new(RegistryClient::new(&config)?);
+    // Read once: the proxy's pool and regkeeper's own client trust the same roots.
+    let upstream_tls = crate::upstream::client_tls(&config)?;
+    let client = Arc::new(RegistryClient::new(&config, upstream_tls.clone())?);
     let (recording, events) = if config.index.record {
         let index: Arc<dyn Index> = Arc::new(index::open_sled(&config.index.path)?);
         let (events, receiver) = events::channel(EVENT_QUEUE);
@@ -91,7 +93,7 @@ pub fn serve(config: Config) -> Result<(), ServeError> {
     let admin_listener = bind(config.admin.listen)?;
     // Built once before serving, so a bad CA bundle fails start-up; each worker gets a sibling
     // with its own pool.
-    let upstream = Upstream::new(&config)?;
+    let upstream = Upstream::new(&config, upstream_tls)?;
     let workers = config.worker_threads();
     let upstreams: Vec<Upstream> = (0..workers).map(|_| upstream.sibling()).collect();
     let admin_state = Arc::new(admin::AdminState {

@@ -1,11 +1,7 @@
-use crate::tls::TlsError;
-
 /// What can go wrong when regkeeper talks to the upstream on its own behalf. Each variant says
 /// what was being done (`what`), so a log line or a sync report stands on its own.
 #[derive(Debug, thiserror::Error)]
 pub enum RegistryError {
-    #[error("upstream client TLS setup: {0}")]
-    Tls(#[from] TlsError),
     #[error("upstream credentials: {0}")]
     Credentials(String),
     #[error("{what}: {cause}")]

@@ -4,7 +4,7 @@
 //!
 //! Owns: the Distribution API calls regkeeper makes, authentication (anonymous, Basic, the
 //! Bearer token flow), the full manifest `Accept` list, digest checks and size caps on answers.
-//! May call: `config`, `tls`, `manifest` (media types and digests).
+//! May call: `config`, `manifest` (media types and digests).
 
 mod auth;
 mod error;
@@ -27,7 +27,7 @@ use hyper_util::{
 pub use auth::{Challenge, parse_challenge};
 pub use error::RegistryError;
 
-use crate::{config::Config, manifest, tls};
+use crate::{config::Config, manifest};
 
 /// Every manifest media type regkeeper understands, so the upstream never down-converts (a
 /// Docker v2s2 manifest fetched without it comes back as schema 1 with another digest) and
@@ -68,13 +68,13 @@ pub struct RegistryClient {
 }
 
 impl RegistryClient {
-    pub fn new(config: &Config) -> Result<Self, RegistryError> {
+    /// `tls` is `upstream::client_tls`'s result (shared with the proxy's upstream pool).
+    pub fn new(config: &Config, tls: rustls::ClientConfig) -> Result<Self, RegistryError> {
         let upstream = &config.upstream;
         let mut connector = HttpConnector::new();
         connector.enforce_http(false);
         connector.set_nodelay(true);
         connector.set_connect_timeout(Some(config.timeouts.connect.0));
-        let tls = tls::client_config(upstream.ca_bundle.as_deref(), upstream.insecure_skip_verify)?;
         let connector = HttpsConnectorBuilder::new()
             .with_tls_config(tls)
             .https_or_http()

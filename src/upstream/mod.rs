@@ -35,7 +35,9 @@ pub struct Upstream {
 }
 
 impl Upstream {
-    pub fn new(config: &Config) -> Result<Self, TlsError> {
+    /// `tls` is [`client_tls`]'s result, shared with regkeeper's own registry client so the
+    /// roots and CA bundle are read once.
+    pub fn new(config: &Config, tls: rustls::ClientConfig) -> Result<Self, TlsError> {
         let upstream = &config.upstream;
         let mut http = HttpConnector::new();
         http.enforce_http(false);
@@ -44,13 +46,6 @@ impl Upstream {
         http.set_keepalive(Some(Duration::from_secs(60)));
         http.set_recv_buffer_size(Some(SOCKET_BUFFER_BYTES));
         http.set_send_buffer_size(Some(SOCKET_BUFFER_BYTES));
-        if upstream.insecure_skip_verify && upstream.url.is_https() {
-            tracing::warn!(
-                upstream = %upstream.url,
-                "upstream.insecureSkipVerify is on: the upstream's certificate is not checked"
-            );
-        }
-        let tls = tls::client_config(upstream.ca_bundle.as_deref(), upstream.insecure_skip_verify)?;
         let connector = HttpsConnectorBuilder::new()
             .with_tls_config(tls)
             .https_or_http()
@@ -114,6 +109,19 @@ impl Upstream {
             Err(format!("GET /v2/ answered {status}"))
         }
     }
+}
+
+/// The TLS client configuration for talking to the upstream: public roots plus
+/// `upstream.caBundle`, or no verification with `insecureSkipVerify` (logged loudly).
+pub fn client_tls(config: &Config) -> Result<rustls::ClientConfig, TlsError> {
+    let upstream = &config.upstream;
+    if upstream.insecure_skip_verify && upstream.url.is_https() {
+        tracing::warn!(
+            upstream = %upstream.url,
+            "upstream.insecureSkipVerify is on: the upstream's certificate is not checked"
+        );
+    }
+    tls::client_config(upstream.ca_bundle.as_deref(), upstream.insecure_skip_verify)
 }
 
 /// An error and its causes on one line, for logs.
