@@ -306,6 +306,7 @@ fn measure(dir: &Path, scale: &Scale) {
         usage: &usage,
         retention: &retention,
         now: UnixMillis(NOW as u64 * 1000),
+        details: policy::Details::Reasons,
     });
     split.push((
         "evaluate (walks, rules, plan)",

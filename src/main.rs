@@ -4,7 +4,10 @@
 use std::{path::PathBuf, process::ExitCode};
 
 use clap::{Parser, Subcommand};
-use regkeeper::config::{Config, ENV_OVERRIDES};
+use regkeeper::{
+    config::{Config, ENV_OVERRIDES},
+    policy::Details,
+};
 
 #[derive(Parser)]
 #[command(
@@ -180,7 +183,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             at,
         } => {
             let config = Config::load(&config)?;
-            let plan = evaluate(&config, at.as_deref())?;
+            let plan = evaluate(&config, at.as_deref(), Details::Reasons)?;
             match output {
                 Output::Table => print!("{}", regkeeper::planning::plan_table(&plan, show_kept)),
                 Output::Json => println!("{}", serde_json::to_string_pretty(&plan)?),
@@ -194,7 +197,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             at,
         } => {
             let config = Config::load(&config)?;
-            let plan = evaluate(&config, at.as_deref())?;
+            let plan = evaluate(&config, at.as_deref(), Details::All)?;
             let explanation = regkeeper::planning::explain(&plan, &reference)?;
             match output {
                 Output::Table => print!("{}", regkeeper::planning::explain_table(&explanation)),
@@ -217,7 +220,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
 }
 
 /// One evaluation of the retention rules against the index (opened directly) as of `at`.
-fn evaluate(config: &Config, at: Option<&str>) -> anyhow::Result<regkeeper::policy::Plan> {
+fn evaluate(
+    config: &Config,
+    at: Option<&str>,
+    details: Details,
+) -> anyhow::Result<regkeeper::policy::Plan> {
     let index = match open_existing_index(config)? {
         Local::Index(index) => index,
         Local::Serving => anyhow::bail!(
@@ -234,7 +241,7 @@ fn evaluate(config: &Config, at: Option<&str>) -> anyhow::Result<regkeeper::poli
         .enable_all()
         .build()?;
     let loaded = runtime.block_on(regkeeper::planning::load(config, &index))?;
-    Ok(regkeeper::planning::plan(config, &loaded, at))
+    Ok(regkeeper::planning::plan(config, &loaded, at, details))
 }
 
 /// Where a reading command reads from.

@@ -11,7 +11,7 @@ use serde::Serialize;
 use crate::{
     config::Config,
     index::{Index, IndexError, UnixMillis},
-    policy::{self, Action, Inputs, Outcome, Plan, Snapshot, Usage},
+    policy::{self, Action, Details, Inputs, Outcome, Plan, Snapshot, Usage},
     sources::git::GitFacts,
 };
 
@@ -61,14 +61,15 @@ pub async fn load(config: &Config, index: &dyn Index) -> Result<Loaded, IndexErr
     })
 }
 
-/// The plan for `loaded` as of `now`.
-pub fn plan(config: &Config, loaded: &Loaded, now: UnixMillis) -> Plan {
+/// The plan for `loaded` as of `now`; `details` for `explain` (every rule's verdict in words).
+pub fn plan(config: &Config, loaded: &Loaded, now: UnixMillis, details: Details) -> Plan {
     policy::evaluate(&Inputs {
         snapshot: &loaded.snapshot,
         git: &loaded.git,
         usage: &loaded.usage,
         retention: &config.retention,
         now,
+        details,
     })
 }
 

@@ -32,6 +32,18 @@ pub struct Inputs<'a> {
     pub usage: &'a Usage,
     pub retention: &'a RetentionConfig,
     pub now: UnixMillis,
+    pub details: Details,
+}
+
+/// How much a plan says about each tag.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Details {
+    /// Every rule's verdict in words (`explain`).
+    #[default]
+    All,
+    /// Only the reasons kept tags are kept (`plan`, the executor): the non-keeping verdicts are
+    /// left out of `TagPlan::outcomes`.
+    Reasons,
 }
 
 /// One rule's verdict on one tag.
@@ -311,6 +323,9 @@ fn evaluate_repository(
             .filter(|o| o.keeps)
             .map(|o| o.detail.clone())
             .collect();
+        if inputs.details == Details::Reasons {
+            tag.outcomes.retain(|o| o.keeps);
+        }
     }
 
     // Actions: per digest, by digest order for determinism.

@@ -231,6 +231,11 @@ pub fn git_verdicts(
                         keeps: true,
                         detail: format!("git: {}", reasons.join("; ")),
                     },
+                    None if inputs.details == super::Details::Reasons => Outcome {
+                        rule: "git",
+                        keeps: false,
+                        detail: String::new(),
+                    },
                     None => Outcome {
                         rule: "git",
                         keeps: false,
@@ -338,10 +343,15 @@ impl<'a> TagContext<'a> {
         let usage = self.inputs.usage;
         // Usage first: it is what must never be deleted.
         let mut used = false;
-        for image in [
-            ImageRef::Tag(tag.tag.clone()),
-            ImageRef::Digest(tag.digest.clone()),
-        ] {
+        let images = if self.in_use.is_empty() {
+            Vec::new()
+        } else {
+            vec![
+                ImageRef::Tag(tag.tag.clone()),
+                ImageRef::Digest(tag.digest.clone()),
+            ]
+        };
+        for image in images {
             for (rule, why) in self.in_use.get(&image).into_iter().flatten() {
                 used = true;
                 outcomes.push(Outcome {
@@ -369,10 +379,12 @@ impl<'a> TagContext<'a> {
             outcomes.push(Outcome {
                 rule: "kubernetes",
                 keeps: false,
-                detail: format!(
-                    "kubernetes: no workload in {} cluster(s) uses it",
-                    self.inputs.retention.kubernetes.clusters.len()
-                ),
+                detail: self.text(false, || {
+                    format!(
+                        "kubernetes: no workload in {} cluster(s) uses it",
+                        self.inputs.retention.kubernetes.clusters.len()
+                    )
+                }),
             });
         }
         // Git, or untracked.
@@ -386,12 +398,14 @@ impl<'a> TagContext<'a> {
         outcomes.push(Outcome {
             rule: "pushedWithin",
             keeps: pushed_ago < window,
-            detail: format!(
-                "pushed {} ago ({} {})",
-                ago(pushed_ago),
-                if pushed_ago < window { "<" } else { "≥" },
-                self.scope.pushed_within
-            ),
+            detail: self.text(pushed_ago < window, || {
+                format!(
+                    "pushed {} ago ({} {})",
+                    ago(pushed_ago),
+                    if pushed_ago < window { "<" } else { "≥" },
+                    self.scope.pushed_within
+                )
+            }),
         });
         if let Some(pulled_within) = self.scope.pulled_within {
             let last = [tag.tag.as_str(), tag.digest.as_str()]
@@ -406,17 +420,19 @@ impl<'a> TagContext<'a> {
                     Outcome {
                         rule: "pulledWithin",
                         keeps: since < window,
-                        detail: format!(
-                            "pulled {} ago ({} {pulled_within})",
-                            ago(since),
-                            if since < window { "<" } else { "≥" }
-                        ),
+                        detail: self.text(since < window, || {
+                            format!(
+                                "pulled {} ago ({} {pulled_within})",
+                                ago(since),
+                                if since < window { "<" } else { "≥" }
+                            )
+                        }),
                     }
                 }
                 None => Outcome {
                     rule: "pulledWithin",
                     keeps: false,
-                    detail: "never pulled through regkeeper".into(),
+                    detail: self.text(false, || "never pulled through regkeeper".into()),
                 },
             });
         }
@@ -430,7 +446,9 @@ impl<'a> TagContext<'a> {
             outcomes.push(Outcome {
                 rule: "tags",
                 keeps: false,
-                detail: "tag matches none of the always-kept patterns".into(),
+                detail: self.text(false, || {
+                    "tag matches none of the always-kept patterns".into()
+                }),
             });
         }
         if let Some(n) = self.scope.last_per_repository {
@@ -442,15 +460,28 @@ impl<'a> TagContext<'a> {
             outcomes.push(Outcome {
                 rule: "lastPerRepository",
                 keeps: rank < n,
-                detail: format!(
-                    "pushed {} most recently in {} ({} {n})",
-                    ordinal(rank + 1),
-                    self.repository,
-                    if rank < n { "≤" } else { ">" }
-                ),
+                detail: self.text(rank < n, || {
+                    format!(
+                        "pushed {} most recently in {} ({} {n})",
+                        ordinal(rank + 1),
+                        self.repository,
+                        if rank < n { "≤" } else { ">" }
+                    )
+                }),
             });
         }
         outcomes
+    }
+
+    /// A rule's words: always for a keep reason; for a rule that does not keep, only when the
+    /// caller wants every verdict (`explain`) — a plan over a million tags would spend most of
+    /// its time and memory on sentences nobody reads.
+    fn text(&self, keeps: bool, make: impl FnOnce() -> String) -> String {
+        if keeps || self.inputs.details == super::Details::All {
+            make()
+        } else {
+            String::new()
+        }
     }
 
     fn untracked(&self, tag: &TagRecord) -> Outcome {
@@ -472,11 +503,13 @@ impl<'a> TagContext<'a> {
                 Outcome {
                     rule: "untracked",
                     keeps,
-                    detail: format!(
-                        "{what}, pushed {} ago ({} untracked.maxAge {max_age})",
-                        ago(age),
-                        if keeps { "<" } else { "≥" }
-                    ),
+                    detail: self.text(keeps, || {
+                        format!(
+                            "{what}, pushed {} ago ({} untracked.maxAge {max_age})",
+                            ago(age),
+                            if keeps { "<" } else { "≥" }
+                        )
+                    }),
                 }
             }
         }

@@ -110,6 +110,17 @@ pub fn evaluate(
     usage: &Usage,
     now: i64,
 ) -> Plan {
+    evaluate_with(snapshot, git, retention, usage, now, policy::Details::All)
+}
+
+pub fn evaluate_with(
+    snapshot: &Snapshot,
+    git: &GitRepo,
+    retention: &RetentionConfig,
+    usage: &Usage,
+    now: i64,
+    details: policy::Details,
+) -> Plan {
     let linked: BTreeSet<String> = snapshot
         .repositories
         .values()
@@ -126,6 +137,7 @@ pub fn evaluate(
         usage,
         retention,
         now: UnixMillis(now as u64 * 1000),
+        details,
     })
 }
 

@@ -202,6 +202,33 @@ fn the_plan_is_deterministic() {
 }
 
 #[test]
+fn a_plan_without_the_words_decides_exactly_the_same() {
+    for seed in 1..=6 {
+        let (git, snapshot) = random_case(seed);
+        let config = retention(git.dir.path(), "", "    untracked:\n      maxAge: 3d\n");
+        let all = evaluate(&snapshot, &git, &config, &Usage::default(), NOW);
+        let lean = super::evaluate_with(
+            &snapshot,
+            &git,
+            &config,
+            &Usage::default(),
+            NOW,
+            regkeeper::policy::Details::Reasons,
+        );
+        assert_eq!(
+            serde_json::to_value(&all).unwrap(),
+            serde_json::to_value(&lean).unwrap()
+        );
+        assert!(
+            lean.repositories[0]
+                .tags
+                .iter()
+                .all(|t| t.outcomes.iter().all(|o| o.keeps))
+        );
+    }
+}
+
+#[test]
 fn commits_git_cannot_prove_keep_their_images() {
     let git = GitRepo::new();
     let c = git.line(None, NOW - 10 * DAY, DAY, 3);
