@@ -28,28 +28,43 @@ pub struct Loaded {
 /// could have kept (`git-unproven`, `kubernetes-unavailable`).
 pub async fn load(config: &Config, index: &dyn Index) -> Result<Loaded, IndexError> {
     let mut timings = Vec::new();
+    // The index snapshot and the git graphs do not depend on each other: read them together.
     let started = Instant::now();
-    let snapshot = Snapshot::read(index)?;
-    timings.push(("index snapshot", started.elapsed().as_secs_f64()));
-    let started = Instant::now();
+    let (snapshot, graphs) = std::thread::scope(|scope| {
+        let graphs = scope.spawn(|| {
+            config
+                .retention
+                .git_repositories
+                .iter()
+                .map(|g| (g, GitFacts::load_graph(&g.path, &g.remote)))
+                .collect::<Vec<_>>()
+        });
+        let snapshot = Snapshot::read(index);
+        (snapshot, graphs.join())
+    });
+    let snapshot = snapshot?;
+    let graphs = graphs.unwrap_or_default();
+    timings.push((
+        "index snapshot and git graphs",
+        started.elapsed().as_secs_f64(),
+    ));
     let linked: std::collections::BTreeSet<String> = snapshot
         .repositories
         .values()
         .flat_map(|r| r.links.values().flatten().map(|l| l.commit.clone()))
         .collect();
-    let git = config
-        .retention
-        .git_repositories
-        .iter()
-        .map(|g| {
-            let facts = GitFacts::load(&g.path, &g.remote, &linked).map_err(|e| e.to_string());
-            if let Err(error) = &facts {
-                tracing::warn!(repository = g.name, %error, "git repository unreadable; its images are kept");
-            }
-            (g.name.clone(), facts)
-        })
-        .collect();
-    timings.push(("git graph load", started.elapsed().as_secs_f64()));
+    let mut git = HashMap::new();
+    for (repository, graph) in graphs {
+        let facts = graph.and_then(|mut facts| {
+            facts.note_unreachable(&repository.path, &linked)?;
+            Ok(facts)
+        });
+        let facts = facts.map_err(|e| e.to_string());
+        if let Err(error) = &facts {
+            tracing::warn!(repository = repository.name, %error, "git repository unreadable; its images are kept");
+        }
+        git.insert(repository.name.clone(), facts);
+    }
     let started = Instant::now();
     let usage = crate::sources::usage::collect(&config.retention).await;
     timings.push(("kubernetes and helm", started.elapsed().as_secs_f64()));

@@ -64,10 +64,41 @@ pub struct GitFacts {
 
 impl GitFacts {
     /// Reads the references of `remote` (or local branches) and tags, and every commit they
-    /// reach. `linked` are the commit ids images are linked to: those the references do not
-    /// reach but the repository holds (a deleted branch's commits) are noted as unreachable —
-    /// provably on no reference, unlike ids the repository does not know at all.
+    /// reach, then notes which of the `linked` commit ids are unreachable (see
+    /// [`Self::note_unreachable`]).
     pub fn load(path: &Path, remote: &str, linked: &BTreeSet<String>) -> Result<Self, GitError> {
+        let mut facts = Self::load_graph(path, remote)?;
+        facts.note_unreachable(path, linked)?;
+        Ok(facts)
+    }
+
+    /// Among `linked` (the commit ids images are linked to), those the references do not reach
+    /// but the repository holds (a deleted branch's commits): provably on no reference, unlike
+    /// ids the repository does not know at all.
+    pub fn note_unreachable(
+        &mut self,
+        path: &Path,
+        linked: &BTreeSet<String>,
+    ) -> Result<(), GitError> {
+        let repo = Repository::open(path).map_err(|e| GitError::Open {
+            path: path.display().to_string(),
+            message: e.message().to_string(),
+        })?;
+        for id in linked {
+            if self.resolve(id).is_none()
+                && repo
+                    .revparse_single(id)
+                    .and_then(|o| o.peel_to_commit())
+                    .is_ok()
+            {
+                self.unreachable.insert(id.to_ascii_lowercase());
+            }
+        }
+        Ok(())
+    }
+
+    /// The references and the commit graph they reach.
+    pub fn load_graph(path: &Path, remote: &str) -> Result<Self, GitError> {
         let shown = path.display().to_string();
         let repo = Repository::open(path).map_err(|e| GitError::Open {
             path: shown.clone(),
@@ -162,16 +193,6 @@ impl GitFacts {
         facts
             .references
             .sort_by(|a, b| (a.kind as u8, &a.name).cmp(&(b.kind as u8, &b.name)));
-        for id in linked {
-            if facts.resolve(id).is_none()
-                && repo
-                    .revparse_single(id)
-                    .and_then(|o| o.peel_to_commit())
-                    .is_ok()
-            {
-                facts.unreachable.insert(id.to_ascii_lowercase());
-            }
-        }
         Ok(facts)
     }
 
