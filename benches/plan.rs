@@ -192,22 +192,17 @@ fn generate_index(path: &Path, scale: &Scale, commits: &[String]) {
         let digest = format!("sha256:{:064x}", t as u64 * 0x9E37_79B9_7F4A_7C15);
         let pushed = UnixMillis((NOW as u64 - 3 * 3600 - rng.next(200 * 86_400) as u64) * 1000);
         batch.push(Write::PutManifest(ManifestRecord {
-            repository: repository.clone(),
-            digest: digest.clone(),
-            media_type: "application/vnd.oci.image.manifest.v1+json".into(),
             kind: ManifestKind::Image,
             total_size: 50_000_000,
             config_digest: Some(format!("sha256:{:064x}", t + 1)),
-            children: Vec::new(),
-            subject: None,
-            artifact_type: None,
-            created: None,
-            annotations: Default::default(),
-            labels: Default::default(),
-            recorded_at: pushed,
             complete: true,
             config_read: true,
-            problem: None,
+            ..ManifestRecord::bare(
+                &repository,
+                &digest,
+                "application/vnd.oci.image.manifest.v1+json",
+                pushed,
+            )
         }));
         batch.push(Write::PushTag {
             repository,

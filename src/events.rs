@@ -20,7 +20,7 @@ use tokio::sync::mpsc;
 
 use crate::{
     configs::{ConfigJob, ConfigQueue},
-    index::{Index, ManifestKind, ManifestRecord, UnixMillis, Write},
+    index::{Index, ManifestRecord, UnixMillis, Write},
     linking::Linker,
     manifest,
 };
@@ -360,24 +360,7 @@ fn record_push(
                 digest,
                 "manifest not captured or not parsed; marked for sync"
             );
-            ManifestRecord {
-                repository: repository.clone(),
-                digest: digest.clone(),
-                media_type: content_type.to_string(),
-                kind: ManifestKind::Opaque,
-                total_size: 0,
-                config_digest: None,
-                children: Vec::new(),
-                subject: None,
-                artifact_type: None,
-                created: None,
-                annotations: Default::default(),
-                labels: Default::default(),
-                recorded_at: at,
-                complete: false,
-                config_read: false,
-                problem: None,
-            }
+            ManifestRecord::bare(&repository, &digest, content_type, at)
         });
     writes.extend(
         linker

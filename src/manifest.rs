@@ -173,22 +173,10 @@ pub fn unreadable(
     at: UnixMillis,
 ) -> ManifestRecord {
     ManifestRecord {
-        repository: repository.to_string(),
-        digest: digest.to_string(),
-        media_type: media_type.to_string(),
-        kind: ManifestKind::Opaque,
         total_size: size,
-        config_digest: None,
-        children: Vec::new(),
-        subject: None,
-        artifact_type: None,
-        created: None,
-        annotations: BTreeMap::new(),
-        labels: BTreeMap::new(),
-        recorded_at: at,
         complete: true,
-        config_read: false,
         problem: Some(problem),
+        ..ManifestRecord::bare(repository, digest, media_type, at)
     }
 }
 

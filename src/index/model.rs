@@ -96,6 +96,29 @@ pub struct ManifestRecord {
 }
 
 impl ManifestRecord {
+    /// A record of which only the name and media type are known: an opaque, incomplete record
+    /// that `sync` fills in. Callers set what they know beyond that.
+    pub fn bare(repository: &str, digest: &str, media_type: &str, at: UnixMillis) -> Self {
+        Self {
+            repository: repository.to_string(),
+            digest: digest.to_string(),
+            media_type: media_type.to_string(),
+            kind: ManifestKind::Opaque,
+            total_size: 0,
+            config_digest: None,
+            children: Vec::new(),
+            subject: None,
+            artifact_type: None,
+            created: None,
+            annotations: BTreeMap::new(),
+            labels: BTreeMap::new(),
+            recorded_at: at,
+            complete: false,
+            config_read: false,
+            problem: None,
+        }
+    }
+
     /// An image whose config has not been read yet.
     pub fn needs_config(&self) -> bool {
         self.kind == ManifestKind::Image && self.config_digest.is_some() && !self.config_read

@@ -33,22 +33,16 @@ fn hex(text: &str) -> String {
 
 pub fn manifest(digest: &str) -> ManifestRecord {
     ManifestRecord {
-        repository: REPOSITORY.into(),
-        digest: digest.into(),
-        media_type: "application/vnd.oci.image.manifest.v1+json".into(),
         kind: ManifestKind::Image,
         total_size: 1000,
-        config_digest: None,
-        children: Vec::new(),
-        subject: None,
-        artifact_type: None,
-        created: None,
-        annotations: Default::default(),
-        labels: Default::default(),
-        recorded_at: UnixMillis(0),
         complete: true,
         config_read: true,
-        problem: None,
+        ..ManifestRecord::bare(
+            REPOSITORY,
+            digest,
+            "application/vnd.oci.image.manifest.v1+json",
+            UnixMillis(0),
+        )
     }
 }
 
