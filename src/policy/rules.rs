@@ -393,7 +393,8 @@ impl<'a> TagContext<'a> {
             None => outcomes.push(self.untracked(tag)),
         }
         // Push and pull windows.
-        let pushed_ago = now.0.saturating_sub(tag.first_pushed.0);
+        // The latest push: a tag pushed again to a new digest is as fresh as a new tag.
+        let pushed_ago = now.0.saturating_sub(tag.last_pushed.0);
         let window = self.scope.pushed_within.0.as_millis() as u64;
         outcomes.push(Outcome {
             rule: "pushedWithin",
@@ -498,7 +499,7 @@ impl<'a> TagContext<'a> {
                 detail: format!("{what} (kept: untracked.maxAge is not set)"),
             },
             Some(max_age) => {
-                let age = self.inputs.now.0.saturating_sub(tag.first_pushed.0);
+                let age = self.inputs.now.0.saturating_sub(tag.last_pushed.0);
                 let keeps = age < max_age.0.as_millis() as u64;
                 Outcome {
                     rule: "untracked",

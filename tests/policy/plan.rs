@@ -202,6 +202,33 @@ fn the_plan_is_deterministic() {
 }
 
 #[test]
+fn a_tag_pushed_again_to_a_new_digest_is_as_fresh_as_a_new_one() {
+    let git = GitRepo::new();
+    let c = git.line(None, NOW - 10 * DAY, DAY, 2);
+    git.remote_branch("main", c[1]);
+    let (old, new) = (c[0].to_string(), c[1].to_string());
+    let mut snapshot = snapshot(&[("moving", Some(old.as_str())), ("head", Some(new.as_str()))]);
+    let repo = snapshot.repositories.get_mut(REPOSITORY).unwrap();
+    // First pushed 30 days ago, pushed again (to this digest) ten minutes ago.
+    let moving = repo.tags.iter_mut().find(|t| t.tag == "moving").unwrap();
+    moving.first_pushed = UnixMillis(((NOW - 30 * DAY) * 1000) as u64);
+    moving.last_pushed = UnixMillis(((NOW - 600) * 1000) as u64);
+    let config = retention(git.dir.path(), "- references:\n    branch: main\n", "");
+    let plan = evaluate(&snapshot, &git, &config, &Usage::default(), NOW);
+    let tag = plan.repositories[0]
+        .tags
+        .iter()
+        .find(|t| t.tag == "moving")
+        .unwrap();
+    assert!(tag.keep, "{:?}", tag.outcomes);
+    assert!(
+        tag.reasons.iter().any(|r| r.starts_with("pushed 10m ago")),
+        "{:?}",
+        tag.reasons
+    );
+}
+
+#[test]
 fn a_plan_without_the_words_decides_exactly_the_same() {
     for seed in 1..=6 {
         let (git, snapshot) = random_case(seed);
