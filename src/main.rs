@@ -183,7 +183,20 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             at,
         } => {
             let config = Config::load(&config)?;
-            let plan = evaluate(&config, at.as_deref(), Details::Reasons)?;
+            let at = moment(at.as_deref())?;
+            if let Local::Serving = open_existing_index(&config)? {
+                let format = match output {
+                    Output::Table => "table",
+                    Output::Json => "json",
+                };
+                let path = format!(
+                    "/api/v1/plan?at={}&format={format}&show_kept={show_kept}",
+                    at.0
+                );
+                print_answer(&ask_serve_text(&config, &path)?, output)?;
+                return Ok(());
+            }
+            let plan = evaluate(&config, at, Details::Reasons)?;
             match output {
                 Output::Table => print!("{}", regkeeper::planning::plan_table(&plan, show_kept)),
                 Output::Json => println!("{}", serde_json::to_string_pretty(&plan)?),
@@ -197,7 +210,21 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             at,
         } => {
             let config = Config::load(&config)?;
-            let plan = evaluate(&config, at.as_deref(), Details::All)?;
+            let at = moment(at.as_deref())?;
+            if let Local::Serving = open_existing_index(&config)? {
+                let format = match output {
+                    Output::Table => "table",
+                    Output::Json => "json",
+                };
+                let path = format!(
+                    "/api/v1/explain?reference={}&at={}&format={format}",
+                    escape(&reference),
+                    at.0
+                );
+                print_answer(&ask_serve_text(&config, &path)?, output)?;
+                return Ok(());
+            }
+            let plan = evaluate(&config, at, Details::All)?;
             let explanation = regkeeper::planning::explain(&plan, &reference)?;
             match output {
                 Output::Table => print!("{}", regkeeper::planning::explain_table(&explanation)),
@@ -219,23 +246,27 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
+/// `--at`, or now.
+fn moment(at: Option<&str>) -> anyhow::Result<regkeeper::index::UnixMillis> {
+    let now = regkeeper::index::UnixMillis::now();
+    match at {
+        Some(text) => regkeeper::planning::parse_time(text, now).map_err(anyhow::Error::msg),
+        None => Ok(now),
+    }
+}
+
 /// One evaluation of the retention rules against the index (opened directly) as of `at`.
 fn evaluate(
     config: &Config,
-    at: Option<&str>,
+    at: regkeeper::index::UnixMillis,
     details: Details,
 ) -> anyhow::Result<regkeeper::policy::Plan> {
     let index = match open_existing_index(config)? {
         Local::Index(index) => index,
         Local::Serving => anyhow::bail!(
-            "the index at {} is held by a running `regkeeper serve`; stop it to plan from this host",
+            "the index at {} is held by a running `regkeeper serve`",
             config.index.path.display()
         ),
-    };
-    let now = regkeeper::index::UnixMillis::now();
-    let at = match at {
-        Some(text) => regkeeper::planning::parse_time(text, now).map_err(anyhow::Error::msg)?,
-        None => now,
     };
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -273,6 +304,32 @@ fn ask_serve(config: &Config, path: &str) -> anyhow::Result<serde_json::Value> {
         .build()?;
     runtime
         .block_on(regkeeper::admin::remote::get_json(config.admin.listen, path))
+        .map_err(|why| {
+            anyhow::anyhow!(
+                "the index at {} is held by a running `regkeeper serve`, and asking it failed: {why}",
+                config.index.path.display()
+            )
+        })
+}
+
+/// What `serve` answered, printed as the command itself would (JSON pretty-printed).
+fn print_answer(answer: &str, output: Output) -> anyhow::Result<()> {
+    match output {
+        Output::Table => print!("{answer}"),
+        Output::Json => {
+            let value: serde_json::Value = serde_json::from_str(answer)?;
+            println!("{}", serde_json::to_string_pretty(&value)?);
+        }
+    }
+    Ok(())
+}
+
+fn ask_serve_text(config: &Config, path: &str) -> anyhow::Result<String> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    runtime
+        .block_on(regkeeper::admin::remote::get_text(config.admin.listen, path))
         .map_err(|why| {
             anyhow::anyhow!(
                 "the index at {} is held by a running `regkeeper serve`, and asking it failed: {why}",

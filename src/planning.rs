@@ -27,6 +27,17 @@ pub struct Loaded {
 /// repository or cluster that cannot be read is recorded as such: the plan keeps what it
 /// could have kept (`git-unproven`, `kubernetes-unavailable`).
 pub async fn load(config: &Config, index: &dyn Index) -> Result<Loaded, IndexError> {
+    let mut loaded = read_local(config, index)?;
+    let started = Instant::now();
+    loaded.usage = crate::sources::usage::collect(&config.retention).await;
+    loaded
+        .timings
+        .push(("kubernetes and helm", started.elapsed().as_secs_f64()));
+    Ok(loaded)
+}
+
+/// The blocking part of [`load`]: the index snapshot and the git repositories (usage empty).
+pub fn read_local(config: &Config, index: &dyn Index) -> Result<Loaded, IndexError> {
     let mut timings = Vec::new();
     // The index snapshot and the git graphs do not depend on each other: read them together.
     let started = Instant::now();
@@ -65,13 +76,10 @@ pub async fn load(config: &Config, index: &dyn Index) -> Result<Loaded, IndexErr
         }
         git.insert(repository.name.clone(), facts);
     }
-    let started = Instant::now();
-    let usage = crate::sources::usage::collect(&config.retention).await;
-    timings.push(("kubernetes and helm", started.elapsed().as_secs_f64()));
     Ok(Loaded {
         snapshot,
         git,
-        usage,
+        usage: Usage::default(),
         timings,
     })
 }

@@ -107,6 +107,11 @@ pub fn serve(config: Config) -> Result<(), ServeError> {
             _ => None,
         },
         index: recording.as_ref().map(|(index, _)| index.clone()),
+        plans: recording.as_ref().map(|(index, _)| admin::PlanApi {
+            config: Arc::new(config.clone()),
+            index: index.clone(),
+            running: tokio::sync::Semaphore::new(1),
+        }),
     });
 
     let (stop_tx, stop_rx) = watch::channel(false);

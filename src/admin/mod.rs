@@ -1,9 +1,11 @@
 //! The admin listener: liveness, readiness (the upstream answers `GET /v2/`), the link API and,
 //! later, metrics. Kept off the proxy listener so it can live on a private interface.
 //!
-//! May call: `upstream` (readiness probe), `index` and `events` (link API), `inspect` (views).
+//! May call: `upstream` (readiness probe), `index` and `events` (link API), `inspect` (views),
+//! `planning` and `sources` (plan/explain).
 
 mod links;
+mod plans;
 pub mod remote;
 mod views;
 
@@ -18,6 +20,7 @@ use tokio::{net::TcpListener, sync::watch};
 
 use crate::{index::Index, upstream::Upstream};
 pub use links::LinkApi;
+pub use plans::PlanApi;
 
 /// What the admin endpoints need.
 pub struct AdminState {
@@ -26,6 +29,8 @@ pub struct AdminState {
     pub links: Option<LinkApi>,
     /// The index, for the read-only views; `None` when recording is off.
     pub index: Option<Arc<dyn Index>>,
+    /// `plan`/`explain` over the held index; `None` when recording is off.
+    pub plans: Option<PlanApi>,
 }
 
 const PROBE_TIMEOUT: Duration = Duration::from_secs(3);
@@ -94,6 +99,29 @@ async fn route(request: Request<Incoming>, state: &AdminState) -> Response<Full<
                 ),
             };
             json(status, &body)
+        }
+        path @ ("/api/v1/plan" | "/api/v1/explain") => {
+            let Some(plans) = &state.plans else {
+                return json(
+                    StatusCode::NOT_FOUND,
+                    &serde_json::json!({ "error": "index.record is off: there is no index" }),
+                );
+            };
+            if request.method() != http::Method::GET {
+                return json(
+                    StatusCode::METHOD_NOT_ALLOWED,
+                    &serde_json::json!({ "error": "use GET" }),
+                );
+            }
+            let (status, body) = if path == "/api/v1/plan" {
+                plans.plan(request.uri().query()).await
+            } else {
+                plans.explain(request.uri().query()).await
+            };
+            match body {
+                plans::Body::Json(value) => json(status, &value),
+                plans::Body::Text(body) => text(status, body),
+            }
         }
         "/healthz" => text(StatusCode::OK, "ok\n".into()),
         "/readyz" => match upstream.probe(PROBE_TIMEOUT).await {

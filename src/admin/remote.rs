@@ -8,10 +8,17 @@ use http::{Request, StatusCode};
 use http_body_util::{BodyExt, Empty};
 use hyper_util::rt::TokioIo;
 
-const TIMEOUT: Duration = Duration::from_secs(30);
+/// A plan over a large registry takes a while.
+const TIMEOUT: Duration = Duration::from_secs(600);
 
 /// `GET path` on the admin listener at `addr`, as JSON. Errors are sentences for the operator.
 pub async fn get_json(addr: SocketAddr, path: &str) -> Result<serde_json::Value, String> {
+    let body = get_text(addr, path).await?;
+    serde_json::from_str(&body).map_err(|e| format!("the admin listener answered non-JSON: {e}"))
+}
+
+/// `GET path` on the admin listener at `addr`: the body of a 200, or the `error` it gave.
+pub async fn get_text(addr: SocketAddr, path: &str) -> Result<String, String> {
     let work = async {
         let stream = tokio::net::TcpStream::connect(addr)
             .await
@@ -35,13 +42,13 @@ pub async fn get_json(addr: SocketAddr, path: &str) -> Result<serde_json::Value,
             .await
             .map_err(|e| e.to_string())?
             .to_bytes();
-        let value: serde_json::Value = serde_json::from_slice(&body)
-            .map_err(|e| format!("the admin listener answered {status} with non-JSON: {e}"))?;
+        let text = String::from_utf8_lossy(&body).into_owned();
         if status != StatusCode::OK {
+            let value: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
             let why = value["error"].as_str().unwrap_or("no reason given");
             return Err(format!("{why} (admin listener answered {status})"));
         }
-        Ok(value)
+        Ok(text)
     };
     tokio::time::timeout(TIMEOUT, work)
         .await

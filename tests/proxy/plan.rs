@@ -66,6 +66,34 @@ fn plan_and_explain_follow_git_history_for_images_pushed_through_the_proxy() {
         &format!("docker://{}/other/app:old", proxy.host()),
         &[],
     );
+    // While serve holds the index, plan and explain ask it through the admin listener.
+    let live: Value = serde_json::from_str(
+        &proxy
+            .cli(&["plan", "--output", "json", "--at", "+3h"], &[])
+            .expect_ok(),
+    )
+    .unwrap();
+    let live_team = live["repositories"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["repository"] == "team/app")
+        .unwrap();
+    assert_eq!(live_team["deleted"]["tags"], 2, "{live_team:#}");
+    let live_explain = proxy
+        .cli(
+            &["explain", &format!("team/app:{}", tags[1]), "--at", "+3h"],
+            &[],
+        )
+        .expect_ok();
+    assert!(live_explain.contains("verdict: DELETED"), "{live_explain}");
+    let missing = proxy.cli(&["explain", "team/app:nope"], &[]);
+    assert!(
+        !missing.ok && missing.stderr.contains("no tag team/app:nope"),
+        "{}",
+        missing.stderr
+    );
+
     proxy.terminate();
     assert!(proxy.wait(), "{}", proxy.logs());
 

@@ -1,0 +1,112 @@
+//! `plan` and `explain` while `serve` holds the index: `GET /api/v1/plan` and
+//! `GET /api/v1/explain?reference=R:T`, both with `at` (ms since the epoch; default now) and
+//! `format` (`json`, the default, or `table`: the same text the commands print). One evaluation
+//! runs at a time; it reads the index snapshot and git off the async threads.
+
+use std::sync::Arc;
+
+use http::StatusCode;
+use tokio::sync::Semaphore;
+
+use super::views::param;
+use crate::{
+    config::Config,
+    index::{Index, UnixMillis},
+    planning,
+    policy::Details,
+};
+
+/// What an answer is: JSON, or text for `format=table`.
+pub enum Body {
+    Json(serde_json::Value),
+    Text(String),
+}
+
+pub struct PlanApi {
+    pub config: Arc<Config>,
+    pub index: Arc<dyn Index>,
+    /// Evaluations are heavy: one at a time.
+    pub running: Semaphore,
+}
+
+impl PlanApi {
+    pub async fn plan(&self, query: Option<&str>) -> (StatusCode, Body) {
+        let table = param(query, "format").as_deref() == Some("table");
+        let show_kept = param(query, "show_kept").is_some_and(|v| v == "1" || v == "true");
+        match self.evaluate(query, Details::Reasons).await {
+            Err(answer) => answer,
+            Ok(plan) if table => (
+                StatusCode::OK,
+                Body::Text(planning::plan_table(&plan, show_kept)),
+            ),
+            Ok(plan) => (StatusCode::OK, json(&plan)),
+        }
+    }
+
+    pub async fn explain(&self, query: Option<&str>) -> (StatusCode, Body) {
+        let Some(reference) = param(query, "reference") else {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "give ?reference=REPOSITORY:TAG".into(),
+            );
+        };
+        let table = param(query, "format").as_deref() == Some("table");
+        let plan = match self.evaluate(query, Details::All).await {
+            Ok(plan) => plan,
+            Err(answer) => return answer,
+        };
+        match planning::explain(&plan, &reference) {
+            Ok(explanation) if table => (
+                StatusCode::OK,
+                Body::Text(planning::explain_table(&explanation)),
+            ),
+            Ok(explanation) => (StatusCode::OK, json(&explanation)),
+            Err(unknown) => error(StatusCode::NOT_FOUND, unknown.to_string()),
+        }
+    }
+
+    async fn evaluate(
+        &self,
+        query: Option<&str>,
+        details: Details,
+    ) -> Result<crate::policy::Plan, (StatusCode, Body)> {
+        let at = match param(query, "at") {
+            Some(at) => UnixMillis(at.parse().map_err(|_| {
+                error(
+                    StatusCode::BAD_REQUEST,
+                    format!("at={at:?}: milliseconds since the epoch"),
+                )
+            })?),
+            None => UnixMillis::now(),
+        };
+        let _turn = self
+            .running
+            .acquire()
+            .await
+            .map_err(|_| error(StatusCode::SERVICE_UNAVAILABLE, "shutting down".into()))?;
+        let (config, index) = (self.config.clone(), self.index.clone());
+        let local =
+            tokio::task::spawn_blocking(move || planning::read_local(&config, index.as_ref()))
+                .await
+                .map_err(|e| error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+        let mut loaded = local.map_err(|e| {
+            error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("the index cannot be read: {e}"),
+            )
+        })?;
+        loaded.usage = crate::sources::usage::collect(&self.config.retention).await;
+        Ok(planning::plan(&self.config, &loaded, at, details))
+    }
+}
+
+fn json(value: &impl serde::Serialize) -> Body {
+    Body::Json(
+        serde_json::to_value(value)
+            .unwrap_or_else(|e| serde_json::json!({ "error": e.to_string() })),
+    )
+}
+
+fn error(status: StatusCode, why: String) -> (StatusCode, Body) {
+    (status, Body::Json(serde_json::json!({ "error": why })))
+}
