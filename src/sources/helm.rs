@@ -13,6 +13,9 @@ use kube::{Client, ResourceExt, api::ListParams};
 
 use super::kube::{WorkloadImage, list_all};
 
+/// Largest release JSON regkeeper inflates.
+const MAX_RELEASE_BYTES: u64 = 64 << 20;
+
 #[derive(serde::Deserialize)]
 struct Release {
     name: String,
@@ -36,9 +39,16 @@ fn decode(secret: &Secret) -> Result<Release, String> {
         .decode(encoded.0.trim_ascii())
         .map_err(|e| format!("release secret {name}: not base64: {e}"))?;
     let mut json = Vec::new();
+    // A secret is at most 1 MiB; what it inflates to is bounded too (no gzip bomb).
     flate2::read::GzDecoder::new(gzipped.as_slice())
+        .take(MAX_RELEASE_BYTES + 1)
         .read_to_end(&mut json)
         .map_err(|e| format!("release secret {name}: not gzip: {e}"))?;
+    if json.len() as u64 > MAX_RELEASE_BYTES {
+        return Err(format!(
+            "release secret {name}: inflates beyond {MAX_RELEASE_BYTES} bytes"
+        ));
+    }
     serde_json::from_slice(&json).map_err(|e| format!("release secret {name}: not a release: {e}"))
 }
 
