@@ -37,6 +37,8 @@ pub const MANIFEST_ACCEPT: &str = "application/vnd.oci.image.manifest.v1+json, a
 pub const MAX_MANIFEST_BYTES: usize = 4 << 20;
 /// Catalog and tag-list pages larger than this are refused.
 const MAX_LIST_BYTES: usize = 64 << 20;
+/// Pages of one list followed at most.
+pub const MAX_PAGES: usize = 100_000;
 /// Redirects followed for one blob (storage back ends answer 307 to a signed URL).
 const MAX_REDIRECTS: usize = 3;
 
@@ -142,6 +144,7 @@ impl RegistryClient {
         let what = format!("list tags of {repository}");
         let mut path = format!("/v2/{repository}/tags/list");
         let mut tags = Vec::new();
+        let mut pages = 0usize;
         loop {
             let response = self.get(&path, &scope, None, MAX_LIST_BYTES, &what).await?;
             let (status, headers, body) = response;
@@ -151,7 +154,15 @@ impl RegistryClient {
             check_status(status, &body, &what)?;
             let page: TagList = serde_json::from_slice(&body).map_err(|e| malformed(&what, e))?;
             tags.extend(page.tags.unwrap_or_default());
+            pages += 1;
             match next_link(&headers) {
+                // An upstream whose links go round in circles is cut off, not followed forever.
+                Some(_) if pages >= MAX_PAGES => {
+                    return Err(RegistryError::Malformed {
+                        what,
+                        why: format!("more than {MAX_PAGES} pages of tags"),
+                    });
+                }
                 Some(next) if next != path => path = next,
                 _ => return Ok(tags),
             }

@@ -250,6 +250,7 @@ impl Crawl<'_> {
     async fn catalog(&self, after: Option<&str>) -> Result<Vec<String>, SyncError> {
         let mut repositories = Vec::new();
         let mut next: Option<String> = None;
+        let mut pages = 0usize;
         loop {
             let from = match (&next, after) {
                 (Some(next), _) => CatalogFrom::Next(next),
@@ -263,7 +264,14 @@ impl Crawl<'_> {
             .map_err(SyncError::Catalog)?;
             let progressed = page.repositories.last().cloned();
             repositories.extend(page.repositories);
+            pages += 1;
             match page.next {
+                Some(_) if pages >= crate::registry::MAX_PAGES => {
+                    return Err(SyncError::Catalog(RegistryError::Malformed {
+                        what: "list repositories (/v2/_catalog)".into(),
+                        why: format!("more than {} pages", crate::registry::MAX_PAGES),
+                    }));
+                }
                 // A page that adds nothing must not be followed forever.
                 Some(link) if progressed.is_some() && next.as_ref() != Some(&link) => {
                     next = Some(link);
