@@ -147,6 +147,7 @@ impl GitFacts {
             ..Self::default()
         };
         // Each commit is read once (a revwalk would parse it too, for its own ordering).
+        let odb = repo.odb().map_err(|e| read("the object database", e))?;
         let mut parent_ids: Vec<Oid> = Vec::new();
         let mut parent_counts: Vec<u32> = Vec::new();
         let mut pending: Vec<Oid> = heads.iter().map(|h| h.2).collect();
@@ -154,17 +155,25 @@ impl GitFacts {
             if facts.by_id.contains_key(&id) {
                 continue;
             }
-            let commit = match repo.find_commit(id) {
-                Ok(commit) => commit,
+            // The raw object, parsed here for its parents and committer time only: libgit2's
+            // commit objects would also be parsed whole and cached, which costs more than the
+            // read itself on a long history.
+            let object = match odb.read(id) {
+                Ok(object) => object,
                 // The boundary of a shallow clone: its parents are not there.
                 Err(_) if facts.shallow => continue,
                 Err(e) => return Err(read("a commit", e)),
             };
+            let before = parent_ids.len();
+            let time =
+                parse_commit(object.data(), &mut parent_ids).ok_or_else(|| GitError::Read {
+                    path: shown.clone(),
+                    what: format!("commit {id}"),
+                    message: "not a commit object".into(),
+                })?;
             facts.by_id.insert(id, facts.ids.len() as CommitIndex);
             facts.ids.push(id);
-            facts.times.push(commit.committer().when().seconds());
-            let before = parent_ids.len();
-            parent_ids.extend(commit.parent_ids());
+            facts.times.push(time);
             parent_counts.push((parent_ids.len() - before) as u32);
             pending.extend(
                 parent_ids[before..]
@@ -252,5 +261,50 @@ impl GitFacts {
         } else {
             first
         }
+    }
+}
+
+/// A raw commit object's parents (appended to `parents`) and committer time; `None` when the
+/// bytes are not a commit. The header is `tree`, `parent`*, `author`, `committer`, … then a
+/// blank line and the message.
+fn parse_commit(data: &[u8], parents: &mut Vec<Oid>) -> Option<i64> {
+    let before = parents.len();
+    for line in data.split(|&b| b == b'\n') {
+        if line.is_empty() {
+            break;
+        }
+        if let Some(hex) = line.strip_prefix(b"parent ") {
+            let hex = std::str::from_utf8(hex).ok()?;
+            parents.push(Oid::from_str(hex.trim()).ok()?);
+        } else if let Some(rest) = line.strip_prefix(b"committer ") {
+            // `Name <email> <seconds> <zone>`: the time is the second field from the end.
+            let rest = std::str::from_utf8(rest).ok()?;
+            let mut fields = rest.rsplitn(3, ' ');
+            let _zone = fields.next()?;
+            return fields.next()?.parse().ok();
+        }
+    }
+    parents.truncate(before);
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn raw_commits_give_parents_and_committer_time() {
+        let raw = b"tree 4b825dc642cb6eb9a060e54bf8d69288fbee4904\nparent 0123456789abcdef0123456789abcdef01234567\nparent 89abcdef0123456789abcdef0123456789abcdef\nauthor A <a@x> 1700000000 +0100\ncommitter C B <c@x> 1700000123 -0500\n\nparent not a header\n";
+        let mut parents = Vec::new();
+        assert_eq!(parse_commit(raw, &mut parents), Some(1_700_000_123));
+        assert_eq!(parents.len(), 2);
+        assert_eq!(
+            parents[1].to_string(),
+            "89abcdef0123456789abcdef0123456789abcdef"
+        );
+        let mut none = Vec::new();
+        assert_eq!(parse_commit(b"tree x\nparent zz\n", &mut none), None);
+        assert_eq!(parse_commit(b"not a commit", &mut none), None);
+        assert!(none.is_empty());
     }
 }
