@@ -251,12 +251,11 @@ fn measure(dir: &Path, scale: &Scale) {
     split.push(("index snapshot", started.elapsed().as_secs_f64()));
 
     let started = Instant::now();
-    let linked: std::collections::BTreeSet<String> = snapshot
+    let linked = snapshot
         .repositories
         .values()
-        .flat_map(|r| r.links.values().flatten().map(|l| l.commit.clone()))
-        .collect();
-    let facts = GitFacts::load(&dir.join("git"), "origin", &linked).unwrap();
+        .flat_map(|r| r.links.values().flatten().map(|l| l.commit.as_str()));
+    let facts = GitFacts::load(&dir.join("git"), "origin", linked).unwrap();
     split.push(("git graph load", started.elapsed().as_secs_f64()));
     let commit_count = facts.commits();
     let git: HashMap<String, Result<GitFacts, String>> = [("app".to_string(), Ok(facts))].into();

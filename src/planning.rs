@@ -59,15 +59,10 @@ pub fn read_local(config: &Config, index: &dyn Index) -> Result<Loaded, IndexErr
         "index snapshot and git graphs",
         started.elapsed().as_secs_f64(),
     ));
-    let linked: std::collections::BTreeSet<String> = snapshot
-        .repositories
-        .values()
-        .flat_map(|r| r.links.values().flatten().map(|l| l.commit.clone()))
-        .collect();
     let mut git = HashMap::new();
     for (repository, graph) in graphs {
         let facts = graph.and_then(|mut facts| {
-            facts.note_unreachable(&repository.path, &linked)?;
+            facts.note_unreachable(&repository.path, linked_commits(&snapshot))?;
             Ok(facts)
         });
         let facts = facts.map_err(|e| e.to_string());
@@ -82,6 +77,14 @@ pub fn read_local(config: &Config, index: &dyn Index) -> Result<Loaded, IndexErr
         usage: Usage::default(),
         timings,
     })
+}
+
+/// Every commit id images are linked to (with repeats).
+fn linked_commits(snapshot: &Snapshot) -> impl Iterator<Item = &str> {
+    snapshot
+        .repositories
+        .values()
+        .flat_map(|r| r.links.values().flatten().map(|l| l.commit.as_str()))
 }
 
 /// The plan for `loaded` as of `now`; `details` for `explain` (every rule's verdict in words).

@@ -6,7 +6,7 @@
 //! Owns: reading a clone with git2 (no network: the operator keeps the clone fresh).
 
 use std::{
-    collections::{BTreeSet, HashMap, HashSet},
+    collections::{HashMap, HashSet},
     path::Path,
 };
 
@@ -66,7 +66,11 @@ impl GitFacts {
     /// Reads the references of `remote` (or local branches) and tags, and every commit they
     /// reach, then notes which of the `linked` commit ids are unreachable (see
     /// [`Self::note_unreachable`]).
-    pub fn load(path: &Path, remote: &str, linked: &BTreeSet<String>) -> Result<Self, GitError> {
+    pub fn load<'a>(
+        path: &Path,
+        remote: &str,
+        linked: impl IntoIterator<Item = &'a str>,
+    ) -> Result<Self, GitError> {
         let mut facts = Self::load_graph(path, remote)?;
         facts.note_unreachable(path, linked)?;
         Ok(facts)
@@ -75,21 +79,28 @@ impl GitFacts {
     /// Among `linked` (the commit ids images are linked to), those the references do not reach
     /// but the repository holds (a deleted branch's commits): provably on no reference, unlike
     /// ids the repository does not know at all.
-    pub fn note_unreachable(
+    pub fn note_unreachable<'a>(
         &mut self,
         path: &Path,
-        linked: &BTreeSet<String>,
+        linked: impl IntoIterator<Item = &'a str>,
     ) -> Result<(), GitError> {
+        // Most ids resolve in the graph; only the rest need the object database, once each.
+        let unresolved: HashSet<&str> = linked
+            .into_iter()
+            .filter(|id| self.resolve(id).is_none())
+            .collect();
+        if unresolved.is_empty() {
+            return Ok(());
+        }
         let repo = Repository::open(path).map_err(|e| GitError::Open {
             path: path.display().to_string(),
             message: e.message().to_string(),
         })?;
-        for id in linked {
-            if self.resolve(id).is_none()
-                && repo
-                    .revparse_single(id)
-                    .and_then(|o| o.peel_to_commit())
-                    .is_ok()
+        for id in unresolved {
+            if repo
+                .revparse_single(id)
+                .and_then(|o| o.peel_to_commit())
+                .is_ok()
             {
                 self.unreachable.insert(id.to_ascii_lowercase());
             }

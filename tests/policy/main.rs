@@ -115,14 +115,13 @@ pub fn evaluate_with(
     now: i64,
     details: policy::Details,
 ) -> Plan {
-    let linked: BTreeSet<String> = snapshot
+    let linked = snapshot
         .repositories
         .values()
-        .flat_map(|r| r.links.values().flatten().map(|l| l.commit.clone()))
-        .collect();
+        .flat_map(|r| r.links.values().flatten().map(|l| l.commit.as_str()));
     let facts: HashMap<String, Result<GitFacts, String>> = [(
         "app".to_string(),
-        GitFacts::load(git.dir.path(), "origin", &linked).map_err(|e| e.to_string()),
+        GitFacts::load(git.dir.path(), "origin", linked).map_err(|e| e.to_string()),
     )]
     .into();
     policy::evaluate(&Inputs {
