@@ -221,7 +221,8 @@ pub fn git_verdicts(
                 .iter()
                 .all(|(slot, _)| repositories[*slot].scope_index == scope_index)
         );
-        let verdicts = werf::evaluate(&policies, facts, &images, members.len(), now);
+        let notes = inputs.details == super::Details::All;
+        let verdicts = werf::evaluate(&policies, facts, &images, members.len(), now, notes);
         for (member, (slot, _)) in members.iter().enumerate() {
             let verdicts = &verdicts[member];
             for &digest in &judged[member] {

@@ -108,13 +108,15 @@ impl Rule {
 /// Evaluates `policies` for the `members` repositories of one scope built from one git
 /// repository. `images` maps each commit to the members' tagged digests linked to it (sorted,
 /// for determinism). Each reference is walked once for all members; each member's images are
-/// numbered separately, as werf numbers each image name's. `now` is in seconds.
+/// numbered separately, as werf numbers each image name's. `now` is in seconds. `notes`: also
+/// say where images were seen but not kept (for `explain`).
 pub fn evaluate<'a>(
     policies: &[KeepPolicy],
     facts: &GitFacts,
     images: &HashMap<CommitIndex, Vec<(u32, &'a str)>>,
     members: usize,
     now: i64,
+    notes: bool,
 ) -> Vec<GitVerdicts> {
     let mut verdicts: Vec<GitVerdicts> = (0..members).map(|_| GitVerdicts::default()).collect();
     if images.is_empty() {
@@ -192,7 +194,7 @@ pub fn evaluate<'a>(
                             .or_default()
                             .push(why.clone());
                     }
-                } else {
+                } else if notes {
                     let why = format!(
                         "{label}: {}, not kept ({})",
                         rule.describe(k),
@@ -219,6 +221,20 @@ pub fn evaluate<'a>(
             while i < entries.len() {
                 let member = entries[i].0;
                 let mut j = i;
+                // A member that has counted its `last` (And) keeps nothing further on this
+                // reference: without notes to write, its later images need no look.
+                let counted = found[member as usize];
+                if !notes
+                    && rule.operator == Operator::And
+                    && counted.0 == walk
+                    && rule.last.is_some_and(|l| counted.1 >= l)
+                {
+                    while j < entries.len() && entries[j].0 == member {
+                        j += 1;
+                    }
+                    i = j;
+                    continue;
+                }
                 let mut fresh: Vec<&str> = Vec::new();
                 while j < entries.len() && entries[j].0 == member {
                     if seen.insert(entries[j]) {
