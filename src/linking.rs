@@ -53,22 +53,28 @@ impl Linker {
             links.push(link(&record.digest, commit, LinkSource::Annotation, at));
         }
         if let Some(tag) = tag {
-            for (pattern, re) in &self.patterns {
-                let found = re
-                    .captures(tag)
-                    .and_then(|c| c.name("commit"))
-                    .and_then(|m| commit(m.as_str()));
-                if let Some(commit) = found {
-                    links.push(link(
-                        &record.digest,
-                        commit,
-                        LinkSource::TagPattern(pattern.clone()),
-                        at,
-                    ));
-                }
-            }
+            links.extend(self.tag_links(&record.digest, tag, at));
         }
         links
+    }
+
+    /// Links the configured tag patterns find in `tag`, for the image `digest`.
+    pub fn tag_links(&self, digest: &str, tag: &str, at: UnixMillis) -> Vec<CommitLink> {
+        self.patterns
+            .iter()
+            .filter_map(|(pattern, re)| {
+                let commit = re
+                    .captures(tag)
+                    .and_then(|c| c.name("commit"))
+                    .and_then(|m| commit(m.as_str()))?;
+                Some(link(
+                    digest,
+                    commit,
+                    LinkSource::TagPattern(pattern.clone()),
+                    at,
+                ))
+            })
+            .collect()
     }
 }
 

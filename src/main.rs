@@ -185,16 +185,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let config = Config::load(&config)?;
             let at = moment(at.as_deref())?;
             if let Local::Serving = open_existing_index(&config)? {
-                let format = match output {
-                    Output::Table => "table",
-                    Output::Json => "json",
-                };
-                let path = format!(
-                    "/api/v1/plan?at={}&format={format}&show_kept={show_kept}",
-                    at.0
-                );
-                print_answer(&ask_serve_text(&config, &path)?, output)?;
-                return Ok(());
+                let query = format!("at={}&show_kept={show_kept}", at.0);
+                return print_from_serve(&config, "plan", &query, output);
             }
             let plan = evaluate(&config, at, Details::Reasons)?;
             match output {
@@ -212,17 +204,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let config = Config::load(&config)?;
             let at = moment(at.as_deref())?;
             if let Local::Serving = open_existing_index(&config)? {
-                let format = match output {
-                    Output::Table => "table",
-                    Output::Json => "json",
-                };
-                let path = format!(
-                    "/api/v1/explain?reference={}&at={}&format={format}",
-                    escape(&reference),
-                    at.0
-                );
-                print_answer(&ask_serve_text(&config, &path)?, output)?;
-                return Ok(());
+                let query = format!("reference={}&at={}", escape(&reference), at.0);
+                return print_from_serve(&config, "explain", &query, output);
             }
             let plan = evaluate(&config, at, Details::All)?;
             let explanation = regkeeper::planning::explain(&plan, &reference)?;
@@ -312,12 +295,23 @@ fn ask_serve(config: &Config, path: &str) -> anyhow::Result<serde_json::Value> {
         })
 }
 
-/// What `serve` answered, printed as the command itself would (JSON pretty-printed).
-fn print_answer(answer: &str, output: Output) -> anyhow::Result<()> {
+/// Asks the running `serve` for `/api/v1/<view>?<query>` and prints its answer as the command
+/// itself would (JSON pretty-printed).
+fn print_from_serve(
+    config: &Config,
+    view: &str,
+    query: &str,
+    output: Output,
+) -> anyhow::Result<()> {
+    let format = match output {
+        Output::Table => "table",
+        Output::Json => "json",
+    };
+    let answer = ask_serve_text(config, &format!("/api/v1/{view}?{query}&format={format}"))?;
     match output {
         Output::Table => print!("{answer}"),
         Output::Json => {
-            let value: serde_json::Value = serde_json::from_str(answer)?;
+            let value: serde_json::Value = serde_json::from_str(&answer)?;
             println!("{}", serde_json::to_string_pretty(&value)?);
         }
     }

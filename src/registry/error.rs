@@ -22,14 +22,6 @@ pub enum RegistryError {
     Malformed { what: String, why: String },
 }
 
-impl RegistryError {
-    /// The upstream refused for lack of rights (as opposed to being down or wrong).
-    pub fn is_auth(&self) -> bool {
-        matches!(self, Self::Auth { .. })
-            || matches!(self, Self::Status { status, .. } if *status == 401 || *status == 403)
-    }
-}
-
 /// The OCI error body's first `code: message`, if the upstream sent one, for error details.
 pub(super) fn oci_error_detail(body: &[u8]) -> String {
     #[derive(serde::Deserialize)]

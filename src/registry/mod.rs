@@ -122,9 +122,10 @@ impl RegistryClient {
             repositories: Option<Vec<String>>,
         }
         let what = "list repositories (/v2/_catalog)";
-        let (headers, body) = self
-            .get_ok(&path, "registry:catalog:*", None, MAX_LIST_BYTES, what)
+        let (status, headers, body) = self
+            .get(&path, "registry:catalog:*", None, MAX_LIST_BYTES, what)
             .await?;
+        check_status(status, &body, what)?;
         let catalog: Catalog = serde_json::from_slice(&body).map_err(|e| malformed(what, e))?;
         Ok(CatalogPage {
             repositories: catalog.repositories.unwrap_or_default(),
@@ -247,20 +248,6 @@ impl RegistryClient {
             });
         }
         Ok(Some(body))
-    }
-
-    /// A GET whose status must be 200.
-    async fn get_ok(
-        &self,
-        path: &str,
-        scope: &str,
-        accept: Option<&'static str>,
-        limit: usize,
-        what: &str,
-    ) -> Result<(HeaderMap, Bytes), RegistryError> {
-        let (status, headers, body) = self.get(path, scope, accept, limit, what).await?;
-        check_status(status, &body, what)?;
-        Ok((headers, body))
     }
 
     /// A GET with authentication and redirects handled and the body read (up to `limit`),

@@ -243,10 +243,6 @@ impl GitFacts {
         &self.parents[self.parent_start[i] as usize..self.parent_start[i + 1] as usize]
     }
 
-    pub fn id(&self, commit: CommitIndex) -> String {
-        self.ids[commit as usize].to_string()
-    }
-
     /// The commit a full or abbreviated (≥ 7 hex digits) id names, if exactly one does.
     pub fn resolve(&self, id: &str) -> Option<CommitIndex> {
         let id = id.to_ascii_lowercase();

@@ -368,9 +368,10 @@ impl Crawl<'_> {
         let record = self
             .manifest(repository, &fetched, at, 0, &mut writes)
             .await?;
+        // The manifest's own links came with its record; the tag adds pattern links.
         writes.extend(
             self.linker
-                .manifest_links(&record, Some(tag), at)
+                .tag_links(&record.digest, tag, at)
                 .into_iter()
                 .map(Write::LinkCommit),
         );
@@ -414,7 +415,7 @@ impl Crawl<'_> {
         {
             return Ok(known);
         }
-        let mut record = manifest::parse(
+        let record = manifest::parse(
             repository,
             &fetched.digest,
             &fetched.media_type,
@@ -431,19 +432,15 @@ impl Crawl<'_> {
                 at,
             )
         });
-        if record.needs_config() {
-            let config_digest = record.config_digest.clone().unwrap_or_default();
-            if let Some(facts) = self.config(repository, &config_digest).await {
-                writes.extend(
-                    crate::linking::label_links(&record.digest, &facts.labels, at)
-                        .into_iter()
-                        .map(Write::LinkCommit),
-                );
-                record.created = facts.created;
-                record.labels = facts.labels;
-                record.problem = facts.problem;
-                record.config_read = true;
-            }
+        // Written after the record, in the same batch, exactly as the config reader would.
+        let mut config_writes = Vec::new();
+        if let Some(config_digest) = record
+            .config_digest
+            .clone()
+            .filter(|_| record.needs_config())
+            && let Some(facts) = self.config(repository, &config_digest).await
+        {
+            config_writes = configs::writes_for(repository, &record.digest, facts, at);
         }
         writes.extend(
             self.linker
@@ -471,6 +468,7 @@ impl Crawl<'_> {
             }
         }
         writes.push(Write::PutManifest(record.clone()));
+        writes.extend(config_writes);
         Ok(record)
     }
 
