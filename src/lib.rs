@@ -14,6 +14,7 @@ pub mod index;
 pub mod inspect;
 pub mod linking;
 pub mod manifest;
+pub mod mirror;
 pub mod oci_error;
 pub mod planning;
 pub mod policy;

@@ -254,7 +254,10 @@ fn evaluate(
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    let loaded = runtime.block_on(regkeeper::planning::load(config, &index))?;
+    let loaded = runtime.block_on(regkeeper::planning::load(
+        config,
+        regkeeper::planning::Source::Index(&index),
+    ))?;
     Ok(regkeeper::planning::plan(config, &loaded, at, details))
 }
 

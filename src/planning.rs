@@ -11,6 +11,7 @@ use serde::Serialize;
 use crate::{
     config::Config,
     index::{Index, IndexError, UnixMillis},
+    mirror::Mirror,
     policy::{self, Action, Details, Inputs, Outcome, Plan, Snapshot, Usage},
     sources::git::GitFacts,
 };
@@ -26,8 +27,8 @@ pub struct Loaded {
 /// Reads the index, every configured git repository and every configured cluster. A git
 /// repository or cluster that cannot be read is recorded as such: the plan keeps what it
 /// could have kept (`git-unproven`, `kubernetes-unavailable`).
-pub async fn load(config: &Config, index: &dyn Index) -> Result<Loaded, IndexError> {
-    let mut loaded = read_local(config, index)?;
+pub async fn load(config: &Config, source: Source<'_>) -> Result<Loaded, IndexError> {
+    let mut loaded = read_local(config, source)?;
     let started = Instant::now();
     loaded.usage = crate::sources::usage::collect(&config.retention).await;
     loaded
@@ -36,8 +37,26 @@ pub async fn load(config: &Config, index: &dyn Index) -> Result<Loaded, IndexErr
     Ok(loaded)
 }
 
+/// Where an evaluation's index snapshot comes from.
+#[derive(Clone, Copy)]
+pub enum Source<'a> {
+    /// Read the index whole (the commands, when `serve` is not running).
+    Index(&'a dyn Index),
+    /// `serve`'s in-memory mirror, refreshed where writes landed.
+    Mirror(&'a Mirror),
+}
+
+impl Source<'_> {
+    fn snapshot(self) -> Result<Snapshot, IndexError> {
+        match self {
+            Self::Index(index) => Snapshot::read(index),
+            Self::Mirror(mirror) => mirror.snapshot(),
+        }
+    }
+}
+
 /// The blocking part of [`load`]: the index snapshot and the git repositories (usage empty).
-pub fn read_local(config: &Config, index: &dyn Index) -> Result<Loaded, IndexError> {
+pub fn read_local(config: &Config, source: Source<'_>) -> Result<Loaded, IndexError> {
     let mut timings = Vec::new();
     // The index snapshot and the git graphs do not depend on each other: read them together.
     let started = Instant::now();
@@ -50,7 +69,7 @@ pub fn read_local(config: &Config, index: &dyn Index) -> Result<Loaded, IndexErr
                 .map(|g| (g, GitFacts::load_graph(&g.path, &g.remote)))
                 .collect::<Vec<_>>()
         });
-        let snapshot = Snapshot::read(index);
+        let snapshot = source.snapshot();
         (snapshot, graphs.join())
     });
     let snapshot = snapshot?;
@@ -84,7 +103,7 @@ fn linked_commits(snapshot: &Snapshot) -> impl Iterator<Item = &str> {
     snapshot
         .repositories
         .values()
-        .flat_map(|r| r.links.values().flatten().map(|l| l.commit.as_str()))
+        .flat_map(|r| r.links.values().flatten().map(|c| &**c))
 }
 
 /// The plan for `loaded` as of `now`; `details` for `explain` (every rule's verdict in words).

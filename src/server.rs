@@ -10,6 +10,7 @@
 //! May call: `proxy`, `admin`, `upstream`, `tls`, `events`, `index`, `registry`, `configs`,
 //! `linking`, `sync`.
 
+use crate::mirror::Mirror;
 use std::{net::TcpListener as StdTcpListener, sync::Arc, thread::JoinHandle, time::Duration};
 
 use tokio::{net::TcpListener, sync::watch};
@@ -73,9 +74,11 @@ pub fn serve(config: Config) -> Result<(), ServeError> {
     let upstream_tls = crate::upstream::client_tls(&config)?;
     let client = Arc::new(RegistryClient::new(&config, upstream_tls.clone())?);
     let (recording, events) = if config.index.record {
-        let index: Arc<dyn Index> = Arc::new(index::open_sled(&config.index.path)?);
+        // Every write goes through the mirror, which plans read instead of the whole index.
+        let mirror = Arc::new(Mirror::new(Arc::new(index::open_sled(&config.index.path)?)));
+        let index: Arc<dyn Index> = mirror.clone();
         let (events, receiver) = events::channel(EVENT_QUEUE);
-        (Some((index, receiver)), Some(events))
+        (Some((index, mirror, receiver)), Some(events))
     } else {
         tracing::info!("index.record is off: proxying without recording");
         (None, None)
@@ -99,17 +102,17 @@ pub fn serve(config: Config) -> Result<(), ServeError> {
     let admin_state = Arc::new(admin::AdminState {
         upstream,
         links: match (&config.admin.link_token, &recording, &events) {
-            (Some(token), Some((index, _)), Some(events)) => Some(admin::LinkApi {
+            (Some(token), Some((index, _, _)), Some(events)) => Some(admin::LinkApi {
                 token: token.clone(),
                 index: index.clone(),
                 events: events.clone(),
             }),
             _ => None,
         },
-        index: recording.as_ref().map(|(index, _)| index.clone()),
-        plans: recording.as_ref().map(|(index, _)| admin::PlanApi {
+        index: recording.as_ref().map(|(index, _, _)| index.clone()),
+        plans: recording.as_ref().map(|(_, mirror, _)| admin::PlanApi {
             config: Arc::new(config.clone()),
-            index: index.clone(),
+            mirror: mirror.clone(),
             running: tokio::sync::Semaphore::new(1),
         }),
     });
@@ -160,7 +163,15 @@ pub fn serve(config: Config) -> Result<(), ServeError> {
         .map_err(ServeError::Runtime)?;
     let (finish_writer, writer_finish) = tokio::sync::oneshot::channel();
     let writer = match (recording, events) {
-        (Some((index, receiver)), Some(events)) => {
+        (Some((index, mirror, receiver)), Some(events)) => {
+            if !config.retention.scopes.is_empty() {
+                // Read the index into memory now, so the first evaluation does not wait for it.
+                control.spawn_blocking(move || {
+                    if let Err(error) = mirror.snapshot() {
+                        tracing::warn!(%error, "reading the index into memory failed; the next evaluation retries");
+                    }
+                });
+            }
             let (configs, config_jobs) = configs::queue(CONFIG_QUEUE);
             control.spawn(configs::run_reader(
                 config_jobs,

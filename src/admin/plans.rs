@@ -9,12 +9,7 @@ use http::StatusCode;
 use tokio::sync::Semaphore;
 
 use super::views::param;
-use crate::{
-    config::Config,
-    index::{Index, UnixMillis},
-    planning,
-    policy::Details,
-};
+use crate::{config::Config, index::UnixMillis, mirror::Mirror, planning, policy::Details};
 
 /// What an answer is: JSON, or text for `format=table`.
 pub enum Body {
@@ -24,7 +19,8 @@ pub enum Body {
 
 pub struct PlanApi {
     pub config: Arc<Config>,
-    pub index: Arc<dyn Index>,
+    /// The index, as `serve` keeps it in memory for evaluations.
+    pub mirror: Arc<Mirror>,
     /// Evaluations are heavy: one at a time.
     pub running: Semaphore,
 }
@@ -84,11 +80,12 @@ impl PlanApi {
             .acquire()
             .await
             .map_err(|_| error(StatusCode::SERVICE_UNAVAILABLE, "shutting down".into()))?;
-        let (config, index) = (self.config.clone(), self.index.clone());
-        let local =
-            tokio::task::spawn_blocking(move || planning::read_local(&config, index.as_ref()))
-                .await
-                .map_err(|e| error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+        let (config, mirror) = (self.config.clone(), self.mirror.clone());
+        let local = tokio::task::spawn_blocking(move || {
+            planning::read_local(&config, planning::Source::Mirror(&mirror))
+        })
+        .await
+        .map_err(|e| error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
         let mut loaded = local.map_err(|e| {
             error(
                 StatusCode::SERVICE_UNAVAILABLE,

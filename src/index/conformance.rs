@@ -285,12 +285,13 @@ fn whole_index_scans_see_every_link_and_pull(index: &dyn Index) {
             pulls("ab", "latest"),
         ])
         .unwrap();
-    let links: Vec<(String, String)> = index
-        .all_commit_links()
-        .unwrap()
-        .into_iter()
-        .map(|l| (l.digest, l.commit))
-        .collect();
+    let mut links: Vec<(String, String)> = Vec::new();
+    index
+        .each_commit_link(&mut |l| {
+            links.push((l.digest, l.commit));
+            Ok(())
+        })
+        .unwrap();
     assert_eq!(links.len(), 3);
     assert!(links.contains(&(D1.into(), "ccccccc".into())));
     let mut pulled = index.repository_pulls("a").unwrap();

@@ -8,6 +8,9 @@ use super::IndexError;
 /// A stored key and its value.
 pub type KvPair = (Vec<u8>, Vec<u8>);
 
+/// What [`KvStore::each`] hands each (key, value) to.
+pub type Visit<'a> = dyn FnMut(&[u8], &[u8]) -> Result<(), IndexError> + 'a;
+
 /// One key's new value (`None` deletes it).
 pub type KvWrite = (Vec<u8>, Option<Vec<u8>>);
 
@@ -15,6 +18,9 @@ pub trait KvStore: Send + Sync {
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, IndexError>;
     /// Every (key, value) whose key starts with `prefix`, in key order.
     fn scan(&self, prefix: &[u8]) -> Result<Vec<KvPair>, IndexError>;
+    /// Hands every (key, value) under `prefix` to `visit`, in key order, without collecting
+    /// them: whole-index readers would otherwise hold every raw entry at once.
+    fn each(&self, prefix: &[u8], visit: &mut Visit<'_>) -> Result<(), IndexError>;
     /// All writes become visible together, or none (also across a crash).
     fn apply(&self, writes: Vec<KvWrite>) -> Result<(), IndexError>;
     /// Makes applied batches durable.
@@ -40,6 +46,17 @@ impl KvStore for MemoryKv {
             .take_while(|(k, _)| k.starts_with(prefix))
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect())
+    }
+
+    fn each(&self, prefix: &[u8], visit: &mut Visit<'_>) -> Result<(), IndexError> {
+        let map = self.map.read().unwrap_or_else(|e| e.into_inner());
+        for (k, v) in map
+            .range(prefix.to_vec()..)
+            .take_while(|(k, _)| k.starts_with(prefix))
+        {
+            visit(k, v)?;
+        }
+        Ok(())
     }
 
     fn apply(&self, writes: Vec<KvWrite>) -> Result<(), IndexError> {

@@ -65,9 +65,13 @@ pub trait Index: Send + Sync {
     fn commit_links(&self, digest: &str) -> Result<Vec<CommitLink>, IndexError>;
     /// Pulls of a tag or digest in a repository.
     fn pulls(&self, repository: &str, reference: &str) -> Result<Option<PullStats>, IndexError>;
-    /// Every commit link, in key order (digest, commit, source): one scan for whole-index readers
-    /// like the plan, instead of a lookup per digest.
-    fn all_commit_links(&self) -> Result<Vec<CommitLink>, IndexError>;
+    /// Hands every commit link to `visit`, in key order (digest, commit, source): one scan for
+    /// whole-index readers like the plan, instead of a lookup per digest, and without holding
+    /// them all at once.
+    fn each_commit_link(
+        &self,
+        visit: &mut dyn FnMut(CommitLink) -> Result<(), IndexError>,
+    ) -> Result<(), IndexError>;
     /// Pulls of every tag and digest of `repository` that was pulled: (reference, stats).
     fn repository_pulls(&self, repository: &str) -> Result<Vec<(String, PullStats)>, IndexError>;
     /// Where `sync` is (or was).

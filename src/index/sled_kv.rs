@@ -92,6 +92,14 @@ impl KvStore for SledKv {
             .collect()
     }
 
+    fn each(&self, prefix: &[u8], visit: &mut super::kv::Visit<'_>) -> Result<(), IndexError> {
+        for item in self.db.scan_prefix(prefix) {
+            let (k, v) = item.map_err(|e| self.err(e))?;
+            visit(&k, &v)?;
+        }
+        Ok(())
+    }
+
     fn apply(&self, writes: Vec<KvWrite>) -> Result<(), IndexError> {
         let mut batch = sled::Batch::default();
         for (key, value) in writes {

@@ -250,8 +250,11 @@ impl<K: KvStore> Index for Store<K> {
         self.read(&key(PULL, &[repository, reference]))
     }
 
-    fn all_commit_links(&self) -> Result<Vec<CommitLink>, IndexError> {
-        self.read_all(&[LINK])
+    fn each_commit_link(
+        &self,
+        visit: &mut dyn FnMut(CommitLink) -> Result<(), IndexError>,
+    ) -> Result<(), IndexError> {
+        self.kv.each(&[LINK], &mut |k, v| visit(decode(k, v)?))
     }
 
     fn repository_pulls(&self, repository: &str) -> Result<Vec<(String, PullStats)>, IndexError> {

@@ -11,16 +11,20 @@ pub mod snapshot;
 pub mod usage;
 pub mod werf;
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+/// The plan's maps hold a million keys: hashed with foldhash (seeded per map), not SipHash.
+pub type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::quality::RandomState>;
+pub type HashSet<K> = std::collections::HashSet<K, foldhash::quality::RandomState>;
+
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde::Serialize;
 
-pub use snapshot::{RepositorySnapshot, Snapshot};
+pub use snapshot::{Digest, Manifest, RepositorySnapshot, Snapshot, Tag};
 pub use usage::{ImageRef, InUse, Usage};
 
 use crate::{
     config::{RetentionConfig, Scope, repository_pattern, werf_default_policies},
-    index::{ManifestRecord, UnixMillis},
+    index::UnixMillis,
     sources::git::GitFacts,
 };
 
@@ -28,7 +32,7 @@ use crate::{
 pub struct Inputs<'a> {
     pub snapshot: &'a Snapshot,
     /// Git repository name → its facts, or why they could not be read.
-    pub git: &'a HashMap<String, Result<GitFacts, String>>,
+    pub git: &'a std::collections::HashMap<String, Result<GitFacts, String>>,
     pub usage: &'a Usage,
     pub retention: &'a RetentionConfig,
     pub now: UnixMillis,
@@ -167,18 +171,44 @@ pub fn evaluate(inputs: &Inputs) -> Plan {
             in_scope.len() - 1
         }));
     }
-    let mut git = rules::git_verdicts(&in_scope, &git_map, inputs, &mut warnings);
-    let mut repositories = Vec::new();
-    for ((name, repo), slot) in inputs.snapshot.repositories.iter().zip(governed) {
-        let plan = match slot {
-            Some(slot) => {
-                let outcomes = std::mem::take(&mut git[slot]);
-                evaluate_repository(name, repo, in_scope[slot].scope, outcomes, inputs)
-            }
-            None => untouched(name, repo),
-        };
-        repositories.push(plan);
-    }
+    let git = rules::git_verdicts(&in_scope, &git_map, inputs, &mut warnings);
+    let usage = rules::usage_by_repository(inputs);
+    let jobs: Vec<_> = inputs.snapshot.repositories.iter().zip(governed).collect();
+    // Repositories are independent once the git walks are done: spread them over the cores,
+    // in contiguous runs so the plan keeps the snapshot's order.
+    let workers = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .clamp(1, 8);
+    let run = jobs.len().div_ceil(workers).max(1);
+    let repositories: Vec<RepositoryPlan> = std::thread::scope(|threads| {
+        let handles: Vec<_> = jobs
+            .chunks(run)
+            .map(|chunk| {
+                let (git, usage, in_scope) = (&git, &usage, &in_scope);
+                threads.spawn(move || {
+                    chunk
+                        .iter()
+                        .map(|((name, repo), slot)| match slot {
+                            Some(slot) => evaluate_repository(
+                                name,
+                                repo,
+                                in_scope[*slot].scope,
+                                &git[*slot],
+                                usage.get(name.as_str()).map_or(&[][..], Vec::as_slice),
+                                inputs,
+                            ),
+                            None => untouched(name, repo),
+                        })
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            // A panic in the pure core is a bug; surface it rather than plan with a hole.
+            .flat_map(|h| h.join().unwrap_or_else(|e| std::panic::resume_unwind(e)))
+            .collect()
+    });
     warnings.sort();
     warnings.dedup();
     Plan {
@@ -206,8 +236,8 @@ fn untouched(name: &str, repo: &RepositorySnapshot) -> RepositoryPlan {
         .tags
         .iter()
         .map(|t| TagPlan {
-            tag: t.tag.clone(),
-            digest: t.digest.clone(),
+            tag: t.tag.to_string(),
+            digest: t.digest.to_string(),
             keep: true,
             reasons: vec!["outside every retention scope".into()],
             outcomes: vec![Outcome {
@@ -217,7 +247,7 @@ fn untouched(name: &str, repo: &RepositorySnapshot) -> RepositoryPlan {
             }],
         })
         .collect();
-    let digests: BTreeSet<&str> = repo.tags.iter().map(|t| t.digest.as_str()).collect();
+    let digests: BTreeSet<&str> = repo.tags.iter().map(|t| &*t.digest).collect();
     RepositoryPlan {
         repository: name.to_string(),
         scope: None,
@@ -235,10 +265,11 @@ fn evaluate_repository(
     name: &str,
     repo: &RepositorySnapshot,
     scope: &Scope,
-    git: rules::GitOutcomes,
+    git: &rules::GitOutcomes,
+    uses: &[(&'static str, &InUse)],
     inputs: &Inputs,
 ) -> RepositoryPlan {
-    let context = rules::TagContext::new(name, repo, scope, inputs);
+    let context = rules::TagContext::new(name, repo, scope, inputs, uses);
     let mut tags: Vec<TagPlan> = repo
         .tags
         .iter()
@@ -246,11 +277,11 @@ fn evaluate_repository(
             let outcomes = if cosign_subject(&tag.tag).is_some() {
                 Vec::new()
             } else {
-                context.outcomes(tag, &git)
+                context.outcomes(tag, git)
             };
             TagPlan {
-                tag: tag.tag.clone(),
-                digest: tag.digest.clone(),
+                tag: tag.tag.to_string(),
+                digest: tag.digest.to_string(),
                 keep: outcomes.iter().any(|o| o.keeps),
                 reasons: Vec::new(),
                 outcomes,
@@ -260,39 +291,41 @@ fn evaluate_repository(
 
     // Digests kept: by a kept tag, or by digest (workloads, Helm), then what follows from them:
     // children of kept indexes, referrers of kept subjects, signatures of kept digests.
-    let mut kept: BTreeMap<String, String> = BTreeMap::new();
-    for tag in tags.iter().filter(|t| t.keep) {
-        kept.entry(tag.digest.clone())
+    let mut kept: HashMap<&str, String> = HashMap::default();
+    // Keyed by the snapshot's strings (the plan's tags are changed below).
+    for (tag, _) in repo.tags.iter().zip(&tags).filter(|(_, t)| t.keep) {
+        kept.entry(&*tag.digest)
             .or_insert_with(|| format!("tag {} is kept", tag.tag));
     }
-    for digest in context.kept_by_digest() {
-        kept.entry(digest.0).or_insert(digest.1);
+    for (digest, why) in context.kept_by_digest() {
+        kept.entry(digest).or_insert_with(|| why.to_string());
     }
     let fail_closed = !inputs.usage.kubernetes_unavailable.is_empty()
         || !inputs.usage.helm_unavailable.is_empty();
     loop {
         let mut added = Vec::new();
         for manifest in repo.manifests.values() {
-            if kept.contains_key(&manifest.digest) {
+            if kept.contains_key(&*manifest.digest) {
                 for child in &manifest.children {
-                    if !kept.contains_key(child) {
+                    if !kept.contains_key(&**child) {
                         added.push((
-                            child.clone(),
+                            &**child,
                             format!("listed by kept index {}", manifest.digest),
                         ));
                     }
                 }
             } else if let Some(subject) =
-                manifest.subject.as_ref().filter(|s| kept.contains_key(*s))
+                manifest.subject.as_deref().filter(|s| kept.contains_key(s))
             {
-                added.push((manifest.digest.clone(), format!("refers to kept {subject}")));
+                added.push((&*manifest.digest, format!("refers to kept {subject}")));
             }
         }
         for tag in &repo.tags {
-            if let Some(subject) = cosign_subject(&tag.tag).filter(|s| kept.contains_key(s))
-                && !kept.contains_key(&tag.digest)
+            if let Some(subject) =
+                cosign_subject(&tag.tag).filter(|s| kept.contains_key(s.as_str()))
+                && !kept.contains_key(&*tag.digest)
             {
-                added.push((tag.digest.clone(), format!("signs kept {subject}")));
+                added.push((&*tag.digest, format!("signs kept {subject}")));
             }
         }
         if added.is_empty() {
@@ -305,7 +338,7 @@ fn evaluate_repository(
     // Tags that follow another digest (cosign) or whose digest something else keeps.
     for tag in &mut tags {
         if let Some(subject) = cosign_subject(&tag.tag) {
-            let subject_kept = kept.contains_key(&subject);
+            let subject_kept = kept.contains_key(subject.as_str());
             tag.outcomes.push(Outcome {
                 rule: "follows",
                 keeps: subject_kept || fail_closed,
@@ -334,9 +367,9 @@ fn evaluate_repository(
         by_digest.entry(tag.digest.as_str()).or_default().push(tag);
     }
     let mut actions = Vec::new();
-    let mut deleted_digests: BTreeSet<String> = BTreeSet::new();
+    let mut deleted_digests: BTreeSet<&str> = BTreeSet::new();
     for (digest, digest_tags) in &by_digest {
-        let digest_kept = kept.contains_key(*digest) || digest_tags.iter().any(|t| t.keep);
+        let digest_kept = kept.contains_key(digest) || digest_tags.iter().any(|t| t.keep);
         if digest_kept {
             for tag in digest_tags.iter().filter(|t| !t.keep) {
                 actions.push(Action::Untag {
@@ -345,7 +378,7 @@ fn evaluate_repository(
                 });
             }
         } else {
-            deleted_digests.insert(digest.to_string());
+            deleted_digests.insert(digest);
             actions.push(Action::DeleteDigest {
                 digest: digest.to_string(),
                 tags: digest_tags.iter().map(|t| t.tag.clone()).collect(),
@@ -357,31 +390,30 @@ fn evaluate_repository(
     // Untagged manifests that belong to a deleted index or subject go with it.
     loop {
         let mut follow = Vec::new();
-        let mut manifests: Vec<&ManifestRecord> = repo.manifests.values().collect();
+        let mut manifests: Vec<&Manifest> = repo
+            .manifests
+            .values()
+            .filter(|m| !m.children.is_empty() || m.subject.is_some())
+            .collect();
         manifests.sort_by(|a, b| a.digest.cmp(&b.digest));
         for manifest in manifests {
-            if deleted_digests.contains(&manifest.digest) {
-                for child in &manifest.children {
-                    let untagged = !by_digest.contains_key(child.as_str());
+            let digest = &*manifest.digest;
+            if deleted_digests.contains(digest) {
+                for child in manifest.children.iter().map(|c| &**c) {
+                    let untagged = !by_digest.contains_key(child);
                     if untagged && !kept.contains_key(child) && !deleted_digests.contains(child) {
-                        follow.push((
-                            child.clone(),
-                            format!("child of deleted index {}", manifest.digest),
-                        ));
+                        follow.push((child, format!("child of deleted index {digest}")));
                     }
                 }
             }
-            if let Some(subject) = &manifest.subject {
-                let untagged = !by_digest.contains_key(manifest.digest.as_str());
+            if let Some(subject) = manifest.subject.as_deref() {
+                let untagged = !by_digest.contains_key(digest);
                 if untagged
                     && deleted_digests.contains(subject)
-                    && !kept.contains_key(&manifest.digest)
-                    && !deleted_digests.contains(&manifest.digest)
+                    && !kept.contains_key(digest)
+                    && !deleted_digests.contains(digest)
                 {
-                    follow.push((
-                        manifest.digest.clone(),
-                        format!("referrer of deleted {subject}"),
-                    ));
+                    follow.push((digest, format!("referrer of deleted {subject}")));
                 }
             }
         }
@@ -389,10 +421,10 @@ fn evaluate_repository(
             break;
         }
         for (digest, why) in follow {
-            if deleted_digests.insert(digest.clone()) {
+            if deleted_digests.insert(digest) {
                 actions.push(Action::DeleteDigest {
-                    bytes: size(repo, &digest),
-                    digest,
+                    bytes: size(repo, digest),
+                    digest: digest.to_string(),
                     tags: Vec::new(),
                     follows: Some(why),
                 });
@@ -402,7 +434,7 @@ fn evaluate_repository(
 
     let kept_digests: BTreeSet<&str> = tags
         .iter()
-        .filter(|t| !deleted_digests.contains(&t.digest))
+        .filter(|t| !deleted_digests.contains(t.digest.as_str()))
         .map(|t| t.digest.as_str())
         .collect();
     let kept_tags = tags.iter().filter(|t| t.keep).count();

@@ -1,17 +1,12 @@
 //! The per-tag rules: git (through [`super::werf`]), usage (Kubernetes, Helm), push and pull
 //! windows, always-kept tag patterns, the newest N per repository, and untracked tags.
 
-use std::collections::{HashMap, HashSet};
-
-use super::{Inputs, Outcome, RepositorySnapshot, policies_of, werf};
+use super::{HashMap, HashSet, Inputs, Outcome, RepositorySnapshot, Tag, policies_of, werf};
 use crate::{
     config::{RetentionConfig, Scope, repository_pattern},
-    index::TagRecord,
-    policy::usage::ImageRef,
+    policy::usage::{ImageRef, InUse},
     sources::git::CommitIndex,
 };
-
-const SOURCE: &str = "org.opencontainers.image.source";
 
 /// Which git repository an image repository (or an image, by its source URL) is built from.
 pub struct GitMap {
@@ -84,7 +79,7 @@ impl GitMap {
 
 /// Per digest: the git outcome (kept with reasons, unproven, or why not), for digests that are
 /// git-judged (linked to commits, with a git repository mapped).
-pub type GitOutcomes = HashMap<String, Outcome>;
+pub type GitOutcomes<'a> = HashMap<&'a str, Outcome>;
 
 /// A repository in scope, as the git rules see it.
 pub struct InScope<'a> {
@@ -102,31 +97,30 @@ type Member<'a> = (usize, Vec<&'a str>);
 /// built from the same git repository are walked together: each reference is walked once for
 /// all of them, numbering each repository's images separately (werf's per-image-name
 /// semantics), instead of once per repository.
-pub fn git_verdicts(
-    repositories: &[InScope],
+pub fn git_verdicts<'a>(
+    repositories: &[InScope<'a>],
     map: &GitMap,
     inputs: &Inputs,
     warnings: &mut Vec<String>,
-) -> Vec<GitOutcomes> {
-    let mut outcomes: Vec<GitOutcomes> = repositories.iter().map(|_| GitOutcomes::new()).collect();
+) -> Vec<GitOutcomes<'a>> {
+    let mut outcomes: Vec<GitOutcomes> = repositories
+        .iter()
+        .map(|_| GitOutcomes::default())
+        .collect();
     // (scope, git repository) → (slot → its linked, tagged digests).
-    let mut groups: HashMap<(usize, &str), Vec<Member>> = HashMap::new();
+    let mut groups: HashMap<(usize, &str), Vec<Member>> = HashMap::default();
     for (slot, in_scope) in repositories.iter().enumerate() {
         let repo = in_scope.repo;
-        let mut per_git: HashMap<&str, Vec<&str>> = HashMap::new();
-        let mut seen = HashSet::new();
+        let mut per_git: HashMap<&str, Vec<&str>> = HashMap::default();
+        let mut seen = HashSet::default();
         for tag in &repo.tags {
-            if !seen.insert(tag.digest.as_str()) || !repo.links.contains_key(&tag.digest) {
+            let digest = &*tag.digest;
+            if !seen.insert(digest) || !repo.links.contains_key(digest) {
                 continue;
             }
-            let source = repo.manifests.get(&tag.digest).and_then(|m| {
-                m.annotations
-                    .get(SOURCE)
-                    .or_else(|| m.labels.get(SOURCE))
-                    .map(String::as_str)
-            });
+            let source = repo.manifests.get(digest).and_then(|m| m.source.as_deref());
             if let Some(git) = map.lookup(in_scope.name, source) {
-                per_git.entry(git).or_default().push(tag.digest.as_str());
+                per_git.entry(git).or_default().push(digest);
             }
         }
         for (git, digests) in per_git {
@@ -150,28 +144,26 @@ pub fn git_verdicts(
                 };
                 for (slot, digests) in members {
                     for digest in digests {
-                        outcomes[slot].insert(digest.to_string(), unproven(why.clone()));
+                        outcomes[slot].insert(digest, unproven(why.clone()));
                     }
                 }
                 continue;
             }
         };
         // Commit → (member, digest) for every image linked to it.
-        let mut images: HashMap<CommitIndex, Vec<(u32, &str)>> = HashMap::new();
+        let mut images: HashMap<CommitIndex, Vec<(u32, &str)>> = HashMap::default();
         let mut judged: Vec<Vec<&str>> = vec![Vec::new(); members.len()];
         for (member, (slot, digests)) in members.iter().enumerate() {
             let repo = repositories[*slot].repo;
             for &digest in digests {
                 let mut missing = Vec::new();
                 let mut commits = Vec::new();
-                for link in &repo.links[digest] {
-                    match facts.resolve(&link.commit) {
+                for linked in repo.links[digest].iter() {
+                    match facts.resolve(linked) {
                         Some(commit) => commits.push(commit),
                         // Held by the repository but on no reference: nothing keeps it.
-                        None if facts
-                            .unreachable
-                            .contains(&link.commit.to_ascii_lowercase()) => {}
-                        None => missing.push(link.commit.clone()),
+                        None if facts.unreachable.contains(&linked.to_ascii_lowercase()) => {}
+                        None => missing.push(linked.to_string()),
                     }
                 }
                 if !missing.is_empty() {
@@ -181,7 +173,7 @@ pub fn git_verdicts(
                         missing.join(", ")
                     ));
                     outcomes[*slot].insert(
-                        digest.to_string(),
+                        digest,
                         unproven(format!(
                             "commit {} is not in git repository {git}",
                             missing.join(", ")
@@ -191,7 +183,7 @@ pub fn git_verdicts(
                 }
                 if commits.is_empty() {
                     outcomes[*slot].insert(
-                        digest.to_string(),
+                        digest,
                         Outcome {
                             rule: "git",
                             keeps: false,
@@ -252,7 +244,7 @@ pub fn git_verdicts(
                         },
                     },
                 };
-                outcomes[*slot].entry(digest.to_string()).or_insert(outcome);
+                outcomes[*slot].entry(digest).or_insert(outcome);
             }
         }
     }
@@ -274,10 +266,31 @@ pub struct TagContext<'a> {
     scope: &'a Scope,
     inputs: &'a Inputs<'a>,
     tag_patterns: Vec<regex::Regex>,
-    /// Tag → rank by last push (0 = newest).
+    /// Tag → rank by last push (0 = newest); only when `lastPerRepository` is set.
     push_rank: HashMap<&'a str, usize>,
-    /// (tag or digest) → reasons it is in use.
-    in_use: HashMap<ImageRef, Vec<(&'static str, String)>>,
+    /// Tag → (rule, reason) it is in use for.
+    used_tags: HashMap<&'a str, Vec<(&'static str, String)>>,
+    /// Digest → (rule, reason) it is in use for.
+    used_digests: HashMap<&'a str, Vec<(&'static str, String)>>,
+}
+
+/// Every image in use, by repository: grouped once per evaluation, not once per repository.
+pub fn usage_by_repository<'a>(
+    inputs: &'a Inputs,
+) -> HashMap<&'a str, Vec<(&'static str, &'a InUse)>> {
+    let mut by_repository: HashMap<&str, Vec<(&'static str, &InUse)>> = HashMap::default();
+    for (rule, uses) in [
+        ("kubernetes", &inputs.usage.kubernetes),
+        ("helm", &inputs.usage.helm),
+    ] {
+        for used in uses {
+            by_repository
+                .entry(used.repository.as_str())
+                .or_default()
+                .push((rule, used));
+        }
+    }
+    by_repository
 }
 
 impl<'a> TagContext<'a> {
@@ -286,24 +299,32 @@ impl<'a> TagContext<'a> {
         repo: &'a RepositorySnapshot,
         scope: &'a Scope,
         inputs: &'a Inputs<'a>,
+        uses: &[(&'static str, &'a InUse)],
     ) -> Self {
-        let mut by_push: Vec<&TagRecord> = repo.tags.iter().collect();
-        by_push.sort_by(|a, b| {
-            b.last_pushed
-                .cmp(&a.last_pushed)
-                .then_with(|| a.tag.cmp(&b.tag))
-        });
-        let mut in_use: HashMap<ImageRef, Vec<(&'static str, String)>> = HashMap::new();
-        for (rule, uses) in [
-            ("kubernetes", &inputs.usage.kubernetes),
-            ("helm", &inputs.usage.helm),
-        ] {
-            for used in uses.iter().filter(|u| u.repository == repository) {
-                in_use
-                    .entry(used.image.clone())
-                    .or_default()
-                    .push((rule, format!("{rule}: {}", used.by)));
-            }
+        let mut push_rank = HashMap::default();
+        if scope.last_per_repository.is_some() {
+            let mut by_push: Vec<&Tag> = repo.tags.iter().collect();
+            by_push.sort_by(|a, b| {
+                b.last_pushed
+                    .cmp(&a.last_pushed)
+                    .then_with(|| a.tag.cmp(&b.tag))
+            });
+            push_rank = by_push
+                .iter()
+                .enumerate()
+                .map(|(i, t)| (&*t.tag, i))
+                .collect();
+        }
+        let mut used_tags: HashMap<&str, Vec<(&'static str, String)>> = HashMap::default();
+        let mut used_digests: HashMap<&str, Vec<(&'static str, String)>> = HashMap::default();
+        for (rule, used) in uses {
+            let (map, reference) = match &used.image {
+                ImageRef::Tag(tag) => (&mut used_tags, tag.as_str()),
+                ImageRef::Digest(digest) => (&mut used_digests, digest.as_str()),
+            };
+            map.entry(reference)
+                .or_default()
+                .push((rule, format!("{rule}: {}", used.by)));
         }
         Self {
             repository,
@@ -315,45 +336,37 @@ impl<'a> TagContext<'a> {
                 .iter()
                 .filter_map(|t| regex::Regex::new(t).ok())
                 .collect(),
-            push_rank: by_push
-                .iter()
-                .enumerate()
-                .map(|(i, t)| (t.tag.as_str(), i))
-                .collect(),
-            in_use,
+            push_rank,
+            used_tags,
+            used_digests,
         }
     }
 
-    /// Digests kept by digest alone (a workload or release naming them by digest).
-    pub fn kept_by_digest(&self) -> Vec<(String, String)> {
-        let mut kept: Vec<(String, String)> = self
-            .in_use
+    /// Digests kept by digest alone (a workload or release naming them by digest), with the
+    /// first reason, ordered by digest.
+    pub fn kept_by_digest(&self) -> Vec<(&'a str, &str)> {
+        let mut kept: Vec<(&str, &str)> = self
+            .used_digests
             .iter()
-            .filter_map(|(image, uses)| match image {
-                ImageRef::Digest(d) => Some((d.clone(), uses[0].1.clone())),
-                ImageRef::Tag(_) => None,
-            })
+            .map(|(digest, uses)| (*digest, uses[0].1.as_str()))
             .collect();
         kept.sort();
         kept
     }
 
-    pub fn outcomes(&self, tag: &TagRecord, git: &super::rules::GitOutcomes) -> Vec<Outcome> {
+    pub fn outcomes(&self, tag: &Tag, git: &GitOutcomes) -> Vec<Outcome> {
         let mut outcomes = Vec::new();
         let now = self.inputs.now;
         let usage = self.inputs.usage;
         // Usage first: it is what must never be deleted.
         let mut used = false;
-        let images = if self.in_use.is_empty() {
-            Vec::new()
-        } else {
-            vec![
-                ImageRef::Tag(tag.tag.clone()),
-                ImageRef::Digest(tag.digest.clone()),
-            ]
-        };
-        for image in images {
-            for (rule, why) in self.in_use.get(&image).into_iter().flatten() {
+        let uses = self
+            .used_tags
+            .get(&*tag.tag)
+            .into_iter()
+            .chain(self.used_digests.get(&*tag.digest));
+        for found in uses {
+            for (rule, why) in found {
                 used = true;
                 outcomes.push(Outcome {
                     rule,
@@ -389,7 +402,7 @@ impl<'a> TagContext<'a> {
             });
         }
         // Git, or untracked.
-        match git.get(&tag.digest) {
+        match git.get(&*tag.digest) {
             Some(outcome) => outcomes.push(outcome.clone()),
             None => outcomes.push(self.untracked(tag)),
         }
@@ -410,7 +423,7 @@ impl<'a> TagContext<'a> {
             }),
         });
         if let Some(pulled_within) = self.scope.pulled_within {
-            let last = [tag.tag.as_str(), tag.digest.as_str()]
+            let last = [&*tag.tag, &*tag.digest]
                 .iter()
                 .filter_map(|r| self.repo.pulls.get(*r))
                 .map(|p| p.last_pulled)
@@ -454,11 +467,7 @@ impl<'a> TagContext<'a> {
             });
         }
         if let Some(n) = self.scope.last_per_repository {
-            let rank = self
-                .push_rank
-                .get(tag.tag.as_str())
-                .copied()
-                .unwrap_or(usize::MAX);
+            let rank = self.push_rank.get(&*tag.tag).copied().unwrap_or(usize::MAX);
             outcomes.push(Outcome {
                 rule: "lastPerRepository",
                 keeps: rank < n,
@@ -486,8 +495,8 @@ impl<'a> TagContext<'a> {
         }
     }
 
-    fn untracked(&self, tag: &TagRecord) -> Outcome {
-        let linked = self.repo.links.contains_key(&tag.digest);
+    fn untracked(&self, tag: &Tag) -> Outcome {
+        let linked = self.repo.links.contains_key(&*tag.digest);
         let what = if linked {
             "untracked: linked to commits, but no git repository is configured for it"
         } else {

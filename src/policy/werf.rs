@@ -3,7 +3,9 @@
 //! one selecting it), and the newest-first walks that number this repository's images along
 //! each reference.
 
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::BinaryHeap;
+
+use super::HashMap;
 
 use crate::{
     config::{KeepPolicy, Limit, Operator, reference_pattern},
@@ -157,7 +159,7 @@ pub fn evaluate<'a>(
     let mut stamp = vec![u32::MAX; facts.commits()];
     // Per member: groups found on the current reference, and the walk that counted them.
     let mut found = vec![(u32::MAX, 0i64); members];
-    let mut seen: std::collections::HashSet<(u32, &'a str)> = std::collections::HashSet::new();
+    let mut seen: super::HashSet<(u32, &'a str)> = std::collections::HashSet::default();
     for (walk, (reference, images_per_reference)) in
         facts.references.iter().zip(effective).enumerate()
     {
@@ -212,7 +214,7 @@ pub fn evaluate<'a>(
         let mut visit = |commit: CommitIndex,
                          time: i64,
                          exhausted: &mut usize,
-                         seen: &mut std::collections::HashSet<(u32, &'a str)>,
+                         seen: &mut super::HashSet<(u32, &'a str)>,
                          verdicts: &mut [GitVerdicts]| {
             let Some(entries) = images.get(&commit) else {
                 return;

@@ -12,6 +12,8 @@ use std::{
 
 use git2::{Oid, Repository};
 
+use super::commit_graph::CommitGraph;
+
 #[derive(Debug, thiserror::Error)]
 pub enum GitError {
     #[error("git repository {path}: {message}")]
@@ -53,7 +55,7 @@ pub struct GitFacts {
     /// Linked commit ids the repository holds but no reference reaches.
     pub unreachable: HashSet<String>,
     ids: Vec<Oid>,
-    by_id: HashMap<Oid, CommitIndex>,
+    by_id: HashMap<Oid, CommitIndex, foldhash::quality::RandomState>,
     /// Commit indices ordered by id, for abbreviated-id lookups.
     sorted: Vec<CommitIndex>,
     times: Vec<i64>,
@@ -162,26 +164,51 @@ impl GitFacts {
         let mut parent_ids: Vec<Oid> = Vec::new();
         let mut parent_counts: Vec<u32> = Vec::new();
         let mut pending: Vec<Oid> = heads.iter().map(|h| h.2).collect();
+        // git's commit-graph file, where there is one, answers for the commits it lists.
+        let graph = CommitGraph::open(&repo.path().join("objects"));
+        let mut positions: Vec<u32> = Vec::new();
         while let Some(id) = pending.pop() {
             if facts.by_id.contains_key(&id) {
                 continue;
             }
-            // The raw object, parsed here for its parents and committer time only: libgit2's
-            // commit objects would also be parsed whole and cached, which costs more than the
-            // read itself on a long history.
-            let object = match odb.read(id) {
-                Ok(object) => object,
-                // The boundary of a shallow clone: its parents are not there.
-                Err(_) if facts.shallow => continue,
-                Err(e) => return Err(read("a commit", e)),
+            let listed = graph.as_ref().and_then(|graph| {
+                positions.clear();
+                let time = graph.commit(graph.position(id.as_bytes())?, &mut positions)?;
+                let before = parent_ids.len();
+                for position in &positions {
+                    match graph.id(*position).and_then(|p| Oid::from_bytes(p).ok()) {
+                        Some(parent) => parent_ids.push(parent),
+                        None => {
+                            parent_ids.truncate(before);
+                            return None;
+                        }
+                    }
+                }
+                Some((time, before))
+            });
+            let (time, before) = match listed {
+                Some(listed) => listed,
+                None => {
+                    // The raw object, parsed here for its parents and committer time only:
+                    // libgit2's commit objects would also be parsed whole and cached, which
+                    // costs more than the read itself on a long history.
+                    let object = match odb.read(id) {
+                        Ok(object) => object,
+                        // The boundary of a shallow clone: its parents are not there.
+                        Err(_) if facts.shallow => continue,
+                        Err(e) => return Err(read("a commit", e)),
+                    };
+                    let before = parent_ids.len();
+                    let time = parse_commit(object.data(), &mut parent_ids).ok_or_else(|| {
+                        GitError::Read {
+                            path: shown.clone(),
+                            what: format!("commit {id}"),
+                            message: "not a commit object".into(),
+                        }
+                    })?;
+                    (time, before)
+                }
             };
-            let before = parent_ids.len();
-            let time =
-                parse_commit(object.data(), &mut parent_ids).ok_or_else(|| GitError::Read {
-                    path: shown.clone(),
-                    what: format!("commit {id}"),
-                    message: "not a commit object".into(),
-                })?;
             facts.by_id.insert(id, facts.ids.len() as CommitIndex);
             facts.ids.push(id);
             facts.times.push(time);
@@ -228,6 +255,11 @@ impl GitFacts {
             offset += count as usize;
         }
         self.parent_start.push(self.parents.len() as u32);
+    }
+
+    /// The id of the commit at `commit`.
+    pub fn id(&self, commit: CommitIndex) -> Oid {
+        self.ids[commit as usize]
     }
 
     pub fn commits(&self) -> usize {

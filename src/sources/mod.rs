@@ -5,6 +5,7 @@
 //!
 //! Owns: reading the sources. May call: `config`, `policy` (its input types).
 
+pub mod commit_graph;
 pub mod git;
 pub mod helm;
 pub mod images;

@@ -2,18 +2,22 @@
 //! merges, annotated and lightweight tags, controlled committer dates, remote-tracking
 //! branches), with the kept set written out by hand. Plus the plan's safety properties.
 
+mod commit_graph;
 #[path = "../support/git.rs"]
 mod git;
 mod kube;
 mod plan;
 
-use std::collections::{BTreeSet, HashMap};
+use std::{
+    collections::{BTreeSet, HashMap},
+    sync::Arc,
+};
 
 use git::GitRepo;
 use git2::Oid;
 use regkeeper::{
     config::RetentionConfig,
-    index::{CommitLink, LinkSource, ManifestKind, ManifestRecord, TagRecord, UnixMillis},
+    index::{ManifestKind, ManifestRecord, TagRecord, UnixMillis},
     policy::{self, Inputs, Plan, RepositorySnapshot, Snapshot, Usage},
     sources::git::GitFacts,
 };
@@ -48,10 +52,12 @@ pub fn manifest(digest: &str) -> ManifestRecord {
 
 /// A repository snapshot with one image (own digest) per `(tag, commit)`, pushed long ago.
 pub fn snapshot(images: &[(&str, Option<&str>)]) -> Snapshot {
-    let mut repo = RepositorySnapshot::default();
+    let mut tags = Vec::new();
+    let mut manifests = Vec::new();
+    let mut links: HashMap<String, Box<[Box<str>]>> = HashMap::new();
     for (tag, commit) in images {
         let digest = digest_of(tag);
-        repo.tags.push(TagRecord {
+        tags.push(TagRecord {
             repository: REPOSITORY.into(),
             tag: tag.to_string(),
             digest: digest.clone(),
@@ -59,22 +65,17 @@ pub fn snapshot(images: &[(&str, Option<&str>)]) -> Snapshot {
             last_pushed: UnixMillis(1000),
             history: Vec::new(),
         });
-        repo.manifests.insert(digest.clone(), manifest(&digest));
+        manifests.push(manifest(&digest));
         if let Some(commit) = commit {
-            repo.links.insert(
-                digest.clone(),
-                vec![CommitLink {
-                    digest,
-                    commit: commit.to_string(),
-                    source: LinkSource::Annotation,
-                    learned_at: UnixMillis(1000),
-                }],
-            );
+            links.insert(digest, Box::new([Box::from(*commit)]));
         }
     }
-    repo.tags.sort_by(|a, b| a.tag.cmp(&b.tag));
+    let repo =
+        RepositorySnapshot::from_records(tags, manifests, |d| links.get(d).cloned(), Vec::new());
     let mut snapshot = Snapshot::default();
-    snapshot.repositories.insert(REPOSITORY.into(), repo);
+    snapshot
+        .repositories
+        .insert(REPOSITORY.into(), Arc::new(repo));
     snapshot
 }
 
@@ -118,7 +119,7 @@ pub fn evaluate_with(
     let linked = snapshot
         .repositories
         .values()
-        .flat_map(|r| r.links.values().flatten().map(|l| l.commit.as_str()));
+        .flat_map(|r| r.links.values().flatten().map(|c| &**c));
     let facts: HashMap<String, Result<GitFacts, String>> = [(
         "app".to_string(),
         GitFacts::load(git.dir.path(), "origin", linked).map_err(|e| e.to_string()),
@@ -406,16 +407,9 @@ fn each_repository_numbers_its_own_images_on_a_shared_walk() {
 }
 
 /// A second repository (`team/worker`) with images linked to the given commits.
-fn super_snapshot_repo(images: &[(&str, &String)]) -> RepositorySnapshot {
+fn super_snapshot_repo(images: &[(&str, &String)]) -> Arc<RepositorySnapshot> {
     let images: Vec<(&str, Option<&str>)> =
         images.iter().map(|(t, c)| (*t, Some(c.as_str()))).collect();
     let mut snapshot = snapshot(&images);
-    let mut repo = snapshot.repositories.remove(REPOSITORY).unwrap();
-    for tag in &mut repo.tags {
-        tag.repository = "team/worker".into();
-    }
-    for manifest in repo.manifests.values_mut() {
-        manifest.repository = "team/worker".into();
-    }
-    repo
+    snapshot.repositories.remove(REPOSITORY).unwrap()
 }

@@ -2,8 +2,10 @@
 //! rules say; a failed source keeps everything; adding a keep rule never deletes more; the plan
 //! is deterministic; digests, indexes, referrers and signatures are handled as a whole.
 
+use std::sync::Arc;
+
 use regkeeper::{
-    index::UnixMillis,
+    index::{TagRecord, UnixMillis},
     policy::{Action, ImageRef, InUse, Snapshot, Usage},
 };
 
@@ -44,7 +46,7 @@ fn random_case(seed: u64) -> (GitRepo, Snapshot) {
         .map(|(t, c)| (t.as_str(), c.as_deref()))
         .collect();
     let mut snapshot = snapshot(&images);
-    let repo = snapshot.repositories.get_mut(REPOSITORY).unwrap();
+    let repo = Arc::make_mut(snapshot.repositories.get_mut(REPOSITORY).unwrap());
     for tag in &mut repo.tags {
         let pushed = (NOW - rng.next(20 * DAY as u64) as i64) as u64 * 1000;
         tag.first_pushed = UnixMillis(pushed);
@@ -120,12 +122,12 @@ fn an_image_in_use_is_never_deleted_whatever_the_other_rules_say() {
             kubernetes: vec![
                 InUse {
                     repository: REPOSITORY.into(),
-                    image: ImageRef::Tag(by_tag.tag.clone()),
+                    image: ImageRef::Tag(by_tag.tag.to_string()),
                     by: "prod/Deployment/api container app".into(),
                 },
                 InUse {
                     repository: REPOSITORY.into(),
-                    image: ImageRef::Digest(by_digest.digest.clone()),
+                    image: ImageRef::Digest(by_digest.digest.to_string()),
                     by: "prod/Pod/worker-1 container worker".into(),
                 },
             ],
@@ -133,11 +135,11 @@ fn an_image_in_use_is_never_deleted_whatever_the_other_rules_say() {
         };
         let plan = evaluate(&snapshot, &git, &strict, &usage, NOW);
         let kept = kept_tags(&plan);
-        assert!(kept.contains(&by_tag.tag), "seed {seed}");
+        assert!(kept.contains(&*by_tag.tag), "seed {seed}");
         let reasons = &plan.repositories[0]
             .tags
             .iter()
-            .find(|t| t.tag == by_tag.tag)
+            .find(|t| *t.tag == *by_tag.tag)
             .unwrap()
             .reasons;
         assert!(
@@ -147,8 +149,8 @@ fn an_image_in_use_is_never_deleted_whatever_the_other_rules_say() {
         // Run by digest: its digest is never deleted (its tag may go as a tag only).
         for action in &plan.repositories[0].actions {
             if let Action::DeleteDigest { digest, .. } = action {
-                assert_ne!(digest, &by_digest.digest, "seed {seed}");
-                assert_ne!(digest, &by_tag.digest, "seed {seed}");
+                assert_ne!(**digest, *by_digest.digest, "seed {seed}");
+                assert_ne!(**digest, *by_tag.digest, "seed {seed}");
             }
         }
     }
@@ -208,9 +210,9 @@ fn a_tag_pushed_again_to_a_new_digest_is_as_fresh_as_a_new_one() {
     git.remote_branch("main", c[1]);
     let (old, new) = (c[0].to_string(), c[1].to_string());
     let mut snapshot = snapshot(&[("moving", Some(old.as_str())), ("head", Some(new.as_str()))]);
-    let repo = snapshot.repositories.get_mut(REPOSITORY).unwrap();
+    let repo = Arc::make_mut(snapshot.repositories.get_mut(REPOSITORY).unwrap());
     // First pushed 30 days ago, pushed again (to this digest) ten minutes ago.
-    let moving = repo.tags.iter_mut().find(|t| t.tag == "moving").unwrap();
+    let moving = repo.tags.iter_mut().find(|t| &*t.tag == "moving").unwrap();
     moving.first_pushed = UnixMillis(((NOW - 30 * DAY) * 1000) as u64);
     moving.last_pushed = UnixMillis(((NOW - 600) * 1000) as u64);
     let config = retention(git.dir.path(), "- references:\n    branch: main\n", "");
@@ -303,37 +305,39 @@ fn digests_indexes_referrers_and_signatures_are_handled_whole() {
         ("old", Some(old.as_str())),
         ("multi", Some(old.as_str())),
     ]);
-    let repo = snapshot.repositories.get_mut(REPOSITORY).unwrap();
+    let repo = Arc::make_mut(snapshot.repositories.get_mut(REPOSITORY).unwrap());
     // `also-release` shares the release digest; `old-alias` shares `old`'s.
     let release = digest_of("release");
     let old_digest = digest_of("old");
+    let tag_record = |tag: &str, digest: &str| TagRecord {
+        repository: REPOSITORY.into(),
+        tag: tag.into(),
+        digest: digest.into(),
+        first_pushed: UnixMillis(1000),
+        last_pushed: UnixMillis(1000),
+        history: Vec::new(),
+    };
     for (tag, digest) in [("also-release", &release), ("old-alias", &old_digest)] {
-        let mut record = repo.tags[0].clone();
-        record.tag = tag.into();
-        record.digest = digest.clone();
-        repo.tags.push(record);
+        repo.put_tag(&tag_record(tag, digest));
     }
     // `multi` is an index with two untagged children; `sbom` refers to `old`; a cosign
     // signature tag signs `release`.
     let multi = digest_of("multi");
     let children = [digest_of("child-a"), digest_of("child-b")];
-    repo.manifests.get_mut(&multi).unwrap().children = children.to_vec();
+    let mut multi_record = manifest(&multi);
+    multi_record.children = children.to_vec();
+    repo.put_manifest(&multi_record);
     for child in &children {
-        repo.manifests.insert(child.clone(), manifest(child));
+        repo.put_manifest(&manifest(child));
     }
     let sbom = digest_of("sbom");
     let mut sbom_record = manifest(&sbom);
     sbom_record.subject = Some(old_digest.clone());
-    repo.manifests.insert(sbom.clone(), sbom_record);
+    repo.put_manifest(&sbom_record);
     let signature_tag = format!("sha256-{}.sig", release.trim_start_matches("sha256:"));
     let signature = digest_of("signature");
-    let mut record = repo.tags[0].clone();
-    record.tag = signature_tag.clone();
-    record.digest = signature.clone();
-    repo.tags.push(record);
-    repo.manifests
-        .insert(signature.clone(), manifest(&signature));
-    repo.tags.sort_by(|a, b| a.tag.cmp(&b.tag));
+    repo.put_tag(&tag_record(&signature_tag, &signature));
+    repo.put_manifest(&manifest(&signature));
 
     // Keep only the newest main image, plus tags named `also-*`… no: keep `old-alias` by pattern.
     let config = retention(

@@ -1,0 +1,355 @@
+//! The index as the plan reads it, kept in memory by `serve`: a [`Snapshot`] that is read from
+//! the index once and then refreshed only where writes landed, so an evaluation over a million
+//! tags starts from memory instead of re-reading millions of sled entries.
+//!
+//! [`Mirror`] is itself an [`Index`]: every write goes through it to the index underneath and
+//! marks the repositories it touched. [`Mirror::snapshot`] re-reads the marked repositories
+//! (with the same reads a full snapshot uses, so the index's semantics live in one place) and
+//! hands out the repositories by `Arc`: a snapshot costs no copy, and later writes replace
+//! repositories in the mirror without changing a snapshot already handed out.
+//!
+//! Owns: the mirror and its dirty marks. May call: `index`, `policy::snapshot`.
+
+use std::{
+    collections::{BTreeSet, HashMap},
+    sync::{Arc, Mutex},
+};
+
+use crate::{
+    index::{
+        CommitLink, Index, IndexError, ManifestRecord, PullStats, SyncState, TagRecord, Write,
+    },
+    policy::{HashSet, Snapshot},
+};
+
+pub struct Mirror {
+    index: Arc<dyn Index>,
+    state: Mutex<State>,
+    /// One refresh at a time (the state lock is not held while reading the index).
+    refreshing: Mutex<()>,
+}
+
+#[derive(Default)]
+struct State {
+    /// `None` until the first snapshot is read.
+    snapshot: Option<Snapshot>,
+    /// Repositories written since their last read.
+    dirty: BTreeSet<String>,
+    /// Digests linked to commits since the last refresh.
+    linked: HashSet<String>,
+}
+
+impl Mirror {
+    pub fn new(index: Arc<dyn Index>) -> Self {
+        Self {
+            index,
+            state: Mutex::new(State::default()),
+            refreshing: Mutex::new(()),
+        }
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Whether the first full read is done.
+    pub fn is_warm(&self) -> bool {
+        self.state().snapshot.is_some()
+    }
+
+    /// The index as of now: the first call reads it whole, later calls re-read only the
+    /// repositories written since.
+    pub fn snapshot(&self) -> Result<Snapshot, IndexError> {
+        let _turn = self.refreshing.lock().unwrap_or_else(|e| e.into_inner());
+        if !self.is_warm() {
+            // Marks made during the read stay: the next refresh reads those repositories again.
+            {
+                let mut state = self.state();
+                state.dirty.clear();
+                state.linked.clear();
+            }
+            let started = std::time::Instant::now();
+            let whole = Snapshot::read(self.index.as_ref())?;
+            tracing::info!(
+                repositories = whole.repositories.len(),
+                seconds = started.elapsed().as_secs_f64(),
+                "index mirror read"
+            );
+            self.state().snapshot = Some(whole);
+        }
+        let (mut dirty, linked, current) = {
+            let mut state = self.state();
+            let dirty = std::mem::take(&mut state.dirty);
+            let linked = std::mem::take(&mut state.linked);
+            (dirty, linked, state.snapshot.clone().unwrap_or_default())
+        };
+        if !linked.is_empty() {
+            // A link names only a digest: refresh every repository that holds it.
+            for (name, repo) in &current.repositories {
+                if linked
+                    .iter()
+                    .any(|d| repo.manifests.contains_key(d.as_str()))
+                {
+                    dirty.insert(name.clone());
+                }
+            }
+        }
+        let mut fresh = Vec::with_capacity(dirty.len());
+        for repository in &dirty {
+            let known = current.repositories.get(repository).map(Arc::as_ref);
+            match Snapshot::read_repository(self.index.as_ref(), repository, known, &linked) {
+                Ok(repo) => fresh.push((repository, repo)),
+                Err(e) => {
+                    // Not read: stays marked, so the next snapshot tries again.
+                    let mut state = self.state();
+                    state.dirty.extend(dirty.iter().cloned());
+                    state.linked.extend(linked);
+                    return Err(e);
+                }
+            }
+        }
+        let mut state = self.state();
+        let snapshot = state.snapshot.get_or_insert_with(Snapshot::default);
+        for (repository, repo) in fresh {
+            if repo.tags.is_empty() && repo.manifests.is_empty() && repo.pulls.is_empty() {
+                snapshot.repositories.remove(repository);
+            } else {
+                snapshot
+                    .repositories
+                    .insert(repository.clone(), Arc::new(repo));
+            }
+        }
+        Ok(snapshot.clone())
+    }
+
+    fn mark(&self, writes: &[Write]) {
+        let mut state = self.state();
+        if state.snapshot.is_none() && self.refreshing.try_lock().is_ok() {
+            // Nothing read yet and no read under way: the first read will see these writes.
+            return;
+        }
+        // Links name only a digest; most arrive with the manifest (or config) they describe.
+        let named: HashMap<&str, &String> = writes
+            .iter()
+            .filter_map(|w| match w {
+                Write::PutManifest(record) => Some((record.digest.as_str(), &record.repository)),
+                Write::PushTag {
+                    repository, digest, ..
+                }
+                | Write::SetConfig {
+                    repository, digest, ..
+                } => Some((digest.as_str(), repository)),
+                _ => None,
+            })
+            .collect();
+        for write in writes {
+            let repository = match write {
+                Write::PushTag { repository, .. }
+                | Write::DeleteManifest { repository, .. }
+                | Write::DeleteTag { repository, .. }
+                | Write::SetConfig { repository, .. }
+                | Write::ForgetTag { repository, .. }
+                | Write::RecordPulls { repository, .. } => repository,
+                Write::PutManifest(record) => &record.repository,
+                Write::LinkCommit(link) => {
+                    // The digest's links are re-read at the next refresh (others are reused).
+                    state.linked.insert(link.digest.clone());
+                    match named.get(link.digest.as_str()) {
+                        Some(repository) => repository,
+                        None => continue,
+                    }
+                }
+                Write::SyncProgress(_) => continue,
+            };
+            if !state.dirty.contains(repository) {
+                state.dirty.insert(repository.clone());
+            }
+        }
+    }
+}
+
+impl Index for Mirror {
+    fn apply(&self, writes: &[Write]) -> Result<(), IndexError> {
+        self.index.apply(writes)?;
+        self.mark(writes);
+        Ok(())
+    }
+
+    fn repositories(&self) -> Result<Vec<String>, IndexError> {
+        self.index.repositories()
+    }
+
+    fn tags(&self, repository: &str) -> Result<Vec<TagRecord>, IndexError> {
+        self.index.tags(repository)
+    }
+
+    fn tag(&self, repository: &str, tag: &str) -> Result<Option<TagRecord>, IndexError> {
+        self.index.tag(repository, tag)
+    }
+
+    fn manifests(&self, repository: &str) -> Result<Vec<ManifestRecord>, IndexError> {
+        self.index.manifests(repository)
+    }
+
+    fn manifest(
+        &self,
+        repository: &str,
+        digest: &str,
+    ) -> Result<Option<ManifestRecord>, IndexError> {
+        self.index.manifest(repository, digest)
+    }
+
+    fn commit_links(&self, digest: &str) -> Result<Vec<CommitLink>, IndexError> {
+        self.index.commit_links(digest)
+    }
+
+    fn pulls(&self, repository: &str, reference: &str) -> Result<Option<PullStats>, IndexError> {
+        self.index.pulls(repository, reference)
+    }
+
+    fn each_commit_link(
+        &self,
+        visit: &mut dyn FnMut(CommitLink) -> Result<(), IndexError>,
+    ) -> Result<(), IndexError> {
+        self.index.each_commit_link(visit)
+    }
+
+    fn repository_pulls(&self, repository: &str) -> Result<Vec<(String, PullStats)>, IndexError> {
+        self.index.repository_pulls(repository)
+    }
+
+    fn sync_state(&self) -> Result<Option<SyncState>, IndexError> {
+        self.index.sync_state()
+    }
+
+    fn flush(&self) -> Result<(), IndexError> {
+        self.index.flush()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::index::{LinkSource, ManifestKind, UnixMillis, in_memory};
+
+    fn push(repository: &str, tag: &str, digest: &str) -> Vec<Write> {
+        vec![
+            Write::PutManifest(ManifestRecord {
+                kind: ManifestKind::Image,
+                ..ManifestRecord::bare(repository, digest, "x", UnixMillis(1))
+            }),
+            Write::PushTag {
+                repository: repository.into(),
+                tag: tag.into(),
+                digest: digest.into(),
+                at: UnixMillis(1),
+                only_if_unknown: false,
+            },
+        ]
+    }
+
+    fn link(digest: &str, commit: &str) -> Write {
+        Write::LinkCommit(CommitLink {
+            digest: digest.into(),
+            commit: commit.into(),
+            source: LinkSource::Api,
+            learned_at: UnixMillis(1),
+        })
+    }
+
+    fn tags(snapshot: &Snapshot, repository: &str) -> Vec<String> {
+        snapshot
+            .repositories
+            .get(repository)
+            .map_or(Vec::new(), |r| {
+                r.tags
+                    .iter()
+                    .map(|t| format!("{}={}", t.tag, t.digest))
+                    .collect()
+            })
+    }
+
+    #[test]
+    fn snapshots_follow_writes_and_stay_as_they_were_handed_out() {
+        let mirror = Mirror::new(Arc::new(in_memory()));
+        mirror.apply(&push("a", "v1", "sha256:1")).unwrap();
+        let first = mirror.snapshot().unwrap();
+        assert_eq!(tags(&first, "a"), ["v1=sha256:1"]);
+
+        mirror.apply(&push("a", "v1", "sha256:2")).unwrap();
+        mirror.apply(&push("b", "latest", "sha256:3")).unwrap();
+        let second = mirror.snapshot().unwrap();
+        assert_eq!(tags(&second, "a"), ["v1=sha256:2"]);
+        assert_eq!(tags(&second, "b"), ["latest=sha256:3"]);
+        // What was handed out earlier is unchanged.
+        assert_eq!(tags(&first, "a"), ["v1=sha256:1"]);
+        assert!(!first.repositories.contains_key("b"));
+        // An untouched repository is shared, not copied.
+        mirror.apply(&push("b", "next", "sha256:4")).unwrap();
+        let third = mirror.snapshot().unwrap();
+        assert!(Arc::ptr_eq(
+            &second.repositories["a"],
+            &third.repositories["a"]
+        ));
+
+        // A link that arrives alone (a label read later, the link API) still reaches the
+        // repository holding the digest.
+        mirror.apply(&[link("sha256:4", "abcdef0")]).unwrap();
+        let fourth = mirror.snapshot().unwrap();
+        assert_eq!(&*fourth.repositories["b"].links["sha256:4"][0], "abcdef0");
+
+        // Deleting the last manifests removes the repository.
+        let delete = |digest: &str| Write::DeleteManifest {
+            repository: "a".into(),
+            digest: digest.into(),
+        };
+        mirror
+            .apply(&[delete("sha256:1"), delete("sha256:2")])
+            .unwrap();
+        let fifth = mirror.snapshot().unwrap();
+        assert!(
+            !fifth.repositories.contains_key("a"),
+            "{:?}",
+            tags(&fifth, "a")
+        );
+    }
+
+    #[test]
+    fn the_mirror_equals_a_fresh_read_of_the_index() {
+        let index: Arc<dyn Index> = Arc::new(in_memory());
+        let mirror = Mirror::new(index.clone());
+        mirror.snapshot().unwrap();
+        for i in 0..50 {
+            let repository = format!("r{}", i % 7);
+            let digest = format!("sha256:{}", i % 13);
+            let mut writes = push(&repository, &format!("t{}", i % 11), &digest);
+            writes.push(link(&digest, &format!("{:07x}", i)));
+            mirror.apply(&writes).unwrap();
+            if i % 9 == 0 {
+                mirror
+                    .apply(&[Write::DeleteTag {
+                        repository,
+                        tag: format!("t{}", i % 5),
+                    }])
+                    .unwrap();
+            }
+        }
+        let mirrored = mirror.snapshot().unwrap();
+        let fresh = Snapshot::read(index.as_ref()).unwrap();
+        let shape = |s: &Snapshot| {
+            s.repositories
+                .iter()
+                .map(|(name, r)| {
+                    let mut links: Vec<String> =
+                        r.links.iter().map(|(d, c)| format!("{d}:{c:?}")).collect();
+                    links.sort();
+                    let mut manifests: Vec<String> =
+                        r.manifests.keys().map(|d| d.to_string()).collect();
+                    manifests.sort();
+                    (name.clone(), tags(s, name), manifests, links)
+                })
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(shape(&mirrored), shape(&fresh));
+    }
+}
