@@ -108,14 +108,21 @@ fn linked_commits(snapshot: &Snapshot) -> impl Iterator<Item = &str> {
 
 /// The plan for `loaded` as of `now`; `details` for `explain` (every rule's verdict in words).
 pub fn plan(config: &Config, loaded: &Loaded, now: UnixMillis, details: Details) -> Plan {
-    policy::evaluate(&Inputs {
+    let (plan, timings) = policy::evaluate_timed(&Inputs {
         snapshot: &loaded.snapshot,
         git: &loaded.git,
         usage: &loaded.usage,
         retention: &config.retention,
         now,
         details,
-    })
+    });
+    tracing::debug!(
+        git_walks = timings.git_walks,
+        rules_and_plan = timings.rules_and_plan,
+        loading = ?loaded.timings,
+        "plan evaluated"
+    );
+    plan
 }
 
 /// The plan as text: a summary line per repository, then what would be deleted (and, with
@@ -214,16 +221,16 @@ pub fn explain<'a>(plan: &'a Plan, reference: &str) -> Result<Explanation<'a>, U
     let verdict = repo
         .tags
         .iter()
-        .find(|t| t.tag == tag)
+        .find(|t| *t.tag == *tag)
         .ok_or_else(unknown)?;
     let action = repo
         .actions
         .iter()
         .find_map(|a| match a {
-            Action::DeleteDigest { tags, .. } if tags.iter().any(|t| t == tag) => {
+            Action::DeleteDigest { tags, .. } if tags.iter().any(|t| **t == *tag) => {
                 Some("delete-digest")
             }
-            Action::Untag { tag: t, .. } if t == tag => Some("untag"),
+            Action::Untag { tag: t, .. } if **t == *tag => Some("untag"),
             _ => None,
         })
         .unwrap_or("keep");

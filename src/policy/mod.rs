@@ -15,7 +15,7 @@ pub mod werf;
 pub type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::quality::RandomState>;
 pub type HashSet<K> = std::collections::HashSet<K, foldhash::quality::RandomState>;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::{collections::BTreeSet, sync::Arc};
 
 use serde::Serialize;
 
@@ -64,8 +64,8 @@ pub struct Outcome {
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct TagPlan {
-    pub tag: String,
-    pub digest: String,
+    pub tag: Arc<str>,
+    pub digest: Digest,
     pub keep: bool,
     /// Why it is kept (empty when deleted).
     pub reasons: Vec<String>,
@@ -80,15 +80,15 @@ pub struct TagPlan {
 pub enum Action {
     /// Nothing keeps the digest: `DELETE` it (its tags go with it).
     DeleteDigest {
-        digest: String,
-        tags: Vec<String>,
+        digest: Digest,
+        tags: Vec<Arc<str>>,
         bytes: u64,
         /// Why an untagged manifest goes (the index or subject it belongs to).
         #[serde(skip_serializing_if = "Option::is_none")]
         follows: Option<String>,
     },
     /// The digest stays (something keeps it): remove only this tag.
-    Untag { tag: String, digest: String },
+    Untag { tag: Arc<str>, digest: Digest },
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
@@ -126,6 +126,21 @@ fn cosign_subject(tag: &str) -> Option<String> {
 }
 
 pub fn evaluate(inputs: &Inputs) -> Plan {
+    evaluate_timed(inputs).0
+}
+
+/// Seconds spent in the two halves of an evaluation, for benchmarks and logs.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Timings {
+    /// Resolving linked commits and walking the git references (werf's rules).
+    pub git_walks: f64,
+    /// Every other rule, and the plan's actions.
+    pub rules_and_plan: f64,
+}
+
+/// [`evaluate`], also saying where the time went (the plan itself does not depend on it).
+pub fn evaluate_timed(inputs: &Inputs) -> (Plan, Timings) {
+    let started = std::time::Instant::now();
     let mut warnings = Vec::new();
     for cluster in &inputs.usage.kubernetes_unavailable {
         warnings.push(format!(
@@ -172,14 +187,12 @@ pub fn evaluate(inputs: &Inputs) -> Plan {
         }));
     }
     let git = rules::git_verdicts(&in_scope, &git_map, inputs, &mut warnings);
+    let walked = std::time::Instant::now();
     let usage = rules::usage_by_repository(inputs);
     let jobs: Vec<_> = inputs.snapshot.repositories.iter().zip(governed).collect();
     // Repositories are independent once the git walks are done: spread them over the cores,
     // in contiguous runs so the plan keeps the snapshot's order.
-    let workers = std::thread::available_parallelism()
-        .map_or(1, |n| n.get())
-        .clamp(1, 8);
-    let run = jobs.len().div_ceil(workers).max(1);
+    let run = jobs.len().div_ceil(workers()).max(1);
     let repositories: Vec<RepositoryPlan> = std::thread::scope(|threads| {
         let handles: Vec<_> = jobs
             .chunks(run)
@@ -211,11 +224,16 @@ pub fn evaluate(inputs: &Inputs) -> Plan {
     });
     warnings.sort();
     warnings.dedup();
-    Plan {
+    let timings = Timings {
+        git_walks: walked.duration_since(started).as_secs_f64(),
+        rules_and_plan: walked.elapsed().as_secs_f64(),
+    };
+    let plan = Plan {
         at: inputs.now,
         repositories,
         warnings,
-    }
+    };
+    (plan, timings)
 }
 
 fn compile(patterns: &[String]) -> Vec<regex::Regex> {
@@ -236,8 +254,8 @@ fn untouched(name: &str, repo: &RepositorySnapshot) -> RepositoryPlan {
         .tags
         .iter()
         .map(|t| TagPlan {
-            tag: t.tag.to_string(),
-            digest: t.digest.to_string(),
+            tag: t.tag.clone(),
+            digest: t.digest.clone(),
             keep: true,
             reasons: vec!["outside every retention scope".into()],
             outcomes: vec![Outcome {
@@ -280,8 +298,8 @@ fn evaluate_repository(
                 context.outcomes(tag, git)
             };
             TagPlan {
-                tag: tag.tag.to_string(),
-                digest: tag.digest.to_string(),
+                tag: tag.tag.clone(),
+                digest: tag.digest.clone(),
                 keep: outcomes.iter().any(|o| o.keeps),
                 reasons: Vec::new(),
                 outcomes,
@@ -361,59 +379,66 @@ fn evaluate_repository(
         }
     }
 
-    // Actions: per digest, by digest order for determinism.
-    let mut by_digest: BTreeMap<&str, Vec<&TagPlan>> = BTreeMap::new();
-    for tag in &tags {
-        by_digest.entry(tag.digest.as_str()).or_default().push(tag);
-    }
+    // Actions: per digest, by digest order for determinism. Tags sorted by (digest, name)
+    // group each digest's tags together without a map of lists.
+    let mut order: Vec<usize> = (0..tags.len()).collect();
+    order.sort_unstable_by(|a, b| {
+        (&tags[*a].digest, &tags[*a].tag).cmp(&(&tags[*b].digest, &tags[*b].tag))
+    });
+    let tagged: HashSet<&str> = tags.iter().map(|t| &*t.digest).collect();
     let mut actions = Vec::new();
-    let mut deleted_digests: BTreeSet<&str> = BTreeSet::new();
-    for (digest, digest_tags) in &by_digest {
-        let digest_kept = kept.contains_key(digest) || digest_tags.iter().any(|t| t.keep);
+    let mut deleted_digests: HashSet<&str> = HashSet::default();
+    for group in order.chunk_by(|a, b| tags[*a].digest == tags[*b].digest) {
+        let digest = &tags[group[0]].digest;
+        let digest_tags = group.iter().map(|i| &tags[*i]);
+        let digest_kept = kept.contains_key(&**digest) || digest_tags.clone().any(|t| t.keep);
         if digest_kept {
-            for tag in digest_tags.iter().filter(|t| !t.keep) {
+            for tag in digest_tags.filter(|t| !t.keep) {
                 actions.push(Action::Untag {
                     tag: tag.tag.clone(),
-                    digest: digest.to_string(),
+                    digest: digest.clone(),
                 });
             }
         } else {
             deleted_digests.insert(digest);
             actions.push(Action::DeleteDigest {
-                digest: digest.to_string(),
-                tags: digest_tags.iter().map(|t| t.tag.clone()).collect(),
+                digest: digest.clone(),
+                tags: digest_tags.map(|t| t.tag.clone()).collect(),
                 bytes: size(repo, digest),
                 follows: None,
             });
         }
     }
     // Untagged manifests that belong to a deleted index or subject go with it.
+    let mut linked: Vec<&Manifest> = repo
+        .manifests
+        .values()
+        .filter(|m| !m.children.is_empty() || m.subject.is_some())
+        .collect();
+    linked.sort_by(|a, b| a.digest.cmp(&b.digest));
     loop {
-        let mut follow = Vec::new();
-        let mut manifests: Vec<&Manifest> = repo
-            .manifests
-            .values()
-            .filter(|m| !m.children.is_empty() || m.subject.is_some())
-            .collect();
-        manifests.sort_by(|a, b| a.digest.cmp(&b.digest));
-        for manifest in manifests {
+        let mut follow: Vec<(&Digest, String)> = Vec::new();
+        for manifest in &linked {
             let digest = &*manifest.digest;
             if deleted_digests.contains(digest) {
-                for child in manifest.children.iter().map(|c| &**c) {
-                    let untagged = !by_digest.contains_key(child);
-                    if untagged && !kept.contains_key(child) && !deleted_digests.contains(child) {
+                for child in manifest.children.iter() {
+                    let untagged = !tagged.contains(&**child);
+                    if untagged
+                        && !kept.contains_key(&**child)
+                        && !deleted_digests.contains(&**child)
+                    {
                         follow.push((child, format!("child of deleted index {digest}")));
                     }
                 }
             }
             if let Some(subject) = manifest.subject.as_deref() {
-                let untagged = !by_digest.contains_key(digest);
+                let untagged = !tagged.contains(digest);
                 if untagged
                     && deleted_digests.contains(subject)
                     && !kept.contains_key(digest)
                     && !deleted_digests.contains(digest)
                 {
-                    follow.push((digest, format!("referrer of deleted {subject}")));
+                    follow.push((&manifest.digest, format!("referrer of deleted {subject}")));
                 }
             }
         }
@@ -424,7 +449,7 @@ fn evaluate_repository(
             if deleted_digests.insert(digest) {
                 actions.push(Action::DeleteDigest {
                     bytes: size(repo, digest),
-                    digest: digest.to_string(),
+                    digest: digest.clone(),
                     tags: Vec::new(),
                     follows: Some(why),
                 });
@@ -432,10 +457,10 @@ fn evaluate_repository(
         }
     }
 
-    let kept_digests: BTreeSet<&str> = tags
+    let kept_digests: HashSet<&str> = tags
         .iter()
-        .filter(|t| !deleted_digests.contains(t.digest.as_str()))
-        .map(|t| t.digest.as_str())
+        .map(|t| &*t.digest)
+        .filter(|d| !deleted_digests.contains(d))
         .collect();
     let kept_tags = tags.iter().filter(|t| t.keep).count();
     RepositoryPlan {
@@ -452,6 +477,13 @@ fn evaluate_repository(
         tags,
         actions,
     }
+}
+
+/// Threads for the parallel parts of reading and evaluating: the machine's cores, at most 8.
+pub(crate) fn workers() -> usize {
+    std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .clamp(1, 8)
 }
 
 /// werf's defaults when a scope gives no policies.

@@ -1,7 +1,9 @@
 //! The per-tag rules: git (through [`super::werf`]), usage (Kubernetes, Helm), push and pull
 //! windows, always-kept tag patterns, the newest N per repository, and untracked tags.
 
-use super::{HashMap, HashSet, Inputs, Outcome, RepositorySnapshot, Tag, policies_of, werf};
+use super::{
+    HashMap, HashSet, Inputs, Outcome, RepositorySnapshot, Tag, policies_of, werf, workers,
+};
 use crate::{
     config::{RetentionConfig, Scope, repository_pattern},
     policy::usage::{ImageRef, InUse},
@@ -150,62 +152,56 @@ pub fn git_verdicts<'a>(
                 continue;
             }
         };
-        // Commit → (member, digest) for every image linked to it.
-        let mut images: HashMap<CommitIndex, Vec<(u32, &str)>> = HashMap::default();
+        // Each member's outcome map, to be filled by whichever thread handles the member.
+        let mut member_of: Vec<Option<usize>> = vec![None; outcomes.len()];
+        for (member, (slot, _)) in members.iter().enumerate() {
+            member_of[*slot] = Some(member);
+        }
+        let mut mine: Vec<(usize, &mut GitOutcomes<'a>)> = outcomes
+            .iter_mut()
+            .enumerate()
+            .filter_map(|(slot, o)| member_of[slot].map(|member| (member, o)))
+            .collect();
+        mine.sort_by_key(|(member, _)| *member);
+        let run = mine.len().div_ceil(workers()).max(1);
+
+        // Commit → (member, digest) for every image linked to it: resolved in parallel runs
+        // of members, then grouped by commit.
+        let linked: Vec<Linked<'a>> = std::thread::scope(|threads| {
+            let handles: Vec<_> = mine
+                .chunks_mut(run)
+                .map(|chunk| {
+                    let members = &members;
+                    threads.spawn(move || {
+                        let mut found = Linked::default();
+                        for (member, outcomes) in chunk.iter_mut() {
+                            let (slot, digests) = &members[*member];
+                            let in_scope = &repositories[*slot];
+                            found.link(*member, in_scope, digests, facts, git, outcomes);
+                        }
+                        found
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().unwrap_or_else(|e| std::panic::resume_unwind(e)))
+                .collect()
+        });
+        let mut pairs: Vec<(CommitIndex, u32, &str)> = Vec::new();
         let mut judged: Vec<Vec<&str>> = vec![Vec::new(); members.len()];
-        for (member, (slot, digests)) in members.iter().enumerate() {
-            let repo = repositories[*slot].repo;
-            for &digest in digests {
-                let mut missing = Vec::new();
-                let mut commits = Vec::new();
-                for linked in repo.links[digest].iter() {
-                    match facts.resolve(linked) {
-                        Some(commit) => commits.push(commit),
-                        // Held by the repository but on no reference: nothing keeps it.
-                        None if facts.unreachable.contains(&linked.to_ascii_lowercase()) => {}
-                        None => missing.push(linked.to_string()),
-                    }
-                }
-                if !missing.is_empty() {
-                    warnings.push(format!(
-                        "{}: commits not in git repository {git} (kept as git-unproven): {}",
-                        repositories[*slot].name,
-                        missing.join(", ")
-                    ));
-                    outcomes[*slot].insert(
-                        digest,
-                        unproven(format!(
-                            "commit {} is not in git repository {git}",
-                            missing.join(", ")
-                        )),
-                    );
-                    continue;
-                }
-                if commits.is_empty() {
-                    outcomes[*slot].insert(
-                        digest,
-                        Outcome {
-                            rule: "git",
-                            keeps: false,
-                            detail: format!(
-                                "git: its commits are on no branch or tag of {git} (a deleted branch?)"
-                            ),
-                        },
-                    );
-                    continue;
-                }
-                judged[member].push(digest);
-                for commit in commits {
-                    images
-                        .entry(commit)
-                        .or_default()
-                        .push((member as u32, digest));
-                }
+        for found in linked {
+            pairs.extend(found.pairs);
+            warnings.extend(found.warnings);
+            for (member, digests) in found.judged {
+                judged[member] = digests;
             }
         }
-        for entries in images.values_mut() {
-            entries.sort_unstable();
-            entries.dedup();
+        pairs.sort_unstable();
+        pairs.dedup();
+        let mut images: HashMap<CommitIndex, Vec<(u32, &str)>> = HashMap::default();
+        for group in pairs.chunk_by(|a, b| a.0 == b.0) {
+            images.insert(group[0].0, group.iter().map(|p| (p.1, p.2)).collect());
         }
         let policies = policies_of(repositories[members[0].0].scope);
         debug_assert!(
@@ -215,40 +211,121 @@ pub fn git_verdicts<'a>(
         );
         let notes = inputs.details == super::Details::All;
         let verdicts = werf::evaluate(&policies, facts, &images, members.len(), now, notes);
-        for (member, (slot, _)) in members.iter().enumerate() {
-            let verdicts = &verdicts[member];
-            for &digest in &judged[member] {
-                let outcome = match verdicts.kept.get(digest) {
-                    Some(reasons) => Outcome {
-                        rule: "git",
-                        keeps: true,
-                        detail: format!("git: {}", reasons.join("; ")),
-                    },
-                    None if inputs.details == super::Details::Reasons => Outcome {
-                        rule: "git",
-                        keeps: false,
-                        detail: String::new(),
-                    },
-                    None => Outcome {
-                        rule: "git",
-                        keeps: false,
-                        detail: match verdicts.not_kept.get(digest) {
-                            Some(notes) => format!("git: {}", notes.join("; ")),
-                            None if verdicts.walked.is_empty() => {
-                                "git: no policy selects a branch or tag of it".into()
-                            }
-                            None => format!(
-                                "git: older than what the selected references keep ({})",
-                                verdicts.walked.join("; ")
-                            ),
-                        },
-                    },
-                };
-                outcomes[*slot].entry(digest).or_insert(outcome);
+        std::thread::scope(|threads| {
+            for chunk in mine.chunks_mut(run) {
+                let (judged, verdicts) = (&judged, &verdicts);
+                threads.spawn(move || {
+                    for (member, outcomes) in chunk.iter_mut() {
+                        let verdicts = &verdicts[*member];
+                        for &digest in &judged[*member] {
+                            let outcome = git_outcome(verdicts, digest, inputs.details);
+                            outcomes.entry(digest).or_insert(outcome);
+                        }
+                    }
+                });
             }
-        }
+        });
     }
     outcomes
+}
+
+/// One thread's share of resolving linked commits.
+#[derive(Default)]
+struct Linked<'a> {
+    /// (commit, member, digest) for every judged image.
+    pairs: Vec<(CommitIndex, u32, &'a str)>,
+    /// Member → its digests the walks judge.
+    judged: Vec<(usize, Vec<&'a str>)>,
+    warnings: Vec<String>,
+}
+
+impl<'a> Linked<'a> {
+    /// Resolves the commits of `digests` (one member's): images whose commits are all
+    /// resolved go to the walks; missing commits make them unproven, unreachable ones not
+    /// kept by git.
+    fn link(
+        &mut self,
+        member: usize,
+        in_scope: &InScope<'a>,
+        digests: &[&'a str],
+        facts: &crate::sources::git::GitFacts,
+        git: &str,
+        outcomes: &mut GitOutcomes<'a>,
+    ) {
+        let repo = in_scope.repo;
+        let mut judged = Vec::new();
+        for &digest in digests {
+            let mut missing = Vec::new();
+            let before = self.pairs.len();
+            for linked in repo.links[digest].iter() {
+                match facts.resolve(linked) {
+                    Some(commit) => self.pairs.push((commit, member as u32, digest)),
+                    // Held by the repository but on no reference: nothing keeps it.
+                    None if facts.unreachable.contains(&linked.to_ascii_lowercase()) => {}
+                    None => missing.push(linked.to_string()),
+                }
+            }
+            if !missing.is_empty() {
+                self.pairs.truncate(before);
+                self.warnings.push(format!(
+                    "{}: commits not in git repository {git} (kept as git-unproven): {}",
+                    in_scope.name,
+                    missing.join(", ")
+                ));
+                outcomes.insert(
+                    digest,
+                    unproven(format!(
+                        "commit {} is not in git repository {git}",
+                        missing.join(", ")
+                    )),
+                );
+            } else if self.pairs.len() == before {
+                outcomes.insert(
+                    digest,
+                    Outcome {
+                        rule: "git",
+                        keeps: false,
+                        detail: format!(
+                            "git: its commits are on no branch or tag of {git} (a deleted branch?)"
+                        ),
+                    },
+                );
+            } else {
+                judged.push(digest);
+            }
+        }
+        self.judged.push((member, judged));
+    }
+}
+
+/// The git outcome of a judged digest, from the walks' verdicts.
+fn git_outcome(verdicts: &werf::GitVerdicts, digest: &str, details: super::Details) -> Outcome {
+    match verdicts.kept.get(digest) {
+        Some(reasons) => Outcome {
+            rule: "git",
+            keeps: true,
+            detail: format!("git: {}", reasons.join("; ")),
+        },
+        None if details == super::Details::Reasons => Outcome {
+            rule: "git",
+            keeps: false,
+            detail: String::new(),
+        },
+        None => Outcome {
+            rule: "git",
+            keeps: false,
+            detail: match verdicts.not_kept.get(digest) {
+                Some(notes) => format!("git: {}", notes.join("; ")),
+                None if verdicts.walked.is_empty() => {
+                    "git: no policy selects a branch or tag of it".into()
+                }
+                None => format!(
+                    "git: older than what the selected references keep ({})",
+                    verdicts.walked.join("; ")
+                ),
+            },
+        },
+    }
 }
 
 fn unproven(why: String) -> Outcome {

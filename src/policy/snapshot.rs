@@ -23,7 +23,8 @@ const SOURCE: &str = "org.opencontainers.image.source";
 /// A tag as the rules see it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Tag {
-    pub tag: Box<str>,
+    /// Shared with the plan's entries for the tag.
+    pub tag: Arc<str>,
     pub digest: Digest,
     pub first_pushed: UnixMillis,
     pub last_pushed: UnixMillis,
@@ -98,7 +99,7 @@ impl RepositorySnapshot {
         repo.tags = tags
             .into_iter()
             .map(|t| Tag {
-                tag: t.tag.into_boxed_str(),
+                tag: Arc::from(t.tag),
                 digest: digests.get(&t.digest),
                 first_pushed: t.first_pushed,
                 last_pushed: t.last_pushed,
@@ -131,7 +132,7 @@ impl RepositorySnapshot {
     /// Adds (or replaces) a tag, keeping tags ordered by name.
     pub fn put_tag(&mut self, record: &TagRecord) {
         let tag = Tag {
-            tag: record.tag.as_str().into(),
+            tag: Arc::from(record.tag.as_str()),
             digest: self.digest(&record.digest),
             first_pushed: record.first_pushed,
             last_pushed: record.last_pushed,
@@ -198,9 +199,7 @@ impl Snapshot {
     /// and a million tags are three million entries.
     pub fn read(index: &dyn Index) -> Result<Self, IndexError> {
         let repositories = index.repositories()?;
-        let workers = std::thread::available_parallelism()
-            .map_or(1, |n| n.get())
-            .clamp(1, 8);
+        let workers = super::workers();
         let (read, links) = std::thread::scope(|scope| {
             let shares: Vec<_> = (0..workers)
                 .map(|worker| {

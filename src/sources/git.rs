@@ -277,12 +277,18 @@ impl GitFacts {
 
     /// The commit a full or abbreviated (≥ 7 hex digits) id names, if exactly one does.
     pub fn resolve(&self, id: &str) -> Option<CommitIndex> {
-        let id = id.to_ascii_lowercase();
         if id.len() == 40 {
-            return Oid::from_str(&id)
+            // The common case, once per linked image: decoded here, without allocating.
+            let mut raw = [0u8; 20];
+            for (byte, pair) in raw.iter_mut().zip(id.as_bytes().chunks_exact(2)) {
+                let nibble = |c: u8| (c as char).to_digit(16);
+                *byte = (nibble(pair[0])? << 4 | nibble(pair[1])?) as u8;
+            }
+            return Oid::from_bytes(&raw)
                 .ok()
                 .and_then(|oid| self.by_id.get(&oid).copied());
         }
+        let id = id.to_ascii_lowercase();
         if id.len() < 7 || id.len() > 40 || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
             return None;
         }

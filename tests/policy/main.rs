@@ -140,7 +140,7 @@ pub fn kept_tags(plan: &Plan) -> BTreeSet<String> {
         .tags
         .iter()
         .filter(|t| t.keep)
-        .map(|t| t.tag.clone())
+        .map(|t| t.tag.to_string())
         .collect()
 }
 
@@ -398,7 +398,7 @@ fn each_repository_numbers_its_own_images_on_a_shared_walk() {
             .tags
             .iter()
             .filter(|t| t.keep)
-            .map(|t| t.tag.clone())
+            .map(|t| t.tag.to_string())
             .collect()
     };
     assert_eq!(kept("team/app"), set(&["app-3", "app-4"]));

@@ -220,7 +220,7 @@ fn a_tag_pushed_again_to_a_new_digest_is_as_fresh_as_a_new_one() {
     let tag = plan.repositories[0]
         .tags
         .iter()
-        .find(|t| t.tag == "moving")
+        .find(|t| &*t.tag == "moving")
         .unwrap();
     assert!(tag.keep, "{:?}", tag.outcomes);
     assert!(
@@ -357,7 +357,7 @@ fn digests_indexes_referrers_and_signatures_are_handled_whole() {
     // `old` is not kept, but its digest is (old-alias): only the tag goes.
     assert!(actions.contains(&Action::Untag {
         tag: "old".into(),
-        digest: old_digest.clone()
+        digest: old_digest.as_str().into()
     }));
     // The index goes whole, its untagged children with it; the SBOM of the kept `old` stays.
     let deleted: Vec<(&str, Option<&str>)> = actions
@@ -365,7 +365,7 @@ fn digests_indexes_referrers_and_signatures_are_handled_whole() {
         .filter_map(|a| match a {
             Action::DeleteDigest {
                 digest, follows, ..
-            } => Some((digest.as_str(), follows.as_deref())),
+            } => Some((&**digest, follows.as_deref())),
             Action::Untag { .. } => None,
         })
         .collect();
