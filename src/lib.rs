@@ -7,6 +7,7 @@
 #![forbid(unsafe_code)]
 
 pub mod admin;
+pub mod cleanup;
 pub mod config;
 pub mod configs;
 pub mod events;

@@ -4,6 +4,8 @@
 use std::{path::PathBuf, process::ExitCode};
 
 use clap::{Parser, Subcommand};
+
+mod cli_cleanup;
 use regkeeper::{
     config::{Config, ENV_OVERRIDES},
     policy::Details,
@@ -80,6 +82,45 @@ enum Command {
         output: Output,
         #[arg(long)]
         at: Option<String>,
+    },
+    /// One evaluation and cleanup: deletes upstream what no rule keeps (in `enforce` mode;
+    /// `dry-run`, the default, only reports). Exits 1 when the circuit breaker stops the run or
+    /// a step fails.
+    Apply {
+        #[arg(long, short, env = "REGKEEPER_CONFIG")]
+        config: PathBuf,
+        /// Override `cleanup.mode` for this run: dry-run or enforce.
+        #[arg(long)]
+        mode: Option<regkeeper::config::CleanupMode>,
+        /// Run even if the circuit breaker would stop it (this run only).
+        #[arg(long)]
+        force: bool,
+        #[arg(long, short, value_enum, default_value_t = Output::Table)]
+        output: Output,
+    },
+    /// The audit log: every cleanup step, with the reasons and the manifest it removed.
+    History {
+        #[arg(long, short, env = "REGKEEPER_CONFIG")]
+        config: PathBuf,
+        /// Only this repository.
+        #[arg(long)]
+        repo: Option<String>,
+        /// Only entries at or after: 2026-12-07, 2026-12-07T09:00:00Z, -7d.
+        #[arg(long)]
+        since: Option<String>,
+        #[arg(long, short, value_enum, default_value_t = Output::Table)]
+        output: Output,
+    },
+    /// Put back a tag a cleanup removed (REPOSITORY:TAG), or every tag of a run (--run ID),
+    /// after checking the blobs are still upstream.
+    Restore {
+        #[arg(long, short, env = "REGKEEPER_CONFIG")]
+        config: PathBuf,
+        reference: Option<String>,
+        #[arg(long)]
+        run: Option<String>,
+        #[arg(long, short, value_enum, default_value_t = Output::Table)]
+        output: Output,
     },
     /// Validate a configuration and print the effective result (file + environment overrides).
     CheckConfig {
@@ -214,6 +255,38 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 Output::Json => println!("{}", serde_json::to_string_pretty(&explanation)?),
             }
             Ok(())
+        }
+        Command::Apply {
+            config,
+            mode,
+            force,
+            output,
+        } => {
+            let config = Config::load(&config)?;
+            regkeeper::telemetry::init(&config.log);
+            if !cli_cleanup::apply(&config, mode, force, output)? {
+                anyhow::bail!("the cleanup run did not complete (see above)");
+            }
+            Ok(())
+        }
+        Command::History {
+            config,
+            repo,
+            since,
+            output,
+        } => {
+            let config = Config::load(&config)?;
+            cli_cleanup::history(&config, repo.as_deref(), since.as_deref(), output)
+        }
+        Command::Restore {
+            config,
+            reference,
+            run,
+            output,
+        } => {
+            let config = Config::load(&config)?;
+            regkeeper::telemetry::init(&config.log);
+            cli_cleanup::restore(&config, reference.as_deref(), run.as_deref(), output)
         }
         Command::CheckConfig { config, env } => {
             let config = Config::load(&config)?;

@@ -56,6 +56,28 @@ pub fn sha256_digest(bytes: &[u8]) -> String {
     format!("sha256:{:x}", Sha256::digest(bytes))
 }
 
+/// What a manifest needs the registry to still hold: its config and layer blobs, and (an index)
+/// its child manifests.
+#[derive(Debug, Default)]
+pub struct References {
+    pub blobs: Vec<String>,
+    pub children: Vec<String>,
+}
+
+/// The references of `body`; `None` when it is not a JSON manifest.
+pub fn references(body: &[u8]) -> Option<References> {
+    let parsed: Body = serde_json::from_slice(body).ok()?;
+    Some(References {
+        blobs: parsed
+            .config
+            .into_iter()
+            .chain(parsed.layers)
+            .map(|d| d.digest)
+            .collect(),
+        children: parsed.manifests.into_iter().map(|m| m.digest).collect(),
+    })
+}
+
 /// The record for a manifest pushed as `body` with `content_type`. `None` when the body is not a
 /// JSON manifest at all (the push still passed; `sync` looks again).
 pub fn parse(

@@ -17,7 +17,8 @@ use std::{
 
 use crate::{
     index::{
-        CommitLink, Index, IndexError, ManifestRecord, PullStats, SyncState, TagRecord, Write,
+        AuditEntry, CommitLink, Index, IndexError, ManifestRecord, PullStats, SyncState, TagRecord,
+        Write,
     },
     policy::{HashSet, Snapshot},
 };
@@ -159,7 +160,7 @@ impl Mirror {
                         None => continue,
                     }
                 }
-                Write::SyncProgress(_) => continue,
+                Write::SyncProgress(_) | Write::Audit(_) => continue,
             };
             if !state.dirty.contains(repository) {
                 state.dirty.insert(repository.clone());
@@ -220,6 +221,10 @@ impl Index for Mirror {
 
     fn sync_state(&self) -> Result<Option<SyncState>, IndexError> {
         self.index.sync_state()
+    }
+
+    fn audit(&self) -> Result<Vec<AuditEntry>, IndexError> {
+        self.index.audit()
     }
 
     fn flush(&self) -> Result<(), IndexError> {

@@ -131,6 +131,33 @@ pub const ENV_OVERRIDES: &[EnvOverride] = &[
         .sync
         .concurrency =
         parse(v)?),
+    over!("REGKEEPER_CLEANUP_MODE", "cleanup.mode", |c, v| c
+        .cleanup
+        .mode =
+        parse(v)?),
+    over!("REGKEEPER_CLEANUP_INTERVAL", "cleanup.interval", |c, v| c
+        .cleanup
+        .interval =
+        parse(v)?),
+    over!(
+        "REGKEEPER_CLEANUP_MAX_DELETIONS",
+        "cleanup.maxDeletions",
+        |c, v| c.cleanup.max_deletions = parse(v)?
+    ),
+    over!(
+        "REGKEEPER_CLEANUP_MAX_FRACTION",
+        "cleanup.maxFraction",
+        |c, v| c.cleanup.max_fraction = parse(v)?
+    ),
+    over!(
+        "REGKEEPER_CLEANUP_CONCURRENCY",
+        "cleanup.concurrency",
+        |c, v| c.cleanup.concurrency = parse(v)?
+    ),
+    over!("REGKEEPER_CLEANUP_DEADLINE", "cleanup.deadline", |c, v| c
+        .cleanup
+        .deadline =
+        parse(v)?),
     over!("REGKEEPER_TIMEOUTS_CONNECT", "timeouts.connect", |c, v| c
         .timeouts
         .connect =

@@ -3,6 +3,7 @@
 //! Owns: reading the YAML file, `REGKEEPER_*` overrides, and every check that can be made before
 //! serving. May call: nothing else in the crate (other modules read the validated `Config`).
 
+mod cleanup;
 mod duration;
 mod env;
 mod error;
@@ -16,6 +17,7 @@ use std::{
 
 use serde::{Deserialize, Serialize};
 
+pub use cleanup::{CleanupConfig, CleanupMode};
 pub use duration::HumanDuration;
 pub use env::{ENV_OVERRIDES, EnvOverride};
 pub use error::ConfigError;
@@ -49,6 +51,8 @@ pub struct Config {
     pub sync: SyncConfig,
     #[serde(default)]
     pub retention: RetentionConfig,
+    #[serde(default)]
+    pub cleanup: CleanupConfig,
     #[serde(default)]
     pub timeouts: Timeouts,
     #[serde(default)]
@@ -377,6 +381,7 @@ impl Config {
         if let Some(credentials) = &self.upstream.credentials {
             credentials.password()?;
         }
+        self.cleanup.validate()?;
         for pattern in &self.index.tag_patterns {
             let named_commit = regex::Regex::new(pattern)
                 .map_err(|e| e.to_string())

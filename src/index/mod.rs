@@ -19,8 +19,8 @@ use std::path::Path;
 
 pub use kv::{KvStore, MemoryKv};
 pub use model::{
-    CommitLink, ConfigFacts, LinkSource, ManifestKind, ManifestRecord, PreviousDigest, PullStats,
-    SyncState, TagRecord, UnixMillis, Write,
+    AuditAction, AuditEntry, AuditState, CommitLink, ConfigFacts, LinkSource, ManifestKind,
+    ManifestRecord, PreviousDigest, PullStats, SyncState, TagRecord, UnixMillis, Write,
 };
 pub use sled_kv::SledKv;
 pub use store::{SCHEMA_VERSION, Store};
@@ -76,6 +76,8 @@ pub trait Index: Send + Sync {
     fn repository_pulls(&self, repository: &str) -> Result<Vec<(String, PullStats)>, IndexError>;
     /// Where `sync` is (or was).
     fn sync_state(&self) -> Result<Option<SyncState>, IndexError>;
+    /// Every audited cleanup step, by run then order.
+    fn audit(&self) -> Result<Vec<AuditEntry>, IndexError>;
     /// Makes everything applied so far durable.
     fn flush(&self) -> Result<(), IndexError>;
 }

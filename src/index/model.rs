@@ -180,6 +180,57 @@ pub struct PullStats {
     pub count: u64,
 }
 
+/// What cleanup does to one digest.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum AuditAction {
+    /// `DELETE` by digest (every tag on it goes).
+    DeleteDigest,
+    /// Only the tag goes (tag deletion, or the tombstone method).
+    Untag,
+}
+
+/// Where one audited step is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum AuditState {
+    /// Written before the call: a crash leaves it here, and the next run settles it.
+    Started,
+    /// The upstream did it.
+    Done,
+    /// Not done: the tag changed since the plan (`skipped-changed`), or a dry run.
+    Skipped,
+    /// The call failed (the detail says how).
+    Failed,
+}
+
+/// One audited cleanup step: written before the call is made, completed after.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditEntry {
+    /// The run (sortable: starts with its start time).
+    pub run: String,
+    /// Order within the run.
+    pub seq: u64,
+    pub at: UnixMillis,
+    pub repository: String,
+    /// The tags this step removes (none for an untagged child or referrer).
+    pub tags: Vec<String>,
+    pub digest: String,
+    pub action: AuditAction,
+    pub state: AuditState,
+    /// Why skipped or failed; how a tag was removed (`tag delete`, `tombstone sha256:…`).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub detail: String,
+    /// Why no rule kept it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub reasons: Vec<String>,
+    /// The manifest as the upstream held it, for restore (base64).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub media_type: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub manifest_base64: String,
+}
+
 /// One change to the index. A batch of them is applied atomically.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Write {
@@ -215,6 +266,8 @@ pub enum Write {
     },
     /// `sync`'s progress.
     SyncProgress(SyncState),
+    /// Records (or completes) an audited cleanup step.
+    Audit(AuditEntry),
     /// Pulls seen since the last batch.
     RecordPulls {
         repository: String,

@@ -9,8 +9,8 @@ use super::{
     Index, IndexError,
     kv::{KvStore, KvWrite},
     model::{
-        CommitLink, LinkSource, ManifestRecord, PreviousDigest, PullStats, SyncState, TagRecord,
-        Write,
+        AuditEntry, CommitLink, LinkSource, ManifestRecord, PreviousDigest, PullStats, SyncState,
+        TagRecord, Write,
     },
 };
 
@@ -29,6 +29,7 @@ const TAG: u8 = b't';
 const MANIFEST: u8 = b'm';
 const LINK: u8 = b'c';
 const PULL: u8 = b'p';
+const AUDIT: u8 = b'a';
 
 /// `kind` + parts joined by NUL (which no repository, tag, digest or commit contains).
 fn key(kind: u8, parts: &[&str]) -> Vec<u8> {
@@ -68,6 +69,11 @@ fn decode<T: DeserializeOwned>(key: &[u8], bytes: &[u8]) -> Result<T, IndexError
         )),
         None => Err(IndexError::BadRecord(shown(), "empty value".into())),
     }
+}
+
+/// Audit entries sort by run, then by their order in the run.
+fn audit_key(run: &str, seq: u64) -> Vec<u8> {
+    key(AUDIT, &[run, &format!("{seq:012}")])
 }
 
 fn link_source_key(source: &LinkSource) -> String {
@@ -273,6 +279,10 @@ impl<K: KvStore> Index for Store<K> {
         self.read(SYNC_KEY)
     }
 
+    fn audit(&self) -> Result<Vec<AuditEntry>, IndexError> {
+        self.read_all(&[AUDIT])
+    }
+
     fn flush(&self) -> Result<(), IndexError> {
         self.kv.flush()
     }
@@ -369,6 +379,7 @@ fn apply_one<K: KvStore>(pending: &mut Pending<'_, K>, write: &Write) -> Result<
             }
         }
         Write::SyncProgress(state) => pending.put(SYNC_KEY.to_vec(), state),
+        Write::Audit(entry) => pending.put(audit_key(&entry.run, entry.seq), entry),
         Write::LinkCommit(link) => {
             let source = link_source_key(&link.source);
             let key = key(LINK, &[&link.digest, &link.commit, &source]);

@@ -20,6 +20,13 @@ pub enum RegistryError {
     TooLarge { what: String, limit: usize },
     #[error("{what}: {why}")]
     Malformed { what: String, why: String },
+    /// 429 or 503: the upstream asks to come back later (`Retry-After` seconds, if given).
+    #[error("{what}: the upstream answered {status} (busy)")]
+    Busy {
+        what: String,
+        status: u16,
+        retry_after: Option<u64>,
+    },
 }
 
 /// The OCI error body's first `code: message`, if the upstream sent one, for error details.

@@ -1,5 +1,5 @@
 //! regkeeper's own client of the upstream registry, for what regkeeper asks itself: image
-//! configs after a recorded push, `sync`'s crawl, and (later) cleanup. It authenticates with
+//! configs after a recorded push, `sync`'s crawl, and cleanup's checks, deletions and restores. It authenticates with
 //! regkeeper's configured credentials, never a client's.
 //!
 //! Owns: the Distribution API calls regkeeper makes, authentication (anonymous, Basic, the
@@ -8,6 +8,7 @@
 
 mod auth;
 mod error;
+mod writes;
 
 use std::time::Duration;
 
@@ -26,6 +27,7 @@ use hyper_util::{
 
 pub use auth::{Challenge, parse_challenge};
 pub use error::RegistryError;
+pub use writes::TagDeletion;
 
 use crate::{config::Config, manifest};
 
@@ -60,6 +62,25 @@ pub struct CatalogPage {
 }
 
 type HttpClient = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
+
+/// One request's method, headers and body (kept for the resend after a 401 challenge).
+struct Call {
+    method: Method,
+    accept: Option<&'static str>,
+    content_type: Option<String>,
+    body: Bytes,
+}
+
+impl Call {
+    fn get(accept: Option<&'static str>) -> Self {
+        Self {
+            method: Method::GET,
+            accept,
+            content_type: None,
+            body: Bytes::new(),
+        }
+    }
+}
 
 pub struct RegistryClient {
     http: HttpClient,
@@ -264,7 +285,8 @@ impl RegistryClient {
             let mut url = format!("{}{path}", self.origin);
             let mut redirects = 0;
             loop {
-                let response = self.send_authenticated(&url, scope, accept, what).await?;
+                let call = Call::get(accept);
+                let response = self.send_authenticated(&url, scope, &call, what).await?;
                 let location = response
                     .headers()
                     .get(LOCATION)
@@ -295,16 +317,15 @@ impl RegistryClient {
         &self,
         url: &str,
         scope: &str,
-        accept: Option<&'static str>,
+        call: &Call,
         what: &str,
     ) -> Result<Response<Incoming>, RegistryError> {
         // Credentials go to the upstream only, never to a storage back end we are redirected to.
         let ours = url.starts_with(&self.origin) && url[self.origin.len()..].starts_with('/');
         let response = self
             .send(
-                Method::GET,
                 url,
-                accept,
+                call,
                 ours.then(|| self.auth.authorization(scope)).flatten(),
                 what,
             )
@@ -335,13 +356,7 @@ impl RegistryClient {
                 );
                 let token_what = format!("get a token from {realm}");
                 let answer = self
-                    .send(
-                        Method::GET,
-                        &token_url,
-                        None,
-                        self.auth.basic(),
-                        &token_what,
-                    )
+                    .send(&token_url, &Call::get(None), self.auth.basic(), &token_what)
                     .await?;
                 let status = answer.status();
                 let body = read_body(answer.into_body(), 1 << 20, &token_what).await?;
@@ -364,13 +379,7 @@ impl RegistryClient {
             }
         }
         let retried = self
-            .send(
-                Method::GET,
-                url,
-                accept,
-                self.auth.authorization(scope),
-                what,
-            )
+            .send(url, call, self.auth.authorization(scope), what)
             .await?;
         if retried.status() == StatusCode::UNAUTHORIZED {
             return Err(auth_error(
@@ -382,9 +391,8 @@ impl RegistryClient {
 
     async fn send(
         &self,
-        method: Method,
         url: &str,
-        accept: Option<&'static str>,
+        call: &Call,
         authorization: Option<HeaderValue>,
         what: &str,
     ) -> Result<Response<Incoming>, RegistryError> {
@@ -392,16 +400,19 @@ impl RegistryClient {
             what: what.to_string(),
             why: format!("bad URL {url:?}: {e}"),
         })?;
-        let mut request = Request::builder().method(method).uri(uri);
-        if let Some(accept) = accept {
+        let mut request = Request::builder().method(call.method.clone()).uri(uri);
+        if let Some(accept) = call.accept {
             request = request.header(ACCEPT, HeaderValue::from_static(accept));
+        }
+        if let Some(content_type) = &call.content_type {
+            request = request.header(CONTENT_TYPE, content_type.as_str());
         }
         if let Some(authorization) = authorization {
             request = request.header(AUTHORIZATION, authorization);
         }
         let request =
             request
-                .body(Full::new(Bytes::new()))
+                .body(Full::new(call.body.clone()))
                 .map_err(|e| RegistryError::Malformed {
                     what: what.to_string(),
                     why: e.to_string(),
@@ -444,6 +455,14 @@ async fn read_body(body: Incoming, limit: usize, what: &str) -> Result<Bytes, Re
             cause: error.to_string(),
         }),
     }
+}
+
+/// For writes: any 2xx (202 Accepted for deletes, 201 Created for PUTs and uploads).
+fn check_success(status: StatusCode, body: &[u8], what: &str) -> Result<(), RegistryError> {
+    if status.is_success() {
+        return Ok(());
+    }
+    check_status(status, body, what)
 }
 
 fn check_status(status: StatusCode, body: &[u8], what: &str) -> Result<(), RegistryError> {

@@ -4,6 +4,7 @@
 mod support;
 
 mod auth;
+mod cleanup;
 mod cli;
 mod faults;
 mod plan;

@@ -25,6 +25,38 @@ impl Registry {
 
     /// `extra` is appended to the config (e.g. an `auth:` section).
     pub fn start_with(extra: &str) -> Self {
+        Self::start_config("warn", extra)
+    }
+
+    /// Logging every request it answers (see [`Self::requests`]).
+    pub fn start_logging() -> Self {
+        Self::start_config("info", "")
+    }
+
+    /// `(method, path)` of every request answered so far (a registry from `start_logging`).
+    pub fn requests(&self) -> Vec<(String, String)> {
+        let log = fs::read_to_string(self.dir.path().join("registry.log")).unwrap_or_default();
+        let field = |line: &str, name: &str| {
+            line.split(&format!("{name}=")).nth(1).map(|rest| {
+                let rest = rest.trim_start_matches('"');
+                rest.split(['"', ' '])
+                    .next()
+                    .unwrap_or_default()
+                    .to_string()
+            })
+        };
+        log.lines()
+            .filter(|l| l.contains("response completed"))
+            .filter_map(|l| {
+                Some((
+                    field(l, "http.request.method")?,
+                    field(l, "http.request.uri")?,
+                ))
+            })
+            .collect()
+    }
+
+    fn start_config(level: &str, extra: &str) -> Self {
         require_tool("docker-registry");
         let dir = tempfile::tempdir().unwrap();
         let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
@@ -32,7 +64,7 @@ impl Registry {
         fs::write(
             &config,
             format!(
-                "version: 0.1\nlog: {{level: warn}}\nstorage:\n  filesystem: {{rootdirectory: {data}}}\n  delete: {{enabled: true}}\n  cache: {{blobdescriptor: inmemory}}\nhttp:\n  addr: {addr}\n  secret: regkeeper-tests\n{extra}",
+                "version: 0.1\nlog: {{level: {level}}}\nstorage:\n  filesystem: {{rootdirectory: {data}}}\n  delete: {{enabled: true}}\n  cache: {{blobdescriptor: inmemory}}\nhttp:\n  addr: {addr}\n  secret: regkeeper-tests\n{extra}",
                 data = dir.path().join("data").display()
             ),
         )

@@ -1,0 +1,525 @@
+//! Turns a plan's actions into calls to the upstream, one audited step per digest: re-check,
+//! write the audit entry, call, complete the audit entry and the index. Nothing is deleted that
+//! the checks right before the call do not confirm.
+
+use std::{
+    collections::{BTreeMap, HashMap},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicU8, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use base64::Engine as _;
+use futures_util::{StreamExt as _, stream};
+use serde::Serialize;
+use tokio::sync::OnceCell;
+
+use super::tombstone;
+use crate::{
+    config::CleanupMode,
+    index::{AuditAction, AuditEntry, AuditState, Index, IndexError, UnixMillis, Write},
+    policy::{Action, Plan},
+    registry::{RegistryClient, RegistryError, TagDeletion},
+};
+
+/// Attempts per call when the upstream is busy or fails with 5xx.
+const ATTEMPTS: u32 = 4;
+/// Longest wait honoured from a `Retry-After`.
+const MAX_RETRY_AFTER: Duration = Duration::from_secs(60);
+
+/// One step: everything the plan does to one digest of one repository.
+#[derive(Clone, Debug)]
+pub struct Step {
+    pub seq: u64,
+    pub repository: String,
+    pub digest: String,
+    pub action: AuditAction,
+    /// The tags it removes (for `Untag`, exactly one).
+    pub tags: Vec<String>,
+    pub bytes: u64,
+    /// Why no rule kept it.
+    pub reasons: Vec<String>,
+}
+
+/// What became of a step.
+#[derive(Clone, Debug, Serialize)]
+pub struct StepReport {
+    pub repository: String,
+    pub digest: String,
+    pub tags: Vec<String>,
+    pub action: AuditAction,
+    /// `deleted`, `untagged`, `would-delete`, `would-untag`, `skipped-changed`,
+    /// `skipped-gone`, `failed`, `skipped-deadline`.
+    pub outcome: &'static str,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub detail: String,
+    pub bytes: u64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CleanupError {
+    #[error("the index: {0}")]
+    Index(#[from] IndexError),
+    #[error("{0}")]
+    Registry(#[from] RegistryError),
+    #[error("{0}")]
+    Unavailable(String),
+}
+
+/// Whether the upstream deletes tags (learned on the first untag of a run).
+const TAG_DELETE_UNKNOWN: u8 = 0;
+const TAG_DELETE_WORKS: u8 = 1;
+const TAG_DELETE_UNSUPPORTED: u8 = 2;
+
+pub struct Executor<'a> {
+    pub client: &'a RegistryClient,
+    pub index: &'a dyn Index,
+    pub mode: CleanupMode,
+    pub run: String,
+    pub concurrency: usize,
+    pub deadline: Instant,
+    /// When the plan was made: a tag pushed after it is not touched.
+    pub planned_at: UnixMillis,
+    tag_delete: AtomicU8,
+    /// Repository → its tags in the index (name → digest), read once per run after the plan.
+    index_tags: Mutex<HashMap<String, HashMap<String, String>>>,
+    /// Repository → digest → the tags pointing to it upstream, read once per run (every tag
+    /// listed, then HEADed): pushes that bypassed the proxy are invisible to the index.
+    upstream_tags: Mutex<HashMap<String, Arc<OnceCell<Arc<TagsByDigest>>>>>,
+}
+
+/// Digest → the tags pointing to it.
+type TagsByDigest = HashMap<String, Vec<String>>;
+
+/// The steps of a plan, in plan order, numbered from 1.
+pub fn steps(plan: &Plan) -> Vec<Step> {
+    let mut steps = Vec::new();
+    for repository in plan.repositories.iter().filter(|r| r.scope.is_some()) {
+        let reasons_of = |tag: &str| -> Vec<String> {
+            repository
+                .tags
+                .iter()
+                .find(|t| &*t.tag == tag)
+                .map(|t| {
+                    t.outcomes
+                        .iter()
+                        .filter(|o| !o.keeps && !o.detail.is_empty())
+                        .map(|o| o.detail.clone())
+                        .collect()
+                })
+                .unwrap_or_default()
+        };
+        for action in &repository.actions {
+            let (digest, action, tags, bytes, reasons) = match action {
+                Action::DeleteDigest {
+                    digest,
+                    tags,
+                    bytes,
+                    follows,
+                } => {
+                    let tags: Vec<String> = tags.iter().map(|t| t.to_string()).collect();
+                    let reasons = match follows {
+                        Some(why) => vec![why.clone()],
+                        None => tags.first().map(|t| reasons_of(t)).unwrap_or_default(),
+                    };
+                    (digest, AuditAction::DeleteDigest, tags, *bytes, reasons)
+                }
+                Action::Untag { tag, digest } => (
+                    digest,
+                    AuditAction::Untag,
+                    vec![tag.to_string()],
+                    0,
+                    reasons_of(tag),
+                ),
+            };
+            steps.push(Step {
+                seq: steps.len() as u64 + 1,
+                repository: repository.repository.clone(),
+                digest: digest.to_string(),
+                action,
+                tags,
+                bytes,
+                reasons,
+            });
+        }
+    }
+    steps
+}
+
+impl<'a> Executor<'a> {
+    pub fn new(
+        client: &'a RegistryClient,
+        index: &'a dyn Index,
+        mode: CleanupMode,
+        run: String,
+        concurrency: usize,
+        deadline: Instant,
+        planned_at: UnixMillis,
+    ) -> Self {
+        Self {
+            client,
+            index,
+            mode,
+            run,
+            concurrency: concurrency.max(1),
+            deadline,
+            planned_at,
+            tag_delete: AtomicU8::new(TAG_DELETE_UNKNOWN),
+            index_tags: Mutex::new(HashMap::new()),
+            upstream_tags: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Runs every step, `concurrency` at a time; returns each step's report in step order.
+    pub async fn run(&self, steps: Vec<Step>) -> Vec<StepReport> {
+        let mut reports: Vec<(u64, StepReport)> = stream::iter(steps)
+            .map(|step| async move {
+                let seq = step.seq;
+                (seq, self.step(step).await)
+            })
+            .buffer_unordered(self.concurrency)
+            .collect()
+            .await;
+        reports.sort_by_key(|(seq, _)| *seq);
+        reports.into_iter().map(|(_, r)| r).collect()
+    }
+
+    async fn step(&self, step: Step) -> StepReport {
+        let report = |outcome: &'static str, detail: String| StepReport {
+            repository: step.repository.clone(),
+            digest: step.digest.clone(),
+            tags: step.tags.clone(),
+            action: step.action,
+            outcome,
+            detail,
+            bytes: step.bytes,
+        };
+        if Instant::now() >= self.deadline {
+            return report(
+                "skipped-deadline",
+                "the run's deadline (cleanup.deadline) passed".into(),
+            );
+        }
+        match self.execute(&step).await {
+            Ok((outcome, detail)) => report(outcome, detail),
+            Err(error) => {
+                tracing::warn!(repository = step.repository, digest = step.digest, %error, "cleanup step failed");
+                let _ = self.audit(&step, AuditState::Failed, error.to_string(), None);
+                report("failed", error.to_string())
+            }
+        }
+    }
+
+    /// The checks, then (enforce) the audited call.
+    async fn execute(&self, step: &Step) -> Result<(&'static str, String), CleanupError> {
+        if let Some(changed) = self.changed(step).await? {
+            if self.mode == CleanupMode::Enforce {
+                self.audit(step, AuditState::Skipped, changed.clone(), None)?;
+            }
+            tracing::info!(
+                repository = step.repository,
+                digest = step.digest,
+                why = changed,
+                "skipped: changed since the plan"
+            );
+            return Ok(("skipped-changed", changed));
+        }
+        let Some(manifest) = self
+            .retry(|| self.client.manifest(&step.repository, &step.digest))
+            .await?
+        else {
+            return Ok((
+                "skipped-gone",
+                "the upstream no longer has the digest".into(),
+            ));
+        };
+        if self.mode == CleanupMode::DryRun {
+            let outcome = match step.action {
+                AuditAction::DeleteDigest => "would-delete",
+                AuditAction::Untag => "would-untag",
+            };
+            return Ok((outcome, String::new()));
+        }
+        // Written before the call: a crash between the two leaves a `started` entry, with the
+        // manifest, for the next run (and restore) to settle.
+        self.audit(
+            step,
+            AuditState::Started,
+            String::new(),
+            Some((&manifest.media_type, &manifest.body)),
+        )?;
+        let (outcome, detail, write) = match step.action {
+            AuditAction::DeleteDigest => {
+                self.retry(|| self.client.delete_manifest(&step.repository, &step.digest))
+                    .await?;
+                (
+                    "deleted",
+                    String::new(),
+                    Write::DeleteManifest {
+                        repository: step.repository.clone(),
+                        digest: step.digest.clone(),
+                    },
+                )
+            }
+            AuditAction::Untag => {
+                let tag = &step.tags[0];
+                let how = self.untag(step, tag).await?;
+                (
+                    "untagged",
+                    how,
+                    Write::DeleteTag {
+                        repository: step.repository.clone(),
+                        tag: tag.clone(),
+                    },
+                )
+            }
+        };
+        self.index.apply(&[write])?;
+        self.audit(
+            step,
+            AuditState::Done,
+            detail.clone(),
+            Some((&manifest.media_type, &manifest.body)),
+        )?;
+        tracing::info!(
+            repository = step.repository,
+            digest = step.digest,
+            tags = ?step.tags,
+            outcome,
+            detail,
+            "cleanup step done"
+        );
+        Ok((outcome, detail))
+    }
+
+    /// Why the step must not run (something changed since the plan), or `None`.
+    async fn changed(&self, step: &Step) -> Result<Option<String>, CleanupError> {
+        for tag in &step.tags {
+            // The upstream's word: where the tag points right now.
+            let now = self
+                .retry(|| self.client.manifest_digest(&step.repository, tag))
+                .await?;
+            match now {
+                Some(digest) if digest == step.digest => {}
+                Some(digest) => {
+                    return Ok(Some(format!("tag {tag} now points to {digest}")));
+                }
+                None => return Ok(Some(format!("tag {tag} is gone"))),
+            }
+            // The index's word: a push the upstream may not show yet under this name.
+            if let Some(record) = self.index.tag(&step.repository, tag)?
+                && record.last_pushed > self.planned_at
+            {
+                return Ok(Some(format!("tag {tag} was pushed again after the plan")));
+            }
+        }
+        if step.action == AuditAction::DeleteDigest {
+            // Never delete a digest another tag now points to: DELETE by digest takes every
+            // tag on it. The index knows the pushes through the proxy; the upstream's own
+            // listing catches those that bypassed it.
+            let upstream = self.upstream_tags(&step.repository).await?;
+            let mut others: Vec<String> = self
+                .tags_on(&step.repository, &step.digest)?
+                .into_iter()
+                .chain(upstream.get(&step.digest).into_iter().flatten().cloned())
+                .filter(|t| !step.tags.contains(t))
+                .collect();
+            others.sort();
+            others.dedup();
+            if !others.is_empty() {
+                return Ok(Some(format!(
+                    "tag {} points to it and is not in the plan",
+                    others.join(", ")
+                )));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Where every tag of `repository` points upstream, read once per run.
+    async fn upstream_tags(&self, repository: &str) -> Result<Arc<TagsByDigest>, CleanupError> {
+        let cell = self
+            .upstream_tags
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(repository.to_string())
+            .or_default()
+            .clone();
+        let scanned = cell
+            .get_or_try_init(|| async {
+                let tags = self.retry(|| self.client.tags(repository)).await?;
+                let heads: Vec<Result<(String, Option<String>), RegistryError>> =
+                    stream::iter(tags)
+                        .map(|tag| async move {
+                            let digest = self
+                                .retry(|| self.client.manifest_digest(repository, &tag))
+                                .await?;
+                            Ok((tag, digest))
+                        })
+                        .buffer_unordered(self.concurrency)
+                        .collect()
+                        .await;
+                let mut by_digest = TagsByDigest::new();
+                for head in heads {
+                    if let (tag, Some(digest)) = head? {
+                        by_digest.entry(digest).or_default().push(tag);
+                    }
+                }
+                Ok::<_, CleanupError>(Arc::new(by_digest))
+            })
+            .await?;
+        Ok(scanned.clone())
+    }
+
+    /// The index's tags of `repository` on `digest` (the repository's tags read once per run).
+    fn tags_on(&self, repository: &str, digest: &str) -> Result<Vec<String>, CleanupError> {
+        let mut cache = self.index_tags.lock().unwrap_or_else(|e| e.into_inner());
+        if !cache.contains_key(repository) {
+            let tags = self
+                .index
+                .tags(repository)?
+                .into_iter()
+                .map(|t| (t.tag, t.digest))
+                .collect();
+            cache.insert(repository.to_string(), tags);
+        }
+        Ok(cache[repository]
+            .iter()
+            .filter(|(_, d)| *d == digest)
+            .map(|(t, _)| t.clone())
+            .collect())
+    }
+
+    /// Removes one tag, its digest staying: a tag DELETE where the upstream supports it, else
+    /// the tombstone method. Returns how.
+    async fn untag(&self, step: &Step, tag: &str) -> Result<String, CleanupError> {
+        if self.tag_delete.load(Ordering::Relaxed) != TAG_DELETE_UNSUPPORTED {
+            match self
+                .retry(|| self.client.delete_tag(&step.repository, tag))
+                .await?
+            {
+                TagDeletion::Deleted | TagDeletion::Gone => {
+                    self.tag_delete.store(TAG_DELETE_WORKS, Ordering::Relaxed);
+                    return Ok("tag delete".into());
+                }
+                TagDeletion::Unsupported => {
+                    if self
+                        .tag_delete
+                        .swap(TAG_DELETE_UNSUPPORTED, Ordering::Relaxed)
+                        != TAG_DELETE_UNSUPPORTED
+                    {
+                        tracing::info!(
+                            "the upstream does not delete tags: using the tombstone method"
+                        );
+                    }
+                }
+            }
+        }
+        let body = tombstone::manifest(&self.run, step.seq);
+        self.retry(|| {
+            self.client.upload_blob(
+                &step.repository,
+                bytes::Bytes::from_static(tombstone::EMPTY_CONFIG),
+            )
+        })
+        .await?;
+        // The last look before overwriting the tag: it must still point to the planned digest.
+        let now = self
+            .retry(|| self.client.manifest_digest(&step.repository, tag))
+            .await?;
+        if now.as_deref() != Some(step.digest.as_str()) {
+            return Err(CleanupError::Unavailable(format!(
+                "tag {tag} changed while it was being removed; left as it is"
+            )));
+        }
+        let tombstone = self
+            .retry(|| {
+                self.client
+                    .put_manifest(&step.repository, tag, tombstone::MEDIA_TYPE, body.clone())
+            })
+            .await?;
+        self.retry(|| self.client.delete_manifest(&step.repository, &tombstone))
+            .await?;
+        Ok(format!("tombstone {tombstone}"))
+    }
+
+    fn audit(
+        &self,
+        step: &Step,
+        state: AuditState,
+        detail: String,
+        manifest: Option<(&str, &[u8])>,
+    ) -> Result<(), CleanupError> {
+        let (media_type, manifest_base64) = match manifest {
+            Some((media_type, body)) => (
+                media_type.to_string(),
+                base64::engine::general_purpose::STANDARD.encode(body),
+            ),
+            None => (String::new(), String::new()),
+        };
+        self.index.apply(&[Write::Audit(AuditEntry {
+            run: self.run.clone(),
+            seq: step.seq,
+            at: UnixMillis::now(),
+            repository: step.repository.clone(),
+            tags: step.tags.clone(),
+            digest: step.digest.clone(),
+            action: step.action,
+            state,
+            detail,
+            reasons: step.reasons.clone(),
+            media_type,
+            manifest_base64,
+        })])?;
+        if state == AuditState::Started {
+            // On disk before the call it announces: a crash must not lose the record of a
+            // deletion that happened.
+            self.index.flush()?;
+        }
+        Ok(())
+    }
+
+    /// Runs `call` again when the upstream is busy (429/503, honouring `Retry-After`) or fails
+    /// with 5xx or a transport error, with exponential backoff, within the run's deadline.
+    async fn retry<T, F, Fut>(&self, mut call: F) -> Result<T, RegistryError>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<T, RegistryError>>,
+    {
+        let mut backoff = Duration::from_millis(250);
+        let mut attempt = 1;
+        loop {
+            let error = match call().await {
+                Ok(value) => return Ok(value),
+                Err(error) => error,
+            };
+            let wait = match &error {
+                RegistryError::Busy { retry_after, .. } => retry_after
+                    .map(Duration::from_secs)
+                    .unwrap_or(backoff)
+                    .min(MAX_RETRY_AFTER),
+                RegistryError::Status { status, .. } if *status >= 500 => backoff,
+                RegistryError::Transport { .. } | RegistryError::Timeout { .. } => backoff,
+                _ => return Err(error),
+            };
+            if attempt >= ATTEMPTS || Instant::now() + wait >= self.deadline {
+                return Err(error);
+            }
+            tracing::debug!(%error, wait_ms = wait.as_millis() as u64, "retrying");
+            tokio::time::sleep(wait).await;
+            backoff *= 2;
+            attempt += 1;
+        }
+    }
+}
+
+/// Counts of outcomes, for the run's summary.
+pub fn tally(reports: &[StepReport]) -> BTreeMap<&'static str, usize> {
+    let mut counts = BTreeMap::new();
+    for report in reports {
+        *counts.entry(report.outcome).or_insert(0) += 1;
+    }
+    counts
+}

@@ -1,0 +1,175 @@
+//! Cleanup: one evaluation turned into deletions upstream — the one place regkeeper can do
+//! harm. A run plans, stops before deleting anything when the circuit breaker trips, and then
+//! runs one audited step per digest (see [`executor`]): re-checks right before each call, the
+//! audit entry written before the call and completed after, deletion by digest only when no
+//! kept tag points to it, tag-only removal otherwise. `dry-run` (the default) does everything but
+//! the DELETE/PUT calls.
+//!
+//! Owns: runs, the breaker, the executor, the tombstone method, history. May call: `config`,
+//! `index`, `planning`, `policy`, `registry`.
+
+pub mod breaker;
+pub mod executor;
+pub mod history;
+pub mod tombstone;
+
+use std::{collections::BTreeMap, fmt::Write as _, time::Instant};
+
+use serde::Serialize;
+
+pub use executor::{CleanupError, StepReport};
+
+use crate::{
+    config::{CleanupMode, Config},
+    index::UnixMillis,
+    planning::{self, Source},
+    policy::Details,
+    registry::RegistryClient,
+};
+
+/// What one run did.
+#[derive(Debug, Serialize)]
+pub struct RunReport {
+    pub run: String,
+    pub mode: CleanupMode,
+    pub started: UnixMillis,
+    pub finished: UnixMillis,
+    /// Why the breaker stopped the run before any deletion.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tripped: Option<String>,
+    /// Outcome → steps.
+    pub counts: BTreeMap<&'static str, usize>,
+    /// Tags removed (or, dry-run, that would be).
+    pub tags_removed: usize,
+    /// Bytes of the digests deleted (or that would be).
+    pub bytes_deleted: u64,
+    /// What the plan's sources reported (unreadable clusters, clones, …).
+    pub warnings: Vec<String>,
+    pub steps: Vec<StepReport>,
+}
+
+impl RunReport {
+    /// Whether every step that was attempted worked (skips are not failures).
+    pub fn succeeded(&self) -> bool {
+        self.tripped.is_none() && !self.counts.contains_key("failed")
+    }
+}
+
+/// A new run's id: sortable by start time.
+pub fn run_id(at: UnixMillis) -> String {
+    format!(
+        "{}-{:05}",
+        planning::format_time(at).replace([':', '-'], ""),
+        std::process::id() % 100_000
+    )
+}
+
+/// One cleanup: evaluate, check the breaker (`force` skips it), execute.
+pub async fn run_once(
+    config: &Config,
+    source: Source<'_>,
+    index: &dyn crate::index::Index,
+    client: &RegistryClient,
+    mode: CleanupMode,
+    force: bool,
+) -> Result<RunReport, CleanupError> {
+    let started = UnixMillis::now();
+    let clock = Instant::now();
+    let run = run_id(started);
+    let loaded = planning::load(config, source).await?;
+    let plan = planning::plan(config, &loaded, started, Details::All);
+    let mut report = RunReport {
+        run: run.clone(),
+        mode,
+        started,
+        finished: started,
+        tripped: None,
+        counts: BTreeMap::new(),
+        tags_removed: 0,
+        bytes_deleted: 0,
+        warnings: plan.warnings.clone(),
+        steps: Vec::new(),
+    };
+    if !force && let Some(why) = breaker::check(&plan, &config.cleanup) {
+        tracing::error!(
+            run,
+            why,
+            "circuit breaker: the run stops before deleting anything (use --force to override once)"
+        );
+        report.tripped = Some(why);
+        report.finished = UnixMillis::now();
+        return Ok(report);
+    }
+    let steps = executor::steps(&plan);
+    tracing::info!(run, ?mode, steps = steps.len(), "cleanup run starts");
+    let executor = executor::Executor::new(
+        client,
+        index,
+        mode,
+        run.clone(),
+        config.cleanup.concurrency,
+        clock + config.cleanup.deadline.0,
+        started,
+    );
+    report.steps = executor.run(steps).await;
+    report.counts = executor::tally(&report.steps);
+    for step in &report.steps {
+        if matches!(
+            step.outcome,
+            "deleted" | "untagged" | "would-delete" | "would-untag"
+        ) {
+            report.tags_removed += step.tags.len();
+            report.bytes_deleted += step.bytes;
+        }
+    }
+    report.finished = UnixMillis::now();
+    tracing::info!(run, counts = ?report.counts, tags = report.tags_removed, "cleanup run finished");
+    Ok(report)
+}
+
+/// The report as the `apply` command prints it.
+pub fn report_table(report: &RunReport) -> String {
+    let mut out = String::new();
+    let mode = match report.mode {
+        CleanupMode::DryRun => "dry-run (nothing was deleted)",
+        CleanupMode::Enforce => "enforce",
+    };
+    let _ = writeln!(out, "run {} — {mode}", report.run);
+    for warning in &report.warnings {
+        let _ = writeln!(out, "warning: {warning}");
+    }
+    if let Some(why) = &report.tripped {
+        let _ = writeln!(out, "STOPPED by the circuit breaker: {why}");
+        return out;
+    }
+    for step in &report.steps {
+        let what = if step.tags.is_empty() {
+            format!("{}@{}", step.repository, step.digest)
+        } else {
+            format!("{}:{}", step.repository, step.tags.join(","))
+        };
+        let detail = if step.detail.is_empty() {
+            String::new()
+        } else {
+            format!(" ({})", step.detail)
+        };
+        let _ = writeln!(out, "{:<16} {what}{detail}", step.outcome);
+    }
+    let counts: Vec<String> = report
+        .counts
+        .iter()
+        .map(|(k, v)| format!("{v} {k}"))
+        .collect();
+    let _ = writeln!(
+        out,
+        "{} tags, {} bytes; {}",
+        report.tags_removed,
+        report.bytes_deleted,
+        if counts.is_empty() {
+            "nothing to do".to_string()
+        } else {
+            counts.join(", ")
+        }
+    );
+    out
+}

@@ -1,0 +1,316 @@
+//! Cleanup against a real Distribution 2.8: images pushed directly with skopeo, recorded by
+//! `regkeeper sync`, then `regkeeper apply`. Each safety property is its own test.
+
+use serde_json::Value;
+
+use crate::support::{
+    Registry,
+    image::{ImageSpec, Layout, remote_digest, skopeo, skopeo_copy, tar_gz_layer},
+    regkeeper::{cli_config, run_cli},
+};
+
+/// Everything deletable unless kept by the `^keep` tag pattern: no push window, untracked
+/// images (no commit link) deletable at once.
+const RULES: &str = "retention:\n  scopes:\n    - name: all\n      include: [\"**\"]\n      pushedWithin: 0s\n      tags: [\"^keep\"]\n      untracked:\n        maxAge: 0s\ncleanup:\n  maxFraction: 1.0\n";
+
+struct Case {
+    registry: Registry,
+    work: tempfile::TempDir,
+    config: std::path::PathBuf,
+    layout: Layout,
+}
+
+impl Case {
+    fn new(registry: Registry, extra: &str) -> Self {
+        let work = tempfile::tempdir().unwrap();
+        let config = cli_config(work.path(), &registry.url(), &format!("{RULES}{extra}"));
+        let layout = Layout::new(&work.path().join("layout"));
+        Self {
+            registry,
+            work,
+            config,
+            layout,
+        }
+    }
+
+    /// A distinct image, tagged `tag` in the layout.
+    fn image(&mut self, name: &str) {
+        let image = self.layout.add_image(&ImageSpec {
+            layers: vec![tar_gz_layer("name.txt", name.as_bytes(), false)],
+            ..ImageSpec::default()
+        });
+        self.layout.tag(name, &image);
+    }
+
+    /// Pushes layout image `image` as `repository:tag`, straight to the registry.
+    fn push(&self, image: &str, reference: &str) {
+        skopeo_copy(
+            &format!("oci:{}:{image}", self.layout.dir.display()),
+            &format!("docker://{}/{reference}", self.registry.addr),
+            &[],
+        );
+    }
+
+    fn reference(&self, reference: &str) -> String {
+        format!("docker://{}/{reference}", self.registry.addr)
+    }
+
+    /// Whether `repository:tag` resolves upstream.
+    fn exists(&self, reference: &str) -> bool {
+        std::process::Command::new("skopeo")
+            .args(["inspect", "--tls-verify=false", "--raw"])
+            .arg(self.reference(reference))
+            .output()
+            .unwrap()
+            .status
+            .success()
+    }
+
+    fn regkeeper(&self, args: &[&str]) -> crate::support::regkeeper::Cli {
+        run_cli(&self.config, args, &[])
+    }
+
+    fn apply(&self, args: &[&str]) -> Value {
+        let mut all = vec!["apply", "--output", "json"];
+        all.extend_from_slice(args);
+        let out = self.regkeeper(&all);
+        serde_json::from_str(&out.stdout).unwrap_or_else(|e| {
+            panic!(
+                "apply printed no report ({e}):\n{}\n{}",
+                out.stdout, out.stderr
+            )
+        })
+    }
+}
+
+fn outcome_of<'a>(report: &'a Value, tag: &str) -> &'a str {
+    report["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["tags"].as_array().unwrap().iter().any(|t| t == tag))
+        .and_then(|s| s["outcome"].as_str())
+        .unwrap_or("none")
+}
+
+#[test]
+fn dry_run_reports_everything_and_makes_no_write_call() {
+    let mut case = Case::new(Registry::start_logging(), "");
+    case.image("a");
+    case.image("b");
+    case.push("a", "team/app:keep-1");
+    case.push("a", "team/app:old-a");
+    case.push("b", "team/app:old-b");
+    case.regkeeper(&["sync"]).expect_ok();
+    let before = case.registry.requests().len();
+
+    let report = case.apply(&[]);
+    assert_eq!(report["mode"], "dry-run");
+    assert_eq!(outcome_of(&report, "old-a"), "would-untag");
+    assert_eq!(outcome_of(&report, "old-b"), "would-delete");
+    assert_eq!(outcome_of(&report, "keep-1"), "none");
+    assert_eq!(report["tags_removed"], 2);
+
+    let during: Vec<(String, String)> = case.registry.requests()[before..].to_vec();
+    assert!(
+        !during.is_empty(),
+        "the dry run re-checks the tags upstream"
+    );
+    let writes: Vec<&(String, String)> = during
+        .iter()
+        .filter(|(method, _)| !matches!(method.as_str(), "GET" | "HEAD"))
+        .collect();
+    assert!(writes.is_empty(), "a dry run wrote upstream: {writes:?}");
+    for tag in ["keep-1", "old-a", "old-b"] {
+        assert!(case.exists(&format!("team/app:{tag}")), "{tag}");
+    }
+    // Nothing audited: nothing was done.
+    let history = case.regkeeper(&["history", "--output", "json"]).expect_ok();
+    assert_eq!(
+        serde_json::from_str::<Value>(&history).unwrap(),
+        Value::Array(vec![])
+    );
+}
+
+#[test]
+fn two_tags_on_one_digest_the_kept_one_still_resolves_after_a_tombstone() {
+    let mut case = Case::new(Registry::start(), "");
+    case.image("a");
+    case.image("b");
+    case.push("a", "team/app:keep-1");
+    case.push("a", "team/app:old-a");
+    case.push("b", "team/app:old-b");
+    let kept_digest = remote_digest(&case.reference("team/app:keep-1"));
+    case.regkeeper(&["sync"]).expect_ok();
+
+    let report = case.apply(&["--mode", "enforce"]);
+    assert_eq!(outcome_of(&report, "old-a"), "untagged", "{report:#}");
+    assert_eq!(outcome_of(&report, "old-b"), "deleted", "{report:#}");
+    let untag = report["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["outcome"] == "untagged")
+        .unwrap();
+    assert!(
+        untag["detail"]
+            .as_str()
+            .unwrap()
+            .starts_with("tombstone sha256:"),
+        "Distribution 2.8 cannot delete tags: {untag}"
+    );
+    // The kept tag resolves to the same digest; the removed ones are gone.
+    assert_eq!(
+        remote_digest(&case.reference("team/app:keep-1")),
+        kept_digest
+    );
+    assert!(!case.exists("team/app:old-a"));
+    assert!(!case.exists("team/app:old-b"));
+    let tags = skopeo(&[
+        "list-tags",
+        "--tls-verify=false",
+        &case.reference("team/app"),
+    ]);
+    let tags: Value = serde_json::from_str(&tags).unwrap();
+    assert_eq!(tags["Tags"], serde_json::json!(["keep-1"]));
+
+    // Every deletion is audited once, done, with the manifest it removed.
+    let history: Value =
+        serde_json::from_str(&case.regkeeper(&["history", "--output", "json"]).expect_ok())
+            .unwrap();
+    let done: Vec<&Value> = history
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["state"] == "done")
+        .collect();
+    assert_eq!(done.len(), 2, "{history:#}");
+    assert!(
+        done.iter()
+            .all(|e| !e["manifest_base64"].as_str().unwrap().is_empty())
+    );
+    let started = history
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["state"] == "started")
+        .count();
+    assert_eq!(
+        started, 0,
+        "completed entries replace their `started` record"
+    );
+
+    // A second run finds nothing more to do.
+    let again = case.apply(&["--mode", "enforce"]);
+    assert_eq!(again["steps"], serde_json::json!([]), "{again:#}");
+}
+
+#[test]
+fn restore_brings_a_deleted_tag_back_and_it_pulls() {
+    let mut case = Case::new(Registry::start(), "");
+    case.image("a");
+    case.push("a", "team/app:old-a");
+    let digest = remote_digest(&case.reference("team/app:old-a"));
+    case.regkeeper(&["sync"]).expect_ok();
+    let report = case.apply(&["--mode", "enforce"]);
+    assert_eq!(outcome_of(&report, "old-a"), "deleted");
+    assert!(!case.exists("team/app:old-a"));
+
+    let out = case.regkeeper(&["restore", "team/app:old-a"]).expect_ok();
+    assert!(out.contains("restored team/app:old-a"), "{out}");
+    assert_eq!(remote_digest(&case.reference("team/app:old-a")), digest);
+    let pulled = case.work.path().join("pulled");
+    skopeo_copy(
+        &case.reference("team/app:old-a"),
+        &format!("oci:{}:back", pulled.display()),
+        &[],
+    );
+}
+
+#[test]
+fn the_breaker_stops_a_run_that_would_delete_everything() {
+    let mut case = Case::new(Registry::start(), "  maxDeletions: 1\n");
+    for name in ["a", "b", "c"] {
+        case.image(name);
+        case.push(name, &format!("team/app:old-{name}"));
+    }
+    case.regkeeper(&["sync"]).expect_ok();
+    let out = case.regkeeper(&["apply", "--mode", "enforce", "--output", "json"]);
+    assert!(!out.ok, "a tripped run exits non-zero");
+    let report: Value = serde_json::from_str(&out.stdout).unwrap();
+    assert!(
+        report["tripped"]
+            .as_str()
+            .unwrap()
+            .contains("cleanup.maxDeletions"),
+        "{report:#}"
+    );
+    assert_eq!(report["steps"], serde_json::json!([]));
+    for name in ["a", "b", "c"] {
+        assert!(case.exists(&format!("team/app:old-{name}")));
+    }
+    // --force overrides it for one run.
+    let forced = case.apply(&["--mode", "enforce", "--force"]);
+    assert_eq!(forced["counts"]["deleted"], 3, "{forced:#}");
+}
+
+#[test]
+fn a_tag_pushed_again_between_plan_and_delete_is_not_deleted() {
+    use regkeeper::{
+        cleanup::executor::{Executor, steps},
+        config::{CleanupMode, Config},
+        index::UnixMillis,
+        planning::{self, Source},
+        policy::Details,
+        registry::RegistryClient,
+    };
+    let mut case = Case::new(Registry::start(), "");
+    case.image("a");
+    case.image("b");
+    case.push("a", "team/app:old-a");
+    case.push("b", "team/app:old-b");
+    case.regkeeper(&["sync"]).expect_ok();
+
+    let config = Config::load(&case.config).unwrap();
+    let index = regkeeper::index::open_sled(&config.index.path).unwrap();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let loaded = runtime
+        .block_on(planning::load(&config, Source::Index(&index)))
+        .unwrap();
+    let plan = planning::plan(&config, &loaded, UnixMillis::now(), Details::All);
+    let planned = steps(&plan);
+    assert_eq!(planned.len(), 2, "{planned:?}");
+
+    // CI pushes old-a again, to another image, after the plan was made.
+    case.push("b", "team/app:old-a");
+    let moved_to = remote_digest(&case.reference("team/app:old-a"));
+
+    let tls = regkeeper::upstream::client_tls(&config).unwrap();
+    let client = RegistryClient::new(&config, tls).unwrap();
+    let executor = Executor::new(
+        &client,
+        &index,
+        CleanupMode::Enforce,
+        "test-run".into(),
+        4,
+        std::time::Instant::now() + std::time::Duration::from_secs(60),
+        plan.at,
+    );
+    let reports = runtime.block_on(executor.run(planned));
+    let old_a = reports.iter().find(|r| r.tags == ["old-a"]).unwrap();
+    assert_eq!(old_a.outcome, "skipped-changed", "{reports:?}");
+    assert!(old_a.detail.contains("now points to"), "{}", old_a.detail);
+    // Deleting old-b's digest would take old-a with it now: it must stay too.
+    let old_b = reports.iter().find(|r| r.tags == ["old-b"]).unwrap();
+    assert_eq!(old_b.outcome, "skipped-changed", "{reports:?}");
+    assert_eq!(remote_digest(&case.reference("team/app:old-a")), moved_to);
+    assert!(case.exists("team/app:old-b"));
+    // Both skips are in the audit log with their cause.
+    let audit = regkeeper::index::Index::audit(&index).unwrap();
+    assert_eq!(audit.len(), 2);
+    assert!(
+        audit
+            .iter()
+            .all(|e| e.state == regkeeper::index::AuditState::Skipped)
+    );
+}
