@@ -160,7 +160,7 @@ impl Mirror {
                         None => continue,
                     }
                 }
-                Write::SyncProgress(_) | Write::Audit(_) => continue,
+                Write::SyncProgress(_) | Write::Audit(_) | Write::CleanupLock(_) => continue,
             };
             if !state.dirty.contains(repository) {
                 state.dirty.insert(repository.clone());
@@ -225,6 +225,10 @@ impl Index for Mirror {
 
     fn audit(&self) -> Result<Vec<AuditEntry>, IndexError> {
         self.index.audit()
+    }
+
+    fn cleanup_lock(&self) -> Result<Option<crate::index::CleanupLock>, IndexError> {
+        self.index.cleanup_lock()
     }
 
     fn flush(&self) -> Result<(), IndexError> {

@@ -11,6 +11,7 @@
 pub mod breaker;
 pub mod executor;
 pub mod history;
+pub mod recovery;
 pub mod tombstone;
 
 use std::{collections::BTreeMap, fmt::Write as _, time::Instant};
@@ -76,6 +77,12 @@ pub async fn run_once(
     let started = UnixMillis::now();
     let clock = Instant::now();
     let run = run_id(started);
+    // An enforcing run holds the lock from before its plan to its end (a dry run changes
+    // nothing and takes none).
+    let _lock = match mode {
+        CleanupMode::Enforce => Some(recovery::acquire(index, client, &run).await?),
+        CleanupMode::DryRun => None,
+    };
     let loaded = planning::load(config, source).await?;
     let plan = planning::plan(config, &loaded, started, Details::All);
     let mut report = RunReport {

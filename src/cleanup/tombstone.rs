@@ -21,9 +21,19 @@ pub fn manifest(run: &str, seq: u64) -> Bytes {
             "size": EMPTY_CONFIG.len(),
         },
         "layers": [],
-        "annotations": { "io.regkeeper.tombstone": format!("{run}/{seq}") },
+        "annotations": { ANNOTATION: format!("{run}/{seq}") },
     });
     Bytes::from(body.to_string())
+}
+
+/// The annotation that marks a tombstone (and names its run and step).
+const ANNOTATION: &str = "io.regkeeper.tombstone";
+
+/// Whether `body` is a tombstone regkeeper put onto a tag.
+pub fn is_tombstone(body: &[u8]) -> bool {
+    serde_json::from_slice::<serde_json::Value>(body)
+        .ok()
+        .is_some_and(|m| m["annotations"][ANNOTATION].is_string())
 }
 
 #[cfg(test)]

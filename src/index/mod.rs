@@ -19,8 +19,9 @@ use std::path::Path;
 
 pub use kv::{KvStore, MemoryKv};
 pub use model::{
-    AuditAction, AuditEntry, AuditState, CommitLink, ConfigFacts, LinkSource, ManifestKind,
-    ManifestRecord, PreviousDigest, PullStats, SyncState, TagRecord, UnixMillis, Write,
+    AuditAction, AuditEntry, AuditState, CleanupLock, CommitLink, ConfigFacts, LinkSource,
+    ManifestKind, ManifestRecord, PreviousDigest, PullStats, SyncState, TagRecord, UnixMillis,
+    Write,
 };
 pub use sled_kv::SledKv;
 pub use store::{SCHEMA_VERSION, Store};
@@ -78,6 +79,8 @@ pub trait Index: Send + Sync {
     fn sync_state(&self) -> Result<Option<SyncState>, IndexError>;
     /// Every audited cleanup step, by run then order.
     fn audit(&self) -> Result<Vec<AuditEntry>, IndexError>;
+    /// The run holding the cleanup lock, if any.
+    fn cleanup_lock(&self) -> Result<Option<CleanupLock>, IndexError>;
     /// Makes everything applied so far durable.
     fn flush(&self) -> Result<(), IndexError>;
 }

@@ -231,6 +231,15 @@ pub struct AuditEntry {
     pub manifest_base64: String,
 }
 
+/// The cleanup run holding the index's cleanup lock. One left behind by a run that never
+/// finished (a crash) is stale: the next run settles what it left `started`, then takes over.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CleanupLock {
+    pub run: String,
+    pub pid: u32,
+    pub started: UnixMillis,
+}
+
 /// One change to the index. A batch of them is applied atomically.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Write {
@@ -268,6 +277,8 @@ pub enum Write {
     SyncProgress(SyncState),
     /// Records (or completes) an audited cleanup step.
     Audit(AuditEntry),
+    /// Takes (`Some`) or releases (`None`) the cleanup lock.
+    CleanupLock(Option<CleanupLock>),
     /// Pulls seen since the last batch.
     RecordPulls {
         repository: String,

@@ -9,8 +9,8 @@ use super::{
     Index, IndexError,
     kv::{KvStore, KvWrite},
     model::{
-        AuditEntry, CommitLink, LinkSource, ManifestRecord, PreviousDigest, PullStats, SyncState,
-        TagRecord, Write,
+        AuditEntry, CleanupLock, CommitLink, LinkSource, ManifestRecord, PreviousDigest, PullStats,
+        SyncState, TagRecord, Write,
     },
 };
 
@@ -24,6 +24,7 @@ const MAX_TAG_HISTORY: usize = 100;
 
 const SCHEMA_KEY: &[u8] = b"\0schema";
 const SYNC_KEY: &[u8] = b"\0sync";
+const CLEANUP_LOCK_KEY: &[u8] = b"\0cleanup-lock";
 const REPOSITORY: u8 = b'r';
 const TAG: u8 = b't';
 const MANIFEST: u8 = b'm';
@@ -283,6 +284,10 @@ impl<K: KvStore> Index for Store<K> {
         self.read_all(&[AUDIT])
     }
 
+    fn cleanup_lock(&self) -> Result<Option<CleanupLock>, IndexError> {
+        self.read(CLEANUP_LOCK_KEY)
+    }
+
     fn flush(&self) -> Result<(), IndexError> {
         self.kv.flush()
     }
@@ -380,6 +385,8 @@ fn apply_one<K: KvStore>(pending: &mut Pending<'_, K>, write: &Write) -> Result<
         }
         Write::SyncProgress(state) => pending.put(SYNC_KEY.to_vec(), state),
         Write::Audit(entry) => pending.put(audit_key(&entry.run, entry.seq), entry),
+        Write::CleanupLock(Some(lock)) => pending.put(CLEANUP_LOCK_KEY.to_vec(), lock),
+        Write::CleanupLock(None) => pending.remove(CLEANUP_LOCK_KEY.to_vec()),
         Write::LinkCommit(link) => {
             let source = link_source_key(&link.source);
             let key = key(LINK, &[&link.digest, &link.commit, &source]);

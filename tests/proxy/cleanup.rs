@@ -314,3 +314,109 @@ fn a_tag_pushed_again_between_plan_and_delete_is_not_deleted() {
             .all(|e| e.state == regkeeper::index::AuditState::Skipped)
     );
 }
+
+/// `count` distinct images in `repository`, tagged `old-0…`: one pushed with skopeo, the rest
+/// its manifest with a distinct annotation, PUT directly (fast, and each its own digest).
+fn many_images(case: &mut Case, repository: &str, count: usize) -> Vec<String> {
+    use crate::support::http::{HttpClient, full};
+    case.image("base");
+    case.push("base", &format!("{repository}:base"));
+    let base = format!("http://{}", case.registry.addr);
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let http = HttpClient::default();
+        let manifest = http
+            .get(
+                &format!("{base}/v2/{repository}/manifests/base"),
+                &[("accept", crate::support::image::OCI_MANIFEST)],
+            )
+            .await;
+        let mut manifest: Value = manifest.json();
+        let mut digests = Vec::new();
+        for i in 0..count {
+            manifest["annotations"] = serde_json::json!({ "n": i.to_string() });
+            let body = manifest.to_string();
+            let put = http
+                .send(
+                    http::Method::PUT,
+                    &format!("{base}/v2/{repository}/manifests/old-{i}"),
+                    &[("content-type", crate::support::image::OCI_MANIFEST)],
+                    full(body.clone().into_bytes()),
+                )
+                .await;
+            assert_eq!(put.status, http::StatusCode::CREATED);
+            digests.push(crate::support::image::sha256(body.as_bytes()));
+        }
+        // `base` stays: kept by a pattern in the test's config.
+        digests
+    })
+}
+
+#[test]
+fn a_run_killed_midway_is_finished_by_the_next_and_each_deletion_is_audited_once() {
+    let mut case = Case::new(
+        Registry::start_logging(),
+        "  maxDeletions: 1000\n  concurrency: 1\n",
+    );
+    let digests = many_images(&mut case, "team/app", 60);
+    // Keep `base` by pattern too, so the only steps are the 60 `old-*` digests.
+    let config = std::fs::read_to_string(&case.config)
+        .unwrap()
+        .replace("tags: [\"^keep\"]", "tags: [\"^keep\", \"^base$\"]");
+    std::fs::write(&case.config, config).unwrap();
+    case.regkeeper(&["sync"]).expect_ok();
+
+    let deletes = |registry: &Registry| {
+        registry
+            .requests()
+            .iter()
+            .filter(|(method, _)| method == "DELETE")
+            .count()
+    };
+    let mut child = crate::support::process::Guard(
+        std::process::Command::new(env!("CARGO_BIN_EXE_regkeeper"))
+            .args(["apply", "--mode", "enforce", "--config"])
+            .arg(&case.config)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let waited = std::time::Instant::now();
+    while deletes(&case.registry) < 5 {
+        assert!(
+            waited.elapsed() < std::time::Duration::from_secs(60),
+            "the run never started deleting"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    child.0.kill().unwrap();
+    child.0.wait().unwrap();
+    let deleted_before = deletes(&case.registry);
+    assert!(deleted_before < 60, "the run finished before the kill");
+
+    // The next run settles the interrupted one and finishes the job.
+    let report = case.apply(&["--mode", "enforce"]);
+    assert!(report["counts"].get("failed").is_none(), "{report:#}");
+    for i in 0..60 {
+        assert!(!case.exists(&format!("team/app:old-{i}")), "old-{i}");
+    }
+    assert!(case.exists("team/app:base"));
+    let history: Value =
+        serde_json::from_str(&case.regkeeper(&["history", "--output", "json"]).expect_ok())
+            .unwrap();
+    let entries = history.as_array().unwrap();
+    assert!(
+        entries.iter().all(|e| e["state"] != "started"),
+        "every step settled: {history:#}"
+    );
+    for digest in &digests {
+        let done = entries
+            .iter()
+            .filter(|e| e["digest"] == *digest && e["state"] == "done")
+            .count();
+        assert_eq!(done, 1, "{digest} recorded done {done} times");
+    }
+    // No digest was deleted twice: one DELETE per digest in total.
+    assert_eq!(deletes(&case.registry), 60);
+}
