@@ -160,7 +160,10 @@ impl Mirror {
                         None => continue,
                     }
                 }
-                Write::SyncProgress(_) | Write::Audit(_) | Write::CleanupLock(_) => continue,
+                Write::SyncProgress(_)
+                | Write::Audit(_)
+                | Write::CleanupLock(_)
+                | Write::CleanupRan(_) => continue,
             };
             if !state.dirty.contains(repository) {
                 state.dirty.insert(repository.clone());
@@ -229,6 +232,10 @@ impl Index for Mirror {
 
     fn cleanup_lock(&self) -> Result<Option<crate::index::CleanupLock>, IndexError> {
         self.index.cleanup_lock()
+    }
+
+    fn last_cleanup(&self) -> Result<Option<crate::index::CleanupRun>, IndexError> {
+        self.index.last_cleanup()
     }
 
     fn flush(&self) -> Result<(), IndexError> {

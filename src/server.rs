@@ -166,12 +166,21 @@ pub fn serve(config: Config) -> Result<(), ServeError> {
         (Some((index, mirror, receiver)), Some(events)) => {
             if !config.retention.scopes.is_empty() {
                 // Read the index into memory now, so the first evaluation does not wait for it.
+                let mirror = mirror.clone();
                 control.spawn_blocking(move || {
                     if let Err(error) = mirror.snapshot() {
                         tracing::warn!(%error, "reading the index into memory failed; the next evaluation retries");
                     }
                 });
             }
+            control.spawn(crate::cleanup::schedule::run_periodic(
+                crate::cleanup::schedule::Schedule {
+                    config: Arc::new(config.clone()),
+                    mirror: mirror.clone(),
+                    client: client.clone(),
+                },
+                stop_rx.clone(),
+            ));
             let (configs, config_jobs) = configs::queue(CONFIG_QUEUE);
             control.spawn(configs::run_reader(
                 config_jobs,

@@ -12,6 +12,7 @@ pub mod breaker;
 pub mod executor;
 pub mod history;
 pub mod recovery;
+pub mod schedule;
 pub mod tombstone;
 
 use std::{collections::BTreeMap, fmt::Write as _, time::Instant};
@@ -105,6 +106,7 @@ pub async fn run_once(
         );
         report.tripped = Some(why);
         report.finished = UnixMillis::now();
+        record(index, &report)?;
         return Ok(report);
     }
     let steps = executor::steps(&plan);
@@ -131,7 +133,24 @@ pub async fn run_once(
     }
     report.finished = UnixMillis::now();
     tracing::info!(run, counts = ?report.counts, tags = report.tags_removed, "cleanup run finished");
+    record(index, &report)?;
     Ok(report)
+}
+
+/// Keeps how the run ended, for the schedule and metrics.
+fn record(index: &dyn crate::index::Index, report: &RunReport) -> Result<(), CleanupError> {
+    index.apply(&[crate::index::Write::CleanupRan(crate::index::CleanupRun {
+        run: report.run.clone(),
+        mode: match report.mode {
+            CleanupMode::DryRun => "dry-run".into(),
+            CleanupMode::Enforce => "enforce".into(),
+        },
+        started: report.started,
+        finished: report.finished,
+        succeeded: report.succeeded(),
+        tripped: report.tripped.clone(),
+    })])?;
+    Ok(())
 }
 
 /// The report as the `apply` command prints it.

@@ -19,9 +19,9 @@ use std::path::Path;
 
 pub use kv::{KvStore, MemoryKv};
 pub use model::{
-    AuditAction, AuditEntry, AuditState, CleanupLock, CommitLink, ConfigFacts, LinkSource,
-    ManifestKind, ManifestRecord, PreviousDigest, PullStats, SyncState, TagRecord, UnixMillis,
-    Write,
+    AuditAction, AuditEntry, AuditState, CleanupLock, CleanupRun, CommitLink, ConfigFacts,
+    LinkSource, ManifestKind, ManifestRecord, PreviousDigest, PullStats, SyncState, TagRecord,
+    UnixMillis, Write,
 };
 pub use sled_kv::SledKv;
 pub use store::{SCHEMA_VERSION, Store};
@@ -81,6 +81,8 @@ pub trait Index: Send + Sync {
     fn audit(&self) -> Result<Vec<AuditEntry>, IndexError>;
     /// The run holding the cleanup lock, if any.
     fn cleanup_lock(&self) -> Result<Option<CleanupLock>, IndexError>;
+    /// How the last cleanup run ended.
+    fn last_cleanup(&self) -> Result<Option<CleanupRun>, IndexError>;
     /// Makes everything applied so far durable.
     fn flush(&self) -> Result<(), IndexError>;
 }

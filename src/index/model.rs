@@ -240,6 +240,20 @@ pub struct CleanupLock {
     pub started: UnixMillis,
 }
 
+/// The last cleanup run's outcome (for the schedule and metrics).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CleanupRun {
+    pub run: String,
+    /// `dry-run` or `enforce`.
+    pub mode: String,
+    pub started: UnixMillis,
+    pub finished: UnixMillis,
+    pub succeeded: bool,
+    /// Why it stopped before deleting anything, if the breaker tripped.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tripped: Option<String>,
+}
+
 /// One change to the index. A batch of them is applied atomically.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Write {
@@ -279,6 +293,8 @@ pub enum Write {
     Audit(AuditEntry),
     /// Takes (`Some`) or releases (`None`) the cleanup lock.
     CleanupLock(Option<CleanupLock>),
+    /// A cleanup run ended.
+    CleanupRan(CleanupRun),
     /// Pulls seen since the last batch.
     RecordPulls {
         repository: String,

@@ -9,8 +9,8 @@ use super::{
     Index, IndexError,
     kv::{KvStore, KvWrite},
     model::{
-        AuditEntry, CleanupLock, CommitLink, LinkSource, ManifestRecord, PreviousDigest, PullStats,
-        SyncState, TagRecord, Write,
+        AuditEntry, CleanupLock, CleanupRun, CommitLink, LinkSource, ManifestRecord,
+        PreviousDigest, PullStats, SyncState, TagRecord, Write,
     },
 };
 
@@ -25,6 +25,7 @@ const MAX_TAG_HISTORY: usize = 100;
 const SCHEMA_KEY: &[u8] = b"\0schema";
 const SYNC_KEY: &[u8] = b"\0sync";
 const CLEANUP_LOCK_KEY: &[u8] = b"\0cleanup-lock";
+const CLEANUP_RUN_KEY: &[u8] = b"\0cleanup-run";
 const REPOSITORY: u8 = b'r';
 const TAG: u8 = b't';
 const MANIFEST: u8 = b'm';
@@ -288,6 +289,10 @@ impl<K: KvStore> Index for Store<K> {
         self.read(CLEANUP_LOCK_KEY)
     }
 
+    fn last_cleanup(&self) -> Result<Option<CleanupRun>, IndexError> {
+        self.read(CLEANUP_RUN_KEY)
+    }
+
     fn flush(&self) -> Result<(), IndexError> {
         self.kv.flush()
     }
@@ -387,6 +392,7 @@ fn apply_one<K: KvStore>(pending: &mut Pending<'_, K>, write: &Write) -> Result<
         Write::Audit(entry) => pending.put(audit_key(&entry.run, entry.seq), entry),
         Write::CleanupLock(Some(lock)) => pending.put(CLEANUP_LOCK_KEY.to_vec(), lock),
         Write::CleanupLock(None) => pending.remove(CLEANUP_LOCK_KEY.to_vec()),
+        Write::CleanupRan(run) => pending.put(CLEANUP_RUN_KEY.to_vec(), run),
         Write::LinkCommit(link) => {
             let source = link_source_key(&link.source);
             let key = key(LINK, &[&link.digest, &link.commit, &source]);

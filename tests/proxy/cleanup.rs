@@ -420,3 +420,56 @@ fn a_run_killed_midway_is_finished_by_the_next_and_each_deletion_is_audited_once
     // No digest was deleted twice: one DELETE per digest in total.
     assert_eq!(deletes(&case.registry), 60);
 }
+
+#[test]
+fn serve_runs_cleanups_on_its_schedule_over_what_it_recorded() {
+    let registry = Registry::start();
+    let proxy = crate::support::Regkeeper::start_with(
+        &registry.url(),
+        &format!("{RULES}  mode: enforce\n  interval: 1s\n"),
+    );
+    let work = tempfile::tempdir().unwrap();
+    let mut layout = Layout::new(work.path());
+    for name in ["a", "b"] {
+        let image = layout.add_image(&ImageSpec {
+            layers: vec![tar_gz_layer("name.txt", name.as_bytes(), false)],
+            ..ImageSpec::default()
+        });
+        layout.tag(name, &image);
+    }
+    let src = |name: &str| format!("oci:{}:{name}", layout.dir.display());
+    skopeo_copy(
+        &src("a"),
+        &format!("docker://{}/team/app:keep-a", proxy.host()),
+        &[],
+    );
+    skopeo_copy(
+        &src("b"),
+        &format!("docker://{}/team/app:old-b", proxy.host()),
+        &[],
+    );
+    let gone = |tag: &str| {
+        !std::process::Command::new("skopeo")
+            .args(["inspect", "--tls-verify=false", "--raw"])
+            .arg(format!("docker://{}/team/app:{tag}", registry.addr))
+            .output()
+            .unwrap()
+            .status
+            .success()
+    };
+    let waited = std::time::Instant::now();
+    while !gone("old-b") {
+        assert!(
+            waited.elapsed() < std::time::Duration::from_secs(60),
+            "serve never cleaned up:\n{}",
+            proxy.logs()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    assert!(!gone("keep-a"), "the kept tag stays");
+    assert!(
+        proxy.logs().contains("cleanup run finished"),
+        "{}",
+        proxy.logs()
+    );
+}
