@@ -473,3 +473,298 @@ fn serve_runs_cleanups_on_its_schedule_over_what_it_recorded() {
         proxy.logs()
     );
 }
+
+/// Whether the registry still has manifest `digest` in `repository`.
+fn has_manifest(registry: &Registry, repository: &str, digest: &str) -> bool {
+    std::process::Command::new("skopeo")
+        .args(["inspect", "--tls-verify=false", "--raw"])
+        .arg(format!("docker://{}/{repository}@{digest}", registry.addr))
+        .output()
+        .unwrap()
+        .status
+        .success()
+}
+
+/// PUTs an SBOM referrer of `subject` (an OCI manifest with `subject`), tagged the cosign way.
+fn push_referrer(
+    registry: &Registry,
+    repository: &str,
+    subject: &crate::support::image::Blob,
+) -> String {
+    use crate::support::http::{HttpClient, full};
+    let base = format!("http://{}", registry.addr);
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let http = HttpClient::default();
+        let config = http.push_blob(&base, repository, b"{}").await;
+        let manifest = serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": crate::support::image::OCI_MANIFEST,
+            "artifactType": "application/spdx+json",
+            "config": { "mediaType": "application/vnd.oci.empty.v1+json", "digest": config, "size": 2 },
+            "layers": [],
+            "subject": subject.descriptor(),
+        })
+        .to_string();
+        let tag = format!("{}.sbom", subject.digest.replace(':', "-"));
+        let put = http
+            .send(
+                http::Method::PUT,
+                &format!("{base}/v2/{repository}/manifests/{tag}"),
+                &[("content-type", crate::support::image::OCI_MANIFEST)],
+                full(manifest.clone().into_bytes()),
+            )
+            .await;
+        assert_eq!(put.status, http::StatusCode::CREATED, "{:?}", put.body);
+        crate::support::image::sha256(manifest.as_bytes())
+    })
+}
+
+#[test]
+fn indexes_take_their_children_and_referrers_follow_their_subject() {
+    let mut case = Case::new(Registry::start(), "");
+    let child = |layout: &Layout, arch: &'static str, name: &str| {
+        layout.add_image(&ImageSpec {
+            architecture: arch,
+            layers: vec![tar_gz_layer("name.txt", name.as_bytes(), false)],
+            ..ImageSpec::default()
+        })
+    };
+    let old_children = [
+        child(&case.layout, "amd64", "old-amd64"),
+        child(&case.layout, "arm64", "old-arm64"),
+    ];
+    let kept_children = [
+        child(&case.layout, "amd64", "kept-amd64"),
+        child(&case.layout, "arm64", "kept-arm64"),
+    ];
+    let old_index = case.layout.add_index(&[
+        (old_children[0].clone(), "amd64"),
+        (old_children[1].clone(), "arm64"),
+    ]);
+    let kept_index = case.layout.add_index(&[
+        (kept_children[0].clone(), "amd64"),
+        (kept_children[1].clone(), "arm64"),
+    ]);
+    case.layout.tag("old", &old_index);
+    case.layout.tag("kept", &kept_index);
+    for (image, tag) in [("old", "old-multi"), ("kept", "keep-multi")] {
+        skopeo_copy(
+            &format!("oci:{}:{image}", case.layout.dir.display()),
+            &case.reference(&format!("team/app:{tag}")),
+            &["--multi-arch", "all"],
+        );
+    }
+    let old_sbom = push_referrer(&case.registry, "team/app", &old_index);
+    let kept_sbom = push_referrer(&case.registry, "team/app", &kept_index);
+    case.regkeeper(&["sync"]).expect_ok();
+
+    let report = case.apply(&["--mode", "enforce"]);
+    assert_eq!(outcome_of(&report, "old-multi"), "deleted", "{report:#}");
+    let registry = &case.registry;
+    assert!(!has_manifest(registry, "team/app", &old_index.digest));
+    for child in &old_children {
+        assert!(
+            !has_manifest(registry, "team/app", &child.digest),
+            "an untagged child of a deleted index goes with it: {report:#}"
+        );
+    }
+    assert!(
+        !has_manifest(registry, "team/app", &old_sbom),
+        "the referrer follows its subject"
+    );
+    assert!(has_manifest(registry, "team/app", &kept_index.digest));
+    for child in &kept_children {
+        assert!(
+            has_manifest(registry, "team/app", &child.digest),
+            "a kept index keeps its children"
+        );
+    }
+    assert!(
+        has_manifest(registry, "team/app", &kept_sbom),
+        "a kept subject keeps its referrer"
+    );
+    assert!(case.exists("team/app:keep-multi"));
+}
+
+/// A fake Kubernetes API server for the length of a test: every list is empty except Pods
+/// (`pods`, a PodList JSON); `forbidden` paths answer 403 as RBAC does. Returns its URL; the
+/// server stops with the runtime.
+fn kube_api(
+    runtime: &tokio::runtime::Runtime,
+    pods: String,
+    forbidden: &'static [&'static str],
+) -> String {
+    use http_body_util::Full;
+    use hyper::{Request, Response, body::Incoming};
+    let listener = runtime
+        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+        .unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let forbidden_body = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/kube/forbidden.json"
+    ))
+    .unwrap();
+    runtime.spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                continue;
+            };
+            let (pods, forbidden_body) = (pods.clone(), forbidden_body.clone());
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(move |request: Request<Incoming>| {
+                    let path = request.uri().path().to_string();
+                    let (status, body) = if forbidden.contains(&path.as_str()) {
+                        (403, forbidden_body.clone())
+                    } else if path == "/api/v1/pods" {
+                        (200, pods.clone())
+                    } else {
+                        let kind = path.rsplit('/').next().unwrap_or("items");
+                        (
+                            200,
+                            serde_json::json!({"kind": format!("{kind}List"), "apiVersion": "v1", "metadata": {"resourceVersion": "1"}, "items": []}).to_string(),
+                        )
+                    };
+                    async move {
+                        Ok::<_, std::convert::Infallible>(
+                            Response::builder()
+                                .status(status)
+                                .header("content-type", "application/json")
+                                .body(Full::new(bytes::Bytes::from(body)))
+                                .unwrap(),
+                        )
+                    }
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    url
+}
+
+/// The config section pointing regkeeper at one fake cluster.
+fn cluster(work: &std::path::Path, server: &str, registry_host: &str) -> String {
+    let kubeconfig = work.join("prod.kubeconfig");
+    std::fs::write(
+        &kubeconfig,
+        format!("apiVersion: v1\nkind: Config\nclusters:\n- name: prod\n  cluster:\n    server: {server}\ncontexts:\n- name: prod\n  context:\n    cluster: prod\n    user: regkeeper\ncurrent-context: prod\nusers:\n- name: regkeeper\n  user:\n    token: test-token\n"),
+    )
+    .unwrap();
+    format!(
+        "  kubernetes:\n    registryHosts: [\"{registry_host}\"]\n    clusters:\n      - name: prod\n        kubeconfig: {}\n",
+        kubeconfig.display()
+    )
+}
+
+fn pod_list(images: &[String]) -> String {
+    let containers: Vec<Value> = images
+        .iter()
+        .enumerate()
+        .map(|(i, image)| serde_json::json!({"name": format!("c{i}"), "image": image}))
+        .collect();
+    serde_json::json!({
+        "kind": "PodList", "apiVersion": "v1", "metadata": {"resourceVersion": "1"},
+        "items": [{
+            "metadata": {"name": "api-1", "namespace": "prod"},
+            "spec": {"containers": containers},
+            "status": {"phase": "Running"},
+        }],
+    })
+    .to_string()
+}
+
+/// `RULES` with `extra` spliced into the `retention` section (before `cleanup:`).
+fn with_retention(case: &Case, extra: &str) {
+    let config = std::fs::read_to_string(&case.config)
+        .unwrap()
+        .replace("cleanup:\n", &format!("{extra}cleanup:\n"));
+    std::fs::write(&case.config, config).unwrap();
+}
+
+#[test]
+fn a_pod_running_an_image_by_digest_keeps_it_whatever_its_tag_says() {
+    let mut case = Case::new(Registry::start(), "");
+    case.image("a");
+    case.image("b");
+    case.push("a", "team/app:old-a");
+    case.push("b", "team/app:old-b");
+    let running = remote_digest(&case.reference("team/app:old-a"));
+    case.regkeeper(&["sync"]).expect_ok();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let host = "registry.example.com";
+    let api = kube_api(
+        &runtime,
+        pod_list(&[format!("{host}/team/app@{running}")]),
+        &[],
+    );
+    with_retention(&case, &cluster(case.work.path(), &api, host));
+
+    let report = case.apply(&["--mode", "enforce"]);
+    assert_eq!(outcome_of(&report, "old-b"), "deleted", "{report:#}");
+    assert_eq!(
+        outcome_of(&report, "old-a"),
+        "none",
+        "in use: not even planned"
+    );
+    assert!(case.exists("team/app:old-a"));
+    assert!(has_manifest(&case.registry, "team/app", &running));
+}
+
+#[test]
+fn a_cluster_that_cannot_be_listed_keeps_everything_it_could_run() {
+    let mut case = Case::new(Registry::start(), "");
+    case.image("a");
+    case.image("b");
+    case.push("a", "team/app:old-a");
+    case.push("b", "team/app:old-b");
+    case.regkeeper(&["sync"]).expect_ok();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let api = kube_api(&runtime, pod_list(&[]), &["/apis/apps/v1/deployments"]);
+    with_retention(
+        &case,
+        &cluster(case.work.path(), &api, "registry.example.com"),
+    );
+
+    let report = case.apply(&["--mode", "enforce"]);
+    assert_eq!(report["steps"], serde_json::json!([]), "{report:#}");
+    assert!(
+        report["warnings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|w| w.as_str().unwrap().contains("could not be listed")),
+        "{report:#}"
+    );
+    assert!(case.exists("team/app:old-a"));
+    assert!(case.exists("team/app:old-b"));
+}
+
+#[test]
+fn restore_after_garbage_collection_says_so_and_changes_nothing() {
+    let mut case = Case::new(Registry::start_logging(), "");
+    case.image("a");
+    case.push("a", "team/app:old-a");
+    case.regkeeper(&["sync"]).expect_ok();
+    let report = case.apply(&["--mode", "enforce"]);
+    assert_eq!(outcome_of(&report, "old-a"), "deleted");
+    case.registry.garbage_collect();
+    let before = case.registry.requests().len();
+
+    let out = case.regkeeper(&["restore", "team/app:old-a"]);
+    assert!(!out.ok);
+    assert!(
+        out.stderr.contains("garbage collection") && out.stderr.contains("nothing was changed"),
+        "{}",
+        out.stderr
+    );
+    let writes: Vec<(String, String)> = case.registry.requests()[before..]
+        .iter()
+        .filter(|(method, _)| !matches!(method.as_str(), "GET" | "HEAD"))
+        .cloned()
+        .collect();
+    assert!(writes.is_empty(), "{writes:?}");
+    assert!(!case.exists("team/app:old-a"));
+}

@@ -101,6 +101,22 @@ impl Registry {
         self.child = None;
     }
 
+    /// Stops it, runs Distribution's offline garbage collection, and starts it again.
+    pub fn garbage_collect(&mut self) {
+        self.stop();
+        let output = Command::new("docker-registry")
+            .arg("garbage-collect")
+            .arg(&self.config)
+            .output()
+            .expect("run docker-registry garbage-collect");
+        assert!(
+            output.status.success(),
+            "garbage-collect: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        self.restart();
+    }
+
     /// Starts it again on the same port and storage.
     pub fn restart(&mut self) {
         self.stop();
