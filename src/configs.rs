@@ -43,6 +43,7 @@ impl ConfigQueue {
     pub fn offer(&self, job: ConfigJob) {
         if self.tx.try_send(job).is_err() {
             let dropped = self.dropped.fetch_add(1, Ordering::Relaxed) + 1;
+            crate::metrics::dropped_event("configs");
             if dropped.is_power_of_two() {
                 tracing::warn!(
                     dropped,

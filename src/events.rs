@@ -121,6 +121,7 @@ impl EventSender {
     pub fn send(&self, event: RegistryEvent) {
         if let Err(error) = self.tx.try_send(event) {
             let dropped = self.dropped.fetch_add(1, Ordering::Relaxed) + 1;
+            crate::metrics::dropped_event("events");
             // One line per power of two keeps a storm of drops from flooding the log.
             if dropped.is_power_of_two() {
                 let why = match error {
@@ -141,6 +142,7 @@ impl EventSender {
     pub async fn send_or_wait(&self, event: RegistryEvent) {
         if self.tx.send(event).await.is_err() {
             self.dropped.fetch_add(1, Ordering::Relaxed);
+            crate::metrics::dropped_event("events");
             tracing::warn!("index event dropped: the index writer stopped");
         }
     }
@@ -242,7 +244,9 @@ pub async fn run_writer(
         // Parsing manifests and the synchronous index stay off the async threads.
         let result = tokio::task::spawn_blocking(move || {
             let (writes, jobs) = fold(batch, &linker);
+            let started = std::time::Instant::now();
             index.apply(&writes)?;
+            crate::metrics::index_batch(started.elapsed().as_secs_f64());
             // A config already read for this digest (an earlier push) is not read again.
             Ok::<_, crate::index::IndexError>(
                 jobs.into_iter()

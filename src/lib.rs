@@ -15,6 +15,7 @@ pub mod index;
 pub mod inspect;
 pub mod linking;
 pub mod manifest;
+pub mod metrics;
 pub mod mirror;
 pub mod oci_error;
 pub mod planning;

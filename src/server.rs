@@ -68,6 +68,9 @@ const POOL_SWEEP_PERIOD: Duration = Duration::from_secs(5);
 
 /// Runs until a shutdown signal; returns once connections are drained or the grace period ends.
 pub fn serve(config: Config) -> Result<(), ServeError> {
+    if let Err(error) = crate::metrics::install() {
+        tracing::warn!(%error, "metrics recorder not installed; /metrics stays empty");
+    }
     // The index writer's inputs, and the sender the proxy workers and the link API share.
     let linker = Linker::new(&config.index.tag_patterns).map_err(ServeError::TagPattern)?;
     // Read once: the proxy's pool and regkeeper's own client trust the same roots.

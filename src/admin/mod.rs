@@ -1,5 +1,5 @@
-//! The admin listener: liveness, readiness (the upstream answers `GET /v2/`), the link API and,
-//! later, metrics. Kept off the proxy listener so it can live on a private interface.
+//! The admin listener: liveness, readiness (the upstream answers `GET /v2/`), the link API,
+//! Prometheus metrics (`/metrics`), and the index views. Kept off the proxy listener so it can live on a private interface.
 //!
 //! May call: `upstream` (readiness probe), `index` and `events` (link API), `inspect` (views),
 //! `planning` and `sources` (plan/explain).
@@ -124,6 +124,14 @@ async fn route(request: Request<Incoming>, state: &AdminState) -> Response<Full<
             }
         }
         "/healthz" => text(StatusCode::OK, "ok\n".into()),
+        "/metrics" => {
+            let mut response = text(StatusCode::OK, crate::metrics::render());
+            response.headers_mut().insert(
+                header::CONTENT_TYPE,
+                header::HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+            );
+            response
+        }
         "/readyz" => match upstream.probe(PROBE_TIMEOUT).await {
             Ok(status) => text(StatusCode::OK, format!("ok: upstream answered {status}\n")),
             Err(cause) => {

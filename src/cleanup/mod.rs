@@ -137,8 +137,42 @@ pub async fn run_once(
     Ok(report)
 }
 
+/// Repositories that have their own series in the deletion counters (the first ones seen);
+/// later ones count as `other`, so the series stay bounded over the process's life.
+static COUNTED: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+
+fn repository_label(repository: &str) -> String {
+    let mut counted = COUNTED.lock().unwrap_or_else(|e| e.into_inner());
+    if counted.iter().any(|r| r == repository) {
+        return repository.to_string();
+    }
+    if counted.len() < crate::metrics::TOP_REPOSITORIES {
+        counted.push(repository.to_string());
+        return repository.to_string();
+    }
+    "other".into()
+}
+
 /// Keeps how the run ended, for the schedule and metrics.
 fn record(index: &dyn crate::index::Index, report: &RunReport) -> Result<(), CleanupError> {
+    let seconds = |at: UnixMillis| at.0 as f64 / 1000.0;
+    crate::metrics::cleanup_run(
+        seconds(report.started),
+        seconds(report.finished),
+        report.succeeded(),
+        report.tripped.is_some(),
+    );
+    for step in &report.steps {
+        match step.outcome {
+            "deleted" | "untagged" => crate::metrics::cleanup_removed(
+                repository_label(&step.repository),
+                step.tags.len() as u64,
+                step.bytes,
+            ),
+            "would-delete" | "would-untag" => {}
+            cause => crate::metrics::cleanup_skipped(cause),
+        }
+    }
     index.apply(&[crate::index::Write::CleanupRan(crate::index::CleanupRun {
         run: report.run.clone(),
         mode: match report.mode {

@@ -129,6 +129,26 @@ pub fn evaluate(inputs: &Inputs) -> Plan {
     evaluate_timed(inputs).0
 }
 
+/// Images live workloads (Kubernetes, not Helm history) reference in repositories this
+/// registry serves, which the index does not have: deleted by someone, never pushed, or a typo.
+/// A pod restart would fail to pull them.
+pub fn missing_images<'a>(snapshot: &Snapshot, usage: &'a Usage) -> Vec<&'a InUse> {
+    usage
+        .kubernetes
+        .iter()
+        .filter(|used| match snapshot.repositories.get(&used.repository) {
+            None => true,
+            Some(repo) => match &used.image {
+                ImageRef::Tag(tag) => repo
+                    .tags
+                    .binary_search_by(|t| (*t.tag).cmp(tag.as_str()))
+                    .is_err(),
+                ImageRef::Digest(digest) => !repo.manifests.contains_key(digest.as_str()),
+            },
+        })
+        .collect()
+}
+
 /// Seconds spent in the two halves of an evaluation, for benchmarks and logs.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Timings {
@@ -169,6 +189,26 @@ pub fn evaluate_timed(inputs: &Inputs) -> (Plan, Timings) {
         .iter()
         .map(|s| (s, compile(&s.include), compile(&s.exclude)))
         .collect();
+    let missing = missing_images(inputs.snapshot, inputs.usage);
+    if !missing.is_empty() {
+        let shown: Vec<String> = missing
+            .iter()
+            .take(5)
+            .map(|m| {
+                let reference = match &m.image {
+                    ImageRef::Tag(tag) => format!("{}:{tag}", m.repository),
+                    ImageRef::Digest(digest) => format!("{}@{digest}", m.repository),
+                };
+                format!("{reference} ({})", m.by)
+            })
+            .collect();
+        warnings.push(format!(
+            "{} image reference(s) of live workloads are not in the registry (a restart would fail to pull): {}{}",
+            missing.len(),
+            shown.join(", "),
+            if missing.len() > shown.len() { ", …" } else { "" }
+        ));
+    }
     let git_map = rules::GitMap::new(inputs.retention);
     let mut in_scope = Vec::new();
     let mut governed: Vec<Option<usize>> = Vec::new();

@@ -95,6 +95,8 @@ impl Body for UpstreamBody {
 
 /// What the request log line says once the response body is done (or abandoned).
 pub struct RequestRecord {
+    /// Write the request log line (metrics are recorded either way).
+    pub log: bool,
     pub method: Method,
     pub route: &'static str,
     pub repository: Option<Box<str>>,
@@ -109,6 +111,18 @@ impl RequestRecord {
             .received
             .as_ref()
             .map_or(0, |r| r.load(Ordering::Relaxed));
+        let elapsed = self.started.elapsed();
+        crate::metrics::proxy_request(
+            self.route,
+            &self.method,
+            self.status,
+            elapsed.as_secs_f64(),
+            received,
+            sent,
+        );
+        if !self.log {
+            return;
+        }
         tracing::info!(
             target: "regkeeper::request",
             method = self.method.as_str(),
@@ -117,7 +131,7 @@ impl RequestRecord {
             status = self.status,
             bytes_in = received,
             bytes_out = sent,
-            duration_us = u64::try_from(self.started.elapsed().as_micros()).unwrap_or(u64::MAX),
+            duration_us = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX),
             outcome,
         );
     }

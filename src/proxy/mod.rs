@@ -101,8 +101,8 @@ impl Proxy {
                 return Ok(error.to_oci().into_response());
             }
         };
-        let received = (self.log_requests && !request.body().is_end_stream())
-            .then(|| Arc::new(AtomicU64::new(0)));
+        // Counted for the log line and the byte metrics.
+        let received = (!request.body().is_end_stream()).then(|| Arc::new(AtomicU64::new(0)));
 
         // Boxed: the forward future is large, and moving it through the layers above costs more
         // than one allocation.
@@ -112,7 +112,8 @@ impl Proxy {
                 if let Some(events) = &self.events {
                     tap.record(response.status(), response.headers(), events, &self.pulls);
                 }
-                let record = self.log_requests.then(|| RequestRecord {
+                let record = Some(RequestRecord {
+                    log: self.log_requests,
                     method,
                     route: kind,
                     repository: record_repository,
@@ -123,6 +124,16 @@ impl Proxy {
                 Ok(response.map(|body| LoggedBody::new(body, record)))
             }
             Err(error) => {
+                let answer = error.to_oci();
+                crate::metrics::upstream_error(error.cause());
+                crate::metrics::proxy_request(
+                    kind,
+                    &method,
+                    answer.status.as_u16(),
+                    started.elapsed().as_secs_f64(),
+                    0,
+                    0,
+                );
                 tracing::warn!(
                     method = %method,
                     route = kind,
@@ -131,7 +142,7 @@ impl Proxy {
                     error = %error_chain(&error),
                     "upstream request failed"
                 );
-                Ok(error.to_oci().into_response())
+                Ok(answer.into_response())
             }
         }
     }

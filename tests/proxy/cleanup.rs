@@ -424,12 +424,24 @@ fn a_run_killed_midway_is_finished_by_the_next_and_each_deletion_is_audited_once
 #[test]
 fn serve_runs_cleanups_on_its_schedule_over_what_it_recorded() {
     let registry = Registry::start();
-    let proxy = crate::support::Regkeeper::start_with(
-        &registry.url(),
-        &format!("{RULES}  mode: enforce\n  interval: 1s\n"),
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let host = "registry.example.com";
+    // A workload whose image nobody pushed: reported, and nothing it could use is deleted.
+    let api = kube_api(
+        &runtime,
+        pod_list(&[format!("{host}/team/app:never-pushed")]),
+        &[],
     );
     let work = tempfile::tempdir().unwrap();
-    let mut layout = Layout::new(work.path());
+    let rules = RULES.replace(
+        "cleanup:\n",
+        &format!("{}cleanup:\n", cluster(work.path(), &api, host)),
+    );
+    let proxy = crate::support::Regkeeper::start_with(
+        &registry.url(),
+        &format!("{rules}  mode: enforce\n  interval: 1s\n"),
+    );
+    let mut layout = Layout::new(&work.path().join("layout"));
     for name in ["a", "b"] {
         let image = layout.add_image(&ImageSpec {
             layers: vec![tar_gz_layer("name.txt", name.as_bytes(), false)],
@@ -471,6 +483,47 @@ fn serve_runs_cleanups_on_its_schedule_over_what_it_recorded() {
         proxy.logs().contains("cleanup run finished"),
         "{}",
         proxy.logs()
+    );
+
+    // What Prometheus scrapes.
+    let (status, metrics) = proxy.admin_text("/metrics");
+    assert_eq!(status, 200);
+    let value = |series: &str| -> f64 {
+        metrics
+            .lines()
+            .find(|l| l.starts_with(series))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("no {series} in:\n{metrics}"))
+    };
+    assert!(
+        value(r#"regkeeper_proxy_requests_total{route="manifest",method="PUT",status="2xx"}"#)
+            >= 2.0
+    );
+    assert!(value(r#"regkeeper_proxy_bytes_total{direction="in"}"#) > 0.0);
+    assert!(
+        metrics.contains(r#"regkeeper_proxy_request_duration_seconds_bucket{route="manifest""#)
+    );
+    assert_eq!(value("regkeeper_cleanup_last_run_success"), 1.0);
+    assert_eq!(
+        value(r#"regkeeper_cleanup_tags_deleted_total{repository="team/app"}"#),
+        1.0
+    );
+    assert!(value("regkeeper_cleanup_last_run_end_timestamp_seconds") > 1.7e9);
+    assert!(value("regkeeper_index_tags") >= 1.0);
+    assert_eq!(
+        value(r#"regkeeper_source_up{kind="kubernetes",name="prod"}"#),
+        1.0
+    );
+    assert_eq!(
+        value(r#"regkeeper_workload_images_missing{namespace="prod",kind="Pod"}"#),
+        1.0
+    );
+    // The plan says so too.
+    let plan = proxy.cli(&["plan", "--output", "json"], &[]).expect_ok();
+    assert!(
+        plan.contains("not in the registry") && plan.contains("team/app:never-pushed"),
+        "{plan}"
     );
 }
 

@@ -110,6 +110,21 @@ impl Regkeeper {
         );
     }
 
+    /// `GET path` on the admin listener: (status, body).
+    pub fn admin_text(&self, path: &str) -> (u16, String) {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let answer = runtime.block_on(
+            super::http::HttpClient::default().get(&format!("http://{}{path}", self.admin), &[]),
+        );
+        (
+            answer.status.as_u16(),
+            String::from_utf8_lossy(&answer.body).into_owned(),
+        )
+    }
+
     pub fn url(&self) -> String {
         format!("http://{}", self.addr)
     }

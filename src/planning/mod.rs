@@ -4,6 +4,8 @@
 //!
 //! Owns: loading inputs and rendering. May call: `config`, `index`, `policy`, `sources`.
 
+mod gauges;
+
 use std::{collections::HashMap, fmt::Write as _, time::Instant};
 
 use serde::Serialize;
@@ -122,6 +124,7 @@ pub fn plan(config: &Config, loaded: &Loaded, now: UnixMillis, details: Details)
         loading = ?loaded.timings,
         "plan evaluated"
     );
+    gauges::record(config, loaded, &plan);
     plan
 }
 

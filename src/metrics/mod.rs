@@ -1,0 +1,285 @@
+//! Prometheus metrics: every name regkeeper exports, its help text, the recorder (installed once
+//! by `serve`, rendered by the admin listener at `/metrics`), and the calls that record them.
+//! Recording without an installed recorder is a no-op, so the library and the commands can call
+//! these freely.
+//!
+//! Label values come from bounded sets (route kinds, methods, status classes, causes) or are
+//! capped: repositories beyond the [`TOP_REPOSITORIES`] largest are summed as `other`.
+//!
+//! Owns: metric names and recording. May call: nothing in the crate.
+
+use std::sync::OnceLock;
+
+use ::metrics::{
+    Unit, counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram,
+};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+
+/// Per-repository series are kept for this many repositories (by deletable bytes).
+pub const TOP_REPOSITORIES: usize = 20;
+
+pub const PROXY_REQUESTS: &str = "regkeeper_proxy_requests_total";
+pub const PROXY_DURATION: &str = "regkeeper_proxy_request_duration_seconds";
+pub const PROXY_BYTES: &str = "regkeeper_proxy_bytes_total";
+pub const UPSTREAM_ERRORS: &str = "regkeeper_upstream_errors_total";
+pub const INDEX_TAGS: &str = "regkeeper_index_tags";
+pub const INDEX_MANIFESTS: &str = "regkeeper_index_manifests";
+pub const INDEX_REPOSITORIES: &str = "regkeeper_index_repositories";
+pub const INDEX_COMMIT_LINKED: &str = "regkeeper_index_commit_linked_ratio";
+pub const INDEX_DROPPED: &str = "regkeeper_index_dropped_events_total";
+pub const INDEX_BATCH: &str = "regkeeper_index_batch_write_duration_seconds";
+pub const RUN_START: &str = "regkeeper_cleanup_last_run_start_timestamp_seconds";
+pub const RUN_END: &str = "regkeeper_cleanup_last_run_end_timestamp_seconds";
+pub const RUN_DURATION: &str = "regkeeper_cleanup_last_run_duration_seconds";
+pub const RUN_SUCCESS: &str = "regkeeper_cleanup_last_run_success";
+pub const BREAKER_TRIPS: &str = "regkeeper_cleanup_breaker_trips_total";
+pub const TAGS_DELETED: &str = "regkeeper_cleanup_tags_deleted_total";
+pub const BYTES_DELETED: &str = "regkeeper_cleanup_bytes_deleted_total";
+pub const SKIPPED: &str = "regkeeper_cleanup_skipped_total";
+pub const TAGS_KEPT: &str = "regkeeper_plan_tags_kept";
+pub const DELETABLE_TAGS: &str = "regkeeper_plan_deletable_tags";
+pub const DELETABLE_BYTES: &str = "regkeeper_plan_deletable_bytes";
+pub const SOURCE_UP: &str = "regkeeper_source_up";
+pub const SOURCE_SUCCESS: &str = "regkeeper_source_last_success_timestamp_seconds";
+pub const MISSING_IMAGES: &str = "regkeeper_workload_images_missing";
+
+static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+
+/// Installs the process-wide recorder (once); `serve` calls it before anything records.
+pub fn install() -> Result<(), String> {
+    if HANDLE.get().is_some() {
+        return Ok(());
+    }
+    let handle = PrometheusBuilder::new()
+        .set_buckets_for_metric(
+            Matcher::Full(PROXY_DURATION.into()),
+            &[
+                0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+                60.0, 300.0,
+            ],
+        )
+        .and_then(|b| {
+            b.set_buckets_for_metric(
+                Matcher::Full(INDEX_BATCH.into()),
+                &[
+                    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0,
+                ],
+            )
+        })
+        .map_err(|e| e.to_string())?
+        .install_recorder()
+        .map_err(|e| e.to_string())?;
+    let _ = HANDLE.set(handle);
+    describe();
+    Ok(())
+}
+
+/// The text exposition of every metric (empty when no recorder is installed).
+pub fn render() -> String {
+    match HANDLE.get() {
+        Some(handle) => {
+            handle.run_upkeep();
+            handle.render()
+        }
+        None => String::new(),
+    }
+}
+
+fn describe() {
+    describe_counter!(
+        PROXY_REQUESTS,
+        "Proxied requests by route kind, method and status class"
+    );
+    describe_histogram!(
+        PROXY_DURATION,
+        Unit::Seconds,
+        "Time from request to the end of the response body, by route kind"
+    );
+    describe_counter!(
+        PROXY_BYTES,
+        Unit::Bytes,
+        "Body bytes through the proxy (direction in: from clients, out: to clients)"
+    );
+    describe_counter!(
+        UPSTREAM_ERRORS,
+        "Requests the upstream failed (refused, reset, timeout), by cause"
+    );
+    describe_gauge!(INDEX_TAGS, "Tags in the index (as of the last evaluation)");
+    describe_gauge!(INDEX_MANIFESTS, "Manifests in the index");
+    describe_gauge!(INDEX_REPOSITORIES, "Repositories in the index");
+    describe_gauge!(
+        INDEX_COMMIT_LINKED,
+        "Share of tagged digests linked to a git commit"
+    );
+    describe_counter!(
+        INDEX_DROPPED,
+        "Index events dropped because a queue was full (sync repairs them), by queue"
+    );
+    describe_histogram!(
+        INDEX_BATCH,
+        Unit::Seconds,
+        "Time to apply one batch of index writes"
+    );
+    describe_gauge!(
+        RUN_START,
+        Unit::Seconds,
+        "When the last cleanup run started"
+    );
+    describe_gauge!(RUN_END, Unit::Seconds, "When the last cleanup run ended");
+    describe_gauge!(
+        RUN_DURATION,
+        Unit::Seconds,
+        "How long the last cleanup run took"
+    );
+    describe_gauge!(
+        RUN_SUCCESS,
+        "1 when the last cleanup run completed without a failed step or a breaker trip"
+    );
+    describe_counter!(
+        BREAKER_TRIPS,
+        "Cleanup runs the circuit breaker stopped before any deletion"
+    );
+    describe_counter!(
+        TAGS_DELETED,
+        "Tags removed by cleanup (enforce mode), by repository"
+    );
+    describe_counter!(
+        BYTES_DELETED,
+        Unit::Bytes,
+        "Bytes of digests deleted by cleanup, by repository"
+    );
+    describe_counter!(SKIPPED, "Cleanup steps skipped or failed, by cause");
+    describe_gauge!(
+        TAGS_KEPT,
+        "Tags the last plan keeps, by the first rule keeping each"
+    );
+    describe_gauge!(
+        DELETABLE_TAGS,
+        "Tags the last plan would remove, by repository"
+    );
+    describe_gauge!(
+        DELETABLE_BYTES,
+        Unit::Bytes,
+        "Bytes the last plan would delete, by repository"
+    );
+    describe_gauge!(
+        SOURCE_UP,
+        "1 when the source (git repository, cluster) was read in the last evaluation"
+    );
+    describe_gauge!(
+        SOURCE_SUCCESS,
+        Unit::Seconds,
+        "When the source was last read successfully"
+    );
+    describe_gauge!(
+        MISSING_IMAGES,
+        "Images live workloads reference that the registry does not have, by namespace and kind"
+    );
+}
+
+/// A method as a label from a fixed set.
+fn method_label(method: &http::Method) -> &'static str {
+    match *method {
+        http::Method::GET => "GET",
+        http::Method::HEAD => "HEAD",
+        http::Method::PUT => "PUT",
+        http::Method::POST => "POST",
+        http::Method::PATCH => "PATCH",
+        http::Method::DELETE => "DELETE",
+        _ => "other",
+    }
+}
+
+fn status_class(status: u16) -> &'static str {
+    match status {
+        100..=199 => "1xx",
+        200..=299 => "2xx",
+        300..=399 => "3xx",
+        400..=499 => "4xx",
+        _ => "5xx",
+    }
+}
+
+/// One proxied request, once its response body is done.
+pub fn proxy_request(
+    route: &'static str,
+    method: &http::Method,
+    status: u16,
+    seconds: f64,
+    bytes_in: u64,
+    bytes_out: u64,
+) {
+    counter!(PROXY_REQUESTS, "route" => route, "method" => method_label(method), "status" => status_class(status)).increment(1);
+    histogram!(PROXY_DURATION, "route" => route).record(seconds);
+    if bytes_in > 0 {
+        counter!(PROXY_BYTES, "direction" => "in").increment(bytes_in);
+    }
+    counter!(PROXY_BYTES, "direction" => "out").increment(bytes_out);
+}
+
+pub fn upstream_error(cause: &'static str) {
+    counter!(UPSTREAM_ERRORS, "cause" => cause).increment(1);
+}
+
+pub fn dropped_event(queue: &'static str) {
+    counter!(INDEX_DROPPED, "queue" => queue).increment(1);
+}
+
+pub fn index_batch(seconds: f64) {
+    histogram!(INDEX_BATCH).record(seconds);
+}
+
+/// What the index holds, as of an evaluation's snapshot.
+pub fn index_contents(repositories: usize, tags: usize, manifests: usize, linked_ratio: f64) {
+    gauge!(INDEX_REPOSITORIES).set(repositories as f64);
+    gauge!(INDEX_TAGS).set(tags as f64);
+    gauge!(INDEX_MANIFESTS).set(manifests as f64);
+    gauge!(INDEX_COMMIT_LINKED).set(linked_ratio);
+}
+
+/// A cleanup run ended (`seconds` since the epoch).
+pub fn cleanup_run(start: f64, end: f64, succeeded: bool, tripped: bool) {
+    gauge!(RUN_START).set(start);
+    gauge!(RUN_END).set(end);
+    gauge!(RUN_DURATION).set(end - start);
+    gauge!(RUN_SUCCESS).set(if succeeded { 1.0 } else { 0.0 });
+    if tripped {
+        counter!(BREAKER_TRIPS).increment(1);
+    }
+}
+
+/// Removals of one run in `repository` (already capped by the caller).
+pub fn cleanup_removed(repository: String, tags: u64, bytes: u64) {
+    counter!(TAGS_DELETED, "repository" => repository.clone()).increment(tags);
+    counter!(BYTES_DELETED, "repository" => repository).increment(bytes);
+}
+
+pub fn cleanup_skipped(cause: &'static str) {
+    counter!(SKIPPED, "cause" => cause).increment(1);
+}
+
+/// The plan's kept tags by rule (each tag counted under its first keeping rule).
+pub fn kept_by_rule(counts: &[(&'static str, usize)]) {
+    for (rule, count) in counts {
+        gauge!(TAGS_KEPT, "rule" => *rule).set(*count as f64);
+    }
+}
+
+/// Deletable tags and bytes per repository (already capped by the caller).
+pub fn deletable(repository: String, tags: usize, bytes: u64) {
+    gauge!(DELETABLE_TAGS, "repository" => repository.clone()).set(tags as f64);
+    gauge!(DELETABLE_BYTES, "repository" => repository).set(bytes as f64);
+}
+
+/// A source's health in the last evaluation; `now` in seconds since the epoch.
+pub fn source(kind: &'static str, name: String, up: bool, now: f64) {
+    gauge!(SOURCE_UP, "kind" => kind, "name" => name.clone()).set(if up { 1.0 } else { 0.0 });
+    if up {
+        gauge!(SOURCE_SUCCESS, "kind" => kind, "name" => name).set(now);
+    }
+}
+
+/// Images workloads reference that the registry lacks, per namespace and workload kind.
+pub fn missing_images(namespace: String, kind: String, count: usize) {
+    gauge!(MISSING_IMAGES, "namespace" => namespace, "kind" => kind).set(count as f64);
+}

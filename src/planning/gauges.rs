@@ -1,0 +1,124 @@
+//! What an evaluation tells Prometheus: the index's size, the plan's kept and deletable tags,
+//! the health of every source, and images workloads reference that the registry lacks.
+
+use std::{
+    collections::{BTreeMap, HashSet},
+    sync::Mutex,
+};
+
+use super::Loaded;
+use crate::{
+    config::Config,
+    metrics::{self, TOP_REPOSITORIES},
+    policy::{self, Plan},
+};
+
+/// Label values set by the previous evaluation: series that vanish are set to 0, not left stale.
+static DELETABLE: Mutex<Option<HashSet<String>>> = Mutex::new(None);
+static MISSING: Mutex<Option<HashSet<(String, String)>>> = Mutex::new(None);
+
+pub fn record(config: &Config, loaded: &Loaded, plan: &Plan) {
+    let snapshot = &loaded.snapshot;
+    let (mut tags, mut manifests, mut linked) = (0usize, 0usize, 0usize);
+    for repo in snapshot.repositories.values() {
+        tags += repo.tags.len();
+        manifests += repo.manifests.len();
+        linked += repo
+            .tags
+            .iter()
+            .filter(|t| repo.links.contains_key(&*t.digest))
+            .count();
+    }
+    let ratio = if tags == 0 {
+        0.0
+    } else {
+        linked as f64 / tags as f64
+    };
+    metrics::index_contents(snapshot.repositories.len(), tags, manifests, ratio);
+
+    // Kept tags by the first rule keeping each.
+    let mut kept: BTreeMap<&'static str, usize> = BTreeMap::new();
+    for tag in plan.repositories.iter().flat_map(|r| &r.tags) {
+        if let Some(first) = tag.outcomes.iter().find(|o| o.keeps) {
+            *kept.entry(first.rule).or_default() += 1;
+        } else if tag.keep {
+            *kept.entry("other").or_default() += 1;
+        }
+    }
+    metrics::kept_by_rule(&kept.into_iter().collect::<Vec<_>>());
+
+    // Deletable, for the largest repositories; the rest summed as `other`.
+    let mut by_bytes: Vec<(&str, usize, u64)> = plan
+        .repositories
+        .iter()
+        .filter(|r| r.deleted.tags > 0)
+        .map(|r| (r.repository.as_str(), r.deleted.tags, r.deleted.bytes))
+        .collect();
+    by_bytes.sort_by(|a, b| b.2.cmp(&a.2).then(a.0.cmp(b.0)));
+    let mut now_set = HashSet::new();
+    let (mut other_tags, mut other_bytes) = (0usize, 0u64);
+    for (i, (repository, tags, bytes)) in by_bytes.into_iter().enumerate() {
+        if i < TOP_REPOSITORIES {
+            metrics::deletable(repository.to_string(), tags, bytes);
+            now_set.insert(repository.to_string());
+        } else {
+            other_tags += tags;
+            other_bytes += bytes;
+        }
+    }
+    metrics::deletable("other".into(), other_tags, other_bytes);
+    now_set.insert("other".into());
+    let mut previous = DELETABLE.lock().unwrap_or_else(|e| e.into_inner());
+    for gone in previous.iter().flatten().filter(|r| !now_set.contains(*r)) {
+        metrics::deletable(gone.clone(), 0, 0);
+    }
+    *previous = Some(now_set);
+    drop(previous);
+
+    // Sources.
+    let now = plan.at.0 as f64 / 1000.0;
+    for (name, facts) in &loaded.git {
+        metrics::source("git", name.clone(), facts.is_ok(), now);
+    }
+    let failed = |list: &[String], name: &str| {
+        list.iter()
+            .any(|f| f == name || f.starts_with(&format!("{name}:")))
+    };
+    for cluster in &config.retention.kubernetes.clusters {
+        let name = &cluster.name;
+        let usage = &loaded.usage;
+        metrics::source(
+            "kubernetes",
+            name.clone(),
+            !failed(&usage.kubernetes_unavailable, name),
+            now,
+        );
+        metrics::source(
+            "helm",
+            name.clone(),
+            !failed(&usage.helm_unavailable, name),
+            now,
+        );
+    }
+
+    // Images in use that the registry lacks, by namespace and workload kind (`ns/Kind/name …`).
+    let mut missing: BTreeMap<(String, String), usize> = BTreeMap::new();
+    for used in policy::missing_images(snapshot, &loaded.usage) {
+        let mut parts = used.by.split('/');
+        let namespace = parts.next().unwrap_or("").to_string();
+        let kind = parts.next().unwrap_or("").to_string();
+        *missing.entry((namespace, kind)).or_default() += 1;
+    }
+    let mut previous = MISSING.lock().unwrap_or_else(|e| e.into_inner());
+    for gone in previous
+        .iter()
+        .flatten()
+        .filter(|k| !missing.contains_key(*k))
+    {
+        metrics::missing_images(gone.0.clone(), gone.1.clone(), 0);
+    }
+    for ((namespace, kind), count) in &missing {
+        metrics::missing_images(namespace.clone(), kind.clone(), *count);
+    }
+    *previous = Some(missing.into_keys().collect());
+}
