@@ -1,0 +1,349 @@
+//! Deletion throughput: a local Distribution holding `--tags` deletable tags (default 10,000 in
+//! 10 repositories, each its own manifest over one shared config), recorded in the index as
+//! `sync` would record them; one cleanup run in dry-run, then one in enforce, at the default
+//! `cleanup.concurrency` (8). Steps per second of each whole run (plan, the per-repository
+//! upstream listing, the audited steps), next to the registry's own DELETE rate at the same
+//! concurrency as its ceiling; then the same runs against an in-bench registry serving from
+//! memory, which shows regkeeper's own limit.
+//!
+//! Run: `cargo bench --bench cleanup` (`-- --tags 2000` for a quicker run). Needs `docker-registry`.
+
+// The shared test support re-exports more than this bench uses.
+#[allow(unused_imports)]
+#[path = "../tests/support/mod.rs"]
+mod support;
+
+use std::time::Instant;
+
+use futures_util::{StreamExt, stream};
+use http::{Method, StatusCode};
+use regkeeper::{
+    cleanup,
+    config::{CleanupMode, Config},
+    index::{Index, ManifestKind, ManifestRecord, UnixMillis, Write},
+    planning::Source,
+    registry::RegistryClient,
+};
+use support::{
+    Registry,
+    http::{HttpClient, empty, full},
+    image::sha256,
+    regkeeper::cli_config,
+};
+
+const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
+const CONCURRENCY: usize = 8;
+
+fn arg(name: &str, default: usize) -> usize {
+    let args: Vec<String> = std::env::args().collect();
+    args.windows(2)
+        .find(|w| w[0] == name)
+        .and_then(|w| w[1].parse().ok())
+        .unwrap_or(default)
+}
+
+/// PUTs `tags` distinct manifests (over one config blob) into `repositories` repositories;
+/// returns each as pushed.
+async fn fill(base: &str, tags: usize, repositories: usize) -> Vec<Pushed> {
+    let http = HttpClient::default();
+    let config =
+        br#"{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}"#;
+    for r in 0..repositories {
+        http.push_blob(base, &format!("bench/app-{r}"), config)
+            .await;
+    }
+    let config_digest = sha256(config);
+    stream::iter(0..tags)
+        .map(|i| {
+            let http = &http;
+            let config_digest = &config_digest;
+            async move {
+                let repository = format!("bench/app-{}", i % repositories);
+                let tag = format!("old-{i}");
+                let manifest = format!(
+                    r#"{{"schemaVersion":2,"mediaType":"{OCI_MANIFEST}","config":{{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"{config_digest}","size":{}}},"layers":[],"annotations":{{"n":"{i}"}}}}"#,
+                    config.len()
+                );
+                let put = http
+                    .send(
+                        Method::PUT,
+                        &format!("{base}/v2/{repository}/manifests/{tag}"),
+                        &[("content-type", OCI_MANIFEST)],
+                        full(manifest.clone().into_bytes()),
+                    )
+                    .await;
+                assert_eq!(put.status, StatusCode::CREATED);
+                let digest = sha256(manifest.as_bytes());
+                (repository, tag, digest, manifest.into_bytes())
+            }
+        })
+        .buffer_unordered(32)
+        .collect()
+        .await
+}
+
+/// One image as pushed: (repository, tag, digest, manifest bytes).
+type Pushed = (String, String, String, Vec<u8>);
+
+fn main() {
+    let tags = arg("--tags", 10_000);
+    let repositories = arg("--repos", 10);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    println!("cleanup benchmark: {tags} deletable tags in {repositories} repositories");
+    let mut rows = Vec::new();
+
+    let registry = Registry::start();
+    let base = format!("http://{}", registry.addr);
+    let started = Instant::now();
+    let images = runtime.block_on(fill(&base, tags, repositories));
+    println!(
+        "Distribution filled in {:.1}s",
+        started.elapsed().as_secs_f64()
+    );
+    for (mode, rate) in measure(&runtime, &registry.url(), &images) {
+        rows.push((format!("Distribution 2.8, {mode}"), rate));
+    }
+    // The registry's own ceiling: DELETE by digest at the same concurrency, on fresh manifests.
+    let ceiling = runtime.block_on(delete_rate(&base, tags.min(2000), repositories));
+    rows.push((
+        format!("Distribution 2.8: its own DELETE by digest, concurrency {CONCURRENCY}"),
+        ceiling,
+    ));
+
+    let memory = runtime.block_on(in_bench::start(&images));
+    for (mode, rate) in measure(&runtime, &memory, &images) {
+        rows.push((format!("in-bench registry, {mode}"), rate));
+    }
+    println!();
+    println!("| upstream, mode | steps/s |");
+    println!("|---|---|");
+    for (name, rate) in rows {
+        println!("| {name} | {rate:.0} |");
+    }
+}
+
+/// One dry run, then one enforcing run, over a fresh index that records `images` as `sync`
+/// would; steps per second of each.
+fn measure(
+    runtime: &tokio::runtime::Runtime,
+    upstream: &str,
+    images: &[Pushed],
+) -> Vec<(&'static str, f64)> {
+    let work = tempfile::tempdir().unwrap();
+    let config_path = cli_config(
+        work.path(),
+        upstream,
+        "log:\n  level: warn\nretention:\n  scopes:\n    - name: all\n      include: [\"**\"]\n      pushedWithin: 0s\n      untracked:\n        maxAge: 0s\ncleanup:\n  maxDeletions: 1000000\n  maxFraction: 1.0\n",
+    );
+    let config = Config::load(&config_path).unwrap();
+    let index = regkeeper::index::open_sled(&config.index.path).unwrap();
+    // What `sync` records for these pushes, written directly (sync's own speed is its bench).
+    let at = UnixMillis(UnixMillis::now().0 - 86_400_000);
+    let writes: Vec<Write> = images
+        .iter()
+        .flat_map(|(repository, tag, digest, manifest)| {
+            [
+                Write::PutManifest(ManifestRecord {
+                    kind: ManifestKind::Image,
+                    total_size: manifest.len() as u64,
+                    complete: true,
+                    config_read: true,
+                    ..ManifestRecord::bare(repository, digest, OCI_MANIFEST, at)
+                }),
+                Write::PushTag {
+                    repository: repository.clone(),
+                    tag: tag.clone(),
+                    digest: digest.clone(),
+                    at,
+                    only_if_unknown: false,
+                },
+            ]
+        })
+        .collect();
+    for batch in writes.chunks(10_000) {
+        index.apply(batch).unwrap();
+    }
+    index.flush().unwrap();
+    let client =
+        RegistryClient::new(&config, regkeeper::upstream::client_tls(&config).unwrap()).unwrap();
+    let mut rates = Vec::new();
+    for (mode, name, expected) in [
+        (CleanupMode::DryRun, "dry-run", "would-delete"),
+        (CleanupMode::Enforce, "enforce", "deleted"),
+    ] {
+        let started = Instant::now();
+        let report = runtime
+            .block_on(cleanup::run_once(
+                &config,
+                Source::Index(&index),
+                &index,
+                &client,
+                mode,
+                false,
+            ))
+            .unwrap();
+        let seconds = started.elapsed().as_secs_f64();
+        assert!(report.succeeded(), "{:?}", report.counts);
+        assert_eq!(
+            report.counts.get(expected),
+            Some(&images.len()),
+            "{:?}",
+            report.counts
+        );
+        rates.push((name, report.steps.len() as f64 / seconds));
+    }
+    rates
+}
+
+async fn delete_rate(base: &str, tags: usize, repositories: usize) -> f64 {
+    let images = fill(base, tags, repositories).await;
+    let http = HttpClient::default();
+    let started = Instant::now();
+    stream::iter(images)
+        .map(|(repository, _, digest, _)| {
+            let http = &http;
+            async move {
+                let answer = http
+                    .send(
+                        Method::DELETE,
+                        &format!("{base}/v2/{repository}/manifests/{digest}"),
+                        &[],
+                        empty(),
+                    )
+                    .await;
+                assert_eq!(answer.status, StatusCode::ACCEPTED);
+            }
+        })
+        .buffer_unordered(CONCURRENCY)
+        .count()
+        .await as f64
+        / started.elapsed().as_secs_f64()
+}
+
+/// A registry serving manifests from memory: tag lists, HEAD/GET of manifests by tag or digest,
+/// DELETE by digest (which takes the digest's tags, as Distribution does). It shows where
+/// regkeeper's own limit lies.
+mod in_bench {
+    use std::{
+        collections::{BTreeMap, HashMap},
+        convert::Infallible,
+        sync::{Arc, Mutex},
+    };
+
+    use bytes::Bytes;
+    use http::{Method, Request, Response, StatusCode};
+    use http_body_util::Full;
+
+    use super::{OCI_MANIFEST, Pushed};
+
+    #[derive(Default)]
+    struct Repository {
+        tags: BTreeMap<String, String>,
+        manifests: HashMap<String, Bytes>,
+    }
+
+    type State = Arc<Mutex<HashMap<String, Repository>>>;
+
+    fn answer(state: &State, method: &Method, path: &str) -> Response<Full<Bytes>> {
+        let reply = |status: StatusCode, body: Bytes, digest: Option<&str>| {
+            let mut response = Response::builder().status(status);
+            if let Some(digest) = digest {
+                response = response
+                    .header("docker-content-digest", digest)
+                    .header("content-type", OCI_MANIFEST)
+                    .header("content-length", body.len());
+            }
+            let body = if method == Method::HEAD {
+                Bytes::new()
+            } else {
+                body
+            };
+            response.body(Full::new(body)).unwrap()
+        };
+        let not_found = || {
+            reply(
+                StatusCode::NOT_FOUND,
+                Bytes::from_static(b"{\"errors\":[{\"code\":\"MANIFEST_UNKNOWN\"}]}"),
+                None,
+            )
+        };
+        let Some(rest) = path.strip_prefix("/v2/") else {
+            return not_found();
+        };
+        let mut repositories = state.lock().unwrap();
+        if let Some(name) = rest.strip_suffix("/tags/list") {
+            let Some(repository) = repositories.get(name) else {
+                return not_found();
+            };
+            let tags: Vec<&String> = repository.tags.keys().collect();
+            let body = serde_json::json!({ "name": name, "tags": tags }).to_string();
+            return reply(StatusCode::OK, Bytes::from(body), None);
+        }
+        let Some((name, reference)) = rest.rsplit_once("/manifests/") else {
+            return reply(StatusCode::OK, Bytes::from_static(b"{}"), None);
+        };
+        let Some(repository) = repositories.get_mut(name) else {
+            return not_found();
+        };
+        let digest = if reference.contains(':') {
+            reference.to_string()
+        } else {
+            match repository.tags.get(reference) {
+                Some(digest) => digest.clone(),
+                None => return not_found(),
+            }
+        };
+        if *method == Method::DELETE {
+            if repository.manifests.remove(&digest).is_none() {
+                return not_found();
+            }
+            repository.tags.retain(|_, d| *d != digest);
+            return reply(StatusCode::ACCEPTED, Bytes::new(), None);
+        }
+        match repository.manifests.get(&digest) {
+            Some(body) => reply(StatusCode::OK, body.clone(), Some(&digest)),
+            None => not_found(),
+        }
+    }
+
+    /// Serves `images` on a free loopback port; returns its URL.
+    pub async fn start(images: &[Pushed]) -> String {
+        let state: State = State::default();
+        {
+            let mut repositories = state.lock().unwrap();
+            for (name, tag, digest, manifest) in images {
+                let repository = repositories.entry(name.clone()).or_default();
+                repository.tags.insert(tag.clone(), digest.clone());
+                repository
+                    .manifests
+                    .insert(digest.clone(), Bytes::from(manifest.clone()));
+            }
+        }
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    continue;
+                };
+                let state = state.clone();
+                tokio::spawn(async move {
+                    let service = hyper::service::service_fn(
+                        move |request: Request<hyper::body::Incoming>| {
+                            let response = answer(&state, request.method(), request.uri().path());
+                            async move { Ok::<_, Infallible>(response) }
+                        },
+                    );
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+        url
+    }
+}
