@@ -148,6 +148,7 @@ impl Mirror {
                 Write::PushTag { repository, .. }
                 | Write::DeleteManifest { repository, .. }
                 | Write::DeleteTag { repository, .. }
+                | Write::DeleteChecked { repository, .. }
                 | Write::SetConfig { repository, .. }
                 | Write::ForgetTag { repository, .. }
                 | Write::RecordPulls { repository, .. } => repository,

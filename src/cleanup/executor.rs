@@ -97,11 +97,11 @@ type TagsByDigest = HashMap<String, Vec<String>>;
 pub fn steps(plan: &Plan) -> Vec<Step> {
     let mut steps = Vec::new();
     for repository in plan.repositories.iter().filter(|r| r.scope.is_some()) {
+        let by_name: HashMap<&str, &crate::policy::TagPlan> =
+            repository.tags.iter().map(|t| (&*t.tag, t)).collect();
         let reasons_of = |tag: &str| -> Vec<String> {
-            repository
-                .tags
-                .iter()
-                .find(|t| &*t.tag == tag)
+            by_name
+                .get(tag)
                 .map(|t| {
                     t.outcomes
                         .iter()
@@ -257,9 +257,10 @@ impl<'a> Executor<'a> {
                 (
                     "deleted",
                     String::new(),
-                    Write::DeleteManifest {
+                    Write::DeleteChecked {
                         repository: step.repository.clone(),
                         digest: step.digest.clone(),
+                        tags: step.tags.clone(),
                     },
                 )
             }

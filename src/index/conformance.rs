@@ -111,6 +111,28 @@ fn delete_by_digest_removes_its_tags_in_that_repository_only(index: &dyn Index) 
     assert!(index.tag("b", "t1").unwrap().is_some());
 }
 
+fn a_checked_delete_removes_the_manifest_and_the_named_tags(index: &dyn Index) {
+    index
+        .apply(&[
+            push("a", "t1", D1, 1),
+            push("a", "t2", D2, 2),
+            Write::PutManifest(manifest("a", D1)),
+            Write::PutManifest(manifest("a", D2)),
+        ])
+        .unwrap();
+    index
+        .apply(&[Write::DeleteChecked {
+            repository: "a".into(),
+            digest: D1.into(),
+            tags: vec!["t1".into()],
+        }])
+        .unwrap();
+    assert!(index.manifest("a", D1).unwrap().is_none());
+    assert!(index.tag("a", "t1").unwrap().is_none());
+    assert!(index.tag("a", "t2").unwrap().is_some());
+    assert!(index.manifest("a", D2).unwrap().is_some());
+}
+
 fn delete_tag_keeps_the_manifest(index: &dyn Index) {
     index
         .apply(&[push("a", "t", D1, 1), Write::PutManifest(manifest("a", D1))])
@@ -320,6 +342,7 @@ conformance!(
     push_records_times_and_history,
     sync_leaves_known_tags_alone,
     delete_by_digest_removes_its_tags_in_that_repository_only,
+    a_checked_delete_removes_the_manifest_and_the_named_tags,
     delete_tag_keeps_the_manifest,
     writes_in_one_batch_see_each_other,
     commit_links_are_stored_once_per_source,

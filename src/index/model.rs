@@ -274,6 +274,13 @@ pub enum Write {
     DeleteManifest { repository: String, digest: String },
     /// The tag no longer exists (its digest may stay).
     DeleteTag { repository: String, tag: String },
+    /// Cleanup deleted this digest and these, its only tags (it checked): the manifest and the
+    /// named tags go, without scanning the repository's other tags as `DeleteManifest` does.
+    DeleteChecked {
+        repository: String,
+        digest: String,
+        tags: Vec<String>,
+    },
     /// The image config of a recorded manifest was read. Ignored when the manifest is unknown.
     SetConfig {
         repository: String,

@@ -412,6 +412,16 @@ fn apply_one<K: KvStore>(pending: &mut Pending<'_, K>, write: &Write) -> Result<
             }
         }
         Write::DeleteTag { repository, tag } => pending.remove(key(TAG, &[repository, tag])),
+        Write::DeleteChecked {
+            repository,
+            digest,
+            tags,
+        } => {
+            pending.remove(key(MANIFEST, &[repository, digest]));
+            for tag in tags {
+                pending.remove(key(TAG, &[repository, tag]));
+            }
+        }
         Write::RecordPulls {
             repository,
             reference,
