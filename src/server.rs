@@ -216,6 +216,13 @@ pub fn serve(config: Config) -> Result<(), ServeError> {
         }
         _ => None,
     };
+    control.spawn(async {
+        let mut every = tokio::time::interval(crate::metrics::UPKEEP_PERIOD);
+        loop {
+            every.tick().await;
+            crate::metrics::upkeep();
+        }
+    });
     control.block_on(async move {
         let admin_listener = TcpListener::from_std(admin_listener).map_err(|source| ServeError::Bind {
             addr: config.admin.listen,

@@ -8,7 +8,7 @@
 //!
 //! Owns: metric names and recording. May call: nothing in the crate.
 
-use std::sync::OnceLock;
+use std::{cell::RefCell, collections::HashMap, sync::OnceLock};
 
 use ::metrics::{
     Unit, counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram,
@@ -72,6 +72,17 @@ pub fn install() -> Result<(), String> {
     let _ = HANDLE.set(handle);
     describe();
     Ok(())
+}
+
+/// How often `serve` folds recorded histogram samples into their buckets. Without it, samples
+/// of an unscraped histogram would pile up in memory (one per proxied request).
+pub const UPKEEP_PERIOD: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Folds pending histogram samples into buckets (run every [`UPKEEP_PERIOD`]).
+pub fn upkeep() {
+    if let Some(handle) = HANDLE.get() {
+        handle.run_upkeep();
+    }
 }
 
 /// The text exposition of every metric (empty when no recorder is installed).
@@ -200,6 +211,19 @@ fn status_class(status: u16) -> &'static str {
     }
 }
 
+/// A proxy worker's handles to its request series: the recorder's own lookup (hashing the
+/// name and labels under a lock) would otherwise run several times per proxied request.
+struct ProxySeries {
+    requests: HashMap<(&'static str, &'static str, &'static str), ::metrics::Counter>,
+    durations: HashMap<&'static str, ::metrics::Histogram>,
+    bytes_in: ::metrics::Counter,
+    bytes_out: ::metrics::Counter,
+}
+
+thread_local! {
+    static PROXY_SERIES: RefCell<Option<ProxySeries>> = const { RefCell::new(None) };
+}
+
 /// One proxied request, once its response body is done.
 pub fn proxy_request(
     route: &'static str,
@@ -209,12 +233,34 @@ pub fn proxy_request(
     bytes_in: u64,
     bytes_out: u64,
 ) {
-    counter!(PROXY_REQUESTS, "route" => route, "method" => method_label(method), "status" => status_class(status)).increment(1);
-    histogram!(PROXY_DURATION, "route" => route).record(seconds);
-    if bytes_in > 0 {
-        counter!(PROXY_BYTES, "direction" => "in").increment(bytes_in);
+    if HANDLE.get().is_none() {
+        return;
     }
-    counter!(PROXY_BYTES, "direction" => "out").increment(bytes_out);
+    PROXY_SERIES.with_borrow_mut(|series| {
+        let series = series.get_or_insert_with(|| ProxySeries {
+            requests: HashMap::new(),
+            durations: HashMap::new(),
+            bytes_in: counter!(PROXY_BYTES, "direction" => "in"),
+            bytes_out: counter!(PROXY_BYTES, "direction" => "out"),
+        });
+        let (method, class) = (method_label(method), status_class(status));
+        series
+            .requests
+            .entry((route, method, class))
+            .or_insert_with(|| {
+                counter!(PROXY_REQUESTS, "route" => route, "method" => method, "status" => class)
+            })
+            .increment(1);
+        series
+            .durations
+            .entry(route)
+            .or_insert_with(|| histogram!(PROXY_DURATION, "route" => route))
+            .record(seconds);
+        if bytes_in > 0 {
+            series.bytes_in.increment(bytes_in);
+        }
+        series.bytes_out.increment(bytes_out);
+    });
 }
 
 pub fn upstream_error(cause: &'static str) {

@@ -303,6 +303,15 @@ impl RegistryClient {
                 return Ok((status, parts.headers, body));
             }
         };
+        self.within_timeout(what, work).await
+    }
+
+    /// `work` within the upstream response timeout.
+    async fn within_timeout<T>(
+        &self,
+        what: &str,
+        work: impl std::future::Future<Output = Result<T, RegistryError>>,
+    ) -> Result<T, RegistryError> {
         tokio::time::timeout(self.timeout, work)
             .await
             .map_err(|_| RegistryError::Timeout {

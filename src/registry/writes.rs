@@ -64,12 +64,7 @@ impl RegistryClient {
             }
             Ok((status, parts.headers, body))
         };
-        tokio::time::timeout(self.timeout, work)
-            .await
-            .map_err(|_| RegistryError::Timeout {
-                what: what.to_string(),
-                seconds: self.timeout.as_secs(),
-            })?
+        self.within_timeout(what, work).await
     }
 
     /// The digest `reference` points to now (HEAD with the full Accept list), `None` when it
