@@ -1,6 +1,6 @@
 //! The cleanup commands: `apply` (one evaluation + cleanup), `history` (the audit log) and
-//! `restore` (put back what a run removed). They need the index to themselves: while `serve`
-//! holds it, its own schedule runs cleanups.
+//! `restore` (put back what a run removed). `apply` and `restore` need the index to themselves
+//! (while `serve` holds it, its own schedule runs cleanups); `history` asks a running `serve`.
 
 use regkeeper::{
     cleanup::{self, history},
@@ -66,14 +66,25 @@ pub fn history(
     since: Option<&str>,
     output: Output,
 ) -> anyhow::Result<()> {
-    let index = index_for(config, "history")?;
     let since = since
         .map(|s| {
             regkeeper::planning::parse_time(s, regkeeper::index::UnixMillis::now())
                 .map_err(anyhow::Error::msg)
         })
         .transpose()?;
-    let entries = history::entries(&index, repository, since)?;
+    let entries = match open_existing_index(config)? {
+        Local::Index(index) => history::entries(&index, repository, since)?,
+        Local::Serving => {
+            let mut path = "/api/v1/history?".to_string();
+            if let Some(repository) = repository {
+                path.push_str(&format!("repository={}&", super::escape(repository)));
+            }
+            if let Some(since) = since {
+                path.push_str(&format!("since={}", since.0));
+            }
+            serde_json::from_value(super::ask_serve(config, &path)?)?
+        }
+    };
     match output {
         Output::Table => print!("{}", history::table(&entries)),
         Output::Json => println!("{}", serde_json::to_string_pretty(&entries)?),

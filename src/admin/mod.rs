@@ -81,10 +81,13 @@ async fn route(request: Request<Incoming>, state: &AdminState) -> Response<Full<
             };
             json(status, &body)
         }
-        path @ ("/api/v1/tags" | "/api/v1/inspect") => {
+        path @ ("/api/v1/tags" | "/api/v1/inspect" | "/api/v1/history") => {
             let (status, body) = match (&state.index, request.method()) {
                 (Some(index), &http::Method::GET) if path == "/api/v1/tags" => {
                     views::tags(index, request.uri().query()).await
+                }
+                (Some(index), &http::Method::GET) if path == "/api/v1/history" => {
+                    views::history(index, request.uri().query()).await
                 }
                 (Some(index), &http::Method::GET) => {
                     views::inspect(index, request.uri().query()).await

@@ -96,6 +96,35 @@ fn percent_decode(text: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
+/// `GET /api/v1/history?repository=R&since=MS`: the cleanup audit log (read-only).
+pub async fn history(
+    index: &Arc<dyn Index>,
+    query: Option<&str>,
+) -> (StatusCode, serde_json::Value) {
+    let repository = param(query, "repository");
+    let since = match param(query, "since").map(|s| s.parse::<u64>()) {
+        Some(Ok(ms)) => Some(crate::index::UnixMillis(ms)),
+        Some(Err(_)) => {
+            return (
+                StatusCode::BAD_REQUEST,
+                serde_json::json!({ "error": "since: milliseconds since the epoch" }),
+            );
+        }
+        None => None,
+    };
+    let index = index.clone();
+    let read = tokio::task::spawn_blocking(move || {
+        crate::cleanup::history::entries(index.as_ref(), repository.as_deref(), since)
+            .map(|entries| serde_json::to_value(entries).unwrap_or_default())
+    })
+    .await;
+    match read {
+        Ok(Ok(value)) => (StatusCode::OK, value),
+        Ok(Err(error)) => failed(error.to_string()),
+        Err(error) => failed(error.to_string()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

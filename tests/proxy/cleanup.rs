@@ -519,6 +519,21 @@ fn serve_runs_cleanups_on_its_schedule_over_what_it_recorded() {
         value(r#"regkeeper_workload_images_missing{namespace="prod",kind="Pod"}"#),
         1.0
     );
+    // While serve holds the index, history asks it.
+    let history: Value = serde_json::from_str(
+        &proxy
+            .cli(&["history", "--output", "json", "--repo", "team/app"], &[])
+            .expect_ok(),
+    )
+    .unwrap();
+    let done: Vec<&Value> = history
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["state"] == "done")
+        .collect();
+    assert_eq!(done.len(), 1, "{history:#}");
+    assert_eq!(done[0]["tags"], serde_json::json!(["old-b"]));
     // The plan says so too.
     let plan = proxy.cli(&["plan", "--output", "json"], &[]).expect_ok();
     assert!(
