@@ -34,14 +34,6 @@ use support::{
 const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
 const CONCURRENCY: usize = 8;
 
-fn arg(name: &str, default: usize) -> usize {
-    let args: Vec<String> = std::env::args().collect();
-    args.windows(2)
-        .find(|w| w[0] == name)
-        .and_then(|w| w[1].parse().ok())
-        .unwrap_or(default)
-}
-
 /// PUTs `tags` distinct manifests (over one config blob) into `repositories` repositories;
 /// returns each as pushed.
 async fn fill(base: &str, tags: usize, repositories: usize) -> Vec<Pushed> {
@@ -86,8 +78,8 @@ async fn fill(base: &str, tags: usize, repositories: usize) -> Vec<Pushed> {
 type Pushed = (String, String, String, Vec<u8>);
 
 fn main() {
-    let tags = arg("--tags", 10_000);
-    let repositories = arg("--repos", 10);
+    let tags = support::process::usize_arg("--tags", 10_000);
+    let repositories = support::process::usize_arg("--repos", 10);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

@@ -32,14 +32,6 @@ use support::{
 
 const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
 
-fn arg(name: &str, default: usize) -> usize {
-    let args: Vec<String> = std::env::args().collect();
-    args.windows(2)
-        .find(|w| w[0] == name)
-        .and_then(|w| w[1].parse().ok())
-        .unwrap_or(default)
-}
-
 /// One image: its config and manifest bytes.
 struct Image {
     repository: String,
@@ -73,8 +65,8 @@ fn images(tags: usize, repositories: usize) -> Vec<Image> {
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
-    let tags = arg("--tags", 10_000);
-    let repositories = arg("--repos", 100).min(tags).max(1);
+    let tags = support::process::usize_arg("--tags", 10_000);
+    let repositories = support::process::usize_arg("--repos", 100).min(tags).max(1);
     let images = Arc::new(images(tags, repositories));
     println!("sync benchmark: {tags} tags in {repositories} repositories");
 

@@ -80,7 +80,7 @@ pub async fn run_once(
     let run = run_id(started);
     // An enforcing run holds the lock from before its plan to its end (a dry run changes
     // nothing and takes none).
-    let _lock = match mode {
+    let lock = match mode {
         CleanupMode::Enforce => Some(recovery::acquire(index, client, &run).await?),
         CleanupMode::DryRun => None,
     };
@@ -107,6 +107,9 @@ pub async fn run_once(
         report.tripped = Some(why);
         report.finished = UnixMillis::now();
         record(index, &report)?;
+        if let Some(lock) = lock {
+            lock.release();
+        }
         return Ok(report);
     }
     let steps = executor::steps(&plan);
@@ -134,6 +137,9 @@ pub async fn run_once(
     report.finished = UnixMillis::now();
     tracing::info!(run, counts = ?report.counts, tags = report.tags_removed, "cleanup run finished");
     record(index, &report)?;
+    if let Some(lock) = lock {
+        lock.release();
+    }
     Ok(report)
 }
 

@@ -1,6 +1,6 @@
 //! One enforcing cleanup at a time, and what a crashed run left behind. The lock lives in the
 //! index with the audit log; a lock found there when no run of this process holds it was left
-//! by a run that never finished. Before taking it, every audit entry still `started` is settled
+//! by a run that never finished (crash, panic, or `serve` stopping mid-run). Before taking it, every audit entry still `started` is settled
 //! against the upstream: the call happened (the digest or tag is gone, or only the tombstone is
 //! left, which is then deleted) → `done`; it did not → `failed`, and the new run's plan decides
 //! again. So each deletion is recorded done exactly once, and nothing is half-recorded.
@@ -14,14 +14,16 @@ use crate::{
 /// Runs of this process: the index lock alone cannot tell a live run from a crashed one.
 static RUNNING: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
-/// The cleanup lock, released (in the index too) when dropped.
+/// The cleanup lock. [`Held::release`] clears it in the index when the run ends; a run that
+/// never gets there (a crash, a panic, `serve` stopping mid-run) leaves it, and the next run
+/// knows from it that there is something to settle.
 pub struct Held<'a> {
     index: &'a dyn Index,
     _running: tokio::sync::MutexGuard<'static, ()>,
 }
 
-impl Drop for Held<'_> {
-    fn drop(&mut self) {
+impl Held<'_> {
+    pub fn release(self) {
         let released = self
             .index
             .apply(&[Write::CleanupLock(None)])
@@ -43,15 +45,14 @@ pub async fn acquire<'a>(
             "another cleanup run is in progress; this one did not start".into(),
         )
     })?;
+    // Only an unfinished run leaves steps `started`; the audit log is read only then.
     if let Some(stale) = index.cleanup_lock()? {
         tracing::warn!(
             run = stale.run,
             pid = stale.pid,
-            "the previous cleanup run did not finish (crash?): settling what it left"
+            "the previous cleanup run did not finish: settling what it left"
         );
-    }
-    let settled = settle(index, client).await?;
-    if settled > 0 {
+        let settled = settle(index, client).await?;
         tracing::info!(settled, "interrupted cleanup steps settled");
     }
     index.apply(&[Write::CleanupLock(Some(CleanupLock {

@@ -73,11 +73,24 @@ struct Call {
 
 impl Call {
     fn get(accept: Option<&'static str>) -> Self {
+        Self::bodiless(Method::GET, accept)
+    }
+
+    fn bodiless(method: Method, accept: Option<&'static str>) -> Self {
         Self {
-            method: Method::GET,
+            method,
             accept,
             content_type: None,
             body: Bytes::new(),
+        }
+    }
+
+    fn with_body(method: Method, content_type: &str, body: Bytes) -> Self {
+        Self {
+            method,
+            accept: None,
+            content_type: Some(content_type.to_string()),
+            body,
         }
     }
 }

@@ -75,10 +75,7 @@ impl RegistryClient {
         reference: &str,
     ) -> Result<Option<String>, RegistryError> {
         let what = format!("head manifest {repository}:{reference}");
-        let call = Call {
-            method: Method::HEAD,
-            ..Call::get(Some(MANIFEST_ACCEPT))
-        };
+        let call = Call::bodiless(Method::HEAD, Some(MANIFEST_ACCEPT));
         let path = format!("/v2/{repository}/manifests/{reference}");
         let (status, headers, body) = self
             .exchange(&path, &super::pull_scope(repository), call, &what)
@@ -108,10 +105,7 @@ impl RegistryClient {
         digest: &str,
     ) -> Result<bool, RegistryError> {
         let what = format!("delete manifest {repository}@{digest}");
-        let call = Call {
-            method: Method::DELETE,
-            ..Call::get(None)
-        };
+        let call = Call::bodiless(Method::DELETE, None);
         let path = format!("/v2/{repository}/manifests/{digest}");
         let (status, _, body) = self
             .exchange(&path, &delete_scope(repository), call, &what)
@@ -130,10 +124,7 @@ impl RegistryClient {
         tag: &str,
     ) -> Result<TagDeletion, RegistryError> {
         let what = format!("delete tag {repository}:{tag}");
-        let call = Call {
-            method: Method::DELETE,
-            ..Call::get(None)
-        };
+        let call = Call::bodiless(Method::DELETE, None);
         let path = format!("/v2/{repository}/manifests/{tag}");
         let (status, _, body) = self
             .exchange(&path, &delete_scope(repository), call, &what)
@@ -166,12 +157,7 @@ impl RegistryClient {
     ) -> Result<String, RegistryError> {
         let what = format!("put manifest {repository}:{reference}");
         let digest = manifest::sha256_digest(&body);
-        let call = Call {
-            method: Method::PUT,
-            accept: None,
-            content_type: Some(media_type.to_string()),
-            body,
-        };
+        let call = Call::with_body(Method::PUT, media_type, body);
         let path = format!("/v2/{repository}/manifests/{reference}");
         let (status, _, answer) = self
             .exchange(&path, &push_scope(repository), call, &what)
@@ -183,10 +169,7 @@ impl RegistryClient {
     /// Whether the upstream holds blob `digest` in `repository`.
     pub async fn blob_exists(&self, repository: &str, digest: &str) -> Result<bool, RegistryError> {
         let what = format!("head blob {repository}@{digest}");
-        let call = Call {
-            method: Method::HEAD,
-            ..Call::get(None)
-        };
+        let call = Call::bodiless(Method::HEAD, None);
         let path = format!("/v2/{repository}/blobs/{digest}");
         let (status, _, body) = self
             .exchange(&path, &super::pull_scope(repository), call, &what)
@@ -210,10 +193,7 @@ impl RegistryClient {
             return Ok(digest);
         }
         let what = format!("upload blob {repository}@{digest}");
-        let call = Call {
-            method: Method::POST,
-            ..Call::get(None)
-        };
+        let call = Call::bodiless(Method::POST, None);
         let path = format!("/v2/{repository}/blobs/uploads/");
         let (status, headers, answer) = self
             .exchange(&path, &push_scope(repository), call, &what)
@@ -232,12 +212,7 @@ impl RegistryClient {
             "{location}{separator}digest={}",
             super::query_escape(&digest)
         );
-        let call = Call {
-            method: Method::PUT,
-            accept: None,
-            content_type: Some("application/octet-stream".into()),
-            body,
-        };
+        let call = Call::with_body(Method::PUT, "application/octet-stream", body);
         let (status, _, answer) = self
             .exchange(&target, &push_scope(repository), call, &what)
             .await?;

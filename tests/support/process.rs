@@ -6,6 +6,16 @@ use std::{
     time::{Duration, Instant},
 };
 
+/// `--name N` from the command line (benchmarks), or `default`.
+#[allow(dead_code)] // benchmarks only
+pub fn usize_arg(name: &str, default: usize) -> usize {
+    let args: Vec<String> = std::env::args().collect();
+    args.windows(2)
+        .find(|w| w[0] == name)
+        .and_then(|w| w[1].parse().ok())
+        .unwrap_or(default)
+}
+
 /// A port nobody listens on right now.
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
