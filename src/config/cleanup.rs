@@ -3,7 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{ConfigError, HumanDuration};
+use super::{ConfigError, Cron, HumanDuration};
 
 /// Whether cleanup deletes.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
@@ -32,9 +32,14 @@ impl std::str::FromStr for CleanupMode {
 pub struct CleanupConfig {
     #[serde(default)]
     pub mode: CleanupMode,
-    /// How often `serve` runs a cleanup; `0s` (the default) runs none on its own.
+    /// How often `serve` runs a cleanup, counted from the last run's end; `0s` (the default)
+    /// runs none on its own.
     #[serde(default = "CleanupConfig::default_interval")]
     pub interval: HumanDuration,
+    /// When `serve` runs cleanups, as a cron expression in UTC (`0 3 * * *`: every night at
+    /// 03:00); instead of `interval`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schedule: Option<Cron>,
     /// A run that would remove more tags than this stops before deleting anything.
     #[serde(default = "CleanupConfig::default_max_deletions")]
     pub max_deletions: usize,
@@ -74,6 +79,15 @@ impl CleanupConfig {
                 message: format!("{} is not in (0, 1]", self.max_fraction),
             });
         }
+        if self.schedule.is_some() && !self.interval.0.is_zero() {
+            return Err(ConfigError::Invalid {
+                field: "cleanup.schedule",
+                message: format!(
+                    "give either a schedule or an interval ({}), not both",
+                    self.interval
+                ),
+            });
+        }
         if self.concurrency == 0 {
             return Err(ConfigError::Invalid {
                 field: "cleanup.concurrency",
@@ -89,6 +103,7 @@ impl Default for CleanupConfig {
         Self {
             mode: CleanupMode::default(),
             interval: Self::default_interval(),
+            schedule: None,
             max_deletions: Self::default_max_deletions(),
             max_fraction: Self::default_max_fraction(),
             concurrency: Self::default_concurrency(),

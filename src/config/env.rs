@@ -139,6 +139,14 @@ pub const ENV_OVERRIDES: &[EnvOverride] = &[
         .cleanup
         .interval =
         parse(v)?),
+    over!("REGKEEPER_CLEANUP_SCHEDULE", "cleanup.schedule", |c, v| c
+        .cleanup
+        .schedule =
+        if v.trim().is_empty() {
+            None
+        } else {
+            Some(parse(v)?)
+        }),
     over!(
         "REGKEEPER_CLEANUP_MAX_DELETIONS",
         "cleanup.maxDeletions",

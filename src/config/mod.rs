@@ -4,6 +4,7 @@
 //! serving. May call: nothing else in the crate (other modules read the validated `Config`).
 
 mod cleanup;
+mod cron;
 mod duration;
 mod env;
 mod error;
@@ -18,6 +19,7 @@ use std::{
 use serde::{Deserialize, Serialize};
 
 pub use cleanup::{CleanupConfig, CleanupMode};
+pub use cron::Cron;
 pub use duration::HumanDuration;
 pub use env::{ENV_OVERRIDES, EnvOverride};
 pub use error::ConfigError;

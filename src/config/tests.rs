@@ -221,3 +221,37 @@ fn retention_mistakes_name_their_field() {
         );
     }
 }
+
+#[test]
+fn cleanup_schedule_is_a_cron_expression_checked_with_its_line() {
+    let config = load(
+        &format!("{MINIMAL}cleanup:\n  schedule: \"0 3 * * *\"\n"),
+        &[],
+    )
+    .unwrap();
+    assert_eq!(config.cleanup.schedule.unwrap().to_string(), "0 3 * * *");
+    let error = load(
+        &format!("{MINIMAL}cleanup:\n  schedule: \"0 25 * * *\"\n"),
+        &[],
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        error.contains("line 4") && error.contains("hour: 25"),
+        "{error}"
+    );
+    let error = load(
+        &format!("{MINIMAL}cleanup:\n  schedule: \"@daily\"\n  interval: 6h\n"),
+        &[],
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        error.contains("cleanup.schedule") && error.contains("not both"),
+        "{error}"
+    );
+    let error = load(MINIMAL, &[("REGKEEPER_CLEANUP_SCHEDULE", "every night")])
+        .unwrap_err()
+        .to_string();
+    assert!(error.contains("REGKEEPER_CLEANUP_SCHEDULE"), "{error}");
+}
