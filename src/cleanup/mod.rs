@@ -85,7 +85,7 @@ pub async fn run_once(
         CleanupMode::DryRun => None,
     };
     let loaded = planning::load(config, source).await?;
-    let plan = planning::plan(config, &loaded, started, Details::All);
+    let plan = planning::plan(config, &loaded, started, Details::Removed);
     let mut report = RunReport {
         run: run.clone(),
         mode,

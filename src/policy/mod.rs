@@ -45,9 +45,19 @@ pub enum Details {
     /// Every rule's verdict in words (`explain`).
     #[default]
     All,
-    /// Only the reasons kept tags are kept (`plan`, the executor): the non-keeping verdicts are
-    /// left out of `TagPlan::outcomes`.
+    /// Only the reasons kept tags are kept (`plan`): the non-keeping verdicts are left out of
+    /// `TagPlan::outcomes`.
     Reasons,
+    /// As `Reasons` for kept tags, every verdict in words for the tags that are not kept: what
+    /// the cleanup's audit log records of each removal, without a sentence per kept tag.
+    Removed,
+}
+
+impl Details {
+    /// Whether the non-keeping verdicts are put in words for every tag.
+    fn all(self) -> bool {
+        self == Self::All
+    }
 }
 
 /// One rule's verdict on one tag.
@@ -335,7 +345,18 @@ fn evaluate_repository(
             let outcomes = if cosign_subject(&tag.tag).is_some() {
                 Vec::new()
             } else {
-                context.outcomes(tag, git)
+                let first = if inputs.details.all() {
+                    Details::All
+                } else {
+                    Details::Reasons
+                };
+                let outcomes = context.outcomes(tag, git, first);
+                if inputs.details == Details::Removed && !outcomes.iter().any(|o| o.keeps) {
+                    // Removed: the words of every verdict, for the audit log.
+                    context.outcomes(tag, git, Details::All)
+                } else {
+                    outcomes
+                }
             };
             TagPlan {
                 tag: tag.tag.clone(),
@@ -414,7 +435,12 @@ fn evaluate_repository(
             .filter(|o| o.keeps)
             .map(|o| o.detail.clone())
             .collect();
-        if inputs.details == Details::Reasons {
+        let keep_words = match inputs.details {
+            Details::All => false,
+            Details::Reasons => true,
+            Details::Removed => tag.keep,
+        };
+        if keep_words {
             tag.outcomes.retain(|o| o.keeps);
         }
     }

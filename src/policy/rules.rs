@@ -2,7 +2,7 @@
 //! windows, always-kept tag patterns, the newest N per repository, and untracked tags.
 
 use super::{
-    HashMap, HashSet, Inputs, Outcome, RepositorySnapshot, Tag, policies_of, werf, workers,
+    Details, HashMap, HashSet, Inputs, Outcome, RepositorySnapshot, Tag, policies_of, werf, workers,
 };
 use crate::{
     config::{RetentionConfig, Scope, repository_pattern},
@@ -209,7 +209,7 @@ pub fn git_verdicts<'a>(
                 .iter()
                 .all(|(slot, _)| repositories[*slot].scope_index == scope_index)
         );
-        let notes = inputs.details == super::Details::All;
+        let notes = inputs.details.all();
         let verdicts = werf::evaluate(&policies, facts, &images, members.len(), now, notes);
         std::thread::scope(|threads| {
             for chunk in mine.chunks_mut(run) {
@@ -306,6 +306,7 @@ fn git_outcome(verdicts: &werf::GitVerdicts, digest: &str, details: super::Detai
             keeps: true,
             detail: format!("git: {}", reasons.join("; ")),
         },
+        // `Removed` words these too: the kept ones are not asked.
         None if details == super::Details::Reasons => Outcome {
             rule: "git",
             keeps: false,
@@ -431,7 +432,8 @@ impl<'a> TagContext<'a> {
         kept
     }
 
-    pub fn outcomes(&self, tag: &Tag, git: &GitOutcomes) -> Vec<Outcome> {
+    /// Every rule's verdict on `tag`; the non-keeping ones in words only for `Details::All`.
+    pub fn outcomes(&self, tag: &Tag, git: &GitOutcomes, words: Details) -> Vec<Outcome> {
         let mut outcomes = Vec::new();
         let now = self.inputs.now;
         let usage = self.inputs.usage;
@@ -470,7 +472,7 @@ impl<'a> TagContext<'a> {
             outcomes.push(Outcome {
                 rule: "kubernetes",
                 keeps: false,
-                detail: self.text(false, || {
+                detail: self.text(words, false, || {
                     format!(
                         "kubernetes: no workload in {} cluster(s) uses it",
                         self.inputs.retention.kubernetes.clusters.len()
@@ -481,7 +483,7 @@ impl<'a> TagContext<'a> {
         // Git, or untracked.
         match git.get(&*tag.digest) {
             Some(outcome) => outcomes.push(outcome.clone()),
-            None => outcomes.push(self.untracked(tag)),
+            None => outcomes.push(self.untracked(tag, words)),
         }
         // Push and pull windows.
         // The latest push: a tag pushed again to a new digest is as fresh as a new tag.
@@ -490,7 +492,7 @@ impl<'a> TagContext<'a> {
         outcomes.push(Outcome {
             rule: "pushedWithin",
             keeps: pushed_ago < window,
-            detail: self.text(pushed_ago < window, || {
+            detail: self.text(words, pushed_ago < window, || {
                 format!(
                     "pushed {} ago ({} {})",
                     ago(pushed_ago),
@@ -512,7 +514,7 @@ impl<'a> TagContext<'a> {
                     Outcome {
                         rule: "pulledWithin",
                         keeps: since < window,
-                        detail: self.text(since < window, || {
+                        detail: self.text(words, since < window, || {
                             format!(
                                 "pulled {} ago ({} {pulled_within})",
                                 ago(since),
@@ -524,7 +526,7 @@ impl<'a> TagContext<'a> {
                 None => Outcome {
                     rule: "pulledWithin",
                     keeps: false,
-                    detail: self.text(false, || "never pulled through regkeeper".into()),
+                    detail: self.text(words, false, || "never pulled through regkeeper".into()),
                 },
             });
         }
@@ -538,7 +540,7 @@ impl<'a> TagContext<'a> {
             outcomes.push(Outcome {
                 rule: "tags",
                 keeps: false,
-                detail: self.text(false, || {
+                detail: self.text(words, false, || {
                     "tag matches none of the always-kept patterns".into()
                 }),
             });
@@ -548,7 +550,7 @@ impl<'a> TagContext<'a> {
             outcomes.push(Outcome {
                 rule: "lastPerRepository",
                 keeps: rank < n,
-                detail: self.text(rank < n, || {
+                detail: self.text(words, rank < n, || {
                     format!(
                         "pushed {} most recently in {} ({} {n})",
                         ordinal(rank + 1),
@@ -564,15 +566,15 @@ impl<'a> TagContext<'a> {
     /// A rule's words: always for a keep reason; for a rule that does not keep, only when the
     /// caller wants every verdict (`explain`) — a plan over a million tags would spend most of
     /// its time and memory on sentences nobody reads.
-    fn text(&self, keeps: bool, make: impl FnOnce() -> String) -> String {
-        if keeps || self.inputs.details == super::Details::All {
+    fn text(&self, words: Details, keeps: bool, make: impl FnOnce() -> String) -> String {
+        if keeps || words == Details::All {
             make()
         } else {
             String::new()
         }
     }
 
-    fn untracked(&self, tag: &Tag) -> Outcome {
+    fn untracked(&self, tag: &Tag, words: Details) -> Outcome {
         let linked = self.repo.links.contains_key(&*tag.digest);
         let what = if linked {
             "untracked: linked to commits, but no git repository is configured for it"
@@ -591,7 +593,7 @@ impl<'a> TagContext<'a> {
                 Outcome {
                     rule: "untracked",
                     keeps,
-                    detail: self.text(keeps, || {
+                    detail: self.text(words, keeps, || {
                         format!(
                             "{what}, pushed {} ago ({} untracked.maxAge {max_age})",
                             ago(age),

@@ -254,6 +254,43 @@ fn a_plan_without_the_words_decides_exactly_the_same() {
                 .iter()
                 .all(|t| t.outcomes.iter().all(|o| o.keeps))
         );
+        // What cleanup asks: the same decisions, every verdict in words for removed tags only.
+        let removed = super::evaluate_with(
+            &snapshot,
+            &git,
+            &config,
+            &Usage::default(),
+            NOW,
+            regkeeper::policy::Details::Removed,
+        );
+        assert_eq!(
+            serde_json::to_value(&all).unwrap(),
+            serde_json::to_value(&removed).unwrap()
+        );
+        let mut removed_tags = 0;
+        for (full, lean) in all.repositories[0]
+            .tags
+            .iter()
+            .zip(&removed.repositories[0].tags)
+        {
+            if lean.keep {
+                assert!(lean.outcomes.iter().all(|o| o.keeps), "{lean:?}");
+            } else {
+                removed_tags += 1;
+                let rules = |t: &regkeeper::policy::TagPlan| {
+                    t.outcomes.iter().map(|o| o.rule).collect::<Vec<_>>()
+                };
+                assert_eq!(rules(full), rules(lean));
+                assert!(
+                    lean.outcomes.iter().all(|o| !o.detail.is_empty()),
+                    "{lean:?}"
+                );
+            }
+        }
+        assert!(
+            removed_tags > 0,
+            "seed {seed} removes nothing: the case proves nothing"
+        );
     }
 }
 
