@@ -12,24 +12,31 @@ use crate::{
 /// ordinary, not a sign of broken input.
 pub const FRACTION_FLOOR: usize = 10;
 
-/// Tags a plan removes (every tag of a deleted digest, and each untagged tag).
-pub fn removed_tags(plan: &Plan) -> usize {
+/// What a plan removes: tags (every tag of a deleted digest, and each untagged tag), and
+/// manifests deleted for being untagged (those that follow an index or subject are not counted:
+/// what they follow is).
+pub fn removals(plan: &Plan) -> (usize, usize) {
     plan.repositories
         .iter()
         .flat_map(|r| &r.actions)
-        .map(|a| match a {
-            Action::DeleteDigest { tags, .. } => tags.len(),
-            Action::Untag { .. } => 1,
+        .fold((0, 0), |(tags, untagged), a| match a {
+            Action::DeleteDigest { tags: t, .. } => (tags + t.len(), untagged),
+            Action::Untag { .. } => (tags + 1, untagged),
+            Action::DeleteUntagged { .. } => (tags, untagged + 1),
         })
-        .sum()
 }
 
 /// Why the run must stop, or `None` when it may go on.
 pub fn check(plan: &Plan, config: &CleanupConfig) -> Option<String> {
-    let total = removed_tags(plan);
-    if total > config.max_deletions {
+    let (tags, untagged) = removals(plan);
+    if tags + untagged > config.max_deletions {
+        let untagged = if untagged > 0 {
+            format!(" and {untagged} untagged manifests")
+        } else {
+            String::new()
+        };
         return Some(format!(
-            "the plan removes {total} tags, more than cleanup.maxDeletions ({})",
+            "the plan removes {tags} tags{untagged}, more than cleanup.maxDeletions ({})",
             config.max_deletions
         ));
     }

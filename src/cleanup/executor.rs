@@ -133,6 +133,13 @@ pub fn steps(plan: &Plan) -> Vec<Step> {
                     0,
                     reasons_of(tag),
                 ),
+                Action::DeleteUntagged { digest, bytes, why } => (
+                    digest,
+                    AuditAction::DeleteDigest,
+                    Vec::new(),
+                    *bytes,
+                    vec![why.clone()],
+                ),
             };
             steps.push(Step {
                 seq: steps.len() as u64 + 1,

@@ -25,7 +25,7 @@ pub use env::{ENV_OVERRIDES, EnvOverride};
 pub use error::ConfigError;
 pub use retention::{
     Cluster, GitRepository, HelmConfig, KeepPolicy, KubernetesConfig, Limit, Operator, References,
-    RetentionConfig, Scope, Untracked, reference_pattern, repository_pattern,
+    RetentionConfig, Scope, UntaggedManifests, Untracked, reference_pattern, repository_pattern,
     werf_default_policies,
 };
 pub use types::UpstreamUrl;

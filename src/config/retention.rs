@@ -73,6 +73,19 @@ pub struct Scope {
     pub last_per_repository: Option<usize>,
     #[serde(default)]
     pub untracked: Untracked,
+    /// Manifests no tag points to (left behind when a tag moved on, pushed by digest only).
+    /// Unset (the default): never deleted on their own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub untagged_manifests: Option<UntaggedManifests>,
+}
+
+/// Deleting manifests that no tag, no index and no kept subject references.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct UntaggedManifests {
+    /// Deletable once untagged this long (counted from the moment the last tag moved away
+    /// from it, or else from its push), and never within `pushedWithin` of its push.
+    pub max_age: HumanDuration,
 }
 
 fn default_pushed_within() -> HumanDuration {

@@ -181,6 +181,13 @@ pub fn plan_table(plan: &Plan, show_kept: bool) -> String {
                 Action::Untag { tag, digest } => {
                     let _ = writeln!(out, "  untag   {tag}  (its digest {digest} is kept)");
                 }
+                Action::DeleteUntagged { digest, bytes, why } => {
+                    let _ = writeln!(
+                        out,
+                        "  delete  {digest}  {}  ({why})",
+                        crate::inspect::human_bytes(*bytes)
+                    );
+                }
             }
         }
         if show_kept {

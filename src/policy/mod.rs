@@ -99,6 +99,13 @@ pub enum Action {
     },
     /// The digest stays (something keeps it): remove only this tag.
     Untag { tag: Arc<str>, digest: Digest },
+    /// A manifest no tag, index or kept subject references, untagged longer than the scope's
+    /// `untaggedManifests.maxAge`: `DELETE` it.
+    DeleteUntagged {
+        digest: Digest,
+        bytes: u64,
+        why: String,
+    },
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
@@ -475,6 +482,18 @@ fn evaluate_repository(
             });
         }
     }
+    if let Some(untagged) = &scope.untagged_manifests
+        && !fail_closed
+    {
+        for (digest, why) in untagged_deletable(repo, scope, untagged, &tagged, &kept, inputs.now) {
+            deleted_digests.insert(digest);
+            actions.push(Action::DeleteUntagged {
+                bytes: size(repo, digest),
+                digest: digest.clone(),
+                why,
+            });
+        }
+    }
     // Untagged manifests that belong to a deleted index or subject go with it.
     let mut linked: Vec<&Manifest> = repo
         .manifests
@@ -543,6 +562,62 @@ fn evaluate_repository(
         tags,
         actions,
     }
+}
+
+/// Manifests deletable on their own by the `untaggedManifests` rule, by digest order, with why:
+/// no tag points to them, nothing keeps them, no index in the repository lists them (the index
+/// decides for its children), the subject they refer to is gone (else it decides for them), not
+/// pulled within `pulledWithin`, and untagged longer than `maxAge` (and pushed longer ago than
+/// `pushedWithin`).
+fn untagged_deletable<'a>(
+    repo: &'a RepositorySnapshot,
+    scope: &Scope,
+    rule: &crate::config::UntaggedManifests,
+    tagged: &HashSet<&str>,
+    kept: &HashMap<&str, String>,
+    now: UnixMillis,
+) -> Vec<(&'a Digest, String)> {
+    let listed: HashSet<&str> = repo
+        .manifests
+        .values()
+        .flat_map(|m| m.children.iter().map(|c| &**c))
+        .collect();
+    let window = rule.max_age.0.max(scope.pushed_within.0).as_millis() as u64;
+    let pulled_recently = |digest: &str| {
+        scope.pulled_within.is_some_and(|within| {
+            repo.pulls.get(digest).is_some_and(|p| {
+                now.0.saturating_sub(p.last_pulled.0) < within.0.as_millis() as u64
+            })
+        })
+    };
+    let mut found: Vec<(&Digest, String)> = repo
+        .manifests
+        .values()
+        .filter(|m| {
+            let digest = &*m.digest;
+            !tagged.contains(digest)
+                && !kept.contains_key(digest)
+                && !listed.contains(digest)
+                && m.subject
+                    .as_deref()
+                    .is_none_or(|s| !repo.manifests.contains_key(s))
+                && now.0.saturating_sub(m.untagged_since.0) >= window
+                && !pulled_recently(digest)
+        })
+        .map(|m| {
+            let age = now.0.saturating_sub(m.untagged_since.0);
+            (
+                &m.digest,
+                format!(
+                    "untagged for {} (≥ untaggedManifests.maxAge {}); no index or kept subject refers to it",
+                    rules::ago(age),
+                    rule.max_age
+                ),
+            )
+        })
+        .collect();
+    found.sort_by(|a, b| a.0.cmp(b.0));
+    found
 }
 
 /// Threads for the parallel parts of reading and evaluating: the machine's cores, at most 8.

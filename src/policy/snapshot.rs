@@ -42,6 +42,10 @@ pub struct Manifest {
     pub subject: Option<Digest>,
     /// `org.opencontainers.image.source`, from the annotation or else the config label.
     pub source: Option<Box<str>>,
+    /// Since when no tag points to it as far as the index knows: the latest moment a tag moved
+    /// away from it (tag history), or when it was recorded. For a tagged manifest, a lower
+    /// bound that the rules do not read.
+    pub untagged_since: UnixMillis,
 }
 
 #[derive(Clone, Debug, Default)]
@@ -91,9 +95,18 @@ impl RepositorySnapshot {
                 .collect(),
             ..Self::default()
         };
+        // When each earlier digest of a tag stopped being tagged by it.
+        let mut replaced: HashMap<&str, UnixMillis> = HashMap::default();
+        for previous in tags.iter().flat_map(|t| &t.history) {
+            let at = replaced.entry(previous.digest.as_str()).or_default();
+            *at = (*at).max(previous.replaced_at);
+        }
         repo.manifests.reserve(manifests.len());
         for record in manifests {
-            let manifest = Manifest::from_record(&record, &mut |d| digests.get(d));
+            let mut manifest = Manifest::from_record(&record, &mut |d| digests.get(d));
+            if let Some(at) = replaced.get(record.digest.as_str()) {
+                manifest.untagged_since = manifest.untagged_since.max(*at);
+            }
             repo.manifests.insert(manifest.digest.clone(), manifest);
         }
         repo.tags = tags
@@ -189,6 +202,7 @@ impl Manifest {
                 .get(SOURCE)
                 .or_else(|| record.labels.get(SOURCE))
                 .map(|s| s.as_str().into()),
+            untagged_since: record.recorded_at,
         }
     }
 }

@@ -2,11 +2,11 @@
 //! rules say; a failed source keeps everything; adding a keep rule never deletes more; the plan
 //! is deterministic; digests, indexes, referrers and signatures are handled as a whole.
 
-use std::sync::Arc;
+use std::{collections::BTreeSet, sync::Arc};
 
 use regkeeper::{
-    index::{TagRecord, UnixMillis},
-    policy::{Action, ImageRef, InUse, Snapshot, Usage},
+    index::{ManifestRecord, PreviousDigest, PullStats, TagRecord, UnixMillis},
+    policy::{Action, ImageRef, InUse, RepositorySnapshot, Snapshot, Usage},
 };
 
 use super::{
@@ -403,7 +403,7 @@ fn digests_indexes_referrers_and_signatures_are_handled_whole() {
             Action::DeleteDigest {
                 digest, follows, ..
             } => Some((&**digest, follows.as_deref())),
-            Action::Untag { .. } => None,
+            Action::Untag { .. } | Action::DeleteUntagged { .. } => None,
         })
         .collect();
     assert!(deleted.iter().any(|(d, _)| *d == multi), "{deleted:?}");
@@ -419,4 +419,166 @@ fn digests_indexes_referrers_and_signatures_are_handled_whole() {
     );
     assert!(!deleted.iter().any(|(d, _)| *d == release));
     assert_eq!(deleted.len(), 3, "{deleted:?}");
+}
+
+/// A repository where `main-latest` moved on twice, plus manifests no tag names: pushed by
+/// digest, an untagged index, referrers with and without their subject, one pulled, one run.
+fn untagged_case() -> (Snapshot, Vec<(&'static str, String)>) {
+    let at = |seconds_ago: i64| UnixMillis(((NOW - seconds_ago) * 1000) as u64);
+    let d = |name: &'static str| (name, digest_of(name));
+    let named = [
+        d("moved-30d"),
+        d("moved-2d"),
+        d("latest"),
+        d("by-digest"),
+        d("young"),
+        d("index"),
+        d("child-untagged"),
+        d("child-tagged"),
+        d("sbom-of-latest"),
+        d("sbom-of-nothing"),
+        d("pulled"),
+        d("running"),
+    ];
+    let digest = |name: &str| named.iter().find(|(n, _)| *n == name).unwrap().1.clone();
+    let recorded = |name: &str, seconds_ago: i64| ManifestRecord {
+        recorded_at: at(seconds_ago),
+        ..manifest(&digest(name))
+    };
+    let mut manifests = vec![
+        recorded("moved-30d", 40 * DAY),
+        recorded("moved-2d", 10 * DAY),
+        recorded("latest", 2 * DAY),
+        recorded("by-digest", 20 * DAY),
+        recorded("young", 3600),
+        recorded("child-untagged", 20 * DAY),
+        recorded("child-tagged", 20 * DAY),
+        recorded("pulled", 20 * DAY),
+        recorded("running", 20 * DAY),
+    ];
+    let mut index = recorded("index", 20 * DAY);
+    index.children = vec![digest("child-untagged"), digest("child-tagged")];
+    manifests.push(index);
+    let mut sbom = recorded("sbom-of-latest", 20 * DAY);
+    sbom.subject = Some(digest("latest"));
+    manifests.push(sbom);
+    let mut dangling = recorded("sbom-of-nothing", 20 * DAY);
+    dangling.subject = Some(digest_of("deleted-long-ago"));
+    manifests.push(dangling);
+    let tag = |tag: &str, name: &str, history: Vec<PreviousDigest>| TagRecord {
+        repository: REPOSITORY.into(),
+        tag: tag.into(),
+        digest: digest(name),
+        first_pushed: at(40 * DAY),
+        last_pushed: at(2 * DAY),
+        history,
+    };
+    let tags = vec![
+        tag(
+            "main-latest",
+            "latest",
+            vec![
+                PreviousDigest {
+                    digest: digest("moved-30d"),
+                    replaced_at: at(30 * DAY),
+                },
+                PreviousDigest {
+                    digest: digest("moved-2d"),
+                    replaced_at: at(2 * DAY),
+                },
+            ],
+        ),
+        tag("arm64", "child-tagged", Vec::new()),
+    ];
+    let pulls = vec![(
+        digest("pulled"),
+        PullStats {
+            last_pulled: at(3600),
+            count: 1,
+        },
+    )];
+    let repo = RepositorySnapshot::from_records(tags, manifests, |_| None, pulls);
+    let mut snapshot = Snapshot::default();
+    snapshot
+        .repositories
+        .insert(REPOSITORY.into(), Arc::new(repo));
+    (snapshot, named.to_vec())
+}
+
+fn untagged_deletions(plan: &regkeeper::policy::Plan) -> Vec<(String, String)> {
+    plan.repositories[0]
+        .actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::DeleteUntagged { digest, why, .. } => Some((digest.to_string(), why.clone())),
+            Action::DeleteDigest {
+                digest,
+                tags,
+                follows: Some(why),
+                ..
+            } if tags.is_empty() => Some((digest.to_string(), why.clone())),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn untagged_manifests_go_only_when_nothing_refers_to_them_and_they_are_old_enough() {
+    let git = GitRepo::new();
+    let (snapshot, named) = untagged_case();
+    let name_of = |digest: &str| named.iter().find(|(_, d)| d == digest).unwrap().0;
+    let running = InUse {
+        repository: REPOSITORY.into(),
+        image: ImageRef::Digest(digest_of("running")),
+        by: "prod/Pod/api-1 container app".into(),
+    };
+    let usage = Usage {
+        kubernetes: vec![running],
+        ..Usage::default()
+    };
+    let rule =
+        "    pushedWithin: 2h\n    pulledWithin: 1d\n    untaggedManifests:\n      maxAge: 7d\n";
+    let config = retention(git.dir.path(), "", rule);
+    let plan = evaluate(&snapshot, &git, &config, &usage, NOW);
+    let deleted: BTreeSet<&str> = untagged_deletions(&plan)
+        .iter()
+        .map(|(d, _)| name_of(d))
+        .collect();
+    assert_eq!(
+        deleted,
+        [
+            "moved-30d",       // the tag moved away 30 days ago
+            "by-digest",       // never tagged, pushed 20 days ago
+            "index",           // an untagged index nothing refers to…
+            "child-untagged",  // …takes its untagged child
+            "sbom-of-nothing", // its subject is gone
+        ]
+        .into(),
+        "{:#?}",
+        plan.repositories[0].actions
+    );
+    // Not: moved-2d (untagged 2 days, though pushed 10 days ago), young, the tagged child, the
+    // SBOM of a kept image, the one pulled an hour ago, the one a pod runs by digest.
+    let why = untagged_deletions(&plan);
+    assert!(
+        why.iter()
+            .any(|(d, w)| name_of(d) == "moved-30d" && w.starts_with("untagged for 30d")),
+        "{why:?}"
+    );
+    // Nothing in the tags changes: every tag is kept (untracked, no maxAge).
+    assert_eq!(kept_tags(&plan).len(), 2);
+    // The breaker counts them as deletions.
+    let (tags, untagged) = regkeeper::cleanup::breaker::removals(&plan);
+    assert_eq!((tags, untagged), (0, 4));
+
+    // Without the rule, nothing untagged goes; with a cluster unreadable, neither.
+    let without = retention(git.dir.path(), "", "    pushedWithin: 2h\n");
+    let plan = evaluate(&snapshot, &git, &without, &usage, NOW);
+    assert_eq!(untagged_deletions(&plan), Vec::new());
+    let blind = Usage {
+        kubernetes_unavailable: vec!["prod: 500".into()],
+        ..Usage::default()
+    };
+    let plan = evaluate(&snapshot, &git, &config, &blind, NOW);
+    assert_eq!(untagged_deletions(&plan), Vec::new());
 }
