@@ -165,8 +165,16 @@ fn measure(
         RegistryClient::new(&config, regkeeper::upstream::client_tls(&config).unwrap()).unwrap();
     let mut rates = Vec::new();
     for (mode, name, expected) in [
-        (CleanupMode::DryRun, "dry-run", "would-delete"),
-        (CleanupMode::Enforce, "enforce", "deleted"),
+        (
+            CleanupMode::DryRun,
+            "dry-run",
+            cleanup::StepOutcome::WouldDelete,
+        ),
+        (
+            CleanupMode::Enforce,
+            "enforce",
+            cleanup::StepOutcome::Deleted,
+        ),
     ] {
         let started = Instant::now();
         let report = runtime
@@ -182,7 +190,7 @@ fn measure(
         let seconds = started.elapsed().as_secs_f64();
         assert!(report.succeeded(), "{:?}", report.counts);
         assert_eq!(
-            report.counts.get(expected),
+            report.counts.get(&expected),
             Some(&images.len()),
             "{:?}",
             report.counts

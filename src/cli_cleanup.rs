@@ -1,25 +1,46 @@
 //! The cleanup commands: `apply` (one evaluation + cleanup), `history` (the audit log) and
-//! `restore` (put back what a run removed). `apply` and `restore` need the index to themselves
-//! (while `serve` holds it, its own schedule runs cleanups); `history` asks a running `serve`.
+//! `restore` (put back what a run removed). They open the index themselves, or, while `serve`
+//! holds it, ask `serve`: `history` on its read-only view, `apply` and `restore` through the
+//! operator API (`admin.operatorToken`), so the run happens in `serve` over its own index.
+
+use std::time::Duration;
 
 use regkeeper::{
-    cleanup::{self, history},
+    cleanup::{self, RunReport, history},
     config::{CleanupMode, Config},
-    index::{Index as _, SledIndex},
+    index::Index as _,
     planning::Source,
     registry::RegistryClient,
 };
 
 use super::{Local, Output, open_existing_index};
 
-fn index_for(config: &Config, what: &str) -> anyhow::Result<SledIndex> {
-    match open_existing_index(config)? {
-        Local::Index(index) => Ok(index),
-        Local::Serving => anyhow::bail!(
-            "the index at {} is held by a running `regkeeper serve`; {what} needs it to itself (stop serve, or let its cleanup.interval schedule run cleanups)",
+/// Beyond a run's own deadline: the plan before it, and the answer after.
+const ANSWER_MARGIN: Duration = Duration::from_secs(600);
+
+/// Asks the running `serve` to do `what` at `path` with the operator token.
+fn ask_operator(
+    config: &Config,
+    what: &str,
+    path: &str,
+    body: &serde_json::Value,
+) -> anyhow::Result<serde_json::Value> {
+    let Some(token) = &config.admin.operator_token else {
+        anyhow::bail!(
+            "the index at {} is held by a running `regkeeper serve`; {what} then runs inside serve, which needs admin.operatorToken (REGKEEPER_ADMIN_OPERATOR_TOKEN) set for both",
             config.index.path.display()
-        ),
-    }
+        );
+    };
+    let timeout = config.cleanup.deadline.0 + ANSWER_MARGIN;
+    runtime()?
+        .block_on(regkeeper::admin::remote::post_json(
+            config.admin.listen,
+            path,
+            token,
+            body,
+            timeout,
+        ))
+        .map_err(|why| anyhow::anyhow!("{what} through the running `serve` failed: {why}"))
 }
 
 fn client(config: &Config) -> anyhow::Result<RegistryClient> {
@@ -41,18 +62,26 @@ pub fn apply(
     force: bool,
     output: Output,
 ) -> anyhow::Result<bool> {
-    let index = index_for(config, "apply")?;
-    let client = client(config)?;
-    let mode = mode.unwrap_or(config.cleanup.mode);
-    let report = runtime()?.block_on(cleanup::run_once(
-        config,
-        Source::Index(&index),
-        &index,
-        &client,
-        mode,
-        force,
-    ))?;
-    index.flush()?;
+    let report: RunReport = match open_existing_index(config)? {
+        Local::Index(index) => {
+            let client = client(config)?;
+            let mode = mode.unwrap_or(config.cleanup.mode);
+            let report = runtime()?.block_on(cleanup::run_once(
+                config,
+                Source::Index(&index),
+                &index,
+                &client,
+                mode,
+                force,
+            ))?;
+            index.flush()?;
+            report
+        }
+        Local::Serving => {
+            let body = serde_json::json!({ "mode": mode, "force": force });
+            serde_json::from_value(ask_operator(config, "apply", "/api/v1/apply", &body)?)?
+        }
+    };
     match output {
         Output::Table => print!("{}", cleanup::report_table(&report)),
         Output::Json => println!("{}", serde_json::to_string_pretty(&report)?),
@@ -99,55 +128,27 @@ pub fn restore(
     run: Option<&str>,
     output: Output,
 ) -> anyhow::Result<()> {
-    let index = index_for(config, "restore")?;
-    let client = client(config)?;
-    let entries = history::entries(&index, None, None)?;
-    let targets: Vec<(&regkeeper::index::AuditEntry, String)> = match reference {
-        Some(reference) => {
-            let (repository, tag) = reference
-                .rsplit_once(':')
-                .filter(|(r, _)| !r.is_empty())
-                .ok_or_else(|| anyhow::anyhow!("{reference:?}: give REPOSITORY:TAG"))?;
-            let entry = history::removal(&entries, repository, tag, run).ok_or_else(|| {
-                anyhow::anyhow!(
-                    "the audit log has no completed removal of {repository}:{tag}{}",
-                    run.map(|r| format!(" in run {r}")).unwrap_or_default()
-                )
-            })?;
-            vec![(entry, tag.to_string())]
+    let report: history::RestoreReport = match open_existing_index(config)? {
+        Local::Index(index) => {
+            let client = client(config)?;
+            runtime()?.block_on(history::restore_all(&client, &index, reference, run))?
         }
-        None => {
-            let run = run.ok_or_else(|| anyhow::anyhow!("give REPOSITORY:TAG, or --run ID"))?;
-            let found: Vec<_> = entries
-                .iter()
-                .filter(|e| e.run == run && e.state == regkeeper::index::AuditState::Done)
-                .flat_map(|e| e.tags.iter().map(move |t| (e, t.clone())))
-                .collect();
-            anyhow::ensure!(!found.is_empty(), "run {run} removed no tag");
-            found
+        Local::Serving => {
+            let body = serde_json::json!({ "reference": reference, "run": run });
+            serde_json::from_value(ask_operator(config, "restore", "/api/v1/restore", &body)?)?
         }
     };
-    let runtime = runtime()?;
-    let mut restored = Vec::new();
-    let mut failed = Vec::new();
-    for (entry, tag) in targets {
-        match runtime.block_on(history::restore(&client, &index, entry, &tag)) {
-            Ok(done) => restored.push(done),
-            Err(error) => failed.push(error.to_string()),
-        }
-    }
-    index.flush()?;
     match output {
         Output::Table => {
-            for done in &restored {
+            for done in &report.restored {
                 println!(
                     "restored {}:{} → {} (from run {})",
                     done.repository, done.tag, done.digest, done.run
                 );
             }
         }
-        Output::Json => println!("{}", serde_json::to_string_pretty(&restored)?),
+        Output::Json => println!("{}", serde_json::to_string_pretty(&report.restored)?),
     }
-    anyhow::ensure!(failed.is_empty(), "{}", failed.join("\n"));
+    anyhow::ensure!(report.failed.is_empty(), "{}", report.failed.join("\n"));
     Ok(())
 }

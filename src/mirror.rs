@@ -28,6 +28,8 @@ pub struct Mirror {
     state: Mutex<State>,
     /// One refresh at a time (the state lock is not held while reading the index).
     refreshing: Mutex<()>,
+    /// Repository → tag pushes applied (see [`Index::tag_pushes`]).
+    pushes: Mutex<HashMap<String, u64>>,
 }
 
 #[derive(Default)]
@@ -46,6 +48,7 @@ impl Mirror {
             index,
             state: Mutex::new(State::default()),
             refreshing: Mutex::new(()),
+            pushes: Mutex::new(HashMap::new()),
         }
     }
 
@@ -177,7 +180,23 @@ impl Index for Mirror {
     fn apply(&self, writes: &[Write]) -> Result<(), IndexError> {
         self.index.apply(writes)?;
         self.mark(writes);
+        let mut pushes = self.pushes.lock().unwrap_or_else(|e| e.into_inner());
+        for write in writes {
+            if let Write::PushTag { repository, .. } = write {
+                match pushes.get_mut(repository) {
+                    Some(count) => *count += 1,
+                    None => {
+                        pushes.insert(repository.clone(), 1);
+                    }
+                }
+            }
+        }
         Ok(())
+    }
+
+    fn tag_pushes(&self, repository: &str) -> Option<u64> {
+        let pushes = self.pushes.lock().unwrap_or_else(|e| e.into_inner());
+        Some(pushes.get(repository).copied().unwrap_or(0))
     }
 
     fn repositories(&self) -> Result<Vec<String>, IndexError> {

@@ -118,6 +118,15 @@ pub fn serve(config: Config) -> Result<(), ServeError> {
             mirror: mirror.clone(),
             running: tokio::sync::Semaphore::new(1),
         }),
+        operator: match (&config.admin.operator_token, &recording) {
+            (Some(token), Some((_, mirror, _))) => Some(admin::OperatorApi {
+                token: token.clone(),
+                config: Arc::new(config.clone()),
+                mirror: mirror.clone(),
+                client: client.clone(),
+            }),
+            _ => None,
+        },
     });
 
     let (stop_tx, stop_rx) = watch::channel(false);

@@ -1,10 +1,12 @@
 //! The admin listener: liveness, readiness (the upstream answers `GET /v2/`), the link API,
-//! Prometheus metrics (`/metrics`), and the index views. Kept off the proxy listener so it can live on a private interface.
+//! Prometheus metrics (`/metrics`), the index views, plans, and the operator's `apply` and
+//! `restore` (bearer token). Kept off the proxy listener so it can live on a private interface.
 //!
 //! May call: `upstream` (readiness probe), `index` and `events` (link API), `inspect` (views),
-//! `planning` and `sources` (plan/explain).
+//! `planning` and `sources` (plan/explain), `cleanup` (apply/restore).
 
 mod links;
+mod operations;
 mod plans;
 pub mod remote;
 mod views;
@@ -20,6 +22,7 @@ use tokio::{net::TcpListener, sync::watch};
 
 use crate::{index::Index, upstream::Upstream};
 pub use links::LinkApi;
+pub use operations::OperatorApi;
 pub use plans::PlanApi;
 
 /// What the admin endpoints need.
@@ -31,6 +34,9 @@ pub struct AdminState {
     pub index: Option<Arc<dyn Index>>,
     /// `plan`/`explain` over the held index; `None` when recording is off.
     pub plans: Option<PlanApi>,
+    /// `apply`/`restore` over the held index; `None` without `admin.operatorToken` or when
+    /// recording is off.
+    pub operator: Option<OperatorApi>,
 }
 
 const PROBE_TIMEOUT: Duration = Duration::from_secs(3);
@@ -77,6 +83,23 @@ async fn route(request: Request<Incoming>, state: &AdminState) -> Response<Full<
                 (None, _) => (
                     StatusCode::NOT_FOUND,
                     serde_json::json!({ "error": "the link API is disabled: set admin.linkToken (and keep index.record on)" }),
+                ),
+            };
+            json(status, &body)
+        }
+        path @ ("/api/v1/apply" | "/api/v1/restore") => {
+            let (status, body) = match (&state.operator, request.method()) {
+                (Some(operator), &http::Method::POST) if path == "/api/v1/apply" => {
+                    operator.apply(request).await
+                }
+                (Some(operator), &http::Method::POST) => operator.restore(request).await,
+                (Some(_), _) => (
+                    StatusCode::METHOD_NOT_ALLOWED,
+                    serde_json::json!({ "error": "use POST" }),
+                ),
+                (None, _) => (
+                    StatusCode::NOT_FOUND,
+                    serde_json::json!({ "error": "the operator API is disabled: set admin.operatorToken (REGKEEPER_ADMIN_OPERATOR_TOKEN) for serve, and keep index.record on" }),
                 ),
             };
             json(status, &body)
@@ -149,6 +172,25 @@ async fn route(request: Request<Incoming>, state: &AdminState) -> Response<Full<
     }
 }
 
+/// Whether `request` carries `Authorization: Bearer <token>`.
+fn bearer_is<B>(request: &Request<B>, token: &str) -> bool {
+    request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .is_some_and(|given| same_secret(given.as_bytes(), token.as_bytes()))
+}
+
+/// Equal-length-independent comparison, so a token cannot be guessed byte by byte by timing.
+fn same_secret(given: &[u8], expected: &[u8]) -> bool {
+    let mut difference = given.len() ^ expected.len();
+    for (i, byte) in expected.iter().enumerate() {
+        difference |= usize::from(byte ^ given.get(i).copied().unwrap_or(0));
+    }
+    difference == 0
+}
+
 fn json(status: StatusCode, body: &serde_json::Value) -> Response<Full<Bytes>> {
     let mut response = Response::new(Full::new(Bytes::from(body.to_string())));
     *response.status_mut() = status;
@@ -167,4 +209,18 @@ fn text(status: StatusCode, body: String) -> Response<Full<Bytes>> {
         header::HeaderValue::from_static("text/plain; charset=utf-8"),
     );
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secrets_compare_whole() {
+        assert!(same_secret(b"0123456789abcdef", b"0123456789abcdef"));
+        assert!(!same_secret(b"0123456789abcdeF", b"0123456789abcdef"));
+        assert!(!same_secret(b"0123456789abcde", b"0123456789abcdef"));
+        assert!(!same_secret(b"0123456789abcdef0", b"0123456789abcdef"));
+        assert!(!same_secret(b"", b"0123456789abcdef"));
+    }
 }

@@ -1,11 +1,12 @@
-//! The other end of the read-only views: how `regkeeper tags` and `inspect` ask a running
-//! `serve` (which holds the index, single-writer) through its admin listener.
+//! The other end of the admin listener: how the commands ask a running `serve` (which holds
+//! the index, single-writer) — the read-only views, plans, and the operator's `apply` and
+//! `restore`.
 
 use std::{net::SocketAddr, time::Duration};
 
 use bytes::Bytes;
-use http::{Request, StatusCode};
-use http_body_util::{BodyExt, Empty};
+use http::{Method, Request, StatusCode};
+use http_body_util::{BodyExt, Full};
 use hyper_util::rt::TokioIo;
 
 /// A plan over a large registry takes a while.
@@ -19,6 +20,31 @@ pub async fn get_json(addr: SocketAddr, path: &str) -> Result<serde_json::Value,
 
 /// `GET path` on the admin listener at `addr`: the body of a 200, or the `error` it gave.
 pub async fn get_text(addr: SocketAddr, path: &str) -> Result<String, String> {
+    exchange(addr, Method::GET, path, None, Bytes::new(), TIMEOUT).await
+}
+
+/// `POST path` with a JSON body and a bearer token, waiting up to `timeout` (a cleanup run
+/// lasts up to its deadline): the JSON of a 200, or the `error` it gave.
+pub async fn post_json(
+    addr: SocketAddr,
+    path: &str,
+    token: &str,
+    body: &serde_json::Value,
+    timeout: Duration,
+) -> Result<serde_json::Value, String> {
+    let body = Bytes::from(body.to_string());
+    let text = exchange(addr, Method::POST, path, Some(token), body, timeout).await?;
+    serde_json::from_str(&text).map_err(|e| format!("the admin listener answered non-JSON: {e}"))
+}
+
+async fn exchange(
+    addr: SocketAddr,
+    method: Method,
+    path: &str,
+    token: Option<&str>,
+    body: Bytes,
+    timeout: Duration,
+) -> Result<String, String> {
     let work = async {
         let stream = tokio::net::TcpStream::connect(addr)
             .await
@@ -27,10 +53,16 @@ pub async fn get_text(addr: SocketAddr, path: &str) -> Result<String, String> {
             .await
             .map_err(|e| e.to_string())?;
         tokio::spawn(connection);
-        let request = Request::get(path)
-            .header(http::header::HOST, addr.to_string())
-            .body(Empty::<Bytes>::new())
-            .map_err(|e| e.to_string())?;
+        let mut request = Request::builder()
+            .method(method)
+            .uri(path)
+            .header(http::header::HOST, addr.to_string());
+        if let Some(token) = token {
+            request = request
+                .header(http::header::AUTHORIZATION, format!("Bearer {token}"))
+                .header(http::header::CONTENT_TYPE, "application/json");
+        }
+        let request = request.body(Full::new(body)).map_err(|e| e.to_string())?;
         let response = sender
             .send_request(request)
             .await
@@ -50,7 +82,7 @@ pub async fn get_text(addr: SocketAddr, path: &str) -> Result<String, String> {
         }
         Ok(text)
     };
-    tokio::time::timeout(TIMEOUT, work)
+    tokio::time::timeout(timeout, work)
         .await
-        .map_err(|_| format!("the admin listener at {addr} did not answer within {TIMEOUT:?}"))?
+        .map_err(|_| format!("the admin listener at {addr} did not answer within {timeout:?}"))?
 }

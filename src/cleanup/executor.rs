@@ -13,7 +13,7 @@ use std::{
 
 use base64::Engine as _;
 use futures_util::{StreamExt as _, stream};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tokio::sync::OnceCell;
 
 use super::tombstone;
@@ -44,16 +44,56 @@ pub struct Step {
 }
 
 /// What became of a step.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum StepOutcome {
+    Deleted,
+    Untagged,
+    /// Dry run: what enforce would have done.
+    WouldDelete,
+    WouldUntag,
+    /// The tag moved, or another tag points to the digest, since the plan.
+    SkippedChanged,
+    /// The upstream no longer has the digest.
+    SkippedGone,
+    /// The run's deadline passed before the step started.
+    SkippedDeadline,
+    Failed,
+}
+
+impl StepOutcome {
+    /// The name in reports and metrics labels.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Deleted => "deleted",
+            Self::Untagged => "untagged",
+            Self::WouldDelete => "would-delete",
+            Self::WouldUntag => "would-untag",
+            Self::SkippedChanged => "skipped-changed",
+            Self::SkippedGone => "skipped-gone",
+            Self::SkippedDeadline => "skipped-deadline",
+            Self::Failed => "failed",
+        }
+    }
+
+    /// Whether the step removed its tags (or, dry run, would have).
+    pub fn removes(self) -> bool {
+        matches!(
+            self,
+            Self::Deleted | Self::Untagged | Self::WouldDelete | Self::WouldUntag
+        )
+    }
+}
+
+/// What became of a step.
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct StepReport {
     pub repository: String,
     pub digest: String,
     pub tags: Vec<String>,
     pub action: AuditAction,
-    /// `deleted`, `untagged`, `would-delete`, `would-untag`, `skipped-changed`,
-    /// `skipped-gone`, `failed`, `skipped-deadline`.
-    pub outcome: &'static str,
-    #[serde(skip_serializing_if = "String::is_empty")]
+    pub outcome: StepOutcome,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub detail: String,
     pub bytes: u64,
 }
@@ -66,6 +106,9 @@ pub enum CleanupError {
     Registry(#[from] RegistryError),
     #[error("{0}")]
     Unavailable(String),
+    /// What was asked names nothing that can be done (an unknown tag or run).
+    #[error("{0}")]
+    Request(String),
 }
 
 /// Whether the upstream deletes tags (learned on the first untag of a run).
@@ -83,8 +126,9 @@ pub struct Executor<'a> {
     /// When the plan was made: a tag pushed after it is not touched.
     pub planned_at: UnixMillis,
     tag_delete: AtomicU8,
-    /// Repository → its tags in the index (name → digest), read once per run after the plan.
-    index_tags: Mutex<HashMap<String, HashMap<String, String>>>,
+    /// Repository → its tags in the index (name → digest), read after the plan, and again
+    /// when the index has seen a tag pushed to the repository since (see `tags_on`).
+    index_tags: Mutex<HashMap<String, IndexTags>>,
     /// Repository → digest → the tags pointing to it upstream, read once per run (every tag
     /// listed, then HEADed): pushes that bypassed the proxy are invisible to the index.
     upstream_tags: Mutex<HashMap<String, Arc<OnceCell<Arc<TagsByDigest>>>>>,
@@ -92,6 +136,12 @@ pub struct Executor<'a> {
 
 /// Digest → the tags pointing to it.
 type TagsByDigest = HashMap<String, Vec<String>>;
+
+/// A repository's tags as the index had them, and its push count then.
+struct IndexTags {
+    pushes: Option<u64>,
+    tags: HashMap<String, String>,
+}
 
 /// The steps of a plan, in plan order, numbered from 1.
 pub fn steps(plan: &Plan) -> Vec<Step> {
@@ -194,7 +244,7 @@ impl<'a> Executor<'a> {
     }
 
     async fn step(&self, step: Step) -> StepReport {
-        let report = |outcome: &'static str, detail: String| StepReport {
+        let report = |outcome: StepOutcome, detail: String| StepReport {
             repository: step.repository.clone(),
             digest: step.digest.clone(),
             tags: step.tags.clone(),
@@ -205,7 +255,7 @@ impl<'a> Executor<'a> {
         };
         if Instant::now() >= self.deadline {
             return report(
-                "skipped-deadline",
+                StepOutcome::SkippedDeadline,
                 "the run's deadline (cleanup.deadline) passed".into(),
             );
         }
@@ -214,13 +264,13 @@ impl<'a> Executor<'a> {
             Err(error) => {
                 tracing::warn!(repository = step.repository, digest = step.digest, %error, "cleanup step failed");
                 let _ = self.audit(&step, AuditState::Failed, error.to_string(), None);
-                report("failed", error.to_string())
+                report(StepOutcome::Failed, error.to_string())
             }
         }
     }
 
     /// The checks, then (enforce) the audited call.
-    async fn execute(&self, step: &Step) -> Result<(&'static str, String), CleanupError> {
+    async fn execute(&self, step: &Step) -> Result<(StepOutcome, String), CleanupError> {
         if let Some(changed) = self.changed(step).await? {
             if self.mode == CleanupMode::Enforce {
                 self.audit(step, AuditState::Skipped, changed.clone(), None)?;
@@ -231,21 +281,21 @@ impl<'a> Executor<'a> {
                 why = changed,
                 "skipped: changed since the plan"
             );
-            return Ok(("skipped-changed", changed));
+            return Ok((StepOutcome::SkippedChanged, changed));
         }
         let Some(manifest) = self
             .retry(|| self.client.manifest(&step.repository, &step.digest))
             .await?
         else {
             return Ok((
-                "skipped-gone",
+                StepOutcome::SkippedGone,
                 "the upstream no longer has the digest".into(),
             ));
         };
         if self.mode == CleanupMode::DryRun {
             let outcome = match step.action {
-                AuditAction::DeleteDigest => "would-delete",
-                AuditAction::Untag => "would-untag",
+                AuditAction::DeleteDigest => StepOutcome::WouldDelete,
+                AuditAction::Untag => StepOutcome::WouldUntag,
             };
             return Ok((outcome, String::new()));
         }
@@ -262,7 +312,7 @@ impl<'a> Executor<'a> {
                 self.retry(|| self.client.delete_manifest(&step.repository, &step.digest))
                     .await?;
                 (
-                    "deleted",
+                    StepOutcome::Deleted,
                     String::new(),
                     Write::DeleteChecked {
                         repository: step.repository.clone(),
@@ -275,7 +325,7 @@ impl<'a> Executor<'a> {
                 let tag = &step.tags[0];
                 let how = self.untag(step, tag).await?;
                 (
-                    "untagged",
+                    StepOutcome::Untagged,
                     how,
                     Write::DeleteTag {
                         repository: step.repository.clone(),
@@ -295,7 +345,7 @@ impl<'a> Executor<'a> {
             repository = step.repository,
             digest = step.digest,
             tags = ?step.tags,
-            outcome,
+            outcome = outcome.as_str(),
             detail,
             "cleanup step done"
         );
@@ -381,19 +431,28 @@ impl<'a> Executor<'a> {
         Ok(scanned.clone())
     }
 
-    /// The index's tags of `repository` on `digest` (the repository's tags read once per run).
+    /// The index's tags of `repository` on `digest`. The repository's tags are read once, and
+    /// again whenever the index counted a tag push to it since: a tag pushed through the proxy
+    /// during the run onto a digest about to be deleted (a rollback re-tagging an old image)
+    /// must stop that deletion, not share its fate.
     fn tags_on(&self, repository: &str, digest: &str) -> Result<Vec<String>, CleanupError> {
         let mut cache = self.index_tags.lock().unwrap_or_else(|e| e.into_inner());
-        if !cache.contains_key(repository) {
+        // Counted before reading: a push landing in between is seen by the next look.
+        let pushes = self.index.tag_pushes(repository);
+        let stale = cache
+            .get(repository)
+            .is_none_or(|known| known.pushes != pushes);
+        if stale {
             let tags = self
                 .index
                 .tags(repository)?
                 .into_iter()
                 .map(|t| (t.tag, t.digest))
                 .collect();
-            cache.insert(repository.to_string(), tags);
+            cache.insert(repository.to_string(), IndexTags { pushes, tags });
         }
         Ok(cache[repository]
+            .tags
             .iter()
             .filter(|(_, d)| *d == digest)
             .map(|(t, _)| t.clone())
@@ -524,10 +583,75 @@ impl<'a> Executor<'a> {
 }
 
 /// Counts of outcomes, for the run's summary.
-pub fn tally(reports: &[StepReport]) -> BTreeMap<&'static str, usize> {
+pub fn tally(reports: &[StepReport]) -> BTreeMap<StepOutcome, usize> {
     let mut counts = BTreeMap::new();
     for report in reports {
         *counts.entry(report.outcome).or_insert(0) += 1;
     }
     counts
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::{config::Config, index::ManifestRecord, mirror::Mirror};
+
+    fn push(repository: &str, tag: &str, digest: &str) -> Write {
+        Write::PushTag {
+            repository: repository.into(),
+            tag: tag.into(),
+            digest: digest.into(),
+            at: UnixMillis(1),
+            only_if_unknown: false,
+        }
+    }
+
+    /// The index's view of a repository's tags follows pushes during a run when the index
+    /// counts them (serve's mirror), and is read once otherwise.
+    #[test]
+    fn a_tag_pushed_during_the_run_onto_a_planned_digest_is_seen() {
+        let config = Config::load_str(
+            std::path::Path::new("test.yaml"),
+            "upstream:\n  url: http://127.0.0.1:9\n",
+            |_| None,
+        )
+        .unwrap();
+        let client =
+            RegistryClient::new(&config, crate::upstream::client_tls(&config).unwrap()).unwrap();
+        let old = "sha256:0000000000000000000000000000000000000000000000000000000000000001";
+        let setup = [
+            Write::PutManifest(ManifestRecord::bare("team/app", old, "x", UnixMillis(1))),
+            push("team/app", "old", old),
+            push("other/app", "x", old),
+        ];
+        let counted = Mirror::new(Arc::new(crate::index::in_memory()));
+        let plain = crate::index::in_memory();
+        for index in [&counted as &dyn Index, &plain] {
+            index.apply(&setup).unwrap();
+            let executor = Executor::new(
+                &client,
+                index,
+                CleanupMode::Enforce,
+                "run".into(),
+                1,
+                Instant::now(),
+                UnixMillis(1),
+            );
+            assert_eq!(executor.tags_on("team/app", old).unwrap(), ["old"]);
+            // A rollback re-tags the old image as `prod` while the run goes on.
+            index.apply(&[push("team/app", "prod", old)]).unwrap();
+            let mut seen = executor.tags_on("team/app", old).unwrap();
+            seen.sort();
+            if index.tag_pushes("team/app").is_some() {
+                assert_eq!(seen, ["old", "prod"]);
+            } else {
+                // The store alone counts nothing: only a command holding it writes it.
+                assert_eq!(seen, ["old"]);
+            }
+        }
+        assert_eq!(counted.tag_pushes("team/app"), Some(2));
+        assert_eq!(counted.tag_pushes("nobody/pushed"), Some(0));
+    }
 }

@@ -77,12 +77,69 @@ fn short(digest: &str) -> &str {
 }
 
 /// What one restore did.
-#[derive(Debug, serde::Serialize)]
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
 pub struct Restored {
     pub repository: String,
     pub tag: String,
     pub digest: String,
     pub run: String,
+}
+
+/// What a `restore` command did: each tag put back, and why others could not be.
+#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
+pub struct RestoreReport {
+    pub restored: Vec<Restored>,
+    pub failed: Vec<String>,
+}
+
+/// Restores `REPOSITORY:TAG` (from its newest removal, or from `run`'s), or, with `run`
+/// alone, every tag that run removed. Each tag is checked and put back on its own.
+pub async fn restore_all(
+    client: &RegistryClient,
+    index: &dyn Index,
+    reference: Option<&str>,
+    run: Option<&str>,
+) -> Result<RestoreReport, CleanupError> {
+    let entries = entries(index, None, None)?;
+    let targets: Vec<(&AuditEntry, String)> = match reference {
+        Some(reference) => {
+            let (repository, tag) = reference
+                .rsplit_once(':')
+                .filter(|(r, t)| !r.is_empty() && !t.contains('/'))
+                .ok_or_else(|| {
+                    CleanupError::Request(format!("{reference:?}: give REPOSITORY:TAG"))
+                })?;
+            let entry = removal(&entries, repository, tag, run).ok_or_else(|| {
+                CleanupError::Request(format!(
+                    "the audit log has no completed removal of {repository}:{tag}{}",
+                    run.map(|r| format!(" in run {r}")).unwrap_or_default()
+                ))
+            })?;
+            vec![(entry, tag.to_string())]
+        }
+        None => {
+            let run =
+                run.ok_or_else(|| CleanupError::Request("give REPOSITORY:TAG, or a run".into()))?;
+            let found: Vec<_> = entries
+                .iter()
+                .filter(|e| e.run == run && e.state == AuditState::Done)
+                .flat_map(|e| e.tags.iter().map(move |t| (e, t.clone())))
+                .collect();
+            if found.is_empty() {
+                return Err(CleanupError::Request(format!("run {run} removed no tag")));
+            }
+            found
+        }
+    };
+    let mut report = RestoreReport::default();
+    for (entry, tag) in targets {
+        match restore(client, index, entry, &tag).await {
+            Ok(done) => report.restored.push(done),
+            Err(error) => report.failed.push(error.to_string()),
+        }
+    }
+    index.flush()?;
+    Ok(report)
 }
 
 /// The audit entry that removed `repository:tag` — the newest completed one, or the one of

@@ -17,9 +17,9 @@ pub mod tombstone;
 
 use std::{collections::BTreeMap, fmt::Write as _, time::Instant};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
-pub use executor::{CleanupError, StepReport};
+pub use executor::{CleanupError, StepOutcome, StepReport};
 
 use crate::{
     config::{CleanupMode, Config},
@@ -30,7 +30,7 @@ use crate::{
 };
 
 /// What one run did.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, Deserialize)]
 pub struct RunReport {
     pub run: String,
     pub mode: CleanupMode,
@@ -40,7 +40,7 @@ pub struct RunReport {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tripped: Option<String>,
     /// Outcome → steps.
-    pub counts: BTreeMap<&'static str, usize>,
+    pub counts: BTreeMap<StepOutcome, usize>,
     /// Tags removed (or, dry-run, that would be).
     pub tags_removed: usize,
     /// Bytes of the digests deleted (or that would be).
@@ -53,7 +53,7 @@ pub struct RunReport {
 impl RunReport {
     /// Whether every step that was attempted worked (skips are not failures).
     pub fn succeeded(&self) -> bool {
-        self.tripped.is_none() && !self.counts.contains_key("failed")
+        self.tripped.is_none() && !self.counts.contains_key(&StepOutcome::Failed)
     }
 }
 
@@ -126,10 +126,7 @@ pub async fn run_once(
     report.steps = executor.run(steps).await;
     report.counts = executor::tally(&report.steps);
     for step in &report.steps {
-        if matches!(
-            step.outcome,
-            "deleted" | "untagged" | "would-delete" | "would-untag"
-        ) {
+        if step.outcome.removes() {
             report.tags_removed += step.tags.len();
             report.bytes_deleted += step.bytes;
         }
@@ -170,13 +167,13 @@ fn record(index: &dyn crate::index::Index, report: &RunReport) -> Result<(), Cle
     );
     for step in &report.steps {
         match step.outcome {
-            "deleted" | "untagged" => crate::metrics::cleanup_removed(
+            StepOutcome::Deleted | StepOutcome::Untagged => crate::metrics::cleanup_removed(
                 repository_label(&step.repository),
                 step.tags.len() as u64,
                 step.bytes,
             ),
-            "would-delete" | "would-untag" => {}
-            cause => crate::metrics::cleanup_skipped(cause),
+            StepOutcome::WouldDelete | StepOutcome::WouldUntag => {}
+            cause => crate::metrics::cleanup_skipped(cause.as_str()),
         }
     }
     index.apply(&[crate::index::Write::CleanupRan(crate::index::CleanupRun {
@@ -219,12 +216,12 @@ pub fn report_table(report: &RunReport) -> String {
         } else {
             format!(" ({})", step.detail)
         };
-        let _ = writeln!(out, "{:<16} {what}{detail}", step.outcome);
+        let _ = writeln!(out, "{:<16} {what}{detail}", step.outcome.as_str());
     }
     let counts: Vec<String> = report
         .counts
         .iter()
-        .map(|(k, v)| format!("{v} {k}"))
+        .map(|(k, v)| format!("{v} {}", k.as_str()))
         .collect();
     let _ = writeln!(
         out,

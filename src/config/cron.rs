@@ -193,19 +193,22 @@ impl Cron {
     pub fn next_after(&self, after: u64) -> Option<u64> {
         let minute_ms = 60_000;
         let first = (after / minute_ms + 1) as i64;
-        let mut day = first.div_euclid(1440);
-        let mut minute_of_day = first.rem_euclid(1440);
-        for _ in 0..SEARCH_DAYS {
-            if self.day_matches(day) {
-                for m in minute_of_day..1440 {
-                    let (hour, minute) = (m / 60, m % 60);
-                    if self.hours & (1 << hour) != 0 && self.minutes & (1 << minute) != 0 {
-                        return Some(((day * 1440 + m) as u64) * minute_ms);
-                    }
+        let first_day = first.div_euclid(1440);
+        for day in first_day..first_day + SEARCH_DAYS {
+            if !self.day_matches(day) {
+                continue;
+            }
+            let from = if day == first_day {
+                first.rem_euclid(1440)
+            } else {
+                0
+            };
+            for m in from..1440 {
+                let (hour, minute) = (m / 60, m % 60);
+                if self.hours & (1 << hour) != 0 && self.minutes & (1 << minute) != 0 {
+                    return Some(((day * 1440 + m) as u64) * minute_ms);
                 }
             }
-            day += 1;
-            minute_of_day = 0;
         }
         None
     }

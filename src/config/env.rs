@@ -112,6 +112,11 @@ pub const ENV_OVERRIDES: &[EnvOverride] = &[
         .admin
         .link_token =
         Some(v.into())),
+    over!(
+        "REGKEEPER_ADMIN_OPERATOR_TOKEN",
+        "admin.operatorToken",
+        |c, v| c.admin.operator_token = Some(v.into())
+    ),
     over!("REGKEEPER_INDEX_PATH", "index.path", |c, v| c.index.path =
         v.into()),
     over!("REGKEEPER_INDEX_RECORD", "index.record", |c, v| c

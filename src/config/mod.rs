@@ -137,6 +137,12 @@ pub struct AdminConfig {
     /// `REGKEEPER_ADMIN_LINK_TOKEN` variable to writing it into the file.
     #[serde(default, skip_serializing)]
     pub link_token: Option<String>,
+    /// Bearer token for the operator's calls that change the registry while `serve` holds the
+    /// index (`POST /api/v1/apply`, `POST /api/v1/restore`, which `regkeeper apply`/`restore`
+    /// use then); unset disables them. Kept apart from the link token, which pipelines hold.
+    /// Prefer `REGKEEPER_ADMIN_OPERATOR_TOKEN`.
+    #[serde(default, skip_serializing)]
+    pub operator_token: Option<String>,
 }
 
 impl Default for AdminConfig {
@@ -144,6 +150,7 @@ impl Default for AdminConfig {
         Self {
             listen: default_admin_listen(),
             link_token: None,
+            operator_token: None,
         }
     }
 }
@@ -374,10 +381,22 @@ impl Config {
         if let Some(bundle) = &self.upstream.ca_bundle {
             readable("upstream.caBundle", bundle)?;
         }
-        if self.admin.link_token.as_ref().is_some_and(|t| t.len() < 16) {
+        for (field, token) in [
+            ("admin.linkToken", &self.admin.link_token),
+            ("admin.operatorToken", &self.admin.operator_token),
+        ] {
+            if token.as_ref().is_some_and(|t| t.len() < 16) {
+                return Err(ConfigError::Invalid {
+                    field,
+                    message: "must be at least 16 characters".into(),
+                });
+            }
+        }
+        if self.admin.operator_token.is_some() && self.admin.operator_token == self.admin.link_token
+        {
             return Err(ConfigError::Invalid {
-                field: "admin.linkToken",
-                message: "must be at least 16 characters".into(),
+                field: "admin.operatorToken",
+                message: "must differ from admin.linkToken (pipelines hold that one)".into(),
             });
         }
         if let Some(credentials) = &self.upstream.credentials {

@@ -85,6 +85,13 @@ pub trait Index: Send + Sync {
     fn last_cleanup(&self) -> Result<Option<CleanupRun>, IndexError>;
     /// Makes everything applied so far durable.
     fn flush(&self) -> Result<(), IndexError>;
+    /// How many tag pushes have been applied to `repository` through this handle, for readers
+    /// that keep a repository's tags and must notice pushes landing meanwhile (a cleanup run
+    /// in `serve`, while the proxy records). `None`: not counted — the store itself, which
+    /// nothing else writes while a command holds it.
+    fn tag_pushes(&self, _repository: &str) -> Option<u64> {
+        None
+    }
 }
 
 pub type SledIndex = Store<SledKv>;

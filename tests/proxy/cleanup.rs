@@ -11,7 +11,7 @@ use crate::support::{
 
 /// Everything deletable unless kept by the `^keep` tag pattern: no push window, untracked
 /// images (no commit link) deletable at once.
-const RULES: &str = "retention:\n  scopes:\n    - name: all\n      include: [\"**\"]\n      pushedWithin: 0s\n      tags: [\"^keep\"]\n      untracked:\n        maxAge: 0s\ncleanup:\n  maxFraction: 1.0\n";
+pub(crate) const RULES: &str = "retention:\n  scopes:\n    - name: all\n      include: [\"**\"]\n      pushedWithin: 0s\n      tags: [\"^keep\"]\n      untracked:\n        maxAge: 0s\ncleanup:\n  maxFraction: 1.0\n";
 
 struct Case {
     registry: Registry,
@@ -298,11 +298,11 @@ fn a_tag_pushed_again_between_plan_and_delete_is_not_deleted() {
     );
     let reports = runtime.block_on(executor.run(planned));
     let old_a = reports.iter().find(|r| r.tags == ["old-a"]).unwrap();
-    assert_eq!(old_a.outcome, "skipped-changed", "{reports:?}");
+    assert_eq!(old_a.outcome.as_str(), "skipped-changed", "{reports:?}");
     assert!(old_a.detail.contains("now points to"), "{}", old_a.detail);
     // Deleting old-b's digest would take old-a with it now: it must stay too.
     let old_b = reports.iter().find(|r| r.tags == ["old-b"]).unwrap();
-    assert_eq!(old_b.outcome, "skipped-changed", "{reports:?}");
+    assert_eq!(old_b.outcome.as_str(), "skipped-changed", "{reports:?}");
     assert_eq!(remote_digest(&case.reference("team/app:old-a")), moved_to);
     assert!(case.exists("team/app:old-b"));
     // Both skips are in the audit log with their cause.
@@ -543,7 +543,7 @@ fn serve_runs_cleanups_on_its_schedule_over_what_it_recorded() {
 }
 
 /// Whether the registry still has manifest `digest` in `repository`.
-fn has_manifest(registry: &Registry, repository: &str, digest: &str) -> bool {
+pub(crate) fn has_manifest(registry: &Registry, repository: &str, digest: &str) -> bool {
     std::process::Command::new("skopeo")
         .args(["inspect", "--tls-verify=false", "--raw"])
         .arg(format!("docker://{}/{repository}@{digest}", registry.addr))

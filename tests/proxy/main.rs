@@ -7,6 +7,7 @@ mod auth;
 mod cleanup;
 mod cli;
 mod faults;
+mod operator;
 mod plan;
 mod recording;
 mod sync;
