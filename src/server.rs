@@ -102,6 +102,8 @@ pub fn serve(config: Config) -> Result<(), ServeError> {
     let upstream = Upstream::new(&config, upstream_tls)?;
     let workers = config.worker_threads();
     let upstreams: Vec<Upstream> = (0..workers).map(|_| upstream.sibling()).collect();
+    // The evaluations (plans, the schedule, the operator's runs) share one copy.
+    let shared = Arc::new(config.clone());
     let admin_state = Arc::new(admin::AdminState {
         upstream,
         links: match (&config.admin.link_token, &recording, &events) {
@@ -114,14 +116,14 @@ pub fn serve(config: Config) -> Result<(), ServeError> {
         },
         index: recording.as_ref().map(|(index, _, _)| index.clone()),
         plans: recording.as_ref().map(|(_, mirror, _)| admin::PlanApi {
-            config: Arc::new(config.clone()),
+            config: shared.clone(),
             mirror: mirror.clone(),
             running: tokio::sync::Semaphore::new(1),
         }),
         operator: match (&config.admin.operator_token, &recording) {
             (Some(token), Some((_, mirror, _))) => Some(admin::OperatorApi {
                 token: token.clone(),
-                config: Arc::new(config.clone()),
+                config: shared.clone(),
                 mirror: mirror.clone(),
                 client: client.clone(),
             }),
@@ -187,7 +189,7 @@ pub fn serve(config: Config) -> Result<(), ServeError> {
             }
             control.spawn(crate::cleanup::schedule::run_periodic(
                 crate::cleanup::schedule::Schedule {
-                    config: Arc::new(config.clone()),
+                    config: shared,
                     mirror: mirror.clone(),
                     client: client.clone(),
                 },

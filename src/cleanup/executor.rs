@@ -271,26 +271,28 @@ impl<'a> Executor<'a> {
 
     /// The checks, then (enforce) the audited call.
     async fn execute(&self, step: &Step) -> Result<(StepOutcome, String), CleanupError> {
-        if let Some(changed) = self.changed(step).await? {
-            if self.mode == CleanupMode::Enforce {
-                self.audit(step, AuditState::Skipped, changed.clone(), None)?;
+        // One GET of the first tag (of the digest, for an untagged manifest) says where the tag
+        // points right now and gives the bytes the audit keeps.
+        let reference = step.tags.first().unwrap_or(&step.digest);
+        let fetched = self
+            .retry(|| self.client.manifest(&step.repository, reference))
+            .await?;
+        let manifest = match fetched {
+            Some(manifest) if manifest.digest == step.digest => match self.changed(step).await? {
+                None => manifest,
+                Some(why) => return self.skip_changed(step, why),
+            },
+            Some(manifest) => {
+                let why = format!("tag {reference} now points to {}", manifest.digest);
+                return self.skip_changed(step, why);
             }
-            tracing::info!(
-                repository = step.repository,
-                digest = step.digest,
-                why = changed,
-                "skipped: changed since the plan"
-            );
-            return Ok((StepOutcome::SkippedChanged, changed));
-        }
-        let Some(manifest) = self
-            .retry(|| self.client.manifest(&step.repository, &step.digest))
-            .await?
-        else {
-            return Ok((
-                StepOutcome::SkippedGone,
-                "the upstream no longer has the digest".into(),
-            ));
+            None if step.tags.is_empty() => {
+                return Ok((
+                    StepOutcome::SkippedGone,
+                    "the upstream no longer has the digest".into(),
+                ));
+            }
+            None => return self.skip_changed(step, format!("tag {reference} is gone")),
         };
         if self.mode == CleanupMode::DryRun {
             let outcome = match step.action {
@@ -352,19 +354,40 @@ impl<'a> Executor<'a> {
         Ok((outcome, detail))
     }
 
-    /// Why the step must not run (something changed since the plan), or `None`.
+    /// A step not taken because something changed since the plan: audited (enforce) and logged.
+    fn skip_changed(
+        &self,
+        step: &Step,
+        why: String,
+    ) -> Result<(StepOutcome, String), CleanupError> {
+        if self.mode == CleanupMode::Enforce {
+            self.audit(step, AuditState::Skipped, why.clone(), None)?;
+        }
+        tracing::info!(
+            repository = step.repository,
+            digest = step.digest,
+            why,
+            "skipped: changed since the plan"
+        );
+        Ok((StepOutcome::SkippedChanged, why))
+    }
+
+    /// Why the step must not run (something changed since the plan), or `None`. The first tag
+    /// was already fetched (see `execute`).
     async fn changed(&self, step: &Step) -> Result<Option<String>, CleanupError> {
-        for tag in &step.tags {
+        for (i, tag) in step.tags.iter().enumerate() {
             // The upstream's word: where the tag points right now.
-            let now = self
-                .retry(|| self.client.manifest_digest(&step.repository, tag))
-                .await?;
-            match now {
-                Some(digest) if digest == step.digest => {}
-                Some(digest) => {
-                    return Ok(Some(format!("tag {tag} now points to {digest}")));
+            if i > 0 {
+                let now = self
+                    .retry(|| self.client.manifest_digest(&step.repository, tag))
+                    .await?;
+                match now {
+                    Some(digest) if digest == step.digest => {}
+                    Some(digest) => {
+                        return Ok(Some(format!("tag {tag} now points to {digest}")));
+                    }
+                    None => return Ok(Some(format!("tag {tag} is gone"))),
                 }
-                None => return Ok(Some(format!("tag {tag} is gone"))),
             }
             // The index's word: a push the upstream may not show yet under this name.
             if let Some(record) = self.index.tag(&step.repository, tag)?
