@@ -28,6 +28,7 @@ use support::{
     Registry,
     http::{HttpClient, empty, full},
     image::sha256,
+    memory_registry::{MemoryRegistry, TagDelete},
     regkeeper::cli_config,
 };
 
@@ -107,8 +108,11 @@ fn main() {
         ceiling,
     ));
 
-    let memory = runtime.block_on(in_bench::start(&images));
-    for (mode, rate) in measure(&runtime, &memory, &images) {
+    let memory = runtime.block_on(MemoryRegistry::start(TagDelete::Unsupported));
+    for (repository, tag, _, manifest) in &images {
+        memory.put(repository, tag, manifest);
+    }
+    for (mode, rate) in measure(&runtime, &memory.url, &images) {
         rows.push((format!("in-bench registry, {mode}"), rate));
     }
     println!();
@@ -223,128 +227,4 @@ async fn delete_rate(base: &str, tags: usize, repositories: usize) -> f64 {
         .count()
         .await as f64
         / started.elapsed().as_secs_f64()
-}
-
-/// A registry serving manifests from memory: tag lists, HEAD/GET of manifests by tag or digest,
-/// DELETE by digest (which takes the digest's tags, as Distribution does). It shows where
-/// regkeeper's own limit lies.
-mod in_bench {
-    use std::{
-        collections::{BTreeMap, HashMap},
-        convert::Infallible,
-        sync::{Arc, Mutex},
-    };
-
-    use bytes::Bytes;
-    use http::{Method, Request, Response, StatusCode};
-    use http_body_util::Full;
-
-    use super::{OCI_MANIFEST, Pushed};
-
-    #[derive(Default)]
-    struct Repository {
-        tags: BTreeMap<String, String>,
-        manifests: HashMap<String, Bytes>,
-    }
-
-    type State = Arc<Mutex<HashMap<String, Repository>>>;
-
-    fn answer(state: &State, method: &Method, path: &str) -> Response<Full<Bytes>> {
-        let reply = |status: StatusCode, body: Bytes, digest: Option<&str>| {
-            let mut response = Response::builder().status(status);
-            if let Some(digest) = digest {
-                response = response
-                    .header("docker-content-digest", digest)
-                    .header("content-type", OCI_MANIFEST)
-                    .header("content-length", body.len());
-            }
-            let body = if method == Method::HEAD {
-                Bytes::new()
-            } else {
-                body
-            };
-            response.body(Full::new(body)).unwrap()
-        };
-        let not_found = || {
-            reply(
-                StatusCode::NOT_FOUND,
-                Bytes::from_static(b"{\"errors\":[{\"code\":\"MANIFEST_UNKNOWN\"}]}"),
-                None,
-            )
-        };
-        let Some(rest) = path.strip_prefix("/v2/") else {
-            return not_found();
-        };
-        let mut repositories = state.lock().unwrap();
-        if let Some(name) = rest.strip_suffix("/tags/list") {
-            let Some(repository) = repositories.get(name) else {
-                return not_found();
-            };
-            let tags: Vec<&String> = repository.tags.keys().collect();
-            let body = serde_json::json!({ "name": name, "tags": tags }).to_string();
-            return reply(StatusCode::OK, Bytes::from(body), None);
-        }
-        let Some((name, reference)) = rest.rsplit_once("/manifests/") else {
-            return reply(StatusCode::OK, Bytes::from_static(b"{}"), None);
-        };
-        let Some(repository) = repositories.get_mut(name) else {
-            return not_found();
-        };
-        let digest = if reference.contains(':') {
-            reference.to_string()
-        } else {
-            match repository.tags.get(reference) {
-                Some(digest) => digest.clone(),
-                None => return not_found(),
-            }
-        };
-        if *method == Method::DELETE {
-            if repository.manifests.remove(&digest).is_none() {
-                return not_found();
-            }
-            repository.tags.retain(|_, d| *d != digest);
-            return reply(StatusCode::ACCEPTED, Bytes::new(), None);
-        }
-        match repository.manifests.get(&digest) {
-            Some(body) => reply(StatusCode::OK, body.clone(), Some(&digest)),
-            None => not_found(),
-        }
-    }
-
-    /// Serves `images` on a free loopback port; returns its URL.
-    pub async fn start(images: &[Pushed]) -> String {
-        let state: State = State::default();
-        {
-            let mut repositories = state.lock().unwrap();
-            for (name, tag, digest, manifest) in images {
-                let repository = repositories.entry(name.clone()).or_default();
-                repository.tags.insert(tag.clone(), digest.clone());
-                repository
-                    .manifests
-                    .insert(digest.clone(), Bytes::from(manifest.clone()));
-            }
-        }
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("http://{}", listener.local_addr().unwrap());
-        tokio::spawn(async move {
-            loop {
-                let Ok((stream, _)) = listener.accept().await else {
-                    continue;
-                };
-                let state = state.clone();
-                tokio::spawn(async move {
-                    let service = hyper::service::service_fn(
-                        move |request: Request<hyper::body::Incoming>| {
-                            let response = answer(&state, request.method(), request.uri().path());
-                            async move { Ok::<_, Infallible>(response) }
-                        },
-                    );
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
-                        .await;
-                });
-            }
-        });
-        url
-    }
 }

@@ -4,10 +4,7 @@
 
 use std::{
     collections::{BTreeMap, HashMap},
-    sync::{
-        Arc, Mutex,
-        atomic::{AtomicU8, Ordering},
-    },
+    sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
 
@@ -16,12 +13,13 @@ use futures_util::{StreamExt as _, stream};
 use serde::{Deserialize, Serialize};
 use tokio::sync::OnceCell;
 
-use super::tombstone;
+mod untag;
+
 use crate::{
     config::CleanupMode,
     index::{AuditAction, AuditEntry, AuditState, Index, IndexError, UnixMillis, Write},
     policy::{Action, Plan},
-    registry::{RegistryClient, RegistryError, TagDeletion},
+    registry::{RegistryClient, RegistryError},
 };
 
 /// Attempts per call when the upstream is busy or fails with 5xx.
@@ -111,11 +109,6 @@ pub enum CleanupError {
     Request(String),
 }
 
-/// Whether the upstream deletes tags (learned on the first untag of a run).
-const TAG_DELETE_UNKNOWN: u8 = 0;
-const TAG_DELETE_WORKS: u8 = 1;
-const TAG_DELETE_UNSUPPORTED: u8 = 2;
-
 pub struct Executor<'a> {
     pub client: &'a RegistryClient,
     pub index: &'a dyn Index,
@@ -125,7 +118,6 @@ pub struct Executor<'a> {
     pub deadline: Instant,
     /// When the plan was made: a tag pushed after it is not touched.
     pub planned_at: UnixMillis,
-    tag_delete: AtomicU8,
     /// Repository → its tags in the index (name → digest), read after the plan, and again
     /// when the index has seen a tag pushed to the repository since (see `tags_on`).
     index_tags: Mutex<HashMap<String, IndexTags>>,
@@ -223,7 +215,6 @@ impl<'a> Executor<'a> {
             concurrency: concurrency.max(1),
             deadline,
             planned_at,
-            tag_delete: AtomicU8::new(TAG_DELETE_UNKNOWN),
             index_tags: Mutex::new(HashMap::new()),
             upstream_tags: Mutex::new(HashMap::new()),
         }
@@ -480,59 +471,6 @@ impl<'a> Executor<'a> {
             .filter(|(_, d)| *d == digest)
             .map(|(t, _)| t.clone())
             .collect())
-    }
-
-    /// Removes one tag, its digest staying: a tag DELETE where the upstream supports it, else
-    /// the tombstone method. Returns how.
-    async fn untag(&self, step: &Step, tag: &str) -> Result<String, CleanupError> {
-        if self.tag_delete.load(Ordering::Relaxed) != TAG_DELETE_UNSUPPORTED {
-            match self
-                .retry(|| self.client.delete_tag(&step.repository, tag))
-                .await?
-            {
-                TagDeletion::Deleted | TagDeletion::Gone => {
-                    self.tag_delete.store(TAG_DELETE_WORKS, Ordering::Relaxed);
-                    return Ok("tag delete".into());
-                }
-                TagDeletion::Unsupported => {
-                    if self
-                        .tag_delete
-                        .swap(TAG_DELETE_UNSUPPORTED, Ordering::Relaxed)
-                        != TAG_DELETE_UNSUPPORTED
-                    {
-                        tracing::info!(
-                            "the upstream does not delete tags: using the tombstone method"
-                        );
-                    }
-                }
-            }
-        }
-        let body = tombstone::manifest(&self.run, step.seq);
-        self.retry(|| {
-            self.client.upload_blob(
-                &step.repository,
-                bytes::Bytes::from_static(tombstone::EMPTY_CONFIG),
-            )
-        })
-        .await?;
-        // The last look before overwriting the tag: it must still point to the planned digest.
-        let now = self
-            .retry(|| self.client.manifest_digest(&step.repository, tag))
-            .await?;
-        if now.as_deref() != Some(step.digest.as_str()) {
-            return Err(CleanupError::Unavailable(format!(
-                "tag {tag} changed while it was being removed; left as it is"
-            )));
-        }
-        let tombstone = self
-            .retry(|| {
-                self.client
-                    .put_manifest(&step.repository, tag, tombstone::MEDIA_TYPE, body.clone())
-            })
-            .await?;
-        self.retry(|| self.client.delete_manifest(&step.repository, &tombstone))
-            .await?;
-        Ok(format!("tombstone {tombstone}"))
     }
 
     fn audit(

@@ -101,9 +101,17 @@ pub struct RegistryClient {
     origin: String,
     auth: auth::Authenticator,
     timeout: Duration,
+    /// Whether the upstream removes a tag alone on a tag `DELETE`, once cleanup has probed it.
+    tag_deletion: tokio::sync::OnceCell<bool>,
 }
 
 impl RegistryClient {
+    /// What cleanup learned of the upstream's tag deletion, kept for this client's life (one
+    /// client per upstream).
+    pub fn tag_deletion(&self) -> &tokio::sync::OnceCell<bool> {
+        &self.tag_deletion
+    }
+
     /// `tls` is `upstream::client_tls`'s result (shared with the proxy's upstream pool).
     pub fn new(config: &Config, tls: rustls::ClientConfig) -> Result<Self, RegistryError> {
         let upstream = &config.upstream;
@@ -133,6 +141,7 @@ impl RegistryClient {
             origin: format!("{}://{}", upstream.url.scheme, upstream.url.authority),
             auth: auth::Authenticator::new(credentials).map_err(RegistryError::Credentials)?,
             timeout: config.timeouts.upstream_response.0,
+            tag_deletion: tokio::sync::OnceCell::new(),
         })
     }
 

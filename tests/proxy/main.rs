@@ -13,4 +13,5 @@ mod recording;
 mod sync;
 mod tls;
 mod transfers;
+mod untag;
 mod uploads;
