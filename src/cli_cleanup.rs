@@ -121,7 +121,8 @@ pub fn history(
     Ok(())
 }
 
-/// `restore REPOSITORY:TAG [--run ID]`, or every tag a run removed (`--run ID` alone).
+/// `restore REPOSITORY:TAG|REPOSITORY@DIGEST [--run ID]`, or everything a run removed (`--run ID`
+/// alone).
 pub fn restore(
     config: &Config,
     reference: Option<&str>,
@@ -142,8 +143,10 @@ pub fn restore(
         Output::Table => {
             for done in &report.restored {
                 println!(
-                    "restored {}:{} → {} (from run {})",
-                    done.repository, done.tag, done.digest, done.run
+                    "restored {} → {} (from run {})",
+                    done.reference(),
+                    done.digest,
+                    done.run
                 );
             }
         }

@@ -111,8 +111,9 @@ enum Command {
         #[arg(long, short, value_enum, default_value_t = Output::Table)]
         output: Output,
     },
-    /// Put back a tag a cleanup removed (REPOSITORY:TAG), or every tag of a run (--run ID),
-    /// after checking the blobs are still upstream.
+    /// Put back a tag a cleanup removed (REPOSITORY:TAG), a manifest it deleted
+    /// (REPOSITORY@DIGEST), or everything a run removed (--run ID), after checking the blobs
+    /// are still upstream.
     Restore {
         #[arg(long, short, env = "REGKEEPER_CONFIG")]
         config: PathBuf,

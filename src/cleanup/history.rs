@@ -80,20 +80,35 @@ fn short(digest: &str) -> &str {
 #[derive(Debug, serde::Serialize, serde::Deserialize)]
 pub struct Restored {
     pub repository: String,
-    pub tag: String,
+    /// `None`: put back by digest (it had no tag: an index's child, a referrer, an untagged
+    /// manifest).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tag: Option<String>,
     pub digest: String,
     pub run: String,
 }
 
-/// What a `restore` command did: each tag put back, and why others could not be.
+impl Restored {
+    /// `team/app:v1` or `team/app@sha256:…`.
+    pub fn reference(&self) -> String {
+        match &self.tag {
+            Some(tag) => format!("{}:{tag}", self.repository),
+            None => format!("{}@{}", self.repository, self.digest),
+        }
+    }
+}
+
+/// What a `restore` command did: each manifest put back, and why others could not be.
 #[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
 pub struct RestoreReport {
     pub restored: Vec<Restored>,
     pub failed: Vec<String>,
 }
 
-/// Restores `REPOSITORY:TAG` (from its newest removal, or from `run`'s), or, with `run`
-/// alone, every tag that run removed. Each tag is checked and put back on its own.
+/// Restores `REPOSITORY:TAG` (from its newest removal, or from `run`'s), `REPOSITORY@DIGEST`
+/// (put back by digest), or, with `run` alone, everything that run removed: manifests without
+/// tags first (an index's children before the index), then each tag. Each is checked and put
+/// back on its own.
 pub async fn restore_all(
     client: &RegistryClient,
     index: &dyn Index,
@@ -101,45 +116,84 @@ pub async fn restore_all(
     run: Option<&str>,
 ) -> Result<RestoreReport, CleanupError> {
     let entries = entries(index, None, None)?;
-    let targets: Vec<(&AuditEntry, String)> = match reference {
+    let in_run = |e: &&AuditEntry| run.is_none_or(|r| e.run == r);
+    let targets: Vec<(&AuditEntry, Option<String>)> = match reference {
         Some(reference) => {
-            let (repository, tag) = reference
-                .rsplit_once(':')
-                .filter(|(r, t)| !r.is_empty() && !t.contains('/'))
-                .ok_or_else(|| {
-                    CleanupError::Request(format!("{reference:?}: give REPOSITORY:TAG"))
-                })?;
-            let entry = removal(&entries, repository, tag, run).ok_or_else(|| {
-                CleanupError::Request(format!(
-                    "the audit log has no completed removal of {repository}:{tag}{}",
-                    run.map(|r| format!(" in run {r}")).unwrap_or_default()
-                ))
-            })?;
-            vec![(entry, tag.to_string())]
+            if let Some((repository, digest)) = reference.split_once('@') {
+                let entry = entries
+                    .iter()
+                    .filter(|e| e.state == AuditState::Done && e.repository == repository)
+                    .filter(|e| e.digest == digest)
+                    .filter(in_run)
+                    .max_by(|a, b| a.at.cmp(&b.at))
+                    .ok_or_else(|| not_removed(reference, run))?;
+                vec![(entry, None)]
+            } else {
+                let (repository, tag) = reference
+                    .rsplit_once(':')
+                    .filter(|(r, t)| !r.is_empty() && !t.contains('/'))
+                    .ok_or_else(|| {
+                        CleanupError::Request(format!(
+                            "{reference:?}: give REPOSITORY:TAG or REPOSITORY@DIGEST"
+                        ))
+                    })?;
+                let entry = removal(&entries, repository, tag, run)
+                    .ok_or_else(|| not_removed(reference, run))?;
+                vec![(entry, Some(tag.to_string()))]
+            }
         }
         None => {
-            let run =
-                run.ok_or_else(|| CleanupError::Request("give REPOSITORY:TAG, or a run".into()))?;
-            let found: Vec<_> = entries
+            let run = run.ok_or_else(|| {
+                CleanupError::Request("give REPOSITORY:TAG, REPOSITORY@DIGEST, or a run".into())
+            })?;
+            let mut done: Vec<&AuditEntry> = entries
                 .iter()
                 .filter(|e| e.run == run && e.state == AuditState::Done)
-                .flat_map(|e| e.tags.iter().map(move |t| (e, t.clone())))
+                .collect();
+            // Untagged before tagged; among them, what lists no children before what does.
+            done.sort_by_key(|e| (!e.tags.is_empty(), lists_children(e)));
+            let found: Vec<_> = done
+                .into_iter()
+                .flat_map(|e| {
+                    let tags: Vec<Option<String>> = if e.tags.is_empty() {
+                        vec![None]
+                    } else {
+                        e.tags.iter().cloned().map(Some).collect()
+                    };
+                    tags.into_iter().map(move |t| (e, t))
+                })
                 .collect();
             if found.is_empty() {
-                return Err(CleanupError::Request(format!("run {run} removed no tag")));
+                return Err(CleanupError::Request(format!("run {run} removed nothing")));
             }
             found
         }
     };
     let mut report = RestoreReport::default();
     for (entry, tag) in targets {
-        match restore(client, index, entry, &tag).await {
+        match restore(client, index, entry, tag.as_deref()).await {
             Ok(done) => report.restored.push(done),
             Err(error) => report.failed.push(error.to_string()),
         }
     }
     index.flush()?;
     Ok(report)
+}
+
+fn not_removed(reference: &str, run: Option<&str>) -> CleanupError {
+    CleanupError::Request(format!(
+        "the audit log has no completed removal of {reference}{}",
+        run.map(|r| format!(" in run {r}")).unwrap_or_default()
+    ))
+}
+
+/// Whether the entry's manifest is an index (it needs its children back first).
+fn lists_children(entry: &AuditEntry) -> bool {
+    base64::engine::general_purpose::STANDARD
+        .decode(&entry.manifest_base64)
+        .ok()
+        .and_then(|body| manifest::references(&body))
+        .is_some_and(|r| !r.children.is_empty())
 }
 
 /// The audit entry that removed `repository:tag` — the newest completed one, or the one of
@@ -164,14 +218,17 @@ pub async fn restore(
     client: &RegistryClient,
     index: &dyn Index,
     entry: &AuditEntry,
-    tag: &str,
+    tag: Option<&str>,
 ) -> Result<Restored, CleanupError> {
+    let what = match tag {
+        Some(tag) => format!("{}:{tag}", entry.repository),
+        None => format!("{}@{}", entry.repository, entry.digest),
+    };
     let body = base64::engine::general_purpose::STANDARD
         .decode(&entry.manifest_base64)
         .map_err(|e| {
             CleanupError::Unavailable(format!(
-                "the audit entry of {}:{tag} holds no readable manifest ({e})",
-                entry.repository
+                "the audit entry of {what} holds no readable manifest ({e})"
             ))
         })?;
     let parsed = manifest::references(&body).unwrap_or_default();
@@ -192,22 +249,40 @@ pub async fn restore(
     }
     if !missing.is_empty() {
         return Err(CleanupError::Unavailable(format!(
-            "cannot restore {}:{tag}: the upstream no longer has {} (the registry's garbage collection ran since run {}); nothing was changed",
-            entry.repository,
+            "cannot restore {what}: the upstream no longer has {} (the registry's garbage collection ran since run {}, or it was not restored first); nothing was changed",
             missing.join(", "),
             entry.run
         )));
     }
+    let reference = tag.unwrap_or(&entry.digest);
+    let at = UnixMillis::now();
+    let record = manifest::parse(
+        &entry.repository,
+        &entry.digest,
+        &entry.media_type,
+        &body,
+        at,
+    );
     let digest = client
-        .put_manifest(&entry.repository, tag, &entry.media_type, Bytes::from(body))
+        .put_manifest(
+            &entry.repository,
+            reference,
+            &entry.media_type,
+            Bytes::from(body),
+        )
         .await?;
-    index.apply(&[Write::PushTag {
-        repository: entry.repository.clone(),
-        tag: tag.to_string(),
-        digest: digest.clone(),
-        at: UnixMillis::now(),
-        only_if_unknown: false,
-    }])?;
+    // What was put back is a push like any other (and as fresh): the index knows it again.
+    let mut writes: Vec<Write> = record.map(Write::PutManifest).into_iter().collect();
+    if let Some(tag) = tag {
+        writes.push(Write::PushTag {
+            repository: entry.repository.clone(),
+            tag: tag.to_string(),
+            digest: digest.clone(),
+            at,
+            only_if_unknown: false,
+        });
+    }
+    index.apply(&writes)?;
     tracing::info!(
         repository = entry.repository,
         tag,
@@ -217,7 +292,7 @@ pub async fn restore(
     );
     Ok(Restored {
         repository: entry.repository.clone(),
-        tag: tag.to_string(),
+        tag: tag.map(str::to_string),
         digest,
         run: entry.run.clone(),
     })

@@ -653,6 +653,25 @@ fn indexes_take_their_children_and_referrers_follow_their_subject() {
         "a kept subject keeps its referrer"
     );
     assert!(case.exists("team/app:keep-multi"));
+
+    // Restoring the run puts back the children before the index, and the referrer.
+    let run = report["run"].as_str().unwrap();
+    let out = case.regkeeper(&["restore", "--run", run]).expect_ok();
+    for child in &old_children {
+        assert!(
+            out.contains(&format!("restored team/app@{}", child.digest)),
+            "{out}"
+        );
+        assert!(has_manifest(&case.registry, "team/app", &child.digest));
+    }
+    assert!(out.contains("restored team/app:old-multi"), "{out}");
+    assert!(has_manifest(&case.registry, "team/app", &old_sbom));
+    let pulled = case.work.path().join("pulled");
+    skopeo_copy(
+        &case.reference("team/app:old-multi"),
+        &format!("oci:{}:back", pulled.display()),
+        &["--multi-arch", "all"],
+    );
 }
 
 /// A fake Kubernetes API server for the length of a test: every list is empty except Pods

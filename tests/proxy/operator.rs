@@ -149,6 +149,15 @@ fn apply_and_restore_run_inside_serve_and_an_untagged_manifest_goes() {
         &format!("oci:{}:pulled", work.path().join("pulled").display()),
         &[],
     );
+    // The untagged manifest comes back by digest.
+    let restored = proxy
+        .cli(&["restore", &format!("team/app@{a}")], &with_token)
+        .expect_ok();
+    assert!(
+        restored.contains(&format!("restored team/app@{a}")),
+        "{restored}"
+    );
+    assert!(has_manifest(&registry, "team/app", &a));
     let unknown = proxy.cli(&["restore", "team/app:never-removed"], &with_token);
     assert!(!unknown.ok);
     assert!(
