@@ -10,6 +10,8 @@
 //!
 //! The git clone carries git's commit-graph file, as a clone maintained by `git gc`, `git
 //! maintenance` or `fetch.writeCommitGraph` does; `-- --no-commit-graph` measures without it.
+//! `-- --cleanup-words` evaluates as a cleanup run does (every verdict worded for the tags it
+//! removes, for the audit log) instead of as `plan` does.
 
 use std::{
     collections::HashMap,
@@ -361,13 +363,19 @@ fn measure(dir: &Path, scale: &Scale) {
         "gitRepositories:\n  - name: app\n    path: /unused\n    repositories: [\"**\"]\nscopes:\n  - name: all\n    include: [\"**\"]\n",
     )
     .unwrap();
+    // `plan` words only keep reasons; a cleanup run also words every verdict on what it removes.
+    let details = if std::env::args().any(|a| a == "--cleanup-words") {
+        policy::Details::Removed
+    } else {
+        policy::Details::Reasons
+    };
     let (plan, timings) = policy::evaluate_timed(&Inputs {
         snapshot: &snapshot,
         git: &git,
         usage: &usage,
         retention: &retention,
         now: UnixMillis(NOW as u64 * 1000),
-        details: policy::Details::Reasons,
+        details,
     });
     split.push(("git walks (werf rules)", timings.git_walks));
     split.push(("other rules and the plan's actions", timings.rules_and_plan));
