@@ -20,7 +20,7 @@ use http::{Method, StatusCode};
 use regkeeper::{
     cleanup,
     config::{CleanupMode, Config},
-    index::{Index, ManifestKind, ManifestRecord, UnixMillis, Write},
+    index::{Index, UnixMillis, Write},
     planning::Source,
     registry::RegistryClient,
 };
@@ -28,7 +28,7 @@ use support::{
     Registry,
     http::{HttpClient, empty, full},
     image::sha256,
-    memory_registry::{MemoryRegistry, TagDelete},
+    memory_registry::{MemoryRegistry, TagDelete, recorded_push},
     regkeeper::cli_config,
 };
 
@@ -143,22 +143,7 @@ fn measure(
     let writes: Vec<Write> = images
         .iter()
         .flat_map(|(repository, tag, digest, manifest)| {
-            [
-                Write::PutManifest(ManifestRecord {
-                    kind: ManifestKind::Image,
-                    total_size: manifest.len() as u64,
-                    complete: true,
-                    config_read: true,
-                    ..ManifestRecord::bare(repository, digest, OCI_MANIFEST, at)
-                }),
-                Write::PushTag {
-                    repository: repository.clone(),
-                    tag: tag.clone(),
-                    digest: digest.clone(),
-                    at,
-                    only_if_unknown: false,
-                },
-            ]
+            recorded_push(repository, tag, digest, manifest.len() as u64, at)
         })
         .collect();
     for batch in writes.chunks(10_000) {

@@ -2,11 +2,13 @@
 //! what Git and Kubernetes no longer need.
 //!
 //! Layers, each allowed to call only those below it:
-//! `server` → `proxy`, `admin` → `upstream` → `tls`; `events` → `index`; `config`, `index` and
-//! `oci_error` are leaves. The proxy reaches the index only through `events`.
+//! `server` → `proxy`, `admin` → `upstream` → `tls`; `events` → `index`; `config` →
+//! `calendar`; `index`, `oci_error` and `calendar` are leaves. The proxy reaches the index only
+//! through `events`.
 #![forbid(unsafe_code)]
 
 pub mod admin;
+pub mod calendar;
 pub mod cleanup;
 pub mod config;
 pub mod configs;

@@ -214,7 +214,7 @@ impl Cron {
     }
 
     fn day_matches(&self, day: i64) -> bool {
-        let (_, month, day_of_month) = civil_from_days(day);
+        let (_, month, day_of_month) = crate::calendar::civil_from_days(day);
         if self.months & (1 << month) == 0 {
             return false;
         }
@@ -228,20 +228,6 @@ impl Cron {
             by_date && by_weekday
         }
     }
-}
-
-/// (year, month 1-12, day 1-31) of the day `days` after 1970-01-01 (H. Hinnant's algorithm).
-fn civil_from_days(days: i64) -> (i64, u32, u32) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    (year, month, day)
 }
 
 impl fmt::Display for Cron {
@@ -274,24 +260,13 @@ mod tests {
     use super::*;
 
     /// ms since the epoch of a UTC date and time.
-    fn at(year: i64, month: u32, day: u32, hour: u64, minute: u64) -> u64 {
-        // Days from the civil date, by searching the inverse (tests only).
-        let mut days = (year - 1970) * 365 + (year - 1969) / 4 - 400;
-        while civil_from_days(days) != (year, month, day) {
-            days += 1;
-        }
+    fn at(year: i64, month: i64, day: i64, hour: u64, minute: u64) -> u64 {
+        let days = crate::calendar::days_from_civil(year, month, day);
         (days as u64 * 1440 + hour * 60 + minute) * 60_000
     }
 
     fn next(cron: &str, after: u64) -> u64 {
         cron.parse::<Cron>().unwrap().next_after(after).unwrap()
-    }
-
-    #[test]
-    fn civil_dates_are_right() {
-        assert_eq!(civil_from_days(0), (1970, 1, 1));
-        assert_eq!(civil_from_days(19_782), (2024, 2, 29));
-        assert_eq!(civil_from_days(20_786), (2026, 11, 29));
     }
 
     #[test]

@@ -288,7 +288,7 @@ pub fn explain_table(explanation: &Explanation) -> String {
 pub fn format_time(at: UnixMillis) -> String {
     let secs = (at.0 / 1000) as i64;
     let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
-    let (y, m, d) = civil_from_days(days);
+    let (y, m, d) = crate::calendar::civil_from_days(days);
     format!(
         "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
         rem / 3600,
@@ -339,41 +339,12 @@ pub fn parse_time(text: &str, now: UnixMillis) -> Result<UnixMillis, String> {
     let h: i64 = fields.next().unwrap_or("0").parse().map_err(|_| bad())?;
     let min: i64 = fields.next().unwrap_or("0").parse().map_err(|_| bad())?;
     let sec: f64 = fields.next().unwrap_or("0").parse().map_err(|_| bad())?;
-    let secs = days_from_civil(y, m, d) * 86_400 + h * 3600 + min * 60 + sec as i64 - offset_secs;
+    let secs =
+        crate::calendar::days_from_civil(y, m, d) * 86_400 + h * 3600 + min * 60 + sec as i64
+            - offset_secs;
     u64::try_from(secs)
         .map(|s| UnixMillis(s * 1000))
         .map_err(|_| bad())
-}
-
-/// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's algorithm).
-fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (m + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
-}
-
-fn civil_from_days(z: i64) -> (i64, i64, i64) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    (
-        if m <= 2 {
-            yoe + era * 400 + 1
-        } else {
-            yoe + era * 400
-        },
-        m,
-        d,
-    )
 }
 
 #[cfg(test)]

@@ -97,7 +97,7 @@ fn write_timestamp(out: &mut impl fmt::Write) -> fmt::Result {
         let mut cached = cached.borrow_mut();
         if cached.0 != secs {
             cached.1.clear();
-            let (year, month, day) = civil_from_days((secs / 86_400) as i64);
+            let (year, month, day) = crate::calendar::civil_from_days((secs / 86_400) as i64);
             let of_day = secs % 86_400;
             let _ = write!(
                 cached.1,
@@ -120,20 +120,6 @@ fn write_timestamp(out: &mut impl fmt::Write) -> fmt::Result {
     }
     out.write_str(std::str::from_utf8(&digits).unwrap_or("000000"))?;
     out.write_char('Z')
-}
-
-/// Days since 1970-01-01 to a proleptic Gregorian (year, month, day).
-fn civil_from_days(days: i64) -> (i64, u32, u32) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    (year, month, day)
 }
 
 /// `message key=value key="value with spaces"`.
@@ -306,14 +292,6 @@ impl<W: fmt::Write> fmt::Write for JsonEscape<'_, W> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn civil_dates() {
-        assert_eq!(civil_from_days(0), (1970, 1, 1));
-        assert_eq!(civil_from_days(11_016), (2000, 2, 29));
-        assert_eq!(civil_from_days(20_784), (2026, 11, 27));
-        assert_eq!(civil_from_days(-1), (1969, 12, 31));
-    }
 
     #[test]
     fn integers() {

@@ -6,7 +6,7 @@
 use regkeeper::{
     cleanup::{self, RunReport},
     config::{CleanupMode, Config},
-    index::{Index, ManifestKind, ManifestRecord, UnixMillis, Write},
+    index::{Index, UnixMillis},
     planning::Source,
     registry::RegistryClient,
 };
@@ -14,7 +14,7 @@ use regkeeper::{
 use crate::{
     cleanup::RULES,
     support::{
-        memory_registry::{MemoryRegistry, TagDelete},
+        memory_registry::{MemoryRegistry, TagDelete, recorded_push},
         regkeeper::cli_config,
     },
 };
@@ -49,26 +49,7 @@ fn run(tag_delete: TagDelete) -> (MemoryRegistry, RunReport, String) {
             x = digest.clone();
         }
         index
-            .apply(&[
-                Write::PutManifest(ManifestRecord {
-                    kind: ManifestKind::Image,
-                    complete: true,
-                    config_read: true,
-                    ..ManifestRecord::bare(
-                        REPOSITORY,
-                        &digest,
-                        "application/vnd.oci.image.manifest.v1+json",
-                        long_ago,
-                    )
-                }),
-                Write::PushTag {
-                    repository: REPOSITORY.into(),
-                    tag: tag.into(),
-                    digest,
-                    at: long_ago,
-                    only_if_unknown: false,
-                },
-            ])
+            .apply(&recorded_push(REPOSITORY, tag, &digest, 500, long_ago))
             .unwrap();
     }
     let client =

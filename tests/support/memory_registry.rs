@@ -137,6 +137,34 @@ impl MemoryRegistry {
     }
 }
 
+/// What `sync` records of an OCI image manifest (`size` bytes) tagged `tag`, seen `at`: its
+/// manifest record and the tag. Tests and benches write it straight into an index.
+pub fn recorded_push(
+    repository: &str,
+    tag: &str,
+    digest: &str,
+    size: u64,
+    at: regkeeper::index::UnixMillis,
+) -> [regkeeper::index::Write; 2] {
+    use regkeeper::index::{ManifestKind, ManifestRecord, Write};
+    [
+        Write::PutManifest(ManifestRecord {
+            kind: ManifestKind::Image,
+            total_size: size,
+            complete: true,
+            config_read: true,
+            ..ManifestRecord::bare(repository, digest, OCI_MANIFEST, at)
+        }),
+        Write::PushTag {
+            repository: repository.into(),
+            tag: tag.into(),
+            digest: digest.into(),
+            at,
+            only_if_unknown: false,
+        },
+    ]
+}
+
 fn reply(
     method: &Method,
     status: StatusCode,
