@@ -85,7 +85,18 @@ pub async fn run_once(
         CleanupMode::DryRun => None,
     };
     let loaded = planning::load(config, source).await?;
-    let plan = planning::plan(config, &loaded, started, Details::Removed);
+    // Decided without words first: a plan the breaker stops words nothing. One that goes ahead
+    // is evaluated again from the same inputs (the same decisions) with every verdict on what
+    // it removes worded for the audit log — at most `maxDeletions` tags unless forced.
+    let mut plan = planning::plan(config, &loaded, started, Details::Reasons);
+    let tripped = if force {
+        None
+    } else {
+        breaker::check(&plan, &config.cleanup)
+    };
+    if tripped.is_none() && plan.repositories.iter().any(|r| !r.actions.is_empty()) {
+        plan = planning::plan(config, &loaded, started, Details::Removed);
+    }
     let mut report = RunReport {
         run: run.clone(),
         mode,
@@ -98,7 +109,7 @@ pub async fn run_once(
         warnings: plan.warnings.clone(),
         steps: Vec::new(),
     };
-    if !force && let Some(why) = breaker::check(&plan, &config.cleanup) {
+    if let Some(why) = tripped {
         tracing::error!(
             run,
             why,

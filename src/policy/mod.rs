@@ -566,9 +566,11 @@ fn evaluate_repository(
 
 /// Manifests deletable on their own by the `untaggedManifests` rule, by digest order, with why:
 /// no tag points to them, nothing keeps them, no index in the repository lists them (the index
-/// decides for its children), the subject they refer to is gone (else it decides for them), not
-/// pulled within `pulledWithin`, and untagged longer than `maxAge` (and pushed longer ago than
-/// `pushedWithin`).
+/// decides for its children), they refer to no subject (a referrer goes only with its subject),
+/// not pulled within `pulledWithin`, and untagged longer than both `maxAge` and `pushedWithin`
+/// (an index's children, pushed before it, are untagged for a moment). None at all in a
+/// repository holding a manifest whose references are unknown (opaque, or not read whole): it
+/// may list any of them.
 fn untagged_deletable<'a>(
     repo: &'a RepositorySnapshot,
     scope: &Scope,
@@ -577,6 +579,9 @@ fn untagged_deletable<'a>(
     kept: &HashMap<&str, String>,
     now: UnixMillis,
 ) -> Vec<(&'a Digest, String)> {
+    if repo.manifests.values().any(|m| !m.references_known) {
+        return Vec::new();
+    }
     let listed: HashSet<&str> = repo
         .manifests
         .values()
@@ -598,9 +603,7 @@ fn untagged_deletable<'a>(
             !tagged.contains(digest)
                 && !kept.contains_key(digest)
                 && !listed.contains(digest)
-                && m.subject
-                    .as_deref()
-                    .is_none_or(|s| !repo.manifests.contains_key(s))
+                && m.subject.is_none()
                 && now.0.saturating_sub(m.untagged_since.0) >= window
                 && !pulled_recently(digest)
         })
@@ -609,7 +612,7 @@ fn untagged_deletable<'a>(
             (
                 &m.digest,
                 format!(
-                    "untagged for {} (≥ untaggedManifests.maxAge {}); no index or kept subject refers to it",
+                    "untagged for {} (≥ untaggedManifests.maxAge {}); no index refers to it",
                     rules::ago(age),
                     rule.max_age
                 ),

@@ -320,6 +320,12 @@ fn git_outcome(verdicts: &werf::GitVerdicts, digest: &str, details: super::Detai
                 None if verdicts.walked.is_empty() => {
                     "git: no policy selects a branch or tag of it".into()
                 }
+                // What each reference keeps is the same for all of this repository's images:
+                // `explain` lists it; a cleanup's audit of many removals does not repeat it.
+                None if details == super::Details::Removed => format!(
+                    "git: older than what the {} selected references keep",
+                    verdicts.walked.len()
+                ),
                 None => format!(
                     "git: older than what the selected references keep ({})",
                     verdicts.walked.join("; ")

@@ -46,6 +46,9 @@ pub struct Manifest {
     /// away from it (tag history), or when it was recorded. For a tagged manifest, a lower
     /// bound that the rules do not read.
     pub untagged_since: UnixMillis,
+    /// What it refers to (children, subject) is known: a complete record of a kind regkeeper
+    /// reads. An opaque or incomplete one may list manifests the index cannot see.
+    pub references_known: bool,
 }
 
 #[derive(Clone, Debug, Default)]
@@ -203,6 +206,7 @@ impl Manifest {
                 .or_else(|| record.labels.get(SOURCE))
                 .map(|s| s.as_str().into()),
             untagged_since: record.recorded_at,
+            references_known: record.complete && record.kind != ManifestKind::Opaque,
         }
     }
 }

@@ -189,6 +189,23 @@ fn two_tags_on_one_digest_the_kept_one_still_resolves_after_a_tombstone() {
         done.iter()
             .all(|e| !e["manifest_base64"].as_str().unwrap().is_empty())
     );
+    // With why no rule kept each: every rule's verdict in words.
+    for entry in &done {
+        let reasons: Vec<&str> = entry["reasons"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r.as_str().unwrap())
+            .collect();
+        assert!(
+            reasons
+                .iter()
+                .any(|r| r.starts_with("untracked: no commit link, pushed"))
+                && reasons.iter().any(|r| r.starts_with("pushed "))
+                && reasons.iter().any(|r| r.contains("always-kept patterns")),
+            "{entry:#}"
+        );
+    }
     let started = history
         .as_array()
         .unwrap()
