@@ -88,15 +88,19 @@ pub async fn run_once(
     // Decided without words first: a plan the breaker stops words nothing. One that goes ahead
     // is evaluated again from the same inputs (the same decisions) with every verdict on what
     // it removes worded for the audit log — at most `maxDeletions` tags unless forced.
-    let mut plan = planning::plan(config, &loaded, started, Details::Reasons);
+    let decided = planning::plan(config, &loaded, started, Details::Reasons);
     let tripped = if force {
         None
     } else {
-        breaker::check(&plan, &config.cleanup)
+        breaker::check(&decided, &config.cleanup)
     };
-    if tripped.is_none() && plan.repositories.iter().any(|r| !r.actions.is_empty()) {
-        plan = planning::plan(config, &loaded, started, Details::Removed);
-    }
+    let plan = if tripped.is_none() && decided.repositories.iter().any(|r| !r.actions.is_empty()) {
+        // Dropped first: two plans of a large registry need not be held at once.
+        drop(decided);
+        planning::plan(config, &loaded, started, Details::Removed)
+    } else {
+        decided
+    };
     let mut report = RunReport {
         run: run.clone(),
         mode,
