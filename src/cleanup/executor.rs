@@ -116,8 +116,10 @@ pub struct Executor<'a> {
     pub run: String,
     pub concurrency: usize,
     pub deadline: Instant,
-    /// When the plan was made: a tag pushed after it is not touched.
+    /// When the plan was made: a tag pushed or pulled after it is not touched.
     pub planned_at: UnixMillis,
+    /// What the clusters use now, read again during the run.
+    guard: Option<&'a super::guard::UsageGuard<'a>>,
     /// Repository → its tags in the index (name → digest), read after the plan, and again
     /// when the index has seen a tag pushed to the repository since (see `tags_on`).
     index_tags: Mutex<HashMap<String, IndexTags>>,
@@ -215,9 +217,16 @@ impl<'a> Executor<'a> {
             concurrency: concurrency.max(1),
             deadline,
             planned_at,
+            guard: None,
             index_tags: Mutex::new(HashMap::new()),
             upstream_tags: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Asks `guard` before each step whether a workload uses its image now.
+    pub fn guarded_by(mut self, guard: Option<&'a super::guard::UsageGuard<'a>>) -> Self {
+        self.guard = guard;
+        self
     }
 
     /// Runs every step, `concurrency` at a time; returns each step's report in step order.
@@ -366,6 +375,30 @@ impl<'a> Executor<'a> {
     /// Why the step must not run (something changed since the plan), or `None`. The first tag
     /// was already fetched (see `execute`).
     async fn changed(&self, step: &Step) -> Result<Option<String>, CleanupError> {
+        if let Some(why) = self
+            .guard
+            .and_then(|g| g.blocks(&step.repository, &step.tags, &step.digest))
+        {
+            return Ok(Some(why));
+        }
+        // A pull through the proxy since the plan: someone uses it right now.
+        let pulled_refs = match step.action {
+            AuditAction::DeleteDigest => step.tags.len() + 1,
+            AuditAction::Untag => step.tags.len(),
+        };
+        for reference in step
+            .tags
+            .iter()
+            .map(String::as_str)
+            .chain([step.digest.as_str()])
+            .take(pulled_refs)
+        {
+            if let Some(pulls) = self.index.pulls(&step.repository, reference)?
+                && pulls.last_pulled > self.planned_at
+            {
+                return Ok(Some(format!("{reference} was pulled after the plan")));
+            }
+        }
         for (i, tag) in step.tags.iter().enumerate() {
             // The upstream's word: where the tag points right now.
             if i > 0 {
@@ -614,5 +647,53 @@ mod tests {
         }
         assert_eq!(counted.tag_pushes("team/app"), Some(2));
         assert_eq!(counted.tag_pushes("nobody/pushed"), Some(0));
+    }
+
+    /// A pull through the proxy after the plan (someone uses the image right now) stops the
+    /// step; one before it does not.
+    #[tokio::test]
+    async fn a_tag_pulled_after_the_plan_is_left_alone() {
+        let config = Config::load_str(
+            std::path::Path::new("test.yaml"),
+            "upstream:\n  url: http://127.0.0.1:9\n",
+            |_| None,
+        )
+        .unwrap();
+        let client =
+            RegistryClient::new(&config, crate::upstream::client_tls(&config).unwrap()).unwrap();
+        let digest = "sha256:0000000000000000000000000000000000000000000000000000000000000002";
+        let index = crate::index::in_memory();
+        index.apply(&[push("team/app", "old", digest)]).unwrap();
+        let executor = Executor::new(
+            &client,
+            &index,
+            CleanupMode::Enforce,
+            "run".into(),
+            1,
+            Instant::now(),
+            UnixMillis(5),
+        );
+        let step = Step {
+            seq: 1,
+            repository: "team/app".into(),
+            digest: digest.into(),
+            action: AuditAction::Untag,
+            tags: vec!["old".into()],
+            bytes: 0,
+            reasons: Vec::new(),
+        };
+        let pulled = |at: u64| Write::RecordPulls {
+            repository: "team/app".into(),
+            reference: "old".into(),
+            count: 1,
+            last: UnixMillis(at),
+        };
+        index.apply(&[pulled(4)]).unwrap();
+        assert_eq!(executor.changed(&step).await.unwrap(), None);
+        index.apply(&[pulled(6)]).unwrap();
+        assert_eq!(
+            executor.changed(&step).await.unwrap().as_deref(),
+            Some("old was pulled after the plan")
+        );
     }
 }

@@ -10,6 +10,7 @@
 
 pub mod breaker;
 pub mod executor;
+pub mod guard;
 pub mod history;
 pub mod recovery;
 pub mod schedule;
@@ -129,6 +130,11 @@ pub async fn run_once(
     }
     let steps = executor::steps(&plan);
     tracing::info!(run, ?mode, steps = steps.len(), "cleanup run starts");
+    // The clusters are read again right before the first step, and while the steps go on.
+    let guard = guard::UsageGuard::new(&config.retention).filter(|_| !steps.is_empty());
+    if let Some(guard) = &guard {
+        guard.refresh().await;
+    }
     let executor = executor::Executor::new(
         client,
         index,
@@ -137,8 +143,15 @@ pub async fn run_once(
         config.cleanup.concurrency,
         clock + config.cleanup.deadline.0,
         started,
-    );
-    report.steps = executor.run(steps).await;
+    )
+    .guarded_by(guard.as_ref());
+    report.steps = match &guard {
+        Some(guard) => tokio::select! {
+            steps = executor.run(steps) => steps,
+            never = guard.keep_fresh() => match never {},
+        },
+        None => executor.run(steps).await,
+    };
     report.counts = executor::tally(&report.steps);
     for step in &report.steps {
         if step.outcome.removes() {

@@ -699,6 +699,17 @@ fn kube_api(
     pods: String,
     forbidden: &'static [&'static str],
 ) -> String {
+    kube_api_over_time(runtime, vec![pods], forbidden)
+}
+
+/// [`kube_api`] whose n-th pod listing is answered with `pods[n]` (the last one from then on):
+/// a cluster that changes while regkeeper looks.
+fn kube_api_over_time(
+    runtime: &tokio::runtime::Runtime,
+    pods: Vec<String>,
+    forbidden: &'static [&'static str],
+) -> String {
+    let listings = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
     use http_body_util::Full;
     use hyper::{Request, Response, body::Incoming};
     let listener = runtime
@@ -716,13 +727,15 @@ fn kube_api(
                 continue;
             };
             let (pods, forbidden_body) = (pods.clone(), forbidden_body.clone());
+            let listings = listings.clone();
             tokio::spawn(async move {
                 let service = hyper::service::service_fn(move |request: Request<Incoming>| {
                     let path = request.uri().path().to_string();
                     let (status, body) = if forbidden.contains(&path.as_str()) {
                         (403, forbidden_body.clone())
                     } else if path == "/api/v1/pods" {
-                        (200, pods.clone())
+                        let n = listings.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                        (200, pods[n.min(pods.len() - 1)].clone())
                     } else {
                         let kind = path.rsplit('/').next().unwrap_or("items");
                         (
@@ -815,6 +828,49 @@ fn a_pod_running_an_image_by_digest_keeps_it_whatever_its_tag_says() {
     );
     assert!(case.exists("team/app:old-a"));
     assert!(has_manifest(&case.registry, "team/app", &running));
+}
+
+#[test]
+fn a_rollback_to_a_planned_image_during_the_run_keeps_it() {
+    let mut case = Case::new(Registry::start(), "");
+    case.image("a");
+    case.image("b");
+    case.push("a", "team/app:old-a");
+    case.push("b", "team/app:old-b");
+    case.regkeeper(&["sync"]).expect_ok();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let host = "registry.example.com";
+    // Nothing runs old-b when the plan is made; by the first deletion a deployment was rolled
+    // back to it.
+    let api = kube_api_over_time(
+        &runtime,
+        vec![pod_list(&[]), pod_list(&[format!("{host}/team/app:old-b")])],
+        &[],
+    );
+    with_retention(&case, &cluster(case.work.path(), &api, host));
+
+    let report = case.apply(&["--mode", "enforce"]);
+    assert_eq!(outcome_of(&report, "old-a"), "deleted", "{report:#}");
+    assert_eq!(
+        outcome_of(&report, "old-b"),
+        "skipped-changed",
+        "{report:#}"
+    );
+    let step = report["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["tags"] == serde_json::json!(["old-b"]))
+        .unwrap();
+    assert!(
+        step["detail"]
+            .as_str()
+            .unwrap()
+            .starts_with("now used by prod/Pod/api-1"),
+        "{step}"
+    );
+    assert!(case.exists("team/app:old-b"));
+    assert!(!case.exists("team/app:old-a"));
 }
 
 #[test]
