@@ -4,8 +4,9 @@
 //! accepts from the same listening socket (a duplicated descriptor, so an idle worker tends to
 //! take the next connection) and owns its own upstream connection pool. A request and its upstream
 //! connection never change threads, which saves the cross-thread wakeups a work-stealing runtime
-//! pays per request. The main thread runs a control runtime: the admin listener, signals, and
-//! shutdown (stop accepting, let in-flight requests finish within the grace period).
+//! pays per request. A control runtime (two threads) runs the admin listener, signals, the index
+//! writer, sync, the cleanup schedule, and shutdown (stop accepting, let in-flight requests finish
+//! within the grace period).
 //!
 //! May call: `proxy`, `admin`, `upstream`, `tls`, `events`, `index`, `registry`, `configs`,
 //! `linking`, `sync`.
@@ -171,7 +172,11 @@ pub fn serve(config: Config) -> Result<(), ServeError> {
         config.listen
     );
 
-    let control = tokio::runtime::Builder::new_current_thread()
+    // Two workers: an evaluation or the index read moves off one (`planning::off_the_runtime`)
+    // while the writer and the admin listener go on.
+    let control = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("regkeeper-control")
         .enable_all()
         .build()
         .map_err(ServeError::Runtime)?;

@@ -1,7 +1,8 @@
 //! `plan` and `explain` while `serve` holds the index: `GET /api/v1/plan` and
 //! `GET /api/v1/explain?reference=R:T`, both with `at` (ms since the epoch; default now) and
 //! `format` (`json`, the default, or `table`: the same text the commands print). One evaluation
-//! runs at a time; it reads the index snapshot and git off the async threads.
+//! runs at a time; its reading and evaluating move off the async workers
+//! (`planning::off_the_runtime`).
 
 use std::sync::Arc;
 
@@ -80,19 +81,14 @@ impl PlanApi {
             .acquire()
             .await
             .map_err(|_| error(StatusCode::SERVICE_UNAVAILABLE, "shutting down".into()))?;
-        let (config, mirror) = (self.config.clone(), self.mirror.clone());
-        let local = tokio::task::spawn_blocking(move || {
-            planning::read_local(&config, planning::Source::Mirror(&mirror))
-        })
-        .await
-        .map_err(|e| error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
-        let mut loaded = local.map_err(|e| {
-            error(
-                StatusCode::SERVICE_UNAVAILABLE,
-                format!("the index cannot be read: {e}"),
-            )
-        })?;
-        loaded.usage = crate::sources::usage::collect(&self.config.retention).await;
+        let loaded = planning::load(&self.config, planning::Source::Mirror(&self.mirror))
+            .await
+            .map_err(|e| {
+                error(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    format!("the index cannot be read: {e}"),
+                )
+            })?;
         Ok(planning::plan(&self.config, &loaded, at, details))
     }
 }

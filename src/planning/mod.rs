@@ -30,7 +30,7 @@ pub struct Loaded {
 /// repository or cluster that cannot be read is recorded as such: the plan keeps what it
 /// could have kept (`git-unproven`, `kubernetes-unavailable`).
 pub async fn load(config: &Config, source: Source<'_>) -> Result<Loaded, IndexError> {
-    let mut loaded = read_local(config, source)?;
+    let mut loaded = off_the_runtime(|| read_local(config, source))?;
     let started = Instant::now();
     loaded.usage = crate::sources::usage::collect(&config.retention).await;
     loaded
@@ -108,15 +108,30 @@ fn linked_commits(snapshot: &Snapshot) -> impl Iterator<Item = &str> {
         .flat_map(|r| r.links.values().flatten().map(|c| &**c))
 }
 
+/// Runs disk- or CPU-bound `work` (reading the index and git, evaluating a million tags)
+/// without holding up the tasks that share this thread — in `serve`, the index writer and the
+/// admin listener's health checks: moved off a multi-threaded runtime's workers, inline
+/// elsewhere (a command's own single-threaded runtime, where nothing else waits).
+pub fn off_the_runtime<R>(work: impl FnOnce() -> R) -> R {
+    match tokio::runtime::Handle::try_current() {
+        Ok(handle) if handle.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+            tokio::task::block_in_place(work)
+        }
+        _ => work(),
+    }
+}
+
 /// The plan for `loaded` as of `now`; `details` for `explain` (every rule's verdict in words).
 pub fn plan(config: &Config, loaded: &Loaded, now: UnixMillis, details: Details) -> Plan {
-    let (plan, timings) = policy::evaluate_timed(&Inputs {
-        snapshot: &loaded.snapshot,
-        git: &loaded.git,
-        usage: &loaded.usage,
-        retention: &config.retention,
-        now,
-        details,
+    let (plan, timings) = off_the_runtime(|| {
+        policy::evaluate_timed(&Inputs {
+            snapshot: &loaded.snapshot,
+            git: &loaded.git,
+            usage: &loaded.usage,
+            retention: &config.retention,
+            now,
+            details,
+        })
     });
     tracing::debug!(
         git_walks = timings.git_walks,
@@ -349,6 +364,29 @@ pub fn parse_time(text: &str, now: UnixMillis) -> Result<UnixMillis, String> {
 
 #[cfg(test)]
 mod tests {
+    /// With one worker, a task spawned beside blocking work runs only if the work was moved
+    /// off the worker.
+    #[test]
+    fn blocking_work_leaves_the_runtime_to_other_tasks() {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            tokio::spawn(async {
+                let (ran, seen) = std::sync::mpsc::channel();
+                tokio::spawn(async move { ran.send(()).unwrap() });
+                super::off_the_runtime(|| {
+                    seen.recv_timeout(std::time::Duration::from_secs(30))
+                        .expect("the other task never ran: the worker was held")
+                });
+            })
+            .await
+            .unwrap();
+        });
+    }
+
     use super::*;
 
     #[test]
