@@ -287,6 +287,15 @@ impl<'a> Executor<'a> {
                 return self.skip_changed(step, why);
             }
             None if step.tags.is_empty() => {
+                if self.mode == CleanupMode::Enforce {
+                    // Deleted by someone else: the index forgets it, so later plans stop
+                    // planning it (sync, which crawls tags, would never notice).
+                    self.index.apply(&[Write::DeleteChecked {
+                        repository: step.repository.clone(),
+                        digest: step.digest.clone(),
+                        tags: Vec::new(),
+                    }])?;
+                }
                 return Ok((
                     StepOutcome::SkippedGone,
                     "the upstream no longer has the digest".into(),

@@ -15,3 +15,4 @@ mod tls;
 mod transfers;
 mod untag;
 mod uploads;
+mod vanished;
