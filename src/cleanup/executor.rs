@@ -601,6 +601,17 @@ mod tests {
     use super::*;
     use crate::{config::Config, index::ManifestRecord, mirror::Mirror};
 
+    /// A client for an upstream nothing listens on: these tests make no upstream call.
+    fn client() -> RegistryClient {
+        let config = Config::load_str(
+            std::path::Path::new("test.yaml"),
+            "upstream:\n  url: http://127.0.0.1:9\n",
+            |_| None,
+        )
+        .unwrap();
+        RegistryClient::new(&config, crate::upstream::client_tls(&config).unwrap()).unwrap()
+    }
+
     fn push(repository: &str, tag: &str, digest: &str) -> Write {
         Write::PushTag {
             repository: repository.into(),
@@ -615,14 +626,7 @@ mod tests {
     /// counts them (serve's mirror), and is read once otherwise.
     #[test]
     fn a_tag_pushed_during_the_run_onto_a_planned_digest_is_seen() {
-        let config = Config::load_str(
-            std::path::Path::new("test.yaml"),
-            "upstream:\n  url: http://127.0.0.1:9\n",
-            |_| None,
-        )
-        .unwrap();
-        let client =
-            RegistryClient::new(&config, crate::upstream::client_tls(&config).unwrap()).unwrap();
+        let client = client();
         let old = "sha256:0000000000000000000000000000000000000000000000000000000000000001";
         let setup = [
             Write::PutManifest(ManifestRecord::bare("team/app", old, "x", UnixMillis(1))),
@@ -662,14 +666,7 @@ mod tests {
     /// step; one before it does not.
     #[tokio::test]
     async fn a_tag_pulled_after_the_plan_is_left_alone() {
-        let config = Config::load_str(
-            std::path::Path::new("test.yaml"),
-            "upstream:\n  url: http://127.0.0.1:9\n",
-            |_| None,
-        )
-        .unwrap();
-        let client =
-            RegistryClient::new(&config, crate::upstream::client_tls(&config).unwrap()).unwrap();
+        let client = client();
         let digest = "sha256:0000000000000000000000000000000000000000000000000000000000000002";
         let index = crate::index::in_memory();
         index.apply(&[push("team/app", "old", digest)]).unwrap();

@@ -4,18 +4,16 @@
 //! throwaway manifests.
 
 use regkeeper::{
-    cleanup::{self, RunReport},
+    cleanup::RunReport,
     config::{CleanupMode, Config},
     index::{Index, UnixMillis},
-    planning::Source,
-    registry::RegistryClient,
 };
 
 use crate::{
     cleanup::RULES,
     support::{
         memory_registry::{MemoryRegistry, TagDelete, recorded_push},
-        regkeeper::cli_config,
+        regkeeper::{cli_config, run_cleanup},
     },
 };
 
@@ -52,18 +50,7 @@ fn run(tag_delete: TagDelete) -> (MemoryRegistry, RunReport, String) {
             .apply(&recorded_push(REPOSITORY, tag, &digest, 500, long_ago))
             .unwrap();
     }
-    let client =
-        RegistryClient::new(&config, regkeeper::upstream::client_tls(&config).unwrap()).unwrap();
-    let report = runtime
-        .block_on(cleanup::run_once(
-            &config,
-            Source::Index(&index),
-            &index,
-            &client,
-            CleanupMode::Enforce,
-            false,
-        ))
-        .unwrap();
+    let report = run_cleanup(&runtime, &config, &index, CleanupMode::Enforce);
     (registry, report, x)
 }
 

@@ -3,18 +3,15 @@
 //! planning it.
 
 use regkeeper::{
-    cleanup,
     config::{CleanupMode, Config},
     index::{Index, UnixMillis},
-    planning::Source,
-    registry::RegistryClient,
 };
 
 use crate::{
     cleanup::RULES,
     support::{
         memory_registry::{MemoryRegistry, TagDelete, recorded_push},
-        regkeeper::cli_config,
+        regkeeper::{cli_config, run_cleanup},
     },
 };
 
@@ -34,20 +31,7 @@ fn an_untagged_manifest_deleted_by_someone_else_is_forgotten() {
     let lost = "sha256:1111111111111111111111111111111111111111111111111111111111111111";
     let [manifest, _tag] = recorded_push("team/app", "gone", lost, 500, long_ago);
     index.apply(&[manifest]).unwrap();
-    let client =
-        RegistryClient::new(&config, regkeeper::upstream::client_tls(&config).unwrap()).unwrap();
-    let run = || {
-        runtime
-            .block_on(cleanup::run_once(
-                &config,
-                Source::Index(&index),
-                &index,
-                &client,
-                CleanupMode::Enforce,
-                false,
-            ))
-            .unwrap()
-    };
+    let run = || run_cleanup(&runtime, &config, &index, CleanupMode::Enforce);
 
     let first = run();
     assert_eq!(first.steps.len(), 1, "{:#?}", first.steps);

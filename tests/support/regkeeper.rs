@@ -235,3 +235,25 @@ pub fn cli_config(dir: &std::path::Path, upstream_url: &str, extra: &str) -> Pat
     .unwrap();
     path
 }
+
+/// One cleanup run in this process against `config`'s upstream, over `index` (which the test
+/// filled), as `regkeeper apply --mode MODE` would run it.
+pub fn run_cleanup(
+    runtime: &tokio::runtime::Runtime,
+    config: &regkeeper::config::Config,
+    index: &dyn regkeeper::index::Index,
+    mode: regkeeper::config::CleanupMode,
+) -> regkeeper::cleanup::RunReport {
+    let tls = regkeeper::upstream::client_tls(config).unwrap();
+    let client = regkeeper::registry::RegistryClient::new(config, tls).unwrap();
+    runtime
+        .block_on(regkeeper::cleanup::run_once(
+            config,
+            regkeeper::planning::Source::Index(index),
+            index,
+            &client,
+            mode,
+            false,
+        ))
+        .unwrap()
+}
