@@ -559,6 +559,42 @@ fn serve_runs_cleanups_on_its_schedule_over_what_it_recorded() {
     );
 }
 
+#[test]
+fn serve_runs_cleanups_at_the_times_of_a_cron_schedule() {
+    let registry = Registry::start();
+    // Every minute: the first run comes at the next minute boundary (within 60 s).
+    let proxy = crate::support::Regkeeper::start_with(
+        &registry.url(),
+        &format!("{RULES}  mode: enforce\n  schedule: \"* * * * *\"\n"),
+    );
+    let work = tempfile::tempdir().unwrap();
+    let mut layout = Layout::new(&work.path().join("layout"));
+    let image = layout.add_image(&ImageSpec {
+        layers: vec![tar_gz_layer("name.txt", b"b", false)],
+        ..ImageSpec::default()
+    });
+    layout.tag("b", &image);
+    skopeo_copy(
+        &format!("oci:{}:b", layout.dir.display()),
+        &format!("docker://{}/team/app:old-b", proxy.host()),
+        &[],
+    );
+    let waited = std::time::Instant::now();
+    while has_manifest(&registry, "team/app", &image.digest) {
+        assert!(
+            waited.elapsed() < std::time::Duration::from_secs(150),
+            "no scheduled run deleted old-b:\n{}",
+            proxy.logs()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    }
+    assert!(
+        proxy.logs().contains("cleanup run finished"),
+        "{}",
+        proxy.logs()
+    );
+}
+
 /// Whether the registry still has manifest `digest` in `repository`.
 pub(crate) fn has_manifest(registry: &Registry, repository: &str, digest: &str) -> bool {
     std::process::Command::new("skopeo")
