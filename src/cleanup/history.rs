@@ -151,7 +151,7 @@ pub async fn restore_all(
                 .filter(|e| e.run == run && e.state == AuditState::Done)
                 .collect();
             // Untagged before tagged; among them, what lists no children before what does.
-            done.sort_by_key(|e| (!e.tags.is_empty(), lists_children(e)));
+            done.sort_by_cached_key(|e| (!e.tags.is_empty(), lists_children(e)));
             let found: Vec<_> = done
                 .into_iter()
                 .flat_map(|e| {
