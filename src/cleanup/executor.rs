@@ -430,6 +430,16 @@ impl<'a> Executor<'a> {
             }
         }
         if step.action == AuditAction::DeleteDigest {
+            // Pushed again by digest since the plan (a build reproducing an old image, an
+            // index's child pushed before its index): a new push is about to use it.
+            if let Some(record) = self.index.manifest(&step.repository, &step.digest)?
+                && record.recorded_at > self.planned_at
+            {
+                return Ok(Some(format!(
+                    "{} was pushed again after the plan",
+                    step.digest
+                )));
+            }
             // Never delete a digest another tag now points to: DELETE by digest takes every
             // tag on it. The index knows the pushes through the proxy; the upstream's own
             // listing catches those that bypassed it.
@@ -660,6 +670,46 @@ mod tests {
         }
         assert_eq!(counted.tag_pushes("team/app"), Some(2));
         assert_eq!(counted.tag_pushes("nobody/pushed"), Some(0));
+    }
+
+    /// A manifest pushed again by digest after the plan (an index's child about to be listed
+    /// again) is left alone; the check comes before any upstream call.
+    #[tokio::test]
+    async fn a_manifest_pushed_again_after_the_plan_is_left_alone() {
+        let client = client();
+        let digest = "sha256:0000000000000000000000000000000000000000000000000000000000000003";
+        let index = crate::index::in_memory();
+        let pushed = |at: u64| {
+            Write::PutManifest(ManifestRecord::bare(
+                "team/app",
+                digest,
+                "x",
+                UnixMillis(at),
+            ))
+        };
+        index.apply(&[pushed(6)]).unwrap();
+        let executor = Executor::new(
+            &client,
+            &index,
+            CleanupMode::Enforce,
+            "run".into(),
+            1,
+            Instant::now(),
+            UnixMillis(5),
+        );
+        let step = Step {
+            seq: 1,
+            repository: "team/app".into(),
+            digest: digest.into(),
+            action: AuditAction::DeleteDigest,
+            tags: Vec::new(),
+            bytes: 0,
+            reasons: Vec::new(),
+        };
+        assert_eq!(
+            executor.changed(&step).await.unwrap(),
+            Some(format!("{digest} was pushed again after the plan"))
+        );
     }
 
     /// A pull through the proxy after the plan (someone uses the image right now) stops the
