@@ -52,6 +52,7 @@ fn main() {
                 )]),
                 labels: BTreeMap::new(),
                 recorded_at: UnixMillis(i),
+                untagged_at: None,
                 complete: true,
                 config_read: false,
                 problem: None,

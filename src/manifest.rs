@@ -132,6 +132,7 @@ pub fn parse(
         annotations: parsed.annotations,
         labels: BTreeMap::new(),
         recorded_at: at,
+        untagged_at: None,
         complete: true,
         config_read: false,
         problem,

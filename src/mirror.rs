@@ -366,6 +366,7 @@ mod tests {
                     .apply(&[Write::DeleteTag {
                         repository,
                         tag: format!("t{}", i % 5),
+                        at: UnixMillis(i as u64),
                     }])
                     .unwrap();
             }

@@ -341,6 +341,7 @@ impl<'a> Executor<'a> {
                     Write::DeleteTag {
                         repository: step.repository.clone(),
                         tag: tag.clone(),
+                        at: UnixMillis::now(),
                     },
                 )
             }

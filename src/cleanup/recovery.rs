@@ -121,6 +121,7 @@ async fn settle_untag(
     let gone = Write::DeleteTag {
         repository: entry.repository.clone(),
         tag: tag.clone(),
+        at: entry.at,
     };
     let Some(now) = client.manifest(&entry.repository, tag).await? else {
         return Ok((

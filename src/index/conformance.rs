@@ -33,6 +33,7 @@ fn manifest(repository: &str, digest: &str) -> ManifestRecord {
         annotations: BTreeMap::from([("org.opencontainers.image.revision".into(), "abc".into())]),
         labels: BTreeMap::new(),
         recorded_at: UnixMillis(5),
+        untagged_at: None,
         complete: true,
         config_read: false,
         problem: None,
@@ -141,10 +142,16 @@ fn delete_tag_keeps_the_manifest(index: &dyn Index) {
         .apply(&[Write::DeleteTag {
             repository: "a".into(),
             tag: "t".into(),
+            at: UnixMillis(9),
         }])
         .unwrap();
     assert!(index.tag("a", "t").unwrap().is_none());
-    assert_eq!(index.manifest("a", D1).unwrap().unwrap(), manifest("a", D1));
+    // The manifest stays, knowing since when it is untagged.
+    let untagged = ManifestRecord {
+        untagged_at: Some(UnixMillis(9)),
+        ..manifest("a", D1)
+    };
+    assert_eq!(index.manifest("a", D1).unwrap().unwrap(), untagged);
 }
 
 fn writes_in_one_batch_see_each_other(index: &dyn Index) {
@@ -324,6 +331,53 @@ fn whole_index_scans_see_every_link_and_pull(index: &dyn Index) {
     assert_eq!(pulled[0].1.count, 2);
 }
 
+/// A manifest remembers when a tag last stopped pointing to it: moved on (push), deleted, or
+/// found gone by sync (as of its listing); a new push of the manifest itself starts afresh.
+fn manifests_remember_when_they_lost_a_tag(index: &dyn Index) {
+    let untagged_at = |digest: &str| index.manifest("a", digest).unwrap().unwrap().untagged_at;
+    index
+        .apply(&[
+            Write::PutManifest(manifest("a", D1)),
+            Write::PutManifest(manifest("a", D2)),
+            push("a", "latest", D1, 1),
+            push("a", "other", D2, 1),
+        ])
+        .unwrap();
+    assert_eq!(untagged_at(D1), None);
+    index.apply(&[push("a", "latest", D2, 7)]).unwrap();
+    assert_eq!(untagged_at(D1), Some(UnixMillis(7)));
+    assert_eq!(untagged_at(D2), None);
+    index
+        .apply(&[Write::ForgetTag {
+            repository: "a".into(),
+            tag: "other".into(),
+            listed: UnixMillis(20),
+        }])
+        .unwrap();
+    assert_eq!(untagged_at(D2), Some(UnixMillis(20)));
+    index
+        .apply(&[Write::DeleteTag {
+            repository: "a".into(),
+            tag: "latest".into(),
+            at: UnixMillis(30),
+        }])
+        .unwrap();
+    assert_eq!(untagged_at(D2), Some(UnixMillis(30)));
+    // Never earlier than what it knew; a tag never seen changes nothing.
+    index
+        .apply(&[Write::DeleteTag {
+            repository: "a".into(),
+            tag: "never".into(),
+            at: UnixMillis(40),
+        }])
+        .unwrap();
+    assert_eq!(untagged_at(D2), Some(UnixMillis(30)));
+    index
+        .apply(&[Write::PutManifest(manifest("a", D2))])
+        .unwrap();
+    assert_eq!(untagged_at(D2), None);
+}
+
 macro_rules! conformance {
     ($($case:ident),* $(,)?) => {
         mod memory {
@@ -353,6 +407,7 @@ conformance!(
     forgetting_a_tag_spares_pushes_sync_could_not_have_seen,
     sync_progress_is_stored,
     whole_index_scans_see_every_link_and_pull,
+    manifests_remember_when_they_lost_a_tag,
 );
 
 /// Opens again after a drop in this process: sled's background flusher may hold the file lock a

@@ -84,6 +84,11 @@ pub struct ManifestRecord {
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub labels: BTreeMap<String, String>,
     pub recorded_at: UnixMillis,
+    /// The last moment a tag stopped pointing to it (moved to another digest, or deleted):
+    /// how long it has been untagged, for the untagged-manifests rule. A push of the manifest
+    /// itself writes a new record (and a newer `recorded_at`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub untagged_at: Option<UnixMillis>,
     /// False when the body was over the capture cap or did not parse: `sync` fills it in.
     pub complete: bool,
     /// The image config was read (`created` and `labels` are what it says).
@@ -113,6 +118,7 @@ impl ManifestRecord {
             annotations: BTreeMap::new(),
             labels: BTreeMap::new(),
             recorded_at: at,
+            untagged_at: None,
             complete: false,
             config_read: false,
             problem: None,
@@ -272,8 +278,12 @@ pub enum Write {
     LinkCommit(CommitLink),
     /// The registry deleted this digest from the repository: the manifest and every tag on it.
     DeleteManifest { repository: String, digest: String },
-    /// The tag no longer exists (its digest may stay).
-    DeleteTag { repository: String, tag: String },
+    /// The tag no longer exists (its digest may stay) as of `at`.
+    DeleteTag {
+        repository: String,
+        tag: String,
+        at: UnixMillis,
+    },
     /// Cleanup deleted this digest and these, its only tags (it checked): the manifest and the
     /// named tags go, without scanning the repository's other tags as `DeleteManifest` does.
     DeleteChecked {

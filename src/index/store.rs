@@ -10,7 +10,7 @@ use super::{
     kv::{KvStore, KvWrite},
     model::{
         AuditEntry, CleanupLock, CleanupRun, CommitLink, LinkSource, ManifestRecord,
-        PreviousDigest, PullStats, SyncState, TagRecord, Write,
+        PreviousDigest, PullStats, SyncState, TagRecord, UnixMillis, Write,
     },
 };
 
@@ -302,6 +302,21 @@ fn note_repository<K: KvStore>(pending: &mut Pending<'_, K>, repository: &str) {
     pending.set(key(REPOSITORY, &[repository]), Some(encode(&())));
 }
 
+/// A tag stopped pointing to `digest` at `at`: the manifest (if recorded) remembers when.
+fn note_untagged<K: KvStore>(
+    pending: &mut Pending<'_, K>,
+    repository: &str,
+    digest: &str,
+    at: UnixMillis,
+) -> Result<(), IndexError> {
+    let key = key(MANIFEST, &[repository, digest]);
+    if let Some(mut record) = pending.get::<ManifestRecord>(&key)? {
+        record.untagged_at = Some(record.untagged_at.map_or(at, |known| known.max(at)));
+        pending.put(key, &record);
+    }
+    Ok(())
+}
+
 fn apply_one<K: KvStore>(pending: &mut Pending<'_, K>, write: &Write) -> Result<(), IndexError> {
     match write {
         Write::PushTag {
@@ -316,6 +331,7 @@ fn apply_one<K: KvStore>(pending: &mut Pending<'_, K>, write: &Write) -> Result<
                 Some(_) if *only_if_unknown => return Ok(()),
                 Some(mut record) => {
                     if record.digest != *digest {
+                        note_untagged(pending, repository, &record.digest, *at)?;
                         record.history.push(PreviousDigest {
                             digest: std::mem::replace(&mut record.digest, digest.clone()),
                             replaced_at: *at,
@@ -383,8 +399,10 @@ fn apply_one<K: KvStore>(pending: &mut Pending<'_, K>, write: &Write) -> Result<
             let key = key(TAG, &[repository, tag]);
             let stale = pending
                 .get::<TagRecord>(&key)?
-                .is_some_and(|t| t.last_pushed < *listed);
-            if stale {
+                .filter(|t| t.last_pushed < *listed);
+            if let Some(gone) = stale {
+                // Gone some time before the listing: the latest it can have been untagged.
+                note_untagged(pending, repository, &gone.digest, *listed)?;
                 pending.remove(key);
             }
         }
@@ -411,7 +429,17 @@ fn apply_one<K: KvStore>(pending: &mut Pending<'_, K>, write: &Write) -> Result<
                 }
             }
         }
-        Write::DeleteTag { repository, tag } => pending.remove(key(TAG, &[repository, tag])),
+        Write::DeleteTag {
+            repository,
+            tag,
+            at,
+        } => {
+            let key = key(TAG, &[repository, tag]);
+            if let Some(gone) = pending.get::<TagRecord>(&key)? {
+                note_untagged(pending, repository, &gone.digest, *at)?;
+            }
+            pending.remove(key);
+        }
         Write::DeleteChecked {
             repository,
             digest,

@@ -43,8 +43,9 @@ pub struct Manifest {
     /// `org.opencontainers.image.source`, from the annotation or else the config label.
     pub source: Option<Box<str>>,
     /// Since when no tag points to it as far as the index knows: the latest moment a tag moved
-    /// away from it (tag history), or when it was recorded. For a tagged manifest, a lower
-    /// bound that the rules do not read.
+    /// away from it or was deleted (the record's `untagged_at`, or tag histories for records
+    /// written before it existed), or when it was recorded. For a tagged manifest, a lower bound
+    /// that the rules do not read.
     pub untagged_since: UnixMillis,
     /// What it refers to (children, subject) is known: a complete record of a kind regkeeper
     /// reads. An opaque or incomplete one may list manifests the index cannot see.
@@ -205,7 +206,9 @@ impl Manifest {
                 .get(SOURCE)
                 .or_else(|| record.labels.get(SOURCE))
                 .map(|s| s.as_str().into()),
-            untagged_since: record.recorded_at,
+            untagged_since: record
+                .recorded_at
+                .max(record.untagged_at.unwrap_or_default()),
             references_known: record.complete && record.kind != ManifestKind::Opaque,
         }
     }

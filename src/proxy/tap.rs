@@ -156,7 +156,11 @@ impl Tap {
             } if status == StatusCode::ACCEPTED => {
                 let write = match reference {
                     OwnedReference::Digest(digest) => Write::DeleteManifest { repository, digest },
-                    OwnedReference::Tag(tag) => Write::DeleteTag { repository, tag },
+                    OwnedReference::Tag(tag) => Write::DeleteTag {
+                        repository,
+                        tag,
+                        at: UnixMillis::now(),
+                    },
                 };
                 events.send(RegistryEvent::Record(vec![write]));
             }

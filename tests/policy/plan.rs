@@ -439,6 +439,7 @@ fn untagged_case() -> (Snapshot, Vec<(&'static str, String)>) {
         d("sbom-of-nothing"),
         d("pulled"),
         d("running"),
+        d("tag-deleted-1d"),
     ];
     let digest = |name: &str| named.iter().find(|(n, _)| *n == name).unwrap().1.clone();
     let recorded = |name: &str, seconds_ago: i64| ManifestRecord {
@@ -455,6 +456,11 @@ fn untagged_case() -> (Snapshot, Vec<(&'static str, String)>) {
         recorded("child-tagged", 20 * DAY),
         recorded("pulled", 20 * DAY),
         recorded("running", 20 * DAY),
+        // Pushed 20 days ago, its tag deleted yesterday: untagged for a day only.
+        ManifestRecord {
+            untagged_at: Some(at(DAY)),
+            ..recorded("tag-deleted-1d", 20 * DAY)
+        },
     ];
     let mut index = recorded("index", 20 * DAY);
     index.children = vec![digest("child-untagged"), digest("child-tagged")];
@@ -556,7 +562,8 @@ fn untagged_manifests_go_only_when_nothing_refers_to_them_and_they_are_old_enoug
         "{:#?}",
         plan.repositories[0].actions
     );
-    // Not: moved-2d (untagged 2 days, though pushed 10 days ago), young, the tagged child, the
+    // Not: moved-2d (untagged 2 days, though pushed 10 days ago), tag-deleted-1d (likewise,
+    // its tag deleted rather than moved), young, the tagged child, the
     // SBOMs (a referrer goes only with its subject, even one the index does not know), the one
     // pulled an hour ago, the one a pod runs by digest.
     let why = untagged_deletions(&plan);
