@@ -623,6 +623,35 @@ mod tests {
         RegistryClient::new(&config, crate::upstream::client_tls(&config).unwrap()).unwrap()
     }
 
+    /// An enforcing executor over `index` for a plan made at `planned_at`.
+    fn executor<'a>(
+        client: &'a RegistryClient,
+        index: &'a dyn Index,
+        planned_at: u64,
+    ) -> Executor<'a> {
+        Executor::new(
+            client,
+            index,
+            CleanupMode::Enforce,
+            "run".into(),
+            1,
+            Instant::now(),
+            UnixMillis(planned_at),
+        )
+    }
+
+    fn step(action: AuditAction, digest: &str, tags: &[&str]) -> Step {
+        Step {
+            seq: 1,
+            repository: "team/app".into(),
+            digest: digest.into(),
+            action,
+            tags: tags.iter().map(|t| t.to_string()).collect(),
+            bytes: 0,
+            reasons: Vec::new(),
+        }
+    }
+
     fn push(repository: &str, tag: &str, digest: &str) -> Write {
         Write::PushTag {
             repository: repository.into(),
@@ -648,15 +677,7 @@ mod tests {
         let plain = crate::index::in_memory();
         for index in [&counted as &dyn Index, &plain] {
             index.apply(&setup).unwrap();
-            let executor = Executor::new(
-                &client,
-                index,
-                CleanupMode::Enforce,
-                "run".into(),
-                1,
-                Instant::now(),
-                UnixMillis(1),
-            );
+            let executor = executor(&client, index, 1);
             assert_eq!(executor.tags_on("team/app", old).unwrap(), ["old"]);
             // A rollback re-tags the old image as `prod` while the run goes on.
             index.apply(&[push("team/app", "prod", old)]).unwrap();
@@ -689,24 +710,8 @@ mod tests {
             ))
         };
         index.apply(&[pushed(6)]).unwrap();
-        let executor = Executor::new(
-            &client,
-            &index,
-            CleanupMode::Enforce,
-            "run".into(),
-            1,
-            Instant::now(),
-            UnixMillis(5),
-        );
-        let step = Step {
-            seq: 1,
-            repository: "team/app".into(),
-            digest: digest.into(),
-            action: AuditAction::DeleteDigest,
-            tags: Vec::new(),
-            bytes: 0,
-            reasons: Vec::new(),
-        };
+        let executor = executor(&client, &index, 5);
+        let step = step(AuditAction::DeleteDigest, digest, &[]);
         assert_eq!(
             executor.changed(&step).await.unwrap(),
             Some(format!("{digest} was pushed again after the plan"))
@@ -721,24 +726,8 @@ mod tests {
         let digest = "sha256:0000000000000000000000000000000000000000000000000000000000000002";
         let index = crate::index::in_memory();
         index.apply(&[push("team/app", "old", digest)]).unwrap();
-        let executor = Executor::new(
-            &client,
-            &index,
-            CleanupMode::Enforce,
-            "run".into(),
-            1,
-            Instant::now(),
-            UnixMillis(5),
-        );
-        let step = Step {
-            seq: 1,
-            repository: "team/app".into(),
-            digest: digest.into(),
-            action: AuditAction::Untag,
-            tags: vec!["old".into()],
-            bytes: 0,
-            reasons: Vec::new(),
-        };
+        let executor = executor(&client, &index, 5);
+        let step = step(AuditAction::Untag, digest, &["old"]);
         let pulled = |at: u64| Write::RecordPulls {
             repository: "team/app".into(),
             reference: "old".into(),

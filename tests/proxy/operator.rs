@@ -77,15 +77,14 @@ fn apply_and_restore_run_inside_serve_and_an_untagged_manifest_goes() {
     assert!(has_manifest(&registry, "team/app", &a));
 
     let with_token = [("REGKEEPER_ADMIN_OPERATOR_TOKEN", TOKEN)];
-    let report: Value = serde_json::from_str(
-        &proxy
-            .cli(
-                &["apply", "--mode", "enforce", "--output", "json"],
-                &with_token,
-            )
-            .expect_ok(),
-    )
-    .unwrap();
+    let enforce = || -> Value {
+        let out = proxy.cli(
+            &["apply", "--mode", "enforce", "--output", "json"],
+            &with_token,
+        );
+        serde_json::from_str(&out.expect_ok()).unwrap()
+    };
+    let report = enforce();
     let steps = report["steps"].as_array().unwrap();
     let untagged = steps
         .iter()
@@ -128,15 +127,7 @@ fn apply_and_restore_run_inside_serve_and_an_untagged_manifest_goes() {
     );
 
     // A second enforcing run finds nothing left to do.
-    let again: Value = serde_json::from_str(
-        &proxy
-            .cli(
-                &["apply", "--mode", "enforce", "--output", "json"],
-                &with_token,
-            )
-            .expect_ok(),
-    )
-    .unwrap();
+    let again = enforce();
     assert_eq!(again["steps"], serde_json::json!([]), "{again:#}");
 
     // Restore through serve; skopeo pulls it again.
