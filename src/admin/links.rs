@@ -9,20 +9,17 @@
 
 use std::sync::Arc;
 
-use bytes::Bytes;
 use http::{Request, StatusCode};
-use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use serde::Deserialize;
+
+use super::request::{Answer, authorized_json, error};
 
 use crate::{
     events::{EventSender, RegistryEvent},
     index::{CommitLink, Index, LinkSource, UnixMillis, Write},
     proxy::route::{is_valid_digest, is_valid_repository_name, is_valid_tag},
 };
-
-/// Largest request body the endpoint reads.
-const MAX_BODY: usize = 16 * 1024;
 
 pub struct LinkApi {
     pub token: String,
@@ -41,25 +38,13 @@ struct LinkRequest {
     commit: String,
 }
 
-/// The answer: status and a JSON body.
-pub type Answer = (StatusCode, serde_json::Value);
-
-fn error(status: StatusCode, message: impl Into<String>) -> Answer {
-    (status, serde_json::json!({ "error": message.into() }))
-}
-
 impl LinkApi {
     pub async fn handle(&self, request: Request<Incoming>) -> Answer {
-        if !super::bearer_is(&request, &self.token) {
-            return error(StatusCode::UNAUTHORIZED, "a valid bearer token is required");
-        }
-        let body: Bytes = match Limited::new(request.into_body(), MAX_BODY).collect().await {
-            Ok(body) => body.to_bytes(),
-            Err(_) => return error(StatusCode::PAYLOAD_TOO_LARGE, "request body too large"),
-        };
-        let link: LinkRequest = match serde_json::from_slice(&body) {
-            Ok(link) => link,
-            Err(e) => return error(StatusCode::BAD_REQUEST, format!("bad JSON: {e}")),
+        let link: LinkRequest = match authorized_json(request, &self.token, "admin.linkToken").await
+        {
+            Ok(Some(link)) => link,
+            Ok(None) => return error(StatusCode::BAD_REQUEST, "bad JSON: empty body"),
+            Err(answer) => return answer,
         };
         if !is_valid_repository_name(&link.repository) {
             return error(StatusCode::BAD_REQUEST, "invalid repository name");

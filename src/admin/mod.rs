@@ -9,6 +9,7 @@ mod links;
 mod operations;
 mod plans;
 pub mod remote;
+mod request;
 mod views;
 
 use std::{convert::Infallible, sync::Arc, time::Duration};
@@ -172,25 +173,6 @@ async fn route(request: Request<Incoming>, state: &AdminState) -> Response<Full<
     }
 }
 
-/// Whether `request` carries `Authorization: Bearer <token>`.
-fn bearer_is<B>(request: &Request<B>, token: &str) -> bool {
-    request
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .is_some_and(|given| same_secret(given.as_bytes(), token.as_bytes()))
-}
-
-/// Equal-length-independent comparison, so a token cannot be guessed byte by byte by timing.
-fn same_secret(given: &[u8], expected: &[u8]) -> bool {
-    let mut difference = given.len() ^ expected.len();
-    for (i, byte) in expected.iter().enumerate() {
-        difference |= usize::from(byte ^ given.get(i).copied().unwrap_or(0));
-    }
-    difference == 0
-}
-
 fn json(status: StatusCode, body: &serde_json::Value) -> Response<Full<Bytes>> {
     let mut response = Response::new(Full::new(Bytes::from(body.to_string())));
     *response.status_mut() = status;
@@ -209,18 +191,4 @@ fn text(status: StatusCode, body: String) -> Response<Full<Bytes>> {
         header::HeaderValue::from_static("text/plain; charset=utf-8"),
     );
     response
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn secrets_compare_whole() {
-        assert!(same_secret(b"0123456789abcdef", b"0123456789abcdef"));
-        assert!(!same_secret(b"0123456789abcdeF", b"0123456789abcdef"));
-        assert!(!same_secret(b"0123456789abcde", b"0123456789abcdef"));
-        assert!(!same_secret(b"0123456789abcdef0", b"0123456789abcdef"));
-        assert!(!same_secret(b"", b"0123456789abcdef"));
-    }
 }

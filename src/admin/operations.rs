@@ -11,13 +11,11 @@
 
 use std::sync::Arc;
 
-use bytes::Bytes;
 use http::{Request, StatusCode};
-use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use serde::{Deserialize, de::DeserializeOwned};
 
-use super::links::Answer;
+use super::request::{Answer, authorized_json, error};
 use crate::{
     cleanup::{self, CleanupError, history},
     config::{CleanupMode, Config},
@@ -26,9 +24,6 @@ use crate::{
     planning::Source,
     registry::RegistryClient,
 };
-
-/// Largest request body read.
-const MAX_BODY: usize = 16 * 1024;
 
 pub struct OperatorApi {
     pub token: String,
@@ -58,10 +53,6 @@ struct RestoreRequest {
     run: Option<String>,
 }
 
-fn error(status: StatusCode, message: impl Into<String>) -> Answer {
-    (status, serde_json::json!({ "error": message.into() }))
-}
-
 fn failed(error: &CleanupError) -> Answer {
     let status = match error {
         CleanupError::Request(_) => StatusCode::BAD_REQUEST,
@@ -73,31 +64,14 @@ fn failed(error: &CleanupError) -> Answer {
 }
 
 impl OperatorApi {
-    /// The body as `T`, once the bearer token is checked.
+    /// The body as `T` (all defaults when empty), once the bearer token is checked.
     async fn read<T: DeserializeOwned + Default>(
         &self,
         request: Request<Incoming>,
     ) -> Result<T, Answer> {
-        if !super::bearer_is(&request, &self.token) {
-            return Err(error(
-                StatusCode::UNAUTHORIZED,
-                "a valid bearer token (admin.operatorToken) is required",
-            ));
-        }
-        let body: Bytes = match Limited::new(request.into_body(), MAX_BODY).collect().await {
-            Ok(body) => body.to_bytes(),
-            Err(_) => {
-                return Err(error(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    "request body too large",
-                ));
-            }
-        };
-        if body.iter().all(u8::is_ascii_whitespace) {
-            return Ok(T::default());
-        }
-        serde_json::from_slice(&body)
-            .map_err(|e| error(StatusCode::BAD_REQUEST, format!("bad JSON: {e}")))
+        authorized_json(request, &self.token, "admin.operatorToken")
+            .await
+            .map(Option::unwrap_or_default)
     }
 
     /// One cleanup run; answers its report (with `succeeded`) once it ends. The run goes on

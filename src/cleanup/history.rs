@@ -116,31 +116,29 @@ pub async fn restore_all(
     run: Option<&str>,
 ) -> Result<RestoreReport, CleanupError> {
     let entries = entries(index, None, None)?;
-    let in_run = |e: &&AuditEntry| run.is_none_or(|r| e.run == r);
     let targets: Vec<(&AuditEntry, Option<String>)> = match reference {
         Some(reference) => {
-            if let Some((repository, digest)) = reference.split_once('@') {
-                let entry = entries
-                    .iter()
-                    .filter(|e| e.state == AuditState::Done && e.repository == repository)
-                    .filter(|e| e.digest == digest)
-                    .filter(in_run)
-                    .max_by(|a, b| a.at.cmp(&b.at))
-                    .ok_or_else(|| not_removed(reference, run))?;
-                vec![(entry, None)]
-            } else {
-                let (repository, tag) = reference
-                    .rsplit_once(':')
-                    .filter(|(r, t)| !r.is_empty() && !t.contains('/'))
-                    .ok_or_else(|| {
-                        CleanupError::Request(format!(
-                            "{reference:?}: give REPOSITORY:TAG or REPOSITORY@DIGEST"
-                        ))
-                    })?;
-                let entry = removal(&entries, repository, tag, run)
-                    .ok_or_else(|| not_removed(reference, run))?;
-                vec![(entry, Some(tag.to_string()))]
-            }
+            let (repository, what, tag) = match reference.split_once('@') {
+                Some((repository, digest)) => (repository, Removed::Digest(digest), None),
+                None => {
+                    let (repository, tag) = reference
+                        .rsplit_once(':')
+                        .filter(|(r, t)| !r.is_empty() && !t.contains('/'))
+                        .ok_or_else(|| {
+                            CleanupError::Request(format!(
+                                "{reference:?}: give REPOSITORY:TAG or REPOSITORY@DIGEST"
+                            ))
+                        })?;
+                    (repository, Removed::Tag(tag), Some(tag.to_string()))
+                }
+            };
+            let entry = removal(&entries, repository, what, run).ok_or_else(|| {
+                CleanupError::Request(format!(
+                    "the audit log has no completed removal of {reference}{}",
+                    run.map(|r| format!(" in run {r}")).unwrap_or_default()
+                ))
+            })?;
+            vec![(entry, tag)]
         }
         None => {
             let run = run.ok_or_else(|| {
@@ -180,13 +178,6 @@ pub async fn restore_all(
     Ok(report)
 }
 
-fn not_removed(reference: &str, run: Option<&str>) -> CleanupError {
-    CleanupError::Request(format!(
-        "the audit log has no completed removal of {reference}{}",
-        run.map(|r| format!(" in run {r}")).unwrap_or_default()
-    ))
-}
-
 /// Whether the entry's manifest is an index (it needs its children back first).
 fn lists_children(entry: &AuditEntry) -> bool {
     base64::engine::general_purpose::STANDARD
@@ -196,18 +187,28 @@ fn lists_children(entry: &AuditEntry) -> bool {
         .is_some_and(|r| !r.children.is_empty())
 }
 
-/// The audit entry that removed `repository:tag` — the newest completed one, or the one of
-/// `run`.
+/// What a restore names in a repository.
+#[derive(Clone, Copy)]
+pub enum Removed<'a> {
+    Tag(&'a str),
+    Digest(&'a str),
+}
+
+/// The audit entry that removed `what` of `repository` — the newest completed one, or the one
+/// of `run`.
 pub fn removal<'a>(
     entries: &'a [AuditEntry],
     repository: &str,
-    tag: &str,
+    what: Removed<'_>,
     run: Option<&str>,
 ) -> Option<&'a AuditEntry> {
     entries
         .iter()
         .filter(|e| e.state == AuditState::Done && e.repository == repository)
-        .filter(|e| e.tags.iter().any(|t| t == tag))
+        .filter(|e| match what {
+            Removed::Tag(tag) => e.tags.iter().any(|t| t == tag),
+            Removed::Digest(digest) => e.digest == digest,
+        })
         .filter(|e| run.is_none_or(|r| e.run == r))
         .max_by(|a, b| a.at.cmp(&b.at))
 }

@@ -1,11 +1,14 @@
 //! Cleanup against a real Distribution 2.8: images pushed directly with skopeo, recorded by
 //! `regkeeper sync`, then `regkeeper apply`. Each safety property is its own test.
 
+use std::time::Duration;
+
 use serde_json::Value;
 
 use crate::support::{
     Registry,
     image::{ImageSpec, Layout, remote_digest, skopeo, skopeo_copy, tar_gz_layer},
+    process::wait_until,
     regkeeper::{cli_config, run_cli},
 };
 
@@ -399,14 +402,12 @@ fn a_run_killed_midway_is_finished_by_the_next_and_each_deletion_is_audited_once
             .spawn()
             .unwrap(),
     );
-    let waited = std::time::Instant::now();
-    while deletes(&case.registry) < 5 {
-        assert!(
-            waited.elapsed() < std::time::Duration::from_secs(60),
-            "the run never started deleting"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(5));
-    }
+    wait_until(
+        Duration::from_secs(60),
+        Duration::from_millis(5),
+        || deletes(&case.registry) >= 5,
+        || "the run never started deleting".into(),
+    );
     child.0.kill().unwrap();
     child.0.wait().unwrap();
     let deleted_before = deletes(&case.registry);
@@ -486,15 +487,12 @@ fn serve_runs_cleanups_on_its_schedule_over_what_it_recorded() {
             .status
             .success()
     };
-    let waited = std::time::Instant::now();
-    while !gone("old-b") {
-        assert!(
-            waited.elapsed() < std::time::Duration::from_secs(60),
-            "serve never cleaned up:\n{}",
-            proxy.logs()
-        );
-        std::thread::sleep(std::time::Duration::from_millis(200));
-    }
+    wait_until(
+        Duration::from_secs(60),
+        Duration::from_millis(200),
+        || gone("old-b"),
+        || format!("serve never cleaned up:\n{}", proxy.logs()),
+    );
     assert!(!gone("keep-a"), "the kept tag stays");
     assert!(
         proxy.logs().contains("cleanup run finished"),
@@ -579,15 +577,12 @@ fn serve_runs_cleanups_at_the_times_of_a_cron_schedule() {
         &format!("docker://{}/team/app:old-b", proxy.host()),
         &[],
     );
-    let waited = std::time::Instant::now();
-    while has_manifest(&registry, "team/app", &image.digest) {
-        assert!(
-            waited.elapsed() < std::time::Duration::from_secs(150),
-            "no scheduled run deleted old-b:\n{}",
-            proxy.logs()
-        );
-        std::thread::sleep(std::time::Duration::from_millis(500));
-    }
+    wait_until(
+        Duration::from_secs(150),
+        Duration::from_millis(500),
+        || !has_manifest(&registry, "team/app", &image.digest),
+        || format!("no scheduled run deleted old-b:\n{}", proxy.logs()),
+    );
     assert!(
         proxy.logs().contains("cleanup run finished"),
         "{}",

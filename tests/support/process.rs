@@ -75,3 +75,17 @@ impl Drop for Guard {
         let _ = self.0.wait();
     }
 }
+
+/// Polls `done` every `every` until it holds; fails the test with `why()` after `within`.
+pub fn wait_until(
+    within: std::time::Duration,
+    every: std::time::Duration,
+    mut done: impl FnMut() -> bool,
+    why: impl Fn() -> String,
+) {
+    let started = std::time::Instant::now();
+    while !done() {
+        assert!(started.elapsed() < within, "{}", why());
+        std::thread::sleep(every);
+    }
+}
