@@ -149,6 +149,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Serve { config } => {
             let config = Config::load(&config)?;
             regkeeper::telemetry::init(&config.log);
+            for warning in config.warnings() {
+                tracing::warn!(%warning, "configuration");
+            }
             regkeeper::server::serve(config)?;
             Ok(())
         }
@@ -291,6 +294,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::CheckConfig { config, env } => {
             let config = Config::load(&config)?;
+            for warning in config.warnings() {
+                eprintln!("warning: {warning}");
+            }
             print!("{}", config.to_yaml());
             if env {
                 println!("# environment overrides:");

@@ -467,6 +467,11 @@ impl Config {
         }
     }
 
+    /// What is valid but probably not meant (`check-config` prints them, `serve` logs them).
+    pub fn warnings(&self) -> Vec<String> {
+        self.retention.warnings()
+    }
+
     /// The effective configuration as YAML, for `check-config`.
     pub fn to_yaml(&self) -> String {
         serde_saphyr::to_string(self).unwrap_or_else(|e| format!("# cannot render: {e}\n"))
@@ -488,12 +493,22 @@ fn syntax_error(path: &Path, error: serde_saphyr::Error) -> ConfigError {
             path: path.to_owned(),
             line: location.line(),
             column: location.column(),
-            message: error.to_string(),
+            message: without_location(&error.to_string()).to_string(),
         },
         None => ConfigError::SyntaxNoLocation {
             path: path.to_owned(),
             message: error.to_string(),
         },
+    }
+}
+
+/// The parser's message without its own `error: line N column M: ` prefix: the error names the
+/// file, line and column once.
+fn without_location(message: &str) -> &str {
+    let rest = message.strip_prefix("error: ").unwrap_or(message);
+    match rest.strip_prefix("line ").and_then(|r| r.split_once(": ")) {
+        Some((position, after)) if position.contains(" column ") => after,
+        _ => rest,
     }
 }
 

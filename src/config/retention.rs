@@ -114,11 +114,20 @@ pub struct KeepPolicy {
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct References {
-    /// `/regex/` or a literal tag name.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// `/regex/` or a literal tag name. Checked as it is read, so a bad one is named with
+    /// its line, as written.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "checked_reference_pattern"
+    )]
     pub tag: Option<String>,
     /// `/regex/` or a literal branch name.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "checked_reference_pattern"
+    )]
     pub branch: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub limit: Option<Limit>,
@@ -237,13 +246,80 @@ fn default_helm_revisions() -> usize {
     10
 }
 
-/// A `/regex/` or a literal, anchored as a whole (werf's reference names).
+/// A `/regex/` or a literal, anchored exactly as werf anchors it: `"^" + body + "$"`, with no
+/// group around the body, so `/main|3/` means `(^main)|(3$)` (see [`pattern_warning`]).
 pub fn reference_pattern(text: &str) -> Result<regex::Regex, regex::Error> {
-    let source = match text.strip_prefix('/').and_then(|t| t.strip_suffix('/')) {
-        Some(re) if text.len() >= 2 => re.to_string(),
-        _ => regex::escape(text),
+    let source = match regex_body(text) {
+        Some(body) => body.to_string(),
+        None => regex::escape(text),
     };
-    regex::Regex::new(&format!("^(?:{source})$"))
+    regex::Regex::new(&format!("^{source}$"))
+}
+
+/// The body of a `/regex/` value; `None` for a literal.
+fn regex_body(text: &str) -> Option<&str> {
+    text.strip_prefix('/')
+        .and_then(|t| t.strip_suffix('/'))
+        .filter(|_| text.len() >= 2)
+}
+
+/// Reads a reference pattern and compiles it, so that an invalid one fails where it is written
+/// (file and line), showing the value as the user wrote it rather than the anchored rewrite.
+fn checked_reference_pattern<'de, D>(deserializer: D) -> Result<Option<String>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    let text = String::deserialize(deserializer)?;
+    reference_pattern(&text).map_err(|e| {
+        serde::de::Error::custom(format!(
+            "{text:?} is not a valid pattern: {}",
+            regex_error(&e)
+        ))
+    })?;
+    Ok(Some(text))
+}
+
+/// The regex crate's message without its rendering of the (rewritten) pattern.
+fn regex_error(error: &regex::Error) -> String {
+    match error {
+        regex::Error::Syntax(text) => text
+            .lines()
+            .rev()
+            .find(|l| l.starts_with("error:"))
+            .map_or_else(
+                || text.clone(),
+                |l| l.trim_start_matches("error: ").to_string(),
+            ),
+        other => other.to_string(),
+    }
+}
+
+/// A reference pattern whose body has a top-level `|`: werf anchors only the first and last
+/// alternative, which selects more than it seems to (`/main|3/` also selects
+/// `chore/merge-main-into-3`). Not an error — regkeeper must select what werf selects — but
+/// worth a warning with the grouped form.
+pub fn pattern_warning(text: &str) -> Option<String> {
+    let body = regex_body(text)?;
+    let (mut depth, mut in_class, mut escaped) = (0usize, false, false);
+    let mut top_level_bar = false;
+    for c in body.chars() {
+        match c {
+            _ if escaped => escaped = false,
+            '\\' => escaped = true,
+            '[' if !in_class => in_class = true,
+            ']' if in_class => in_class = false,
+            '(' if !in_class => depth += 1,
+            ')' if !in_class => depth = depth.saturating_sub(1),
+            '|' if !in_class && depth == 0 => top_level_bar = true,
+            _ => {}
+        }
+    }
+    let grouped = body.trim_start_matches('^').trim_end_matches('$');
+    top_level_bar.then(|| {
+        format!(
+            "{text} is anchored as werf anchors it, \"^\" + body + \"$\": only the first alternative is anchored at the start and only the last at the end, so it selects more names than it lists; write /^({grouped})$/ to select exactly those names"
+        )
+    })
 }
 
 /// A repository pattern: `/regex/` (anchored), or a glob where `*` stays within a path segment
@@ -273,6 +349,24 @@ pub fn repository_pattern(text: &str) -> Result<regex::Regex, regex::Error> {
 }
 
 impl RetentionConfig {
+    /// What is valid but probably not meant, each with the field it is about.
+    pub fn warnings(&self) -> Vec<String> {
+        let mut warnings = Vec::new();
+        for (i, scope) in self.scopes.iter().enumerate() {
+            for (j, policy) in scope.keep_policies.iter().enumerate() {
+                let references = &policy.references;
+                for (name, pattern) in [("tag", &references.tag), ("branch", &references.branch)] {
+                    if let Some(warning) = pattern.as_deref().and_then(pattern_warning) {
+                        warnings.push(format!(
+                            "`retention.scopes[{i}].keepPolicies[{j}].references.{name}`: {warning}"
+                        ));
+                    }
+                }
+            }
+        }
+        warnings
+    }
+
     pub fn validate(&self) -> Result<(), ConfigError> {
         let at = |path: String, message: String| ConfigError::InvalidAt { path, message };
         let mut names = std::collections::HashSet::new();
@@ -326,8 +420,12 @@ impl RetentionConfig {
                         ));
                     }
                 };
-                reference_pattern(pattern)
-                    .map_err(|e| at(format!("{path}.references.{name}"), e.to_string()))?;
+                reference_pattern(pattern).map_err(|e| {
+                    at(
+                        format!("{path}.references.{name}"),
+                        format!("{pattern:?} is not a valid pattern: {}", regex_error(&e)),
+                    )
+                })?;
             }
         }
         if !self.kubernetes.clusters.is_empty() && self.kubernetes.registry_hosts.is_empty() {
@@ -356,10 +454,35 @@ mod tests {
     fn reference_patterns_are_anchored_and_literals_are_literal() {
         let re = reference_pattern("/^(main|master)$/").unwrap();
         assert!(re.is_match("main") && !re.is_match("main2"));
+        // werf's anchoring, character for character: `(^main)|(3$)`.
+        let re = reference_pattern("/main|3/").unwrap();
+        assert!(re.is_match("main") && re.is_match("3"));
+        assert!(re.is_match("main-feature") && re.is_match("chore/merge-main-into-3"));
+        assert!(!re.is_match("x-main-y"));
         let re = reference_pattern("/release-.*/").unwrap();
         assert!(re.is_match("release-1") && !re.is_match("xrelease-1"));
         let literal = reference_pattern("v1.0").unwrap();
         assert!(literal.is_match("v1.0") && !literal.is_match("v1x0"));
+    }
+
+    #[test]
+    fn a_top_level_alternation_is_warned_about_with_the_grouped_form() {
+        let warning = pattern_warning("/main|3/").unwrap();
+        assert!(warning.contains("/^(main|3)$/"), "{warning}");
+        assert!(
+            pattern_warning("/^main|master$/")
+                .unwrap()
+                .contains("/^(main|master)$/")
+        );
+        for quiet in [
+            "/^(main|3)$/",
+            "/a[|]b/",
+            "/a\\|b/",
+            "main|3",
+            "/release-.*/",
+        ] {
+            assert_eq!(pattern_warning(quiet), None, "{quiet}");
+        }
     }
 
     #[test]

@@ -184,8 +184,8 @@ fn retention_mistakes_name_their_field() {
         ),
         (
             scope("      keepPolicies:\n        - references: {branch: \"/(unclosed/\"}\n"),
-            "retention.scopes[0].keepPolicies[0].references.branch",
-            "regex",
+            "line 8",
+            "\"/(unclosed/\" is not a valid pattern: unclosed group",
         ),
         (
             scope("      tags: [\"^v(\"]\n"),
@@ -254,4 +254,35 @@ fn cleanup_schedule_is_a_cron_expression_checked_with_its_line() {
         .unwrap_err()
         .to_string();
     assert!(error.contains("REGKEEPER_CLEANUP_SCHEDULE"), "{error}");
+}
+
+#[test]
+fn a_bad_reference_pattern_names_its_line_and_shows_it_as_written() {
+    let text = "upstream:\n  url: http://x\nretention:\n  scopes:\n    - name: all\n      include: [\"**\"]\n      keepPolicies:\n        - references:\n            branch: /feature-(x/\n";
+    let error = load(text, &[]).unwrap_err().to_string();
+    assert!(error.contains("test.yaml"), "{error}");
+    assert!(error.contains("line 9"), "{error}");
+    assert!(error.contains("\"/feature-(x/\""), "{error}");
+    assert_eq!(
+        error.matches("line 9").count(),
+        1,
+        "location said once: {error}"
+    );
+    assert!(
+        !error.contains("^feature"),
+        "the rewritten pattern leaks: {error}"
+    );
+}
+
+#[test]
+fn a_top_level_alternation_loads_with_a_warning_naming_the_field() {
+    let text = "upstream:\n  url: http://x\nretention:\n  scopes:\n    - name: all\n      include: [\"**\"]\n      keepPolicies:\n        - references:\n            branch: /main|3/\n";
+    let config = load(text, &[]).unwrap();
+    let warnings = config.warnings();
+    assert_eq!(warnings.len(), 1, "{warnings:?}");
+    assert!(
+        warnings[0].contains("retention.scopes[0].keepPolicies[0].references.branch"),
+        "{warnings:?}"
+    );
+    assert!(warnings[0].contains("/^(main|3)$/"), "{warnings:?}");
 }

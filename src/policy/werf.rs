@@ -58,28 +58,30 @@ impl Rule {
         }
     }
 
-    /// Whether the k-th (1-based) item dated `time` is kept.
+    /// Whether the k-th (1-based) item dated `time` is kept. An unlimited `last` is a
+    /// condition every item meets (werf: `filterReferencesByLast(-1)` returns them all, a scan
+    /// with `last < 0` keeps every image it reaches): under `Or` it keeps everything.
     fn keeps(&self, k: i64, time: i64) -> bool {
-        let by_last = self.last.map(|l| k <= l);
-        let by_time = self.cutoff.map(|c| time > c);
-        match (self.operator, by_last, by_time) {
-            (_, None, None) => true,
-            (Operator::And, a, b) => a.unwrap_or(true) && b.unwrap_or(true),
-            (Operator::Or, a, b) => a.unwrap_or(false) || b.unwrap_or(false),
+        let by_last = self.last.is_none_or(|l| k <= l);
+        match (self.operator, self.cutoff) {
+            (_, None) => by_last,
+            (Operator::And, Some(c)) => by_last && time > c,
+            (Operator::Or, Some(c)) => by_last || time > c,
         }
     }
 
-    /// No member can keep a later image: each has counted its `last` (`counted_all`), and/or
-    /// the walk is past the cutoff (allowing for skew), as the operator combines them.
+    /// No member can keep a later image: each has counted its `last` (`counted_all`; an
+    /// unlimited `last` never is), and/or the walk is past the cutoff (allowing for skew), as
+    /// the operator combines them.
     fn walk_done(&self, counted_all: bool, time: i64) -> bool {
-        let counted = self.last.map(|_| counted_all);
+        let counted = self.last.is_some() && counted_all;
         let too_old = self
             .cutoff
             .map(|c| time < c.saturating_sub(CLOCK_SKEW_SECS));
-        match (self.operator, counted, too_old) {
-            (_, None, None) => false,
-            (Operator::And, a, b) => a.unwrap_or(false) || b.unwrap_or(false),
-            (Operator::Or, a, b) => a.unwrap_or(true) && b.unwrap_or(true),
+        match (self.operator, too_old) {
+            (_, None) => counted,
+            (Operator::And, Some(old)) => counted || old,
+            (Operator::Or, Some(old)) => counted && old,
         }
     }
 
@@ -87,14 +89,12 @@ impl Rule {
         let within = self
             .within_secs
             .map(|w| format!("committed within {}", human_secs(w)));
-        match (self.last, within) {
-            (Some(l), None) => format!("the newest {l} images"),
-            (Some(l), Some(w)) => match self.operator {
-                Operator::And => format!("the newest {l} images {w}"),
-                Operator::Or => format!("the newest {l} images and all {w}"),
-            },
-            (None, Some(w)) => format!("all images {w}"),
-            (None, None) => "all its images".into(),
+        match (self.last, within, self.operator) {
+            (Some(l), None, _) => format!("the newest {l} images"),
+            (Some(l), Some(w), Operator::And) => format!("the newest {l} images {w}"),
+            (Some(l), Some(w), Operator::Or) => format!("the newest {l} images and all {w}"),
+            (None, Some(w), Operator::And) => format!("all images {w}"),
+            (None, _, _) => "all its images".into(),
         }
     }
 

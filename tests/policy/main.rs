@@ -7,6 +7,7 @@ mod commit_graph;
 mod git;
 mod kube;
 mod plan;
+mod werf_limits;
 
 use std::{
     collections::{BTreeSet, HashMap},
