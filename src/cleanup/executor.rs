@@ -39,6 +39,9 @@ pub struct Step {
     pub bytes: u64,
     /// Why no rule kept it.
     pub reasons: Vec<String>,
+    /// Digests of the same repository deleted by earlier steps of the run that list or refer
+    /// to this one: this step waits for them, and is skipped unless they all went.
+    pub after: Vec<String>,
 }
 
 /// What became of a step.
@@ -140,6 +143,7 @@ struct IndexTags {
 /// The steps of a plan, in plan order, numbered from 1.
 pub fn steps(plan: &Plan) -> Vec<Step> {
     let mut steps = Vec::new();
+    let no_after = Vec::new();
     for repository in plan.repositories.iter().filter(|r| r.scope.is_some()) {
         let by_name: HashMap<&str, &crate::policy::TagPlan> =
             repository.tags.iter().map(|t| (&*t.tag, t)).collect();
@@ -156,19 +160,27 @@ pub fn steps(plan: &Plan) -> Vec<Step> {
                 .unwrap_or_default()
         };
         for action in &repository.actions {
-            let (digest, action, tags, bytes, reasons) = match action {
+            let (digest, action, tags, bytes, reasons, after) = match action {
                 Action::DeleteDigest {
                     digest,
                     tags,
                     bytes,
                     follows,
+                    after,
                 } => {
                     let tags: Vec<String> = tags.iter().map(|t| t.to_string()).collect();
                     let reasons = match follows {
                         Some(why) => vec![why.clone()],
                         None => tags.first().map(|t| reasons_of(t)).unwrap_or_default(),
                     };
-                    (digest, AuditAction::DeleteDigest, tags, *bytes, reasons)
+                    (
+                        digest,
+                        AuditAction::DeleteDigest,
+                        tags,
+                        *bytes,
+                        reasons,
+                        after,
+                    )
                 }
                 Action::Untag { tag, digest } => (
                     digest,
@@ -176,13 +188,20 @@ pub fn steps(plan: &Plan) -> Vec<Step> {
                     vec![tag.to_string()],
                     0,
                     reasons_of(tag),
+                    &no_after,
                 ),
-                Action::DeleteUntagged { digest, bytes, why } => (
+                Action::DeleteUntagged {
+                    digest,
+                    bytes,
+                    why,
+                    after,
+                } => (
                     digest,
                     AuditAction::DeleteDigest,
                     Vec::new(),
                     *bytes,
                     vec![why.clone()],
+                    after,
                 ),
             };
             steps.push(Step {
@@ -193,10 +212,44 @@ pub fn steps(plan: &Plan) -> Vec<Step> {
                 tags,
                 bytes,
                 reasons,
+                after: after.iter().map(|d| d.to_string()).collect(),
             });
         }
     }
     steps
+}
+
+/// Each step's wave: 0 without `after`, else one more than the latest wave among the steps
+/// it waits for (content addressing rules out cycles; a malformed plan still ends, by
+/// counting at most as many waves as steps).
+fn waves(steps: &[Step]) -> Vec<usize> {
+    let position: HashMap<(&str, &str), usize> = steps
+        .iter()
+        .enumerate()
+        .filter(|(_, s)| s.action == AuditAction::DeleteDigest)
+        .map(|(i, s)| ((s.repository.as_str(), s.digest.as_str()), i))
+        .collect();
+    let mut wave = vec![0usize; steps.len()];
+    for _ in 0..steps.len() {
+        let mut changed = false;
+        for (i, step) in steps.iter().enumerate() {
+            let needed = step
+                .after
+                .iter()
+                .filter_map(|d| position.get(&(step.repository.as_str(), d.as_str())))
+                .map(|j| wave[*j] + 1)
+                .max()
+                .unwrap_or(0);
+            if needed > wave[i] {
+                wave[i] = needed;
+                changed = true;
+            }
+        }
+        if !changed {
+            break;
+        }
+    }
+    wave
 }
 
 impl<'a> Executor<'a> {
@@ -230,17 +283,65 @@ impl<'a> Executor<'a> {
     }
 
     /// Runs every step, `concurrency` at a time; returns each step's report in step order.
+    /// Steps run in waves: a manifest listed by (or the subject of) another that the run
+    /// deletes waits for that one, and stays if it was not deleted — a run cut short never
+    /// leaves an index without its children, nor a referrer without its subject.
     pub async fn run(&self, steps: Vec<Step>) -> Vec<StepReport> {
-        let mut reports: Vec<(u64, StepReport)> = stream::iter(steps)
-            .map(|step| async move {
-                let seq = step.seq;
-                (seq, self.step(step).await)
-            })
-            .buffer_unordered(self.concurrency)
-            .collect()
-            .await;
+        let waves = waves(&steps);
+        let mut reports: Vec<(u64, StepReport)> = Vec::with_capacity(steps.len());
+        let mut gone: std::collections::HashSet<(String, String)> = Default::default();
+        let mut steps: Vec<(usize, Step)> = waves.into_iter().zip(steps).collect();
+        steps.sort_by_key(|(wave, step)| (*wave, step.seq));
+        for wave in steps.chunk_by(|a, b| a.0 == b.0) {
+            let (ready, held): (Vec<Step>, Vec<Step>) =
+                wave.iter().map(|(_, s)| s.clone()).partition(|step| {
+                    step.after
+                        .iter()
+                        .all(|d| gone.contains(&(step.repository.clone(), d.clone())))
+                });
+            for step in held {
+                let missing: Vec<&str> = step
+                    .after
+                    .iter()
+                    .filter(|d| !gone.contains(&(step.repository.clone(), (*d).clone())))
+                    .map(String::as_str)
+                    .collect();
+                reports.push((step.seq, self.hold(&step, &missing)));
+            }
+            let done: Vec<(u64, StepReport)> = stream::iter(ready)
+                .map(|step| async move { (step.seq, self.step(step).await) })
+                .buffer_unordered(self.concurrency)
+                .collect()
+                .await;
+            for (_, report) in &done {
+                if report.action == AuditAction::DeleteDigest
+                    && (report.outcome.removes() || report.outcome == StepOutcome::SkippedGone)
+                {
+                    gone.insert((report.repository.clone(), report.digest.clone()));
+                }
+            }
+            reports.extend(done);
+        }
         reports.sort_by_key(|(seq, _)| *seq);
         reports.into_iter().map(|(_, r)| r).collect()
+    }
+
+    /// A step whose index or referrer was not deleted: the manifest stays whole.
+    fn hold(&self, step: &Step, missing: &[&str]) -> StepReport {
+        let detail = format!(
+            "kept: {} that lists or refers to it was not deleted",
+            missing.join(", ")
+        );
+        tracing::info!(repository = step.repository, digest = step.digest, %detail, "cleanup step held");
+        StepReport {
+            repository: step.repository.clone(),
+            digest: step.digest.clone(),
+            tags: step.tags.clone(),
+            action: step.action,
+            outcome: StepOutcome::SkippedChanged,
+            detail,
+            bytes: step.bytes,
+        }
     }
 
     async fn step(&self, step: Step) -> StepReport {
@@ -649,6 +750,7 @@ mod tests {
             tags: tags.iter().map(|t| t.to_string()).collect(),
             bytes: 0,
             reasons: Vec::new(),
+            after: Vec::new(),
         }
     }
 
@@ -741,5 +843,34 @@ mod tests {
             executor.changed(&step).await.unwrap().as_deref(),
             Some("old was pulled after the plan")
         );
+    }
+
+    #[test]
+    fn a_child_waits_for_its_index_and_stays_when_the_index_was_not_deleted() {
+        let client = client();
+        let index = crate::index::in_memory();
+        // The deadline has passed: every step that runs is skipped without a call.
+        let executor = executor(&client, &index, 0);
+        let mut child = step(AuditAction::DeleteDigest, "sha256:child", &[]);
+        child.after = vec!["sha256:index".into()];
+        let mut grandchild = step(AuditAction::DeleteDigest, "sha256:grandchild", &[]);
+        grandchild.after = vec!["sha256:child".into()];
+        let mut parent = step(AuditAction::DeleteDigest, "sha256:index", &["old"]);
+        for (seq, step) in [&mut child, &mut grandchild, &mut parent]
+            .into_iter()
+            .enumerate()
+        {
+            step.seq = seq as u64 + 1;
+        }
+        let steps = vec![child, grandchild, parent];
+        assert_eq!(waves(&steps), [1, 2, 0]);
+        let reports = tokio::runtime::Runtime::new()
+            .unwrap()
+            .block_on(executor.run(steps));
+        assert_eq!(reports[2].outcome, StepOutcome::SkippedDeadline);
+        for (report, waited_for) in [(&reports[0], "sha256:index"), (&reports[1], "sha256:child")] {
+            assert_eq!(report.outcome, StepOutcome::SkippedChanged, "{report:?}");
+            assert!(report.detail.contains(waited_for), "{report:?}");
+        }
     }
 }

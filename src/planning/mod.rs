@@ -182,6 +182,7 @@ pub fn plan_table(plan: &Plan, show_kept: bool) -> String {
                     tags,
                     bytes,
                     follows,
+                    ..
                 } => {
                     let what = match follows {
                         Some(why) => why.clone(),
@@ -194,9 +195,11 @@ pub fn plan_table(plan: &Plan, show_kept: bool) -> String {
                     );
                 }
                 Action::Untag { tag, digest } => {
-                    let _ = writeln!(out, "  untag   {tag}  (its digest {digest} is kept)");
+                    let _ = writeln!(out, "  untag   {tag}  (its digest {digest} stays)");
                 }
-                Action::DeleteUntagged { digest, bytes, why } => {
+                Action::DeleteUntagged {
+                    digest, bytes, why, ..
+                } => {
                     let _ = writeln!(
                         out,
                         "  delete  {digest}  {}  ({why})",

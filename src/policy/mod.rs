@@ -6,6 +6,7 @@
 //! Owns: rule semantics (policies.md sections 1–3). May call: `config`, `index` (model types),
 //! `sources::git` (the in-memory graph it is handed).
 
+mod actions;
 mod rules;
 pub mod snapshot;
 pub mod usage;
@@ -96,6 +97,10 @@ pub enum Action {
         /// Why an untagged manifest goes (the index or subject it belongs to).
         #[serde(skip_serializing_if = "Option::is_none")]
         follows: Option<String>,
+        /// Manifests deleted in the same plan that list or refer to this one: the executor
+        /// deletes them first, and keeps this one if any of them stays.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        after: Vec<Digest>,
     },
     /// The digest stays (something keeps it): remove only this tag.
     Untag { tag: Arc<str>, digest: Digest },
@@ -105,6 +110,9 @@ pub enum Action {
         digest: Digest,
         bytes: u64,
         why: String,
+        /// As for `DeleteDigest`: referrers deleted first.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        after: Vec<Digest>,
     },
 }
 
@@ -345,25 +353,28 @@ fn evaluate_repository(
     inputs: &Inputs,
 ) -> RepositoryPlan {
     let context = rules::TagContext::new(name, repo, scope, inputs, uses);
+    // cosign's `sha256-<hex>.sig|.att|.sbom` tags whose subject is in this repository follow
+    // it: they stay while it stays, and go when it is deleted. Those whose subject is not here
+    // (cosign's COSIGN_REPOSITORY) are judged by the rules like any tag.
+    let present: HashSet<&str> = repo
+        .manifests
+        .keys()
+        .map(|d| &**d)
+        .chain(repo.tags.iter().map(|t| &*t.digest))
+        .collect();
+    let mut followers: Vec<(usize, Digest)> = Vec::new();
     let mut tags: Vec<TagPlan> = repo
         .tags
         .iter()
-        .map(|tag| {
-            let outcomes = if cosign_subject(&tag.tag).is_some() {
-                Vec::new()
-            } else {
-                let first = if inputs.details.all() {
-                    Details::All
-                } else {
-                    Details::Reasons
-                };
-                let outcomes = context.outcomes(tag, git, first);
-                if inputs.details == Details::Removed && !outcomes.iter().any(|o| o.keeps) {
-                    // Removed: the words of every verdict, for the audit log.
-                    context.outcomes(tag, git, Details::All)
-                } else {
-                    outcomes
+        .enumerate()
+        .map(|(i, tag)| {
+            let subject = cosign_subject(&tag.tag);
+            let outcomes = match subject {
+                Some(subject) if present.contains(subject.as_str()) => {
+                    followers.push((i, Digest::from(subject)));
+                    Vec::new()
                 }
+                _ => rule_outcomes(&context, tag, git, inputs.details),
             };
             TagPlan {
                 tag: tag.tag.clone(),
@@ -374,68 +385,47 @@ fn evaluate_repository(
             }
         })
         .collect();
-
-    // Digests kept: by a kept tag, or by digest (workloads, Helm), then what follows from them:
-    // children of kept indexes, referrers of kept subjects, signatures of kept digests.
-    let mut kept: HashMap<&str, String> = HashMap::default();
-    // Keyed by the snapshot's strings (the plan's tags are changed below).
-    for (tag, _) in repo.tags.iter().zip(&tags).filter(|(_, t)| t.keep) {
-        kept.entry(&*tag.digest)
-            .or_insert_with(|| format!("tag {} is kept", tag.tag));
-    }
-    for (digest, why) in context.kept_by_digest() {
-        kept.entry(digest).or_insert_with(|| why.to_string());
-    }
     let fail_closed = !inputs.usage.kubernetes_unavailable.is_empty()
         || !inputs.usage.helm_unavailable.is_empty();
-    loop {
-        let mut added = Vec::new();
-        for manifest in repo.manifests.values() {
-            if kept.contains_key(&*manifest.digest) {
-                for child in &manifest.children {
-                    if !kept.contains_key(&**child) {
-                        added.push((
-                            &**child,
-                            format!("listed by kept index {}", manifest.digest),
-                        ));
-                    }
-                }
-            } else if let Some(subject) =
-                manifest.subject.as_deref().filter(|s| kept.contains_key(s))
-            {
-                added.push((&*manifest.digest, format!("refers to kept {subject}")));
-            }
+    let kept = kept_digests(repo, &tags, &context);
+    let untagged = match &scope.untagged_manifests {
+        Some(rule) if !fail_closed => {
+            let tagged: HashSet<&str> = repo.tags.iter().map(|t| &*t.digest).collect();
+            untagged_deletable(repo, scope, rule, &tagged, &kept, inputs.now)
         }
-        for tag in &repo.tags {
-            if let Some(subject) =
-                cosign_subject(&tag.tag).filter(|s| kept.contains_key(s.as_str()))
-                && !kept.contains_key(&*tag.digest)
-            {
-                added.push((&*tag.digest, format!("signs kept {subject}")));
-            }
-        }
-        if added.is_empty() {
-            break;
-        }
-        for (digest, why) in added {
-            kept.entry(digest).or_insert(why);
-        }
+        _ => Vec::new(),
+    };
+    // Tags sorted by (digest, name) group each digest's tags without a map of lists.
+    let mut order: Vec<usize> = (0..tags.len()).collect();
+    order.sort_unstable_by(|a, b| {
+        (&tags[*a].digest, &tags[*a].tag).cmp(&(&tags[*b].digest, &tags[*b].tag))
+    });
+    let groups = groups(&tags, &order);
+    let references = actions::References::new(repo);
+    let deletions = actions::deletions(
+        repo,
+        &tags,
+        &groups,
+        &kept,
+        &untagged,
+        &followers,
+        &references,
+    );
+    for (i, subject) in &followers {
+        let stays = !deletions.contains(subject);
+        let tag = &mut tags[*i];
+        tag.keep = stays;
+        tag.outcomes.push(Outcome {
+            rule: "follows",
+            keeps: stays,
+            detail: if stays {
+                format!("signature/attestation of {subject}, which stays")
+            } else {
+                format!("signature/attestation of {subject}, which is deleted")
+            },
+        });
     }
-    // Tags that follow another digest (cosign) or whose digest something else keeps.
     for tag in &mut tags {
-        if let Some(subject) = cosign_subject(&tag.tag) {
-            let subject_kept = kept.contains_key(subject.as_str());
-            tag.outcomes.push(Outcome {
-                rule: "follows",
-                keeps: subject_kept || fail_closed,
-                detail: if subject_kept {
-                    format!("signature/attestation of kept {subject}")
-                } else {
-                    format!("signature/attestation of {subject}, which is not kept")
-                },
-            });
-            tag.keep = tag.outcomes.iter().any(|o| o.keeps);
-        }
         tag.reasons = tag
             .outcomes
             .iter()
@@ -450,98 +440,19 @@ fn evaluate_repository(
         if keep_words {
             tag.outcomes.retain(|o| o.keeps);
         }
-    }
-
-    // Actions: per digest, by digest order for determinism. Tags sorted by (digest, name)
-    // group each digest's tags together without a map of lists.
-    let mut order: Vec<usize> = (0..tags.len()).collect();
-    order.sort_unstable_by(|a, b| {
-        (&tags[*a].digest, &tags[*a].tag).cmp(&(&tags[*b].digest, &tags[*b].tag))
-    });
-    let tagged: HashSet<&str> = tags.iter().map(|t| &*t.digest).collect();
-    let mut actions = Vec::new();
-    let mut deleted_digests: HashSet<&str> = HashSet::default();
-    for group in order.chunk_by(|a, b| tags[*a].digest == tags[*b].digest) {
-        let digest = &tags[group[0]].digest;
-        let digest_tags = group.iter().map(|i| &tags[*i]);
-        let digest_kept = kept.contains_key(&**digest) || digest_tags.clone().any(|t| t.keep);
-        if digest_kept {
-            for tag in digest_tags.filter(|t| !t.keep) {
-                actions.push(Action::Untag {
-                    tag: tag.tag.clone(),
-                    digest: digest.clone(),
-                });
-            }
-        } else {
-            deleted_digests.insert(digest);
-            actions.push(Action::DeleteDigest {
-                digest: digest.clone(),
-                tags: digest_tags.map(|t| t.tag.clone()).collect(),
-                bytes: size(repo, digest),
-                follows: None,
+        if inputs.details != Details::Reasons
+            && !tag.keep
+            && let Some(why) = deletions.pinned.get(&*tag.digest)
+        {
+            tag.outcomes.push(Outcome {
+                rule: "follows",
+                keeps: false,
+                detail: format!("removed as a tag only: its digest is {why}"),
             });
         }
     }
-    if let Some(untagged) = &scope.untagged_manifests
-        && !fail_closed
-    {
-        for (digest, why) in untagged_deletable(repo, scope, untagged, &tagged, &kept, inputs.now) {
-            deleted_digests.insert(digest);
-            actions.push(Action::DeleteUntagged {
-                bytes: size(repo, digest),
-                digest: digest.clone(),
-                why,
-            });
-        }
-    }
-    // Untagged manifests that belong to a deleted index or subject go with it.
-    let mut linked: Vec<&Manifest> = repo
-        .manifests
-        .values()
-        .filter(|m| !m.children.is_empty() || m.subject.is_some())
-        .collect();
-    linked.sort_by(|a, b| a.digest.cmp(&b.digest));
-    loop {
-        let mut follow: Vec<(&Digest, String)> = Vec::new();
-        for manifest in &linked {
-            let digest = &*manifest.digest;
-            if deleted_digests.contains(digest) {
-                for child in manifest.children.iter() {
-                    let untagged = !tagged.contains(&**child);
-                    if untagged
-                        && !kept.contains_key(&**child)
-                        && !deleted_digests.contains(&**child)
-                    {
-                        follow.push((child, format!("child of deleted index {digest}")));
-                    }
-                }
-            }
-            if let Some(subject) = manifest.subject.as_deref() {
-                let untagged = !tagged.contains(digest);
-                if untagged
-                    && deleted_digests.contains(subject)
-                    && !kept.contains_key(digest)
-                    && !deleted_digests.contains(digest)
-                {
-                    follow.push((&manifest.digest, format!("referrer of deleted {subject}")));
-                }
-            }
-        }
-        if follow.is_empty() {
-            break;
-        }
-        for (digest, why) in follow {
-            if deleted_digests.insert(digest) {
-                actions.push(Action::DeleteDigest {
-                    bytes: size(repo, digest),
-                    digest: digest.clone(),
-                    tags: Vec::new(),
-                    follows: Some(why),
-                });
-            }
-        }
-    }
-
+    let actions = actions::actions(repo, &tags, &groups, &deletions, &references);
+    let deleted_digests: HashSet<&str> = deletions.digests().copied().collect();
     let kept_digests: HashSet<&str> = tags
         .iter()
         .map(|t| &*t.digest)
@@ -561,6 +472,77 @@ fn evaluate_repository(
         },
         tags,
         actions,
+    }
+}
+
+/// Every rule's verdict on one tag, in as many words as `details` asks for.
+fn rule_outcomes(
+    context: &rules::TagContext,
+    tag: &Tag,
+    git: &rules::GitOutcomes,
+    details: Details,
+) -> Vec<Outcome> {
+    let first = if details.all() {
+        Details::All
+    } else {
+        Details::Reasons
+    };
+    let outcomes = context.outcomes(tag, git, first);
+    if details == Details::Removed && !outcomes.iter().any(|o| o.keeps) {
+        // Removed: the words of every verdict, for the audit log.
+        context.outcomes(tag, git, Details::All)
+    } else {
+        outcomes
+    }
+}
+
+/// The tags of each digest: runs of `order` (tag indexes sorted by digest, then name).
+fn groups<'o>(tags: &[TagPlan], order: &'o [usize]) -> Vec<&'o [usize]> {
+    order
+        .chunk_by(|a, b| tags[*a].digest == tags[*b].digest)
+        .collect()
+}
+
+/// Digests kept: by a kept tag, or by digest (workloads, Helm), then what follows from them:
+/// children of kept indexes, referrers of kept subjects. Each with its first reason.
+fn kept_digests<'a>(
+    repo: &'a RepositorySnapshot,
+    tags: &[TagPlan],
+    context: &rules::TagContext<'a>,
+) -> HashMap<&'a str, String> {
+    let mut kept: HashMap<&str, String> = HashMap::default();
+    // Keyed by the snapshot's strings.
+    for (tag, _) in repo.tags.iter().zip(tags).filter(|(_, t)| t.keep) {
+        kept.entry(&*tag.digest)
+            .or_insert_with(|| format!("tag {} is kept", tag.tag));
+    }
+    for (digest, why) in context.kept_by_digest() {
+        kept.entry(digest).or_insert_with(|| why.to_string());
+    }
+    loop {
+        let mut added = Vec::new();
+        for manifest in repo.manifests.values() {
+            if kept.contains_key(&*manifest.digest) {
+                for child in &manifest.children {
+                    if !kept.contains_key(&**child) {
+                        added.push((
+                            &**child,
+                            format!("listed by kept index {}", manifest.digest),
+                        ));
+                    }
+                }
+            } else if let Some(subject) =
+                manifest.subject.as_deref().filter(|s| kept.contains_key(s))
+            {
+                added.push((&*manifest.digest, format!("refers to kept {subject}")));
+            }
+        }
+        if added.is_empty() {
+            return kept;
+        }
+        for (digest, why) in added {
+            kept.entry(digest).or_insert(why);
+        }
     }
 }
 

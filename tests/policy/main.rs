@@ -2,6 +2,7 @@
 //! merges, annotated and lightweight tags, controlled committer dates, remote-tracking
 //! branches), with the kept set written out by hand. Plus the plan's safety properties.
 
+mod closure;
 mod commit_graph;
 #[path = "../support/git.rs"]
 mod git;

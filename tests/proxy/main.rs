@@ -10,6 +10,7 @@ mod faults;
 mod operator;
 mod plan;
 mod recording;
+mod references;
 mod sync;
 mod tls;
 mod transfers;
