@@ -71,6 +71,8 @@ fn main() {
                     commit: format!("{i:040x}"),
                     source: LinkSource::Annotation,
                     learned_at: UnixMillis(i),
+                    repository: None,
+                    tag: None,
                 }),
             ]);
             // Waits when the writer is behind, as `sync` does (the proxy drops instead).

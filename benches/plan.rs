@@ -244,6 +244,8 @@ fn generate_index(path: &Path, scale: &Scale, commits: &[String]) {
             commit: commits[rng.next(commits.len())].clone(),
             source: LinkSource::Annotation,
             learned_at: pushed,
+            repository: None,
+            tag: None,
         }));
         if batch.len() >= 30_000 {
             index.apply(&batch).unwrap();
@@ -324,7 +326,7 @@ fn measure(dir: &Path, scale: &Scale) {
     let linked = snapshot
         .repositories
         .values()
-        .flat_map(|r| r.links.values().flatten().map(|c| &**c));
+        .flat_map(|r| r.links.values().flatten().map(|f| &*f.commit));
     let facts = GitFacts::load(&dir.join("git"), "origin", linked).unwrap();
     split.push(("git graph load", started.elapsed().as_secs_f64()));
     let commit_count = facts.commits();

@@ -53,13 +53,20 @@ impl Linker {
             links.push(link(&record.digest, commit, LinkSource::Annotation, at));
         }
         if let Some(tag) = tag {
-            links.extend(self.tag_links(&record.digest, tag, at));
+            links.extend(self.tag_links(&record.repository, &record.digest, tag, at));
         }
         links
     }
 
-    /// Links the configured tag patterns find in `tag`, for the image `digest`.
-    pub fn tag_links(&self, digest: &str, tag: &str, at: UnixMillis) -> Vec<CommitLink> {
+    /// Links the configured tag patterns find in `tag` of `repository` (pointing to the image
+    /// `digest`): evidence about that tag only.
+    pub fn tag_links(
+        &self,
+        repository: &str,
+        digest: &str,
+        tag: &str,
+        at: UnixMillis,
+    ) -> Vec<CommitLink> {
         self.patterns
             .iter()
             .filter_map(|(pattern, re)| {
@@ -67,12 +74,10 @@ impl Linker {
                     .captures(tag)
                     .and_then(|c| c.name("commit"))
                     .and_then(|m| commit(m.as_str()))?;
-                Some(link(
-                    digest,
-                    commit,
-                    LinkSource::TagPattern(pattern.clone()),
-                    at,
-                ))
+                let mut link = link(digest, commit, LinkSource::TagPattern(pattern.clone()), at);
+                link.repository = Some(repository.to_string());
+                link.tag = Some(tag.to_string());
+                Some(link)
             })
             .collect()
     }
@@ -112,6 +117,8 @@ fn link(digest: &str, commit: String, source: LinkSource, at: UnixMillis) -> Com
         commit,
         source,
         learned_at: at,
+        repository: None,
+        tag: None,
     }
 }
 

@@ -159,7 +159,11 @@ impl Mirror {
                 Write::LinkCommit(link) => {
                     // The digest's links are re-read at the next refresh (others are reused).
                     state.linked.insert(link.digest.clone());
-                    match named.get(link.digest.as_str()) {
+                    match link
+                        .repository
+                        .as_ref()
+                        .or(named.get(link.digest.as_str()).copied())
+                    {
                         Some(repository) => repository,
                         None => continue,
                     }
@@ -288,8 +292,10 @@ mod tests {
         Write::LinkCommit(CommitLink {
             digest: digest.into(),
             commit: commit.into(),
-            source: LinkSource::Api,
+            source: LinkSource::Label("vcs-ref".into()),
             learned_at: UnixMillis(1),
+            repository: None,
+            tag: None,
         })
     }
 
@@ -332,7 +338,10 @@ mod tests {
         // repository holding the digest.
         mirror.apply(&[link("sha256:4", "abcdef0")]).unwrap();
         let fourth = mirror.snapshot().unwrap();
-        assert_eq!(&*fourth.repositories["b"].links["sha256:4"][0], "abcdef0");
+        assert_eq!(
+            &*fourth.repositories["b"].links["sha256:4"][0].commit,
+            "abcdef0"
+        );
 
         // Deleting the last manifests removes the repository.
         let delete = |digest: &str| Write::DeleteManifest {

@@ -18,7 +18,7 @@ use super::request::{Answer, authorized_json, error};
 use crate::{
     events::{EventSender, RegistryEvent},
     index::{CommitLink, Index, LinkSource, UnixMillis, Write},
-    proxy::route::{is_valid_digest, is_valid_repository_name, is_valid_tag},
+    proxy::route::{is_valid_repository_name, is_valid_tag},
 };
 
 pub struct LinkApi {
@@ -54,20 +54,45 @@ impl LinkApi {
         if !commit_ok {
             return error(StatusCode::BAD_REQUEST, "commit must be 7 to 64 hex digits");
         }
-        let digest = match (link.tag.as_deref(), link.digest.as_deref()) {
-            (Some(tag), None) if is_valid_tag(tag) => {
-                let index = self.index.clone();
-                let (repository, tag) = (link.repository.clone(), tag.to_string());
-                let found = tokio::task::spawn_blocking(move || index.tag(&repository, &tag)).await;
+        // Evidence from a tag is about that tag; a digest named here is about that digest in
+        // that repository — never every repository holding the digest.
+        let index = self.index.clone();
+        let (digest, tag) = match (link.tag.clone(), link.digest.clone()) {
+            (Some(tag), None) if is_valid_tag(&tag) => {
+                let repository = link.repository.clone();
+                let wanted = tag.clone();
+                let found =
+                    tokio::task::spawn_blocking(move || index.tag(&repository, &wanted)).await;
                 match found {
-                    Ok(Ok(Some(tag))) => tag.digest,
+                    Ok(Ok(Some(record))) => (record.digest, Some(tag)),
                     Ok(Ok(None)) => {
                         return error(StatusCode::NOT_FOUND, "the index does not know that tag");
                     }
                     _ => return error(StatusCode::SERVICE_UNAVAILABLE, "the index cannot be read"),
                 }
             }
-            (None, Some(digest)) if is_valid_digest(digest) => digest.to_string(),
+            (None, Some(digest)) if is_content_digest(&digest) => {
+                let repository = link.repository.clone();
+                let wanted = digest.clone();
+                let found =
+                    tokio::task::spawn_blocking(move || index.manifest(&repository, &wanted)).await;
+                match found {
+                    Ok(Ok(Some(_))) => (digest, None),
+                    Ok(Ok(None)) => {
+                        return error(
+                            StatusCode::NOT_FOUND,
+                            "the index does not hold that digest in that repository",
+                        );
+                    }
+                    _ => return error(StatusCode::SERVICE_UNAVAILABLE, "the index cannot be read"),
+                }
+            }
+            (None, Some(_)) => {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    "`digest` must be sha256:<64 hex digits> or sha512:<128 hex digits>",
+                );
+            }
             _ => {
                 return error(
                     StatusCode::BAD_REQUEST,
@@ -82,6 +107,8 @@ impl LinkApi {
                 commit: commit.clone(),
                 source: LinkSource::Api,
                 learned_at: UnixMillis::now(),
+                repository: Some(link.repository.clone()),
+                tag: tag.clone(),
             })]))
             .await;
         tracing::info!(
@@ -92,7 +119,31 @@ impl LinkApi {
         );
         (
             StatusCode::CREATED,
-            serde_json::json!({ "repository": link.repository, "digest": digest, "commit": commit }),
+            serde_json::json!({ "repository": link.repository, "tag": tag, "digest": digest, "commit": commit }),
         )
+    }
+}
+
+/// A digest of content: `sha256:` + 64 or `sha512:` + 128 lowercase hex digits.
+fn is_content_digest(digest: &str) -> bool {
+    let hex = |text: &str, len: usize| {
+        text.len() == len && text.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+    };
+    match digest.split_once(':') {
+        Some(("sha256", encoded)) => hex(encoded, 64),
+        Some(("sha512", encoded)) => hex(encoded, 128),
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn only_content_digests_are_accepted() {
+        let good = format!("sha256:{}", "ab".repeat(32));
+        assert!(super::is_content_digest(&good));
+        for bad in ["sha256:0000", "sha256:", "md5:abc", &good.to_uppercase()] {
+            assert!(!super::is_content_digest(bad), "{bad}");
+        }
     }
 }

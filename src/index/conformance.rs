@@ -177,6 +177,8 @@ fn commit_links_are_stored_once_per_source(index: &dyn Index) {
             commit: commit.into(),
             source,
             learned_at: UnixMillis(7),
+            repository: None,
+            tag: None,
         })
     };
     index
@@ -190,6 +192,39 @@ fn commit_links_are_stored_once_per_source(index: &dyn Index) {
     let links = index.commit_links(D1).unwrap();
     assert_eq!(links.len(), 3, "{links:?}");
     assert!(index.commit_links(D2).unwrap().is_empty());
+    // Evidence about a tag is stored per repository and tag: two tags of one digest with the
+    // same pattern and commit keep their own links.
+    let scoped = |repository: &str, tag: &str| {
+        Write::LinkCommit(CommitLink {
+            digest: D2.into(),
+            commit: "abc".into(),
+            source: LinkSource::TagPattern("^main-(?P<commit>.+)$".into()),
+            learned_at: UnixMillis(7),
+            repository: Some(repository.into()),
+            tag: Some(tag.into()),
+        })
+    };
+    index
+        .apply(&[
+            scoped("a", "main-abc"),
+            scoped("a", "main-abc"),
+            scoped("b", "main-abc"),
+        ])
+        .unwrap();
+    let mut scopes: Vec<(Option<String>, Option<String>)> = index
+        .commit_links(D2)
+        .unwrap()
+        .into_iter()
+        .map(|l| (l.repository, l.tag))
+        .collect();
+    scopes.sort();
+    assert_eq!(
+        scopes,
+        [
+            (Some("a".into()), Some("main-abc".into())),
+            (Some("b".into()), Some("main-abc".into()))
+        ]
+    );
 }
 
 fn pulls_accumulate(index: &dyn Index) {
@@ -296,6 +331,8 @@ fn whole_index_scans_see_every_link_and_pull(index: &dyn Index) {
             commit: commit.into(),
             source: LinkSource::Api,
             learned_at: UnixMillis(1),
+            repository: None,
+            tag: None,
         })
     };
     let pulls = |repository: &str, reference: &str| Write::RecordPulls {

@@ -170,13 +170,25 @@ pub enum LinkSource {
     Api,
 }
 
-/// Digest → a git commit it was built from.
+/// Digest → a git commit it was built from, and what the evidence speaks for.
+///
+/// Evidence carried by the image itself (annotation, config labels) is about the digest, in
+/// every repository. Evidence from a tag (a tag pattern, the link API naming a tag) is about
+/// that tag of that repository only: the other tags on the digest keep their own status. A
+/// link API call naming a digest is about that digest in that repository.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CommitLink {
     pub digest: String,
     pub commit: String,
     pub source: LinkSource,
     pub learned_at: UnixMillis,
+    /// The repository the evidence speaks for; `None`: the image's own (every repository).
+    /// Links written before scoping existed have none whatever their source.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub repository: Option<String>,
+    /// The tag the evidence speaks for (with `repository`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tag: Option<String>,
 }
 
 /// Pulls of one reference (tag or digest) in one repository.

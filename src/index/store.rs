@@ -413,7 +413,21 @@ fn apply_one<K: KvStore>(pending: &mut Pending<'_, K>, write: &Write) -> Result<
         Write::CleanupRan(run) => pending.put(CLEANUP_RUN_KEY.to_vec(), run),
         Write::LinkCommit(link) => {
             let source = link_source_key(&link.source);
-            let key = key(LINK, &[&link.digest, &link.commit, &source]);
+            // Scoped links are stored per repository and tag: one digest's tags each keep
+            // their own evidence.
+            let key = match (&link.repository, &link.tag) {
+                (None, _) => key(LINK, &[&link.digest, &link.commit, &source]),
+                (Some(repository), tag) => key(
+                    LINK,
+                    &[
+                        &link.digest,
+                        &link.commit,
+                        &source,
+                        repository,
+                        tag.as_deref().unwrap_or(""),
+                    ],
+                ),
+            };
             if pending.get::<CommitLink>(&key)?.is_none() {
                 pending.put(key, link);
             }

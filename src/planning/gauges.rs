@@ -23,11 +23,7 @@ pub fn record(config: &Config, loaded: &Loaded, plan: &Plan) {
     for repo in snapshot.repositories.values() {
         tags += repo.tags.len();
         manifests += repo.manifests.len();
-        linked += repo
-            .tags
-            .iter()
-            .filter(|t| repo.links.contains_key(&*t.digest))
-            .count();
+        linked += repo.tags.iter().filter(|t| repo.tag_linked(t)).count();
     }
     let ratio = if tags == 0 {
         0.0

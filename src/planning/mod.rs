@@ -105,7 +105,7 @@ fn linked_commits(snapshot: &Snapshot) -> impl Iterator<Item = &str> {
     snapshot
         .repositories
         .values()
-        .flat_map(|r| r.links.values().flatten().map(|c| &**c))
+        .flat_map(|r| r.links.values().flatten().map(|f| &*f.commit))
 }
 
 /// Runs disk- or CPU-bound `work` (reading the index and git, evaluating a million tags)

@@ -20,7 +20,9 @@ use std::{collections::BTreeSet, sync::Arc};
 
 use serde::Serialize;
 
-pub use snapshot::{Digest, Manifest, RepositorySnapshot, Snapshot, Tag};
+pub use snapshot::{
+    Digest, Evidence, LinkFact, LinkScope, Manifest, RepositorySnapshot, Snapshot, Tag,
+};
 pub use usage::{ImageRef, InUse, Usage};
 
 use crate::{

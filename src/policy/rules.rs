@@ -117,7 +117,7 @@ pub fn git_verdicts<'a>(
         let mut seen = HashSet::default();
         for tag in &repo.tags {
             let digest = &*tag.digest;
-            if !seen.insert(digest) || !repo.links.contains_key(digest) {
+            if !seen.insert(digest) || repo.digest_commits(digest).next().is_none() {
                 continue;
             }
             let source = repo.manifests.get(digest).and_then(|m| m.source.as_deref());
@@ -257,7 +257,7 @@ impl<'a> Linked<'a> {
         for &digest in digests {
             let mut missing = Vec::new();
             let before = self.pairs.len();
-            for linked in repo.links[digest].iter() {
+            for linked in repo.digest_commits(digest) {
                 match facts.resolve(linked) {
                     Some(commit) => self.pairs.push((commit, member as u32, digest)),
                     // Held by the repository but on no reference: nothing keeps it.
@@ -486,8 +486,9 @@ impl<'a> TagContext<'a> {
                 }),
             });
         }
-        // Git, or untracked.
-        match git.get(&*tag.digest) {
+        // Git, or untracked: only evidence that speaks for this tag (about its digest, or
+        // about the tag itself) puts it under the git rules.
+        match git.get(&*tag.digest).filter(|_| self.repo.tag_linked(tag)) {
             Some(outcome) => outcomes.push(outcome.clone()),
             None => outcomes.push(self.untracked(tag, words)),
         }
@@ -581,7 +582,7 @@ impl<'a> TagContext<'a> {
     }
 
     fn untracked(&self, tag: &Tag, words: Details) -> Outcome {
-        let linked = self.repo.links.contains_key(&*tag.digest);
+        let linked = self.repo.tag_linked(tag);
         let what = if linked {
             "untracked: linked to commits, but no git repository is configured for it"
         } else {

@@ -12,7 +12,8 @@ use std::{collections::BTreeMap, sync::Arc};
 
 use super::{HashMap, HashSet};
 use crate::index::{
-    CommitLink, Index, IndexError, ManifestKind, ManifestRecord, PullStats, TagRecord, UnixMillis,
+    CommitLink, Index, IndexError, LinkSource, ManifestKind, ManifestRecord, PullStats, TagRecord,
+    UnixMillis,
 };
 
 /// A digest, shared by everything in a repository snapshot that names it.
@@ -52,13 +53,77 @@ pub struct Manifest {
     pub references_known: bool,
 }
 
+/// A commit a digest is linked to, as the evidence applies in one repository.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LinkFact {
+    pub commit: Box<str>,
+    /// `None`: about the digest (every tag on it); a tag: about that tag only.
+    pub tag: Option<Box<str>>,
+}
+
+impl LinkFact {
+    /// Evidence about the digest itself.
+    pub fn image(commit: &str) -> Self {
+        Self {
+            commit: commit.into(),
+            tag: None,
+        }
+    }
+}
+
+/// A digest's commit links as the index holds them, before they are scoped to a repository.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Evidence {
+    pub commit: Box<str>,
+    pub scope: LinkScope,
+}
+
+/// What a stored link speaks for.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum LinkScope {
+    /// The image's own annotation or labels: the digest, in every repository.
+    Image,
+    /// The digest in this repository (the link API naming a digest).
+    Repository(Box<str>),
+    /// This tag of this repository (a tag pattern, the link API naming a tag).
+    Tag(Box<str>, Box<str>),
+    /// A tag-pattern link written before links were scoped: it speaks for the tags on the
+    /// digest that this pattern matches with this commit.
+    LegacyTagPattern(Box<str>),
+    /// A link API call written before links were scoped: which tag or repository it spoke
+    /// for is unknown, so it speaks for none.
+    LegacyApi,
+}
+
+impl From<CommitLink> for Evidence {
+    fn from(link: CommitLink) -> Self {
+        let scope = match (link.repository, link.tag, link.source) {
+            (Some(repository), Some(tag), _) => LinkScope::Tag(repository.into(), tag.into()),
+            (Some(repository), None, _) => LinkScope::Repository(repository.into()),
+            (None, _, LinkSource::Annotation | LinkSource::Label(_)) => LinkScope::Image,
+            (None, _, LinkSource::TagPattern(pattern)) => {
+                LinkScope::LegacyTagPattern(pattern.into())
+            }
+            (None, _, LinkSource::Api) => LinkScope::LegacyApi,
+        };
+        Self {
+            commit: link.commit.into(),
+            scope,
+        }
+    }
+}
+
+/// Evidence for one digest, as read from the index.
+pub type Evidences = Box<[Evidence]>;
+
 #[derive(Clone, Debug, Default)]
 pub struct RepositorySnapshot {
     /// Ordered by tag name.
     pub tags: Vec<Tag>,
     pub manifests: HashMap<Digest, Manifest>,
-    /// Digest → the commits it is linked to.
-    pub links: HashMap<Digest, Box<[Box<str>]>>,
+    /// Digest → the commits it is linked to, scoped to this repository: evidence about the
+    /// digest, or about one tag (which counts only while that tag points to the digest).
+    pub links: HashMap<Digest, Box<[LinkFact]>>,
     /// Tag or digest → pulls.
     pub pulls: HashMap<Box<str>, PullStats>,
 }
@@ -84,11 +149,13 @@ impl Digests {
 }
 
 impl RepositorySnapshot {
-    /// Builds a repository's snapshot from its records. `links` gives a digest's commits.
+    /// Builds the snapshot of `repository` from its records. `links` gives a digest's stored
+    /// links, which are scoped to this repository here.
     pub fn from_records(
+        repository: &str,
         tags: Vec<TagRecord>,
         manifests: Vec<ManifestRecord>,
-        links: impl FnMut(&str) -> Option<Box<[Box<str>]>>,
+        links: impl FnMut(&str) -> Option<Evidences>,
         pulls: Vec<(String, PullStats)>,
     ) -> Self {
         let mut digests = Digests::default();
@@ -123,24 +190,97 @@ impl RepositorySnapshot {
             })
             .collect();
         repo.tags.sort_by(|a, b| a.tag.cmp(&b.tag));
-        repo.attach_links(links);
+        repo.attach_links(repository, links);
         repo
     }
 
-    /// Sets the commit links of every digest the snapshot names.
-    fn attach_links(&mut self, mut links: impl FnMut(&str) -> Option<Box<[Box<str>]>>) {
+    /// The commits the evidence links to `tag`'s image, as it applies to that tag: about its
+    /// digest, or about the tag itself while it points there.
+    pub fn tag_commits<'s>(&'s self, tag: &'s Tag) -> impl Iterator<Item = &'s str> + 's {
+        self.links
+            .get(&tag.digest)
+            .into_iter()
+            .flatten()
+            .filter(move |f| f.tag.as_deref().is_none_or(|t| t == &*tag.tag))
+            .map(|f| &*f.commit)
+    }
+
+    /// Whether any evidence links `tag` to a commit.
+    pub fn tag_linked(&self, tag: &Tag) -> bool {
+        self.tag_commits(tag).next().is_some()
+    }
+
+    /// The commits `digest` is linked to through evidence about it, or about a tag that
+    /// points to it now: what the walks place the image at.
+    pub fn digest_commits<'s>(&'s self, digest: &'s str) -> impl Iterator<Item = &'s str> + 's {
+        self.links
+            .get(digest)
+            .into_iter()
+            .flatten()
+            .filter(move |f| match &f.tag {
+                None => true,
+                Some(tag) => self
+                    .tags
+                    .binary_search_by(|t| (*t.tag).cmp(tag))
+                    .is_ok_and(|at| &*self.tags[at].digest == digest),
+            })
+            .map(|f| &*f.commit)
+    }
+
+    /// Sets the commit links of every digest the snapshot names, scoped to `repository`.
+    fn attach_links(&mut self, repository: &str, mut links: impl FnMut(&str) -> Option<Evidences>) {
+        let mut patterns: HashMap<Box<str>, Option<regex::Regex>> = HashMap::default();
         let named = self
             .manifests
             .keys()
             .chain(self.tags.iter().map(|t| &t.digest))
             .chain(self.manifests.values().flat_map(|m| m.children.iter()))
             .chain(self.manifests.values().filter_map(|m| m.subject.as_ref()));
-        let mut found = HashMap::default();
+        let mut found: HashMap<Digest, Box<[LinkFact]>> = HashMap::default();
         for digest in named {
-            if !found.contains_key(digest)
-                && let Some(commits) = links(digest)
-            {
-                found.insert(digest.clone(), commits);
+            if found.contains_key(digest) {
+                continue;
+            }
+            let Some(evidence) = links(digest) else {
+                continue;
+            };
+            let mut facts: Vec<LinkFact> = Vec::new();
+            for evidence in evidence.iter() {
+                let commit = &evidence.commit;
+                match &evidence.scope {
+                    LinkScope::Image => facts.push(LinkFact::image(commit)),
+                    LinkScope::Repository(r) if **r == *repository => {
+                        facts.push(LinkFact::image(commit))
+                    }
+                    LinkScope::Tag(r, tag) if **r == *repository => facts.push(LinkFact {
+                        commit: commit.clone(),
+                        tag: Some(tag.clone()),
+                    }),
+                    LinkScope::LegacyTagPattern(pattern) => {
+                        let re = patterns
+                            .entry(pattern.clone())
+                            .or_insert_with(|| regex::Regex::new(pattern).ok());
+                        let Some(re) = re else { continue };
+                        for tag in self.tags.iter().filter(|t| t.digest == *digest) {
+                            let captured = re
+                                .captures(&tag.tag)
+                                .and_then(|c| c.name("commit"))
+                                .map(|m| m.as_str().to_ascii_lowercase());
+                            if captured.as_deref() == Some(&**commit) {
+                                facts.push(LinkFact {
+                                    commit: commit.clone(),
+                                    tag: Some(tag.tag.as_ref().into()),
+                                });
+                            }
+                        }
+                    }
+                    LinkScope::Repository(_) | LinkScope::Tag(..) | LinkScope::LegacyApi => {}
+                }
+            }
+            facts.sort_by(|a, b| (&a.tag, &a.commit).cmp(&(&b.tag, &b.commit)));
+            facts.dedup();
+            if !facts.is_empty() {
+                found.insert(digest.clone(), facts.into());
             }
         }
         self.links = found;
@@ -166,16 +306,18 @@ impl RepositorySnapshot {
         self.manifests.insert(manifest.digest.clone(), manifest);
     }
 
-    /// Adds a commit link.
-    pub fn put_link(&mut self, link: &CommitLink) {
-        let digest = self.digest(&link.digest);
-        let mut commits: Vec<Box<str>> = self
+    /// Adds a commit link that applies to this repository as it stands.
+    pub fn put_link(&mut self, fact: LinkFact, digest: &str) {
+        let digest = self.digest(digest);
+        let mut facts: Vec<LinkFact> = self
             .links
             .remove(&digest)
             .map(Vec::from)
             .unwrap_or_default();
-        commits.push(link.commit.as_str().into());
-        self.links.insert(digest, commits.into());
+        if !facts.contains(&fact) {
+            facts.push(fact);
+        }
+        self.links.insert(digest, facts.into());
     }
 
     /// The shared `Arc` for `digest` when the snapshot already names it.
@@ -232,6 +374,7 @@ impl Snapshot {
                         mine.into_iter()
                             .map(|repository| {
                                 let repo = RepositorySnapshot::from_records(
+                                    repository,
                                     index.tags(repository)?,
                                     index.manifests(repository)?,
                                     |_| None,
@@ -260,7 +403,7 @@ impl Snapshot {
         let mut snapshot = Self::default();
         for share in read {
             for (repository, mut repo) in share? {
-                repo.attach_links(|digest| links.get(digest).cloned());
+                repo.attach_links(repository, |digest| links.get(digest).cloned());
                 snapshot
                     .repositories
                     .insert(repository.clone(), Arc::new(repo));
@@ -283,17 +426,30 @@ impl Snapshot {
         let pulls = index.repository_pulls(repository)?;
         let mut failed = None;
         let repo = RepositorySnapshot::from_records(
+            repository,
             tags,
             manifests,
             |digest| {
                 if let Some(known) = known.filter(|_| !relinked.contains(digest))
                     && (known.manifests.contains_key(digest) || known.links.contains_key(digest))
                 {
-                    return known.links.get(digest).cloned();
+                    // Facts already scoped to this repository, back as evidence about it.
+                    return known.links.get(digest).map(|facts| {
+                        facts
+                            .iter()
+                            .map(|f| Evidence {
+                                commit: f.commit.clone(),
+                                scope: match &f.tag {
+                                    None => LinkScope::Repository(repository.into()),
+                                    Some(tag) => LinkScope::Tag(repository.into(), tag.clone()),
+                                },
+                            })
+                            .collect()
+                    });
                 }
                 match index.commit_links(digest) {
                     Ok(links) if links.is_empty() => None,
-                    Ok(links) => Some(commits(links.into_iter().map(|l| l.commit))),
+                    Ok(links) => Some(evidences(links.into_iter().map(Evidence::from))),
                     Err(e) => {
                         failed.get_or_insert(e);
                         None
@@ -309,38 +465,34 @@ impl Snapshot {
     }
 }
 
-/// Each linked commit once, in the order given.
-fn commits(found: impl Iterator<Item = String>) -> Box<[Box<str>]> {
-    let mut commits: Vec<Box<str>> = Vec::new();
-    for commit in found {
-        if !commits.iter().any(|c| **c == *commit) {
-            commits.push(commit.into_boxed_str());
+/// Each piece of evidence once, in the order given.
+fn evidences(found: impl Iterator<Item = Evidence>) -> Evidences {
+    let mut all: Vec<Evidence> = Vec::new();
+    for evidence in found {
+        if !all.contains(&evidence) {
+            all.push(evidence);
         }
     }
-    commits.into()
+    all.into()
 }
 
-/// A digest's linked commits.
-type Commits = Box<[Box<str>]>;
-
-/// Digest → commits, for every link in the index.
-fn all_links(index: &dyn Index) -> Result<HashMap<Box<str>, Commits>, IndexError> {
-    let mut by_digest: HashMap<Box<str>, Box<[Box<str>]>> = HashMap::default();
+/// Digest → its evidence, for every link in the index.
+fn all_links(index: &dyn Index) -> Result<HashMap<Box<str>, Evidences>, IndexError> {
+    let mut by_digest: HashMap<Box<str>, Evidences> = HashMap::default();
     index.each_commit_link(&mut |link| {
-        match by_digest.get_mut(link.digest.as_str()) {
-            // Links come in key order, so a digest's commits arrive together; repeats (one
+        let digest = link.digest.clone();
+        let evidence = Evidence::from(link);
+        match by_digest.get_mut(digest.as_str()) {
+            // Links come in key order, so a digest's links arrive together; repeats (one
             // commit learned from several sources) are stored once.
-            Some(commits) if !commits.iter().any(|c| **c == *link.commit) => {
-                let mut grown = std::mem::take(commits).into_vec();
-                grown.push(link.commit.into_boxed_str());
-                *commits = grown.into_boxed_slice();
+            Some(all) if !all.contains(&evidence) => {
+                let mut grown = std::mem::take(all).into_vec();
+                grown.push(evidence);
+                *all = grown.into_boxed_slice();
             }
             Some(_) => {}
             None => {
-                by_digest.insert(
-                    link.digest.into_boxed_str(),
-                    Box::new([link.commit.into_boxed_str()]),
-                );
+                by_digest.insert(digest.into_boxed_str(), Box::new([evidence]));
             }
         }
         Ok(())

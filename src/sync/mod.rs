@@ -371,7 +371,7 @@ impl Crawl<'_> {
         // The manifest's own links came with its record; the tag adds pattern links.
         writes.extend(
             self.linker
-                .tag_links(&record.digest, tag, at)
+                .tag_links(repository, &record.digest, tag, at)
                 .into_iter()
                 .map(Write::LinkCommit),
         );

@@ -106,7 +106,8 @@ fn snapshot(repo: &Repo) -> Snapshot {
     }
     tags.sort_by(|a, b| a.tag.cmp(&b.tag));
     tags.dedup_by(|a, b| a.tag == b.tag);
-    let repository = RepositorySnapshot::from_records(tags, manifests, |_| None, Vec::new());
+    let repository =
+        RepositorySnapshot::from_records(REPOSITORY, tags, manifests, |_| None, Vec::new());
     let mut snapshot = Snapshot::default();
     snapshot
         .repositories

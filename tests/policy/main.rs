@@ -4,6 +4,7 @@
 
 mod closure;
 mod commit_graph;
+mod evidence;
 #[path = "../support/git.rs"]
 mod git;
 mod kube;
@@ -20,7 +21,7 @@ use git2::Oid;
 use regkeeper::{
     config::RetentionConfig,
     index::{ManifestKind, ManifestRecord, TagRecord, UnixMillis},
-    policy::{self, Inputs, Plan, RepositorySnapshot, Snapshot, Usage},
+    policy::{self, Evidence, Inputs, LinkScope, Plan, RepositorySnapshot, Snapshot, Usage},
     sources::git::GitFacts,
 };
 
@@ -52,11 +53,19 @@ pub fn manifest(digest: &str) -> ManifestRecord {
     }
 }
 
+/// Evidence the image carries itself (an annotation or label): about its digest.
+pub fn image_evidence(commit: &str) -> Evidence {
+    Evidence {
+        commit: commit.into(),
+        scope: LinkScope::Image,
+    }
+}
+
 /// A repository snapshot with one image (own digest) per `(tag, commit)`, pushed long ago.
 pub fn snapshot(images: &[(&str, Option<&str>)]) -> Snapshot {
     let mut tags = Vec::new();
     let mut manifests = Vec::new();
-    let mut links: HashMap<String, Box<[Box<str>]>> = HashMap::new();
+    let mut links: HashMap<String, Box<[Evidence]>> = HashMap::new();
     for (tag, commit) in images {
         let digest = digest_of(tag);
         tags.push(TagRecord {
@@ -69,11 +78,16 @@ pub fn snapshot(images: &[(&str, Option<&str>)]) -> Snapshot {
         });
         manifests.push(manifest(&digest));
         if let Some(commit) = commit {
-            links.insert(digest, Box::new([Box::from(*commit)]));
+            links.insert(digest, Box::new([image_evidence(commit)]));
         }
     }
-    let repo =
-        RepositorySnapshot::from_records(tags, manifests, |d| links.get(d).cloned(), Vec::new());
+    let repo = RepositorySnapshot::from_records(
+        REPOSITORY,
+        tags,
+        manifests,
+        |d| links.get(d).cloned(),
+        Vec::new(),
+    );
     let mut snapshot = Snapshot::default();
     snapshot
         .repositories
@@ -121,7 +135,7 @@ pub fn evaluate_with(
     let linked = snapshot
         .repositories
         .values()
-        .flat_map(|r| r.links.values().flatten().map(|c| &**c));
+        .flat_map(|r| r.links.values().flatten().map(|f| &*f.commit));
     let facts: HashMap<String, Result<GitFacts, String>> = [(
         "app".to_string(),
         GitFacts::load(git.dir.path(), "origin", linked).map_err(|e| e.to_string()),

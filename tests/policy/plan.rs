@@ -503,7 +503,7 @@ fn untagged_case() -> (Snapshot, Vec<(&'static str, String)>) {
             count: 1,
         },
     )];
-    let repo = RepositorySnapshot::from_records(tags, manifests, |_| None, pulls);
+    let repo = RepositorySnapshot::from_records(REPOSITORY, tags, manifests, |_| None, pulls);
     let mut snapshot = Snapshot::default();
     snapshot
         .repositories

@@ -164,3 +164,147 @@ fn a_signature_of_an_image_pushed_by_digest_stays_with_it() {
         "the signature of a deleted image goes: {report:#}"
     );
 }
+
+/// A real git clone whose `main` holds one commit, plus a commit no branch reaches (a deleted
+/// branch's head): evidence pointing there says "on no branch", the strongest "delete" git gives.
+fn clone_with_a_dead_commit() -> (crate::support::git::GitRepo, String) {
+    let git = crate::support::git::GitRepo::new();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    let live = git.commit(&[], now - 3600);
+    git.remote_branch("main", live);
+    let dead = git.commit(&[live], now - 1800);
+    (git, dead.to_string())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn evidence_from_a_tag_speaks_for_that_tag_only() {
+    const TOKEN: &str = "link-token-0123456789";
+    let work = tempfile::tempdir().unwrap();
+    let (git, dead) = clone_with_a_dead_commit();
+    // Untracked tags are kept (the default); git judges what evidence speaks for.
+    let config = format!(
+        "retention:\n  gitRepositories:\n    - name: app\n      path: {}\n      repositories: [\"team/**\"]\n  scopes:\n    - name: all\n      include: [\"**\"]\n      pushedWithin: 0s\n      keepPolicies:\n        - references: {{branch: main}}\ncleanup:\n  maxFraction: 1.0\n",
+        git.dir.path().display()
+    );
+    let registry = Registry::start();
+    let mut regkeeper = Regkeeper::start_full(
+        &registry.url(),
+        &config,
+        &[
+            ("REGKEEPER_ADMIN_LINK_TOKEN", TOKEN),
+            (
+                "REGKEEPER_INDEX_TAG_PATTERNS",
+                "^main-(?P<commit>[0-9a-f]{7,40})$",
+            ),
+        ],
+    );
+    let layout_dir = work.path().join("layout");
+    let mut layout = Layout::new(&layout_dir);
+    let image = layout.add_image(&ImageSpec {
+        layers: vec![tar_gz_layer("name.txt", b"prod", false)],
+        ..ImageSpec::default()
+    });
+    layout.tag("x", &image);
+    let push = |reference: &str| {
+        skopeo_copy(
+            &format!("oci:{}:x", layout_dir.display()),
+            &format!("docker://{}/{reference}", regkeeper.host()),
+            &[],
+        )
+    };
+    push("team/app:prod");
+    push("team/app:alias");
+    // (b) a push-only client tags the same image with a pattern naming a dead commit.
+    push(&format!("team/app:main-{}", &dead[..12]));
+    push("team/other:kept");
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+
+    let client = crate::support::http::HttpClient::default();
+    let url = format!("http://{}/api/v1/links", regkeeper.admin);
+    let post = |body: String| {
+        let (client, url) = (&client, url.clone());
+        async move {
+            let bearer = format!("Bearer {TOKEN}");
+            client
+                .send(
+                    http::Method::POST,
+                    &url,
+                    &[("authorization", bearer.as_str())],
+                    crate::support::http::full(body),
+                )
+                .await
+        }
+    };
+    // (a) a link naming a tag.
+    let by_tag = post(format!(
+        r#"{{"repository":"team/app","tag":"alias","commit":"{dead}"}}"#
+    ))
+    .await;
+    assert_eq!(by_tag.status, 201, "{:?}", by_tag.body);
+    // (c) a digest link is about that digest in that repository only…
+    let elsewhere = post(format!(
+        r#"{{"repository":"team/other","digest":"{}","commit":"{dead}"}}"#,
+        image.digest
+    ))
+    .await;
+    assert_eq!(elsewhere.status, 201, "{:?}", elsewhere.body);
+    // …refused where the index does not hold the digest, and malformed digests are refused.
+    let absent = post(format!(
+        r#"{{"repository":"team/absent","digest":"{}","commit":"{dead}"}}"#,
+        image.digest
+    ))
+    .await;
+    assert_eq!(absent.status, 404, "{:?}", absent.body);
+    let zeros = post(format!(
+        r#"{{"repository":"team/app","digest":"sha256:0000","commit":"{dead}"}}"#
+    ))
+    .await;
+    assert_eq!(zeros.status, 400, "{:?}", zeros.body);
+
+    regkeeper.terminate();
+    assert!(regkeeper.wait());
+    let out = run_cli(
+        &regkeeper.config_path(),
+        &["apply", "--mode", "enforce", "--output", "json"],
+        &[(
+            "REGKEEPER_INDEX_TAG_PATTERNS",
+            "^main-(?P<commit>[0-9a-f]{7,40})$",
+        )],
+    )
+    .expect_ok();
+    let report: Value = serde_json::from_str(&out).unwrap();
+    let resolves = |reference: &str| {
+        std::process::Command::new("skopeo")
+            .args(["inspect", "--tls-verify=false", "--raw"])
+            .arg(format!("docker://{}/{reference}", registry.addr))
+            .output()
+            .unwrap()
+            .status
+            .success()
+    };
+    assert!(
+        resolves("team/app:prod"),
+        "untracked prod stays: {report:#}"
+    );
+    assert!(
+        !resolves("team/app:alias"),
+        "the linked tag goes, as a tag: {report:#}"
+    );
+    assert!(
+        !resolves(&format!("team/app:main-{}", &dead[..12])),
+        "{report:#}"
+    );
+    assert!(
+        !resolves("team/other:kept"),
+        "team/other's digest link judged its own tag: {report:#}"
+    );
+    // In team/app the digest stays (prod): its other tags went as tags.
+    for step in report["steps"].as_array().unwrap() {
+        if step["repository"] == "team/app" {
+            assert_eq!(step["action"], "untag", "{report:#}");
+        }
+    }
+}
