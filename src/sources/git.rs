@@ -54,6 +54,9 @@ pub struct GitFacts {
     pub shallow: bool,
     /// Linked commit ids the repository holds but no reference reaches.
     pub unreachable: HashSet<String>,
+    /// Linked ids that name an annotated tag object (`git rev-parse v1.0.0`), peeled to the
+    /// commit in the graph it tags.
+    peeled: HashMap<String, CommitIndex, foldhash::quality::RandomState>,
     ids: Vec<Oid>,
     by_id: HashMap<Oid, CommitIndex, foldhash::quality::RandomState>,
     /// Commit indices ordered by id, for abbreviated-id lookups.
@@ -99,12 +102,18 @@ impl GitFacts {
             message: e.message().to_string(),
         })?;
         for id in unresolved {
-            if repo
-                .revparse_single(id)
-                .and_then(|o| o.peel_to_commit())
-                .is_ok()
-            {
-                self.unreachable.insert(id.to_ascii_lowercase());
+            // A tag object names its commit: judged as that commit. Anything else that is not
+            // a commit (a tree, a blob) proves nothing and stays unresolved (git-unproven).
+            let Ok(commit) = repo.revparse_single(id).and_then(|o| o.peel_to_commit()) else {
+                continue;
+            };
+            match self.by_id.get(&commit.id()) {
+                Some(&index) => {
+                    self.peeled.insert(id.to_ascii_lowercase(), index);
+                }
+                None => {
+                    self.unreachable.insert(id.to_ascii_lowercase());
+                }
             }
         }
         Ok(())
@@ -277,6 +286,14 @@ impl GitFacts {
 
     /// The commit a full or abbreviated (≥ 7 hex digits) id names, if exactly one does.
     pub fn resolve(&self, id: &str) -> Option<CommitIndex> {
+        let found = self.resolve_commit(id);
+        if found.is_none() && !self.peeled.is_empty() {
+            return self.peeled.get(&id.to_ascii_lowercase()).copied();
+        }
+        found
+    }
+
+    fn resolve_commit(&self, id: &str) -> Option<CommitIndex> {
         if id.len() == 40 {
             // The common case, once per linked image: decoded here, without allocating.
             let mut raw = [0u8; 20];

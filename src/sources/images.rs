@@ -67,13 +67,32 @@ impl ImageMatcher {
     }
 }
 
+/// One spelling per registry host, on both sides (configured hosts and workload references):
+/// case folded, a scheme dropped, the fully-qualified trailing dot dropped, and the default
+/// port dropped — 443 and 80 both, since a reference alone does not say whether the
+/// registry is plain HTTP, and matching one spelling too many only keeps more.
 fn normalize_host(host: &str) -> String {
     let host = host.trim().trim_end_matches('/').to_ascii_lowercase();
     let host = host
         .strip_prefix("https://")
         .or_else(|| host.strip_prefix("http://"))
-        .unwrap_or(&host)
-        .to_string();
+        .unwrap_or(&host);
+    let (name, port) = match host.rsplit_once(':') {
+        // `[::1]` alone has colons but no port; `[::1]:443` has one after the bracket.
+        Some((name, port))
+            if !port.is_empty()
+                && port.bytes().all(|b| b.is_ascii_digit())
+                && (!name.contains(':') || name.ends_with(']')) =>
+        {
+            (name, Some(port))
+        }
+        _ => (host, None),
+    };
+    let name = name.trim_end_matches('.');
+    let host = match port {
+        Some("443" | "80") | None => name.to_string(),
+        Some(port) => format!("{name}:{port}"),
+    };
     match host.as_str() {
         "index.docker.io" | "registry-1.docker.io" => DEFAULT_REGISTRY.into(),
         _ => host,
@@ -128,6 +147,33 @@ mod tests {
         assert_eq!(matcher.resolve("ghcr.io/acme/app:1"), None);
         assert_eq!(matcher.resolve(D), None);
         assert_eq!(matcher.resolve(""), None);
+        // Other spellings of the same host: a trailing dot, the default port, any case.
+        for spelling in [
+            "registry.example.com:443/team/app:v1",
+            "registry.example.com./team/app:v1",
+            "REGISTRY.example.com.:443/team/app:v1",
+            "registry.example.com:80/team/app:v1",
+        ] {
+            assert_eq!(
+                matcher.resolve(spelling),
+                Some(("team/app".into(), tag("v1"))),
+                "{spelling}"
+            );
+        }
+        assert_eq!(
+            matcher.resolve("registry.example.com:8443/team/app:v1"),
+            None
+        );
+        let configured = ImageMatcher::new(&["https://Registry.Example.com.:443".into()]);
+        assert_eq!(
+            configured.resolve("registry.example.com/team/app:v1"),
+            Some(("team/app".into(), tag("v1")))
+        );
+        let v6 = ImageMatcher::new(&["[::1]:443".into()]);
+        assert_eq!(
+            v6.resolve("[::1]/team/app:v1"),
+            Some(("team/app".into(), tag("v1")))
+        );
         let private = ImageMatcher::new(&["localhost:5000".into()]);
         assert_eq!(
             private.resolve("localhost:5000/app:2"),

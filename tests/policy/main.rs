@@ -429,3 +429,53 @@ fn super_snapshot_repo(images: &[(&str, &String)]) -> Arc<RepositorySnapshot> {
     let mut snapshot = snapshot(&images);
     snapshot.repositories.remove(REPOSITORY).unwrap()
 }
+
+#[test]
+fn a_revision_naming_an_annotated_tag_object_is_judged_as_its_commit() {
+    let git = GitRepo::new();
+    let c = git.line(None, NOW - 5 * DAY, DAY, 3);
+    git.remote_branch("main", c[2]);
+    git.annotated_tag("v1.0.0", c[1], NOW - DAY);
+    // `git rev-parse v1.0.0`: the tag object's id, not the commit's.
+    let tag_object = git2::Repository::open(git.dir.path())
+        .unwrap()
+        .revparse_single("refs/tags/v1.0.0")
+        .unwrap()
+        .id()
+        .to_string();
+    assert_ne!(tag_object, c[1].to_string());
+    let plan = evaluate(
+        &snapshot(&[("release", Some(tag_object.as_str()))]),
+        &git,
+        &retention(
+            git.dir.path(),
+            "- references:\n    branch: main\n  imagesPerReference:\n    last: 5\n",
+            "    pushedWithin: 0s\n",
+        ),
+        &Usage::default(),
+        NOW,
+    );
+    assert_eq!(kept_tags(&plan), set(&["release"]), "{plan:#?}");
+    // A blob's id is no commit: it proves nothing, so the image is kept as git-unproven.
+    let blob = git2::Repository::open(git.dir.path())
+        .unwrap()
+        .blob(b"not a commit")
+        .unwrap()
+        .to_string();
+    let plan = evaluate(
+        &snapshot(&[("odd", Some(blob.as_str()))]),
+        &git,
+        &retention(
+            git.dir.path(),
+            "- references:\n    branch: main\n",
+            "    pushedWithin: 0s\n",
+        ),
+        &Usage::default(),
+        NOW,
+    );
+    let odd = &plan.repositories[0].tags[0];
+    assert!(
+        odd.keep && odd.reasons[0].starts_with("git-unproven"),
+        "{odd:?}"
+    );
+}
