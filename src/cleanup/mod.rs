@@ -58,12 +58,28 @@ impl RunReport {
     }
 }
 
-/// A new run's id: sortable by start time.
+/// A new run's id: sortable by start time (to the millisecond), then 64 random bits, so two
+/// runs never share one — not in one second, not across processes or replicas — and no run's
+/// audit entries can land on another's.
 pub fn run_id(at: UnixMillis) -> String {
+    use std::hash::{BuildHasher, Hasher};
+    static RUNS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    // A fresh `RandomState` is seeded from the OS once per process and stepped per instance;
+    // the pid, the clock and a counter make each draw distinct even so.
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u32(std::process::id());
+    hasher.write_u64(RUNS.fetch_add(1, std::sync::atomic::Ordering::Relaxed));
+    hasher.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos()),
+    );
+    let second = planning::format_time(at).replace([':', '-'], "");
     format!(
-        "{}-{:05}",
-        planning::format_time(at).replace([':', '-'], ""),
-        std::process::id() % 100_000
+        "{}.{:03}Z-{:016x}",
+        second.trim_end_matches('Z'),
+        at.0 % 1000,
+        hasher.finish()
     )
 }
 
@@ -263,4 +279,17 @@ pub fn report_table(report: &RunReport) -> String {
         }
     );
     out
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn run_ids_started_in_one_millisecond_differ_and_sort_by_start() {
+        let at = crate::index::UnixMillis(1_796_050_984_574);
+        let ids: std::collections::HashSet<String> = (0..1000).map(|_| super::run_id(at)).collect();
+        assert_eq!(ids.len(), 1000);
+        let id = super::run_id(at);
+        assert!(id.starts_with("20261130T150304.574Z-"), "{id}");
+        assert!(super::run_id(crate::index::UnixMillis(at.0 + 1)) > id);
+    }
 }

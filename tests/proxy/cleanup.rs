@@ -959,3 +959,37 @@ fn restore_after_garbage_collection_says_so_and_changes_nothing() {
     assert!(writes.is_empty(), "{writes:?}");
     assert!(!case.exists("team/app:old-a"));
 }
+
+#[test]
+fn back_to_back_runs_keep_their_own_ids_entries_and_restores() {
+    let mut case = Case::new(Registry::start(), "");
+    let mut runs = Vec::new();
+    for i in 0..3 {
+        let name = format!("old-{i}");
+        case.image(&name);
+        case.push(&name, &format!("team/app:{name}"));
+        case.regkeeper(&["sync"]).expect_ok();
+        let report = case.apply(&["--mode", "enforce"]);
+        assert_eq!(outcome_of(&report, &name), "deleted", "{report:#}");
+        runs.push(report["run"].as_str().unwrap().to_string());
+    }
+    let distinct: std::collections::BTreeSet<&String> = runs.iter().collect();
+    assert_eq!(distinct.len(), 3, "{runs:?}");
+    let history: Value =
+        serde_json::from_str(&case.regkeeper(&["history", "--output", "json"]).expect_ok())
+            .unwrap();
+    for (i, run) in runs.iter().enumerate() {
+        let entries: Vec<&Value> = history
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["run"] == run.as_str())
+            .collect();
+        assert_eq!(entries.len(), 1, "run {i} kept its one entry: {history:#}");
+        assert_eq!(entries[0]["tags"], serde_json::json!([format!("old-{i}")]));
+    }
+    // Restoring the middle run brings back only what it removed.
+    case.regkeeper(&["restore", "--run", &runs[1]]).expect_ok();
+    assert!(case.exists("team/app:old-1"));
+    assert!(!case.exists("team/app:old-0") && !case.exists("team/app:old-2"));
+}
