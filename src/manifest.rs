@@ -88,11 +88,14 @@ pub fn parse(
     at: UnixMillis,
 ) -> Option<ManifestRecord> {
     let tolerant: Body = serde_json::from_slice(body).ok()?;
+    // As the registry reads it: the body's `mediaType` wins when present, else the
+    // Content-Type, either compared without parameters and case.
     let media_type = tolerant
         .media_type
-        .clone()
+        .as_deref()
+        .map(media_type_essence)
         .filter(|m| !m.is_empty())
-        .unwrap_or_else(|| content_type.to_string());
+        .unwrap_or_else(|| media_type_essence(content_type));
     // The typed oci-spec parse where the media type says what the document is; what does not
     // conform is still read tolerantly, and the deviation is kept on record.
     let (parsed, problem) = match strict(&media_type, body) {
@@ -137,6 +140,25 @@ pub fn parse(
         config_read: false,
         problem,
     })
+}
+
+/// Whether regkeeper reads manifests of this media type (any spelling of it).
+pub fn understood(media_type: &str) -> bool {
+    matches!(
+        media_type_essence(media_type).as_str(),
+        OCI_MANIFEST | DOCKER_MANIFEST | OCI_INDEX | DOCKER_LIST
+    )
+}
+
+/// A media type as registries compare it: `type/subtype` in lower case, parameters dropped
+/// (`application/vnd.oci.image.manifest.v1+json; charset=utf-8` is an OCI manifest).
+pub fn media_type_essence(media_type: &str) -> String {
+    media_type
+        .split(';')
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_ascii_lowercase()
 }
 
 /// The oci-spec parse of an image manifest (OCI or Docker v2 schema 2, which share the shape)
@@ -247,6 +269,49 @@ mod tests {
         assert_eq!(record.total_size, body.len() as u64 + 1100);
         assert_eq!(record.config_digest.as_deref(), Some(D));
         assert_eq!(record.annotations[REVISION], "abc123");
+    }
+
+    #[test]
+    fn media_types_are_read_as_the_registry_reads_them() {
+        // No `mediaType` in the body: the Content-Type decides, in any spelling.
+        let body = format!(
+            r#"{{"schemaVersion":2,"config":{{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"{D}","size":100}},"layers":[],"annotations":{{"{REVISION}":"abc123"}}}}"#
+        );
+        let plain = parse(
+            "a",
+            "sha256:x",
+            OCI_MANIFEST,
+            body.as_bytes(),
+            UnixMillis(1),
+        )
+        .unwrap();
+        for spelling in [
+            "application/vnd.oci.image.manifest.v1+json; charset=utf-8",
+            "Application/VND.OCI.Image.Manifest.v1+JSON",
+            " application/vnd.oci.image.manifest.v1+json ;charset=UTF-8",
+        ] {
+            let record = parse("a", "sha256:x", spelling, body.as_bytes(), UnixMillis(1)).unwrap();
+            assert_eq!(record, plain, "{spelling}");
+            assert_eq!(record.kind, ManifestKind::Image);
+            assert_eq!(record.media_type, OCI_MANIFEST);
+        }
+        // The body's `mediaType` wins over the header.
+        let index = format!(r#"{{"schemaVersion":2,"mediaType":"{OCI_INDEX}","manifests":[]}}"#);
+        let record = parse(
+            "a",
+            "sha256:y",
+            OCI_MANIFEST,
+            index.as_bytes(),
+            UnixMillis(1),
+        )
+        .unwrap();
+        assert_eq!(record.kind, ManifestKind::Index);
+        assert!(understood(
+            "application/vnd.docker.distribution.manifest.v2+json; x=y"
+        ));
+        assert!(!understood(
+            "application/vnd.docker.distribution.manifest.v1+prettyjws"
+        ));
     }
 
     #[test]

@@ -125,6 +125,15 @@ impl ManifestRecord {
         }
     }
 
+    /// A record `sync` should read again: incomplete, an image whose config was not read, or
+    /// opaque although its media type is one regkeeper reads (written before media types
+    /// were compared as registries compare them: `…+json; charset=utf-8`, upper case).
+    pub fn needs_reading(&self, understood: impl Fn(&str) -> bool) -> bool {
+        !self.complete
+            || self.needs_config()
+            || (self.kind == ManifestKind::Opaque && understood(&self.media_type))
+    }
+
     /// An image whose config has not been read yet.
     pub fn needs_config(&self) -> bool {
         self.kind == ManifestKind::Image && self.config_digest.is_some() && !self.config_read

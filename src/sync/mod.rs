@@ -354,7 +354,7 @@ impl Crawl<'_> {
     fn fully_known(&self, repository: &str, digest: &str) -> bool {
         matches!(
             self.index.manifest(repository, digest),
-            Ok(Some(m)) if m.complete && !m.needs_config()
+            Ok(Some(m)) if !m.needs_reading(manifest::understood)
         )
     }
 
@@ -410,8 +410,7 @@ impl Crawl<'_> {
         writes: &mut Vec<Write>,
     ) -> Result<ManifestRecord, RegistryError> {
         if let Ok(Some(known)) = self.index.manifest(repository, &fetched.digest)
-            && known.complete
-            && !known.needs_config()
+            && !known.needs_reading(manifest::understood)
         {
             return Ok(known);
         }

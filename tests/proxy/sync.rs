@@ -309,3 +309,59 @@ async fn serve_syncs_what_bypassed_it_and_answers_reads_while_running() {
     let table = proxy.cli(&["tags"], &[]).expect_ok();
     assert!(table.contains("team/direct"), "{table}");
 }
+
+#[test]
+fn sync_reads_again_a_record_written_opaque_for_a_media_type_spelling() {
+    let registry = Registry::start();
+    let work = tempfile::tempdir().unwrap();
+    let mut layout = Layout::new(&work.path().join("layout"));
+    let image = layout.add_image(&ImageSpec {
+        annotations: &[("org.opencontainers.image.revision", "1111111aaaaaaa")],
+        ..ImageSpec::default()
+    });
+    layout.tag("v1", &image);
+    skopeo_copy(
+        &format!("oci:{}:v1", layout.dir.display()),
+        &format!("docker://{}/team/app:v1", registry.addr),
+        &[],
+    );
+    let config = cli_config(work.path(), &registry.url(), "");
+    // What an earlier build recorded for a push with `…+json; charset=utf-8` and no
+    // `mediaType` in the body: opaque, its annotation never read.
+    {
+        let index = index::open_sled(&work.path().join("index")).unwrap();
+        let at = UnixMillis::now();
+        index
+            .apply(&[
+                Write::PutManifest(regkeeper::index::ManifestRecord {
+                    complete: true,
+                    ..regkeeper::index::ManifestRecord::bare(
+                        "team/app",
+                        &image.digest,
+                        &format!("{OCI_MANIFEST}; charset=utf-8"),
+                        at,
+                    )
+                }),
+                Write::PushTag {
+                    repository: "team/app".into(),
+                    tag: "v1".into(),
+                    digest: image.digest.clone(),
+                    at,
+                    only_if_unknown: false,
+                },
+            ])
+            .unwrap();
+        index.flush().unwrap();
+    }
+    run_cli(&config, &["sync"], &[]).expect_ok();
+    let index = index::open_sled(&work.path().join("index")).unwrap();
+    let record = index.manifest("team/app", &image.digest).unwrap().unwrap();
+    assert_eq!(
+        record.kind,
+        regkeeper::index::ManifestKind::Image,
+        "{record:?}"
+    );
+    assert_eq!(record.media_type, OCI_MANIFEST);
+    let links = index.commit_links(&image.digest).unwrap();
+    assert_eq!(links.len(), 1, "the annotation is read now: {links:?}");
+}
