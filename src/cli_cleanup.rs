@@ -55,13 +55,24 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
         .build()?)
 }
 
-/// `apply`: exits 1 when the breaker stopped the run or a step failed.
+/// How an `apply` ended, for its exit code.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Applied {
+    /// Every attempted step worked (exit 0).
+    Done,
+    /// The breaker stopped an enforcing run, or a step failed (exit 1).
+    Incomplete,
+    /// A dry run whose plan an enforcing run would refuse (exit 3).
+    EnforceWouldStop,
+}
+
+/// `apply`: the report, and how it ended.
 pub fn apply(
     config: &Config,
     mode: Option<CleanupMode>,
     force: bool,
     output: Output,
-) -> anyhow::Result<bool> {
+) -> anyhow::Result<Applied> {
     let report: RunReport = match open_existing_index(config)? {
         Local::Index(index) => {
             let client = client(config)?;
@@ -86,7 +97,13 @@ pub fn apply(
         Output::Table => print!("{}", cleanup::report_table(&report)),
         Output::Json => println!("{}", serde_json::to_string_pretty(&report)?),
     }
-    Ok(report.succeeded())
+    Ok(if report.enforce_would_stop() {
+        Applied::EnforceWouldStop
+    } else if report.succeeded() {
+        Applied::Done
+    } else {
+        Applied::Incomplete
+    })
 }
 
 pub fn history(

@@ -84,8 +84,9 @@ enum Command {
         at: Option<String>,
     },
     /// One evaluation and cleanup: deletes upstream what no rule keeps (in `enforce` mode;
-    /// `dry-run`, the default, only reports). Exits 1 when the circuit breaker stops the run or
-    /// a step fails.
+    /// `dry-run`, the default, only reports). Exits 1 when the circuit breaker stops an
+    /// enforcing run or a step fails; a dry run whose plan the breaker would stop reports the
+    /// whole plan and exits 3.
     Apply {
         #[arg(long, short, env = "REGKEEPER_CONFIG")]
         config: PathBuf,
@@ -133,10 +134,22 @@ enum Command {
     },
 }
 
+/// A dry run whose plan the breaker would stop in enforce mode: its own exit code (3), so a
+/// pipeline can tell "would refuse" from "failed".
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "an enforcing run would stop here: the circuit breaker refuses this plan (see above; --force overrides once)"
+)]
+struct EnforceWouldStop;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
+        Err(error) if error.is::<EnforceWouldStop>() => {
+            eprintln!("regkeeper: {error:#}");
+            ExitCode::from(3)
+        }
         Err(error) => {
             eprintln!("regkeeper: {error:#}");
             ExitCode::FAILURE
@@ -268,10 +281,13 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         } => {
             let config = Config::load(&config)?;
             regkeeper::telemetry::init(&config.log);
-            if !cli_cleanup::apply(&config, mode, force, output)? {
-                anyhow::bail!("the cleanup run did not complete (see above)");
+            match cli_cleanup::apply(&config, mode, force, output)? {
+                cli_cleanup::Applied::Done => Ok(()),
+                cli_cleanup::Applied::Incomplete => {
+                    anyhow::bail!("the cleanup run did not complete (see above)")
+                }
+                cli_cleanup::Applied::EnforceWouldStop => Err(EnforceWouldStop.into()),
             }
-            Ok(())
         }
         Command::History {
             config,

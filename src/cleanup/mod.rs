@@ -37,7 +37,8 @@ pub struct RunReport {
     pub mode: CleanupMode,
     pub started: UnixMillis,
     pub finished: UnixMillis,
-    /// Why the breaker stopped the run before any deletion.
+    /// Why the breaker stopped the run before any deletion (enforce), or would stop an
+    /// enforcing run (dry-run: the whole would-delete report is there all the same).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tripped: Option<String>,
     /// Outcome → steps.
@@ -55,6 +56,11 @@ impl RunReport {
     /// Whether every step that was attempted worked (skips are not failures).
     pub fn succeeded(&self) -> bool {
         self.tripped.is_none() && !self.counts.contains_key(&StepOutcome::Failed)
+    }
+
+    /// A dry run whose plan an enforcing run would refuse (the breaker).
+    pub fn enforce_would_stop(&self) -> bool {
+        self.mode == CleanupMode::DryRun && self.tripped.is_some()
     }
 }
 
@@ -111,6 +117,8 @@ pub async fn run_once(
     } else {
         breaker::check(&decided, &config.cleanup)
     };
+    // Only an enforcing run stops: a dry run previews the whole plan and says it would stop.
+    let stops = tripped.is_some() && mode == CleanupMode::Enforce;
     let plan = if tripped.is_none() && decided.repositories.iter().any(|r| !r.actions.is_empty()) {
         // Dropped first: two plans of a large registry need not be held at once.
         drop(decided);
@@ -130,7 +138,7 @@ pub async fn run_once(
         warnings: plan.warnings.clone(),
         steps: Vec::new(),
     };
-    if let Some(why) = tripped {
+    if let Some(why) = tripped.clone().filter(|_| stops) {
         tracing::error!(
             run,
             why,
@@ -143,6 +151,14 @@ pub async fn run_once(
             lock.release();
         }
         return Ok(report);
+    }
+    if let Some(why) = &tripped {
+        tracing::warn!(
+            run,
+            why,
+            "circuit breaker: an enforcing run would stop before deleting anything; previewing the whole plan"
+        );
+        report.tripped = Some(why.clone());
     }
     let steps = executor::steps(&plan);
     tracing::info!(run, ?mode, steps = steps.len(), "cleanup run starts");
@@ -245,9 +261,18 @@ pub fn report_table(report: &RunReport) -> String {
     for warning in &report.warnings {
         let _ = writeln!(out, "warning: {warning}");
     }
-    if let Some(why) = &report.tripped {
-        let _ = writeln!(out, "STOPPED by the circuit breaker: {why}");
-        return out;
+    match (&report.tripped, report.mode) {
+        (Some(why), CleanupMode::Enforce) => {
+            let _ = writeln!(out, "STOPPED by the circuit breaker: {why}");
+            return out;
+        }
+        (Some(why), CleanupMode::DryRun) => {
+            let _ = writeln!(
+                out,
+                "an enforcing run would STOP here (circuit breaker): {why}; what it would remove:"
+            );
+        }
+        (None, _) => {}
     }
     for step in &report.steps {
         let what = if step.tags.is_empty() {

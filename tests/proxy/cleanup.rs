@@ -269,6 +269,21 @@ fn the_breaker_stops_a_run_that_would_delete_everything() {
     for name in ["a", "b", "c"] {
         assert!(case.exists(&format!("team/app:old-{name}")));
     }
+    // A dry run previews the whole plan and says an enforcing run would stop, with exit 3.
+    let preview = case.regkeeper(&["apply", "--output", "json"]);
+    assert_eq!(preview.code, Some(3), "{}", preview.stderr);
+    let report: Value = serde_json::from_str(&preview.stdout).unwrap();
+    assert!(
+        report["tripped"]
+            .as_str()
+            .unwrap()
+            .contains("cleanup.maxDeletions")
+    );
+    assert_eq!(report["counts"]["would-delete"], 3, "{report:#}");
+    let table = case.regkeeper(&["apply"]);
+    assert_eq!(table.code, Some(3));
+    assert!(table.stdout.contains("would STOP"), "{}", table.stdout);
+    assert!(table.stdout.contains("team/app:old-a"), "{}", table.stdout);
     // --force overrides it for one run.
     let forced = case.apply(&["--mode", "enforce", "--force"]);
     assert_eq!(forced["counts"]["deleted"], 3, "{forced:#}");

@@ -185,6 +185,8 @@ impl Regkeeper {
 /// What a CLI run printed.
 pub struct Cli {
     pub ok: bool,
+    /// The exit code (`None`: killed by a signal).
+    pub code: Option<i32>,
     pub stdout: String,
     pub stderr: String,
 }
@@ -212,6 +214,7 @@ pub fn run_cli(config: &std::path::Path, args: &[&str], env: &[(&str, &str)]) ->
         .expect("run regkeeper");
     Cli {
         ok: output.status.success(),
+        code: output.status.code(),
         stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
         stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
     }
