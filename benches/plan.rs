@@ -378,6 +378,7 @@ fn measure(dir: &Path, scale: &Scale) {
         retention: &retention,
         now: UnixMillis(NOW as u64 * 1000),
         details,
+        restore_protection: std::time::Duration::ZERO,
     });
     split.push(("git walks (werf rules)", timings.git_walks));
     split.push(("other rules and the plan's actions", timings.rules_and_plan));

@@ -119,7 +119,7 @@ pub fn history(
         })
         .transpose()?;
     let entries = match open_existing_index(config)? {
-        Local::Index(index) => history::entries(&index, repository, since)?,
+        Local::Index(index) => history::timeline(&index, repository, since)?,
         Local::Serving => {
             let mut path = "/api/v1/history?".to_string();
             if let Some(repository) = repository {

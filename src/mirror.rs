@@ -17,8 +17,8 @@ use std::{
 
 use crate::{
     index::{
-        AuditEntry, CommitLink, Index, IndexError, ManifestRecord, PullStats, SyncState, TagRecord,
-        Write,
+        AuditEntry, CommitLink, Index, IndexError, ManifestRecord, PullStats, RestoreRecord,
+        SyncState, TagRecord, Write,
     },
     policy::{HashSet, Snapshot},
 };
@@ -156,6 +156,7 @@ impl Mirror {
                 | Write::ForgetTag { repository, .. }
                 | Write::RecordPulls { repository, .. } => repository,
                 Write::PutManifest(record) => &record.repository,
+                Write::Restored(record) => &record.repository,
                 Write::LinkCommit(link) => {
                     // The digest's links are re-read at the next refresh (others are reused).
                     state.linked.insert(link.digest.clone());
@@ -248,6 +249,10 @@ impl Index for Mirror {
 
     fn sync_state(&self) -> Result<Option<SyncState>, IndexError> {
         self.index.sync_state()
+    }
+
+    fn restores(&self, repository: &str) -> Result<Vec<RestoreRecord>, IndexError> {
+        self.index.restores(repository)
     }
 
     fn audit(&self) -> Result<Vec<AuditEntry>, IndexError> {

@@ -114,7 +114,7 @@ pub async fn history(
     };
     let index = index.clone();
     let read = tokio::task::spawn_blocking(move || {
-        crate::cleanup::history::entries(index.as_ref(), repository.as_deref(), since)
+        crate::cleanup::history::timeline(index.as_ref(), repository.as_deref(), since)
             .map(|entries| serde_json::to_value(entries).unwrap_or_default())
     })
     .await;

@@ -10,7 +10,7 @@ use bytes::Bytes;
 
 use super::CleanupError;
 use crate::{
-    index::{AuditAction, AuditEntry, AuditState, Index, UnixMillis, Write},
+    index::{AuditAction, AuditEntry, AuditState, Index, RestoreRecord, UnixMillis, Write},
     manifest,
     planning::format_time,
     registry::RegistryClient,
@@ -32,7 +32,53 @@ pub fn entries(
     Ok(entries)
 }
 
-pub fn table(entries: &[AuditEntry]) -> String {
+/// One line of `history`: a cleanup step, or a restore.
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+#[serde(untagged)]
+pub enum HistoryEntry {
+    Step(AuditEntry),
+    Restore(RestoreRecord),
+}
+
+impl HistoryEntry {
+    fn at(&self) -> UnixMillis {
+        match self {
+            Self::Step(entry) => entry.at,
+            Self::Restore(record) => record.at,
+        }
+    }
+}
+
+/// The cleanup steps and the restores of `repository` (all when `None`) at or after `since`,
+/// oldest first.
+pub fn timeline(
+    index: &dyn Index,
+    repository: Option<&str>,
+    since: Option<UnixMillis>,
+) -> Result<Vec<HistoryEntry>, CleanupError> {
+    let mut all: Vec<HistoryEntry> = entries(index, repository, since)?
+        .into_iter()
+        .map(HistoryEntry::Step)
+        .collect();
+    let repositories = match repository {
+        Some(repository) => vec![repository.to_string()],
+        None => index.repositories()?,
+    };
+    for repository in repositories {
+        all.extend(
+            index
+                .restores(&repository)?
+                .into_iter()
+                .filter(|r| since.is_none_or(|s| r.at >= s))
+                .map(HistoryEntry::Restore),
+        );
+    }
+    // Stable: steps of one moment keep their run order.
+    all.sort_by_key(HistoryEntry::at);
+    Ok(all)
+}
+
+pub fn table(entries: &[HistoryEntry]) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
@@ -40,6 +86,25 @@ pub fn table(entries: &[AuditEntry]) -> String {
         "TIME", "RUN", "STATE", "ACTION", "IMAGE"
     );
     for entry in entries {
+        let entry = match entry {
+            HistoryEntry::Step(entry) => entry,
+            HistoryEntry::Restore(record) => {
+                let image = match &record.tag {
+                    Some(tag) => format!("{}:{tag}", record.repository),
+                    None => format!("{}@{}", record.repository, short(&record.digest)),
+                };
+                let _ = writeln!(
+                    out,
+                    "{:<20} {:<22} {:<8} {:<13} {image:<40} put back what run {} removed",
+                    format_time(record.at),
+                    record.from_run,
+                    "done",
+                    "restore",
+                    record.from_run
+                );
+                continue;
+            }
+        };
         let image = if entry.tags.is_empty() {
             format!("{}@{}", entry.repository, short(&entry.digest))
         } else {
@@ -272,8 +337,16 @@ pub async fn restore(
             Bytes::from(body),
         )
         .await?;
-    // What was put back is a push like any other (and as fresh): the index knows it again.
+    // What was put back is a push like any other (and as fresh): the index knows it again,
+    // and keeps it for `cleanup.restoreProtection`.
     let mut writes: Vec<Write> = record.map(Write::PutManifest).into_iter().collect();
+    writes.push(Write::Restored(RestoreRecord {
+        repository: entry.repository.clone(),
+        tag: tag.map(str::to_string),
+        digest: digest.clone(),
+        from_run: entry.run.clone(),
+        at,
+    }));
     if let Some(tag) = tag {
         writes.push(Write::PushTag {
             repository: entry.repository.clone(),

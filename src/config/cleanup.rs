@@ -53,6 +53,10 @@ pub struct CleanupConfig {
     /// A run stops starting deletions after this long (what is under way completes).
     #[serde(default = "CleanupConfig::default_deadline")]
     pub deadline: HumanDuration,
+    /// What `restore` puts back is kept this long (reason `restored`), so the next run does
+    /// not delete it again; `0s` turns it off.
+    #[serde(default = "CleanupConfig::default_restore_protection")]
+    pub restore_protection: HumanDuration,
 }
 
 impl CleanupConfig {
@@ -70,6 +74,9 @@ impl CleanupConfig {
     }
     fn default_deadline() -> HumanDuration {
         HumanDuration::from_secs(3600)
+    }
+    fn default_restore_protection() -> HumanDuration {
+        HumanDuration::from_secs(7 * 86_400)
     }
 
     pub fn validate(&self) -> Result<(), ConfigError> {
@@ -108,6 +115,7 @@ impl Default for CleanupConfig {
             max_fraction: Self::default_max_fraction(),
             concurrency: Self::default_concurrency(),
             deadline: Self::default_deadline(),
+            restore_protection: Self::default_restore_protection(),
         }
     }
 }

@@ -171,6 +171,11 @@ pub const ENV_OVERRIDES: &[EnvOverride] = &[
         .cleanup
         .deadline =
         parse(v)?),
+    over!(
+        "REGKEEPER_CLEANUP_RESTORE_PROTECTION",
+        "cleanup.restoreProtection",
+        |c, v| c.cleanup.restore_protection = parse(v)?
+    ),
     over!("REGKEEPER_TIMEOUTS_CONNECT", "timeouts.connect", |c, v| c
         .timeouts
         .connect =

@@ -415,6 +415,36 @@ fn manifests_remember_when_they_lost_a_tag(index: &dyn Index) {
     assert_eq!(untagged_at(D2), None);
 }
 
+fn restores_are_kept_per_repository_and_reference(index: &dyn Index) {
+    let restored = |repository: &str, tag: Option<&str>, run: &str, at: u64| {
+        Write::Restored(crate::index::RestoreRecord {
+            repository: repository.into(),
+            tag: tag.map(str::to_string),
+            digest: D1.into(),
+            from_run: run.into(),
+            at: UnixMillis(at),
+        })
+    };
+    index
+        .apply(&[
+            restored("a", Some("v1"), "r1", 1),
+            restored("a", Some("v1"), "r2", 2),
+            restored("a", None, "r1", 3),
+            restored("ab", Some("v1"), "r3", 4),
+        ])
+        .unwrap();
+    let mut found = index.restores("a").unwrap();
+    found.sort_by_key(|r| r.at);
+    let seen: Vec<(Option<&str>, &str)> = found
+        .iter()
+        .map(|r| (r.tag.as_deref(), r.from_run.as_str()))
+        .collect();
+    // The latest restore of a reference is what counts.
+    assert_eq!(seen, [(Some("v1"), "r2"), (None, "r1")]);
+    assert_eq!(index.restores("ab").unwrap().len(), 1);
+    assert!(index.restores("b").unwrap().is_empty());
+}
+
 macro_rules! conformance {
     ($($case:ident),* $(,)?) => {
         mod memory {
@@ -445,6 +475,7 @@ conformance!(
     sync_progress_is_stored,
     whole_index_scans_see_every_link_and_pull,
     manifests_remember_when_they_lost_a_tag,
+    restores_are_kept_per_repository_and_reference,
 );
 
 /// Opens again after a drop in this process: sled's background flusher may hold the file lock a

@@ -20,8 +20,8 @@ use std::path::Path;
 pub use kv::{KvStore, MemoryKv};
 pub use model::{
     AuditAction, AuditEntry, AuditState, CleanupLock, CleanupRun, CommitLink, ConfigFacts,
-    LinkSource, ManifestKind, ManifestRecord, PreviousDigest, PullStats, SyncState, TagRecord,
-    UnixMillis, Write,
+    LinkSource, ManifestKind, ManifestRecord, PreviousDigest, PullStats, RestoreRecord, SyncState,
+    TagRecord, UnixMillis, Write,
 };
 pub use sled_kv::SledKv;
 pub use store::{SCHEMA_VERSION, Store};
@@ -75,6 +75,8 @@ pub trait Index: Send + Sync {
     ) -> Result<(), IndexError>;
     /// Pulls of every tag and digest of `repository` that was pulled: (reference, stats).
     fn repository_pulls(&self, repository: &str) -> Result<Vec<(String, PullStats)>, IndexError>;
+    /// What `restore` put back in `repository`, the latest restore per tag or digest.
+    fn restores(&self, repository: &str) -> Result<Vec<RestoreRecord>, IndexError>;
     /// Where `sync` is (or was).
     fn sync_state(&self) -> Result<Option<SyncState>, IndexError>;
     /// Every audited cleanup step, by run then order.

@@ -258,6 +258,28 @@ pub struct AuditEntry {
     pub manifest_base64: String,
 }
 
+/// A manifest `restore` put back: kept for `cleanup.restoreProtection` from `at`, so the next
+/// run does not delete again what an operator just brought back. Listed in `history`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "action", rename = "restore")]
+pub struct RestoreRecord {
+    pub repository: String,
+    /// The tag put back; `None`: put back by digest.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tag: Option<String>,
+    pub digest: String,
+    /// The cleanup run that had removed it.
+    pub from_run: String,
+    pub at: UnixMillis,
+}
+
+impl RestoreRecord {
+    /// The tag, or the digest when put back by digest.
+    pub fn reference(&self) -> &str {
+        self.tag.as_deref().unwrap_or(&self.digest)
+    }
+}
+
 /// The cleanup run holding the index's cleanup lock. One left behind by a run that never
 /// finished (a crash) is stale: the next run settles what it left `started`, then takes over.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -333,6 +355,8 @@ pub enum Write {
     CleanupLock(Option<CleanupLock>),
     /// A cleanup run ended.
     CleanupRan(CleanupRun),
+    /// `restore` put a manifest back (the latest restore of a reference replaces earlier ones).
+    Restored(RestoreRecord),
     /// Pulls seen since the last batch.
     RecordPulls {
         repository: String,

@@ -10,7 +10,7 @@ use super::{
     kv::{KvStore, KvWrite},
     model::{
         AuditEntry, CleanupLock, CleanupRun, CommitLink, LinkSource, ManifestRecord,
-        PreviousDigest, PullStats, SyncState, TagRecord, UnixMillis, Write,
+        PreviousDigest, PullStats, RestoreRecord, SyncState, TagRecord, UnixMillis, Write,
     },
 };
 
@@ -32,6 +32,7 @@ const MANIFEST: u8 = b'm';
 const LINK: u8 = b'c';
 const PULL: u8 = b'p';
 const AUDIT: u8 = b'a';
+const RESTORE: u8 = b'x';
 
 /// `kind` + parts joined by NUL (which no repository, tag, digest or commit contains).
 fn key(kind: u8, parts: &[&str]) -> Vec<u8> {
@@ -281,6 +282,10 @@ impl<K: KvStore> Index for Store<K> {
         self.read(SYNC_KEY)
     }
 
+    fn restores(&self, repository: &str) -> Result<Vec<RestoreRecord>, IndexError> {
+        self.read_all(&prefix(RESTORE, &[repository]))
+    }
+
     fn audit(&self) -> Result<Vec<AuditEntry>, IndexError> {
         self.read_all(&[AUDIT])
     }
@@ -407,6 +412,10 @@ fn apply_one<K: KvStore>(pending: &mut Pending<'_, K>, write: &Write) -> Result<
             }
         }
         Write::SyncProgress(state) => pending.put(SYNC_KEY.to_vec(), state),
+        Write::Restored(record) => pending.put(
+            key(RESTORE, &[&record.repository, record.reference()]),
+            record,
+        ),
         Write::Audit(entry) => pending.put(audit_key(&entry.run, entry.seq), entry),
         Write::CleanupLock(Some(lock)) => pending.put(CLEANUP_LOCK_KEY.to_vec(), lock),
         Write::CleanupLock(None) => pending.remove(CLEANUP_LOCK_KEY.to_vec()),

@@ -131,6 +131,7 @@ pub fn plan(config: &Config, loaded: &Loaded, now: UnixMillis, details: Details)
             retention: &config.retention,
             now,
             details,
+            restore_protection: config.cleanup.restore_protection.0,
         })
     });
     tracing::debug!(

@@ -21,7 +21,7 @@ use std::{collections::BTreeSet, sync::Arc};
 use serde::Serialize;
 
 pub use snapshot::{
-    Digest, Evidence, LinkFact, LinkScope, Manifest, RepositorySnapshot, Snapshot, Tag,
+    Digest, Evidence, LinkFact, LinkScope, Manifest, RepositorySnapshot, Restored, Snapshot, Tag,
 };
 pub use usage::{ImageRef, InUse, Usage};
 
@@ -40,6 +40,8 @@ pub struct Inputs<'a> {
     pub retention: &'a RetentionConfig,
     pub now: UnixMillis,
     pub details: Details,
+    /// What `restore` put back is kept this long (`cleanup.restoreProtection`; zero: off).
+    pub restore_protection: std::time::Duration,
 }
 
 /// How much a plan says about each tag.
@@ -67,8 +69,8 @@ impl Details {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Outcome {
     /// The rule's name: `git`, `git-unproven`, `kubernetes`, `kubernetes-unavailable`, `helm`,
-    /// `helm-unavailable`, `pushedWithin`, `pulledWithin`, `tags`, `lastPerRepository`,
-    /// `untracked`, `follows` (signatures, children, referrers).
+    /// `helm-unavailable`, `restored`, `pushedWithin`, `pulledWithin`, `tags`,
+    /// `lastPerRepository`, `untracked`, `follows` (signatures, children, referrers).
     pub rule: &'static str,
     pub keeps: bool,
     /// Human words: the keep reason when `keeps`, else why not.
@@ -519,7 +521,7 @@ fn kept_digests<'a>(
             .or_insert_with(|| format!("tag {} is kept", tag.tag));
     }
     for (digest, why) in context.kept_by_digest() {
-        kept.entry(digest).or_insert_with(|| why.to_string());
+        kept.entry(digest).or_insert(why);
     }
     loop {
         let mut added = Vec::new();

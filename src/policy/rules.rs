@@ -426,16 +426,37 @@ impl<'a> TagContext<'a> {
         }
     }
 
-    /// Digests kept by digest alone (a workload or release naming them by digest), with the
-    /// first reason, ordered by digest.
-    pub fn kept_by_digest(&self) -> Vec<(&'a str, &str)> {
-        let mut kept: Vec<(&str, &str)> = self
+    /// Digests kept by digest alone (a workload or release naming them by digest, a restore
+    /// by digest within `cleanup.restoreProtection`), with the first reason, ordered by digest.
+    pub fn kept_by_digest(&self) -> Vec<(&'a str, String)> {
+        let mut kept: Vec<(&str, String)> = self
             .used_digests
             .iter()
-            .map(|(digest, uses)| (*digest, uses[0].1.as_str()))
+            .map(|(digest, uses)| (*digest, uses[0].1.clone()))
             .collect();
+        for (reference, restored) in &self.repo.restored {
+            if **reference == *restored.digest
+                && let Some(why) = self.restore_words(restored)
+            {
+                kept.push((reference, why));
+            }
+        }
         kept.sort();
         kept
+    }
+
+    /// Why a restore still protects what it put back, or `None` once the window is over.
+    fn restore_words(&self, restored: &super::Restored) -> Option<String> {
+        let window = self.inputs.restore_protection.as_millis() as u64;
+        let since = self.inputs.now.0.saturating_sub(restored.at.0);
+        (since < window).then(|| {
+            format!(
+                "restored from run {} {} ago (< cleanup.restoreProtection {})",
+                restored.from_run,
+                ago(since),
+                crate::config::HumanDuration(self.inputs.restore_protection)
+            )
+        })
     }
 
     /// Every rule's verdict on `tag`; the non-keeping ones in words only for `Details::All`.
@@ -459,6 +480,16 @@ impl<'a> TagContext<'a> {
                     detail: why.clone(),
                 });
             }
+        }
+        if let Some(restored) = self.repo.restored.get(&*tag.tag)
+            && *restored.digest == *tag.digest
+            && let Some(why) = self.restore_words(restored)
+        {
+            outcomes.push(Outcome {
+                rule: "restored",
+                keeps: true,
+                detail: why,
+            });
         }
         for (rule, failed) in [
             ("kubernetes-unavailable", &usage.kubernetes_unavailable),

@@ -12,8 +12,8 @@ use std::{collections::BTreeMap, sync::Arc};
 
 use super::{HashMap, HashSet};
 use crate::index::{
-    CommitLink, Index, IndexError, LinkSource, ManifestKind, ManifestRecord, PullStats, TagRecord,
-    UnixMillis,
+    CommitLink, Index, IndexError, LinkSource, ManifestKind, ManifestRecord, PullStats,
+    RestoreRecord, TagRecord, UnixMillis,
 };
 
 /// A digest, shared by everything in a repository snapshot that names it.
@@ -126,6 +126,19 @@ pub struct RepositorySnapshot {
     pub links: HashMap<Digest, Box<[LinkFact]>>,
     /// Tag or digest → pulls.
     pub pulls: HashMap<Box<str>, PullStats>,
+    /// Tag or digest → the latest time `restore` put it back.
+    pub restored: HashMap<Box<str>, Restored>,
+}
+
+/// A restore, as the rules see it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Restored {
+    /// What was put back (a tag restored onto this digest is protected only while it
+    /// points there).
+    pub digest: Box<str>,
+    pub at: UnixMillis,
+    /// The cleanup run it came back from.
+    pub from_run: Box<str>,
 }
 
 #[derive(Clone, Debug, Default)]
@@ -192,6 +205,22 @@ impl RepositorySnapshot {
         repo.tags.sort_by(|a, b| a.tag.cmp(&b.tag));
         repo.attach_links(repository, links);
         repo
+    }
+
+    /// Adds what `restore` put back in this repository.
+    pub fn with_restores(mut self, records: Vec<RestoreRecord>) -> Self {
+        self.restored = records
+            .into_iter()
+            .map(|r| {
+                let restored = Restored {
+                    digest: r.digest.as_str().into(),
+                    at: r.at,
+                    from_run: r.from_run.as_str().into(),
+                };
+                (r.reference().into(), restored)
+            })
+            .collect();
+        self
     }
 
     /// The commits the evidence links to `tag`'s image, as it applies to that tag: about its
@@ -379,7 +408,8 @@ impl Snapshot {
                                     index.manifests(repository)?,
                                     |_| None,
                                     index.repository_pulls(repository)?,
-                                );
+                                )
+                                .with_restores(index.restores(repository)?);
                                 Ok((repository, repo))
                             })
                             .collect::<Result<Vec<_>, IndexError>>()
@@ -424,6 +454,7 @@ impl Snapshot {
         let tags = index.tags(repository)?;
         let manifests = index.manifests(repository)?;
         let pulls = index.repository_pulls(repository)?;
+        let restores = index.restores(repository)?;
         let mut failed = None;
         let repo = RepositorySnapshot::from_records(
             repository,
@@ -457,7 +488,8 @@ impl Snapshot {
                 }
             },
             pulls,
-        );
+        )
+        .with_restores(restores);
         match failed {
             Some(e) => Err(e),
             None => Ok(repo),

@@ -133,6 +133,7 @@ fn plan(snapshot: &Snapshot, untagged_rule: bool) -> Plan {
         retention: &retention,
         now: UnixMillis(NOW as u64 * 1000),
         details: policy::Details::Reasons,
+        restore_protection: std::time::Duration::ZERO,
     })
 }
 
@@ -261,6 +262,7 @@ fn inputs_for(snapshot: &Snapshot) -> Inputs<'_> {
         retention,
         now: UnixMillis(NOW as u64 * 1000),
         details: policy::Details::Reasons,
+        restore_protection: std::time::Duration::ZERO,
     }
 }
 

@@ -148,6 +148,7 @@ pub fn evaluate_with(
         retention,
         now: UnixMillis(now as u64 * 1000),
         details,
+        restore_protection: std::time::Duration::ZERO,
     })
 }
 

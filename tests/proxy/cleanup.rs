@@ -245,6 +245,41 @@ fn restore_brings_a_deleted_tag_back_and_it_pulls() {
         &format!("oci:{}:back", pulled.display()),
         &[],
     );
+
+    // It sticks: the next run keeps it (reason `restored`, naming the run it came back from).
+    let run = report["run"].as_str().unwrap();
+    let again = case.apply(&["--mode", "enforce"]);
+    assert_eq!(outcome_of(&again, "old-a"), "none", "{again:#}");
+    assert!(case.exists("team/app:old-a"));
+    let explained = case.regkeeper(&["explain", "team/app:old-a"]).expect_ok();
+    assert!(
+        explained.contains("restored from run") && explained.contains(run),
+        "{explained}"
+    );
+    // The restore is in the history, with the run it undid.
+    let history: Value =
+        serde_json::from_str(&case.regkeeper(&["history", "--output", "json"]).expect_ok())
+            .unwrap();
+    let restore = history
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["action"] == "restore")
+        .unwrap_or_else(|| panic!("{history:#}"));
+    assert_eq!(restore["from_run"], run);
+    assert_eq!(restore["tag"], "old-a");
+    let table = case.regkeeper(&["history"]).expect_ok();
+    assert!(table.contains("restore"), "{table}");
+
+    // With the protection off, the rules decide again.
+    let off = run_cli(
+        &case.config,
+        &["apply", "--mode", "enforce", "--output", "json"],
+        &[("REGKEEPER_CLEANUP_RESTORE_PROTECTION", "0s")],
+    )
+    .expect_ok();
+    let off: Value = serde_json::from_str(&off).unwrap();
+    assert_eq!(outcome_of(&off, "old-a"), "deleted", "{off:#}");
 }
 
 #[test]
