@@ -246,7 +246,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 let query = format!("at={}&show_kept={show_kept}", at.0);
                 return print_from_serve(&config, "plan", &query, output);
             }
-            let plan = evaluate(&config, at, Details::Reasons)?;
+            let plan = evaluate(&config, at, Details::Removed)?;
             match output {
                 Output::Table => print!("{}", regkeeper::planning::plan_table(&plan, show_kept)),
                 Output::Json => println!("{}", serde_json::to_string_pretty(&plan)?),

@@ -30,7 +30,7 @@ impl PlanApi {
     pub async fn plan(&self, query: Option<&str>) -> (StatusCode, Body) {
         let table = param(query, "format").as_deref() == Some("table");
         let show_kept = param(query, "show_kept").is_some_and(|v| v == "1" || v == "true");
-        match self.evaluate(query, Details::Reasons).await {
+        match self.evaluate(query, Details::Removed).await {
             Err(answer) => answer,
             Ok(plan) if table => (
                 StatusCode::OK,

@@ -82,7 +82,8 @@ pub struct TagPlan {
     pub tag: Arc<str>,
     pub digest: Digest,
     pub keep: bool,
-    /// Why it is kept (empty when deleted).
+    /// Why it is kept; for a tag no rule keeps, each rule's why not (empty in plans made
+    /// without words).
     pub reasons: Vec<String>,
     /// Every rule's verdict, for `explain`.
     #[serde(skip)]
@@ -430,10 +431,13 @@ fn evaluate_repository(
         });
     }
     for tag in &mut tags {
+        // Why it is kept; or, for a tag no rule keeps, each rule's why not (in the plans that
+        // word them: `explain`, `plan`, a cleanup's audit).
+        let keep = tag.keep;
         tag.reasons = tag
             .outcomes
             .iter()
-            .filter(|o| o.keeps)
+            .filter(|o| o.keeps == keep && !o.detail.is_empty())
             .map(|o| o.detail.clone())
             .collect();
         let keep_words = match inputs.details {

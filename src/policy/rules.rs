@@ -209,7 +209,7 @@ pub fn git_verdicts<'a>(
                 .iter()
                 .all(|(slot, _)| repositories[*slot].scope_index == scope_index)
         );
-        let notes = inputs.details.all();
+        let notes = inputs.details != super::Details::Reasons;
         let verdicts = werf::evaluate(&policies, facts, &images, members.len(), now, notes);
         std::thread::scope(|threads| {
             for chunk in mine.chunks_mut(run) {
@@ -280,13 +280,18 @@ impl<'a> Linked<'a> {
                     )),
                 );
             } else if self.pairs.len() == before {
+                let commits: Vec<&str> = repo
+                    .digest_commits(digest)
+                    .map(|c| &c[..c.len().min(12)])
+                    .collect();
                 outcomes.insert(
                     digest,
                     Outcome {
                         rule: "git",
                         keeps: false,
                         detail: format!(
-                            "git: its commits are on no branch or tag of {git} (a deleted branch?)"
+                            "git: no branch or tag of {git} reaches commit {} (a deleted branch?)",
+                            commits.join(", ")
                         ),
                     },
                 );

@@ -17,6 +17,10 @@ use crate::{
 const CLOCK_SKEW_SECS: i64 = 24 * 3600;
 /// "Why not" notes kept per digest (for `explain`).
 const MAX_NOTES: usize = 4;
+/// Commits visited past the point where the walks stop, per evaluation, to say at which rank
+/// each image no reference keeps sits (`branch main: image 12, beyond the last 10`): enough
+/// for ordinary histories, bounded for huge ones.
+const NOTE_BUDGET: usize = 2_000_000;
 
 /// What the git policies decided for this repository's digests.
 #[derive(Debug, Default)]
@@ -155,7 +159,9 @@ pub fn evaluate<'a>(
             }
         }
     }
+    let selected: Vec<bool> = effective.iter().map(Option::is_some).collect();
     let mut walked: Vec<String> = Vec::new();
+    let mut budget = NOTE_BUDGET;
     let mut stamp = vec![u32::MAX; facts.commits()];
     // Per member: groups found on the current reference, and the walk that counted them.
     let mut found = vec![(u32::MAX, 0i64); members];
@@ -181,38 +187,48 @@ pub fn evaluate<'a>(
                 ReferenceKind::Branch => format!("{label} keeps {}", rule.summary()),
             });
         }
-        let record =
-            |member: u32, digests: &[&str], k: i64, time: i64, verdicts: &mut [GitVerdicts]| {
-                let verdicts = &mut verdicts[member as usize];
-                if rule.keeps(k, time) {
-                    let why = match reference.kind {
-                        ReferenceKind::Tag => label.clone(),
-                        ReferenceKind::Branch => format!("{label}, {}", rule.describe(k)),
-                    };
-                    for digest in digests {
-                        verdicts
-                            .kept
-                            .entry(digest.to_string())
-                            .or_default()
-                            .push(why.clone());
+        // `noting`: past the point where the walk would stop, only to place images in words;
+        // nothing found there is kept (the decisions are the same with or without words).
+        let record = |member: u32,
+                      digests: &[&str],
+                      k: i64,
+                      time: i64,
+                      noting: bool,
+                      verdicts: &mut [GitVerdicts]| {
+            let verdicts = &mut verdicts[member as usize];
+            if !noting && rule.keeps(k, time) {
+                let why = match reference.kind {
+                    ReferenceKind::Tag => label.clone(),
+                    ReferenceKind::Branch => format!("{label}, {}", rule.describe(k)),
+                };
+                for digest in digests {
+                    verdicts
+                        .kept
+                        .entry(digest.to_string())
+                        .or_default()
+                        .push(why.clone());
+                }
+            } else if notes {
+                let why = match reference.kind {
+                    ReferenceKind::Tag => {
+                        format!("{label}: its commit's image, {}", beyond(&rule, k, time))
                     }
-                } else if notes {
-                    let why = format!(
-                        "{label}: {}, not kept ({})",
-                        rule.describe(k),
-                        beyond(&rule, k, time)
-                    );
-                    for digest in digests {
-                        let notes = verdicts.not_kept.entry(digest.to_string()).or_default();
-                        if notes.len() < MAX_NOTES {
-                            notes.push(why.clone());
-                        }
+                    ReferenceKind::Branch => {
+                        format!("{label}: image {k}, {}", beyond(&rule, k, time))
+                    }
+                };
+                for digest in digests {
+                    let notes = verdicts.not_kept.entry(digest.to_string()).or_default();
+                    if notes.len() < MAX_NOTES {
+                        notes.push(why.clone());
                     }
                 }
-            };
+            }
+        };
         // The images at `commit`, one group per member (images of one commit count as one).
         let mut visit = |commit: CommitIndex,
                          time: i64,
+                         noting: bool,
                          exhausted: &mut usize,
                          seen: &mut super::HashSet<(u32, &'a str)>,
                          verdicts: &mut [GitVerdicts]| {
@@ -254,7 +270,7 @@ pub fn evaluate<'a>(
                 }
                 slot.1 += 1;
                 let k = slot.1;
-                record(member, &fresh, k, time, verdicts);
+                record(member, &fresh, k, time, noting, verdicts);
                 if rule.last == Some(k) {
                     *exhausted += 1;
                 }
@@ -268,6 +284,7 @@ pub fn evaluate<'a>(
                 visit(
                     commit,
                     facts.time(commit),
+                    false,
                     &mut exhausted,
                     &mut seen,
                     &mut verdicts,
@@ -280,11 +297,26 @@ pub fn evaluate<'a>(
                     std::cmp::Reverse(reference.commit),
                 ));
                 stamp[reference.commit as usize] = walk;
+                let mut noting = false;
                 while let Some((time, std::cmp::Reverse(commit))) = frontier.pop() {
-                    if rule.walk_done(exhausted == members, time) {
-                        break;
+                    if !noting && rule.walk_done(exhausted == members, time) {
+                        // Words wanted: go on a while, to say where the rest sit.
+                        noting = notes;
                     }
-                    visit(commit, time, &mut exhausted, &mut seen, &mut verdicts);
+                    if noting {
+                        if budget == 0 {
+                            break;
+                        }
+                        budget -= 1;
+                    }
+                    visit(
+                        commit,
+                        time,
+                        noting,
+                        &mut exhausted,
+                        &mut seen,
+                        &mut verdicts,
+                    );
                     for &parent in facts.parents(commit) {
                         if stamp[parent as usize] != walk {
                             stamp[parent as usize] = walk;
@@ -294,6 +326,9 @@ pub fn evaluate<'a>(
                 }
             }
         }
+    }
+    if notes {
+        note_unreached(facts, &selected, images, &mut verdicts);
     }
     for member in &mut verdicts {
         member.walked = walked.clone();
@@ -305,6 +340,69 @@ pub fn evaluate<'a>(
     verdicts
 }
 
+/// For each image no walk kept or placed: whether any selected reference reaches its commit
+/// at all — one flood over all parents from every selected branch, plus each selected tag's own
+/// commit.
+fn note_unreached(
+    facts: &GitFacts,
+    selected: &[bool],
+    images: &HashMap<CommitIndex, Vec<(u32, &str)>>,
+    verdicts: &mut [GitVerdicts],
+) {
+    let placed = |verdicts: &[GitVerdicts], member: u32, digest: &str| {
+        let v = &verdicts[member as usize];
+        v.kept.contains_key(digest) || v.not_kept.contains_key(digest)
+    };
+    let mut pending: Vec<(CommitIndex, u32, &str)> = images
+        .iter()
+        .flat_map(|(commit, entries)| entries.iter().map(|(m, d)| (*commit, *m, *d)))
+        .filter(|(_, member, digest)| !placed(verdicts, *member, digest))
+        .collect();
+    if pending.is_empty() {
+        return;
+    }
+    pending.sort_unstable();
+    let mut reached = vec![false; facts.commits()];
+    let mut flooded = vec![false; facts.commits()];
+    let mut stack: Vec<CommitIndex> = Vec::new();
+    for (reference, _) in facts.references.iter().zip(selected).filter(|(_, s)| **s) {
+        reached[reference.commit as usize] = true;
+        if reference.kind == ReferenceKind::Branch {
+            stack.push(reference.commit);
+        }
+    }
+    while let Some(commit) = stack.pop() {
+        if std::mem::replace(&mut flooded[commit as usize], true) {
+            continue;
+        }
+        reached[commit as usize] = true;
+        stack.extend(
+            facts
+                .parents(commit)
+                .iter()
+                .filter(|p| !flooded[**p as usize]),
+        );
+    }
+    for (commit, member, digest) in pending {
+        let id = facts.id(commit).to_string();
+        let short = &id[..id.len().min(12)];
+        let why = if reached[commit as usize] {
+            format!(
+                "commit {short} is on a selected reference, further back than the {NOTE_BUDGET} commits placed"
+            )
+        } else {
+            format!("no selected branch or tag reaches commit {short}")
+        };
+        let notes = verdicts[member as usize]
+            .not_kept
+            .entry(digest.to_string())
+            .or_default();
+        if notes.len() < MAX_NOTES {
+            notes.push(why);
+        }
+    }
+}
+
 fn beyond(rule: &Rule, k: i64, time: i64) -> String {
     let mut why = Vec::new();
     if let Some(last) = rule.last.filter(|&l| k > l) {
@@ -313,7 +411,13 @@ fn beyond(rule: &Rule, k: i64, time: i64) -> String {
     if let (Some(cutoff), Some(w)) = (rule.cutoff, rule.within_secs)
         && time <= cutoff
     {
-        why.push(format!("committed more than {} ago", human_secs(w)));
+        let ago = cutoff.saturating_add(w).saturating_sub(time).max(0);
+        let ago = match ago {
+            s if s >= 86_400 => format!("{}d", s / 86_400),
+            s if s >= 3_600 => format!("{}h", s / 3_600),
+            s => format!("{}m", s / 60),
+        };
+        why.push(format!("committed {ago} ago, outside {}", human_secs(w)));
     }
     if why.is_empty() {
         "the policy's operator combines its conditions this way".into()

@@ -480,3 +480,84 @@ fn a_revision_naming_an_annotated_tag_object_is_judged_as_its_commit() {
         "{odd:?}"
     );
 }
+
+#[test]
+fn a_deleted_image_is_explained_in_werfs_terms() {
+    let git = GitRepo::new();
+    let root = git.commit(&[], NOW - 60 * DAY);
+    // main: 12 images, one a day; feature-x: one image 9 days old; one on a branch no policy
+    // selects; an orphan commit no branch or tag reaches (a deleted branch's).
+    let main = git.line(Some(root), NOW - 12 * DAY, DAY, 12);
+    git.remote_branch("main", main[11]);
+    let feature = git.commit(&[root], NOW - 9 * DAY);
+    git.remote_branch("feature-x", feature);
+    let orphan = git.commit(&[], NOW - 2 * DAY);
+    let release = git.commit(&[root], NOW - 3 * DAY);
+    git.remote_branch("release", release);
+    let ids: Vec<String> = main.iter().map(|c| c.to_string()).collect();
+    let mut images: Vec<(String, Option<&str>)> = ids
+        .iter()
+        .enumerate()
+        .map(|(i, c)| (format!("main-{i:02}"), Some(c.as_str())))
+        .collect();
+    let (feature_id, orphan_id) = (feature.to_string(), orphan.to_string());
+    let release_id = release.to_string();
+    images.push(("feature".into(), Some(feature_id.as_str())));
+    images.push(("orphan".into(), Some(orphan_id.as_str())));
+    images.push(("release".into(), Some(release_id.as_str())));
+    let images: Vec<(&str, Option<&str>)> = images.iter().map(|(t, c)| (t.as_str(), *c)).collect();
+    let policies = "- references:\n    branch: main\n  imagesPerReference:\n    last: 10\n- references:\n    branch: /feature-.*/\n  imagesPerReference:\n    in: 168h\n";
+    let config = retention(
+        git.dir.path(),
+        policies,
+        "    pushedWithin: 0s\n    untracked:\n      maxAge: 0s\n",
+    );
+    for details in [policy::Details::All, policy::Details::Removed] {
+        let plan = evaluate_with(
+            &snapshot(&images),
+            &git,
+            &config,
+            &Usage::default(),
+            NOW,
+            details,
+        );
+        let why = |tag: &str| -> String {
+            let tag = plan.repositories[0]
+                .tags
+                .iter()
+                .find(|t| &*t.tag == tag)
+                .unwrap();
+            assert!(!tag.keep, "{tag:?}");
+            // Plan JSON carries the why for deleted tags too.
+            tag.reasons.join("; ")
+        };
+        // The oldest main image sits at rank 12, beyond where the walk of main stops.
+        assert!(
+            why("main-00").contains("git: branch main: image 12, beyond the last 10"),
+            "{}",
+            why("main-00")
+        );
+        assert!(
+            why("main-01").contains("branch main: image 11, beyond the last 10"),
+            "{}",
+            why("main-01")
+        );
+        assert!(
+            why("feature").contains("branch feature-x: image 1, committed 9d ago, outside 7d"),
+            "{}",
+            why("feature")
+        );
+        let release_why = why("release");
+        assert!(
+            release_why.contains("no selected branch or tag reaches commit"),
+            "{release_why}"
+        );
+        assert!(release_why.contains(&release_id[..12]), "{release_why}");
+        let orphan_why = why("orphan");
+        assert!(
+            orphan_why.contains("no branch or tag of app reaches commit"),
+            "{orphan_why}"
+        );
+        assert!(orphan_why.contains(&orphan_id[..12]), "{orphan_why}");
+    }
+}

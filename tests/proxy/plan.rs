@@ -156,9 +156,7 @@ fn plan_and_explain_follow_git_history_for_images_pushed_through_the_proxy() {
         )
         .expect_ok();
     assert!(
-        deleted.contains(
-            "git: older than what the selected references keep (branch main keeps the newest 2 images)"
-        ),
+        deleted.contains("git: branch main: image 3, beyond the last 2"),
         "{deleted}"
     );
     assert!(deleted.contains("pushed 3h ago"), "{deleted}");
