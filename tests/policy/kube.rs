@@ -216,6 +216,17 @@ async fn workloads_and_releases_of_several_clusters_fail_closed_per_cluster() {
             usage.kubernetes
         );
     }
+    // Another spelling of the registry host (case, trailing dot, default port) is the same
+    // registry: its images are in use.
+    let spelled = uses(&usage.kubernetes, "team/spelled");
+    assert!(spelled.iter().any(|(i, _)| *i == tag("v1")), "{spelled:#?}");
+    assert!(
+        spelled.iter().any(|(i, _)| *i
+            == ImageRef::Digest(
+                "sha256:5555555555555555555555555555555555555555555555555555555555555555".into()
+            )),
+        "{spelled:#?}"
+    );
     // A finished Job keeps nothing; images of other registries are not ours.
     assert!(
         !uses(&usage.kubernetes, "team/migrate")

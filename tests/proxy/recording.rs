@@ -348,3 +348,67 @@ async fn the_link_api_records_commits_for_reused_images() {
         .await;
     assert_eq!(disabled.status, 404);
 }
+
+#[tokio::test]
+async fn a_manifest_pushed_with_any_spelling_of_its_media_type_is_read_the_same() {
+    let registry = Registry::start();
+    let mut proxy = Regkeeper::start(&registry.url());
+    let http = HttpClient::default();
+    let base = format!("http://{}", proxy.addr);
+    let config = http
+        .push_blob(
+            &base,
+            "team/app",
+            br#"{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}"#,
+        )
+        .await;
+    // No `mediaType` in the body: the Content-Type says what it is, as Distribution reads it.
+    let manifest = |revision: &str| {
+        format!(
+            r#"{{"schemaVersion":2,"config":{{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"{config}","size":79}},"layers":[],"annotations":{{"org.opencontainers.image.revision":"{revision}"}}}}"#
+        )
+    };
+    let spellings = [
+        ("plain", OCI_MANIFEST.to_string(), "1111111aaaaaaa"),
+        (
+            "charset",
+            format!("{OCI_MANIFEST}; charset=utf-8"),
+            "2222222bbbbbbb",
+        ),
+        ("upper", OCI_MANIFEST.to_uppercase(), "3333333ccccccc"),
+    ];
+    let mut digests = Vec::new();
+    for (tag, content_type, revision) in &spellings {
+        let body = manifest(revision);
+        let put = http
+            .send(
+                Method::PUT,
+                &format!("{base}/v2/team/app/manifests/{tag}"),
+                &[("content-type", content_type.as_str())],
+                crate::support::http::full(body.clone().into_bytes()),
+            )
+            .await;
+        assert_eq!(
+            put.status,
+            StatusCode::CREATED,
+            "{content_type}: {:?}",
+            put.body
+        );
+        digests.push(crate::support::image::sha256(body.as_bytes()));
+    }
+    proxy.terminate();
+    assert!(proxy.wait());
+    let index = index::open_sled(&proxy.index_path()).unwrap();
+    for ((tag, content_type, revision), digest) in spellings.iter().zip(&digests) {
+        let record = index.manifest("team/app", digest).unwrap().unwrap();
+        assert_eq!(record.kind, ManifestKind::Image, "{tag} ({content_type})");
+        assert_eq!(record.media_type, OCI_MANIFEST, "{tag}");
+        assert!(record.complete, "{tag}");
+        let links = index.commit_links(digest).unwrap();
+        assert_eq!(
+            links.iter().map(|l| l.commit.as_str()).collect::<Vec<_>>(),
+            [*revision],
+            "{tag}: its commit is learned"
+        );
+    }
+}
