@@ -361,12 +361,15 @@ fn evaluate_repository(
     // cosign's `sha256-<hex>.sig|.att|.sbom` tags whose subject is in this repository follow
     // it: they stay while it stays, and go when it is deleted. Those whose subject is not here
     // (cosign's COSIGN_REPOSITORY) are judged by the rules like any tag.
-    let present: HashSet<&str> = repo
-        .manifests
-        .keys()
-        .map(|d| &**d)
-        .chain(repo.tags.iter().map(|t| &*t.digest))
-        .collect();
+    let present: HashSet<&str> = if repo.tags.iter().any(|t| cosign_subject(&t.tag).is_some()) {
+        repo.manifests
+            .keys()
+            .map(|d| &**d)
+            .chain(repo.tags.iter().map(|t| &*t.digest))
+            .collect()
+    } else {
+        HashSet::default()
+    };
     let mut followers: Vec<(usize, Digest)> = Vec::new();
     let mut tags: Vec<TagPlan> = repo
         .tags
@@ -460,11 +463,10 @@ fn evaluate_repository(
         }
     }
     let actions = actions::actions(repo, &tags, &groups, &deletions, &references);
-    let deleted_digests: HashSet<&str> = deletions.digests().copied().collect();
     let kept_digests: HashSet<&str> = tags
         .iter()
         .map(|t| &*t.digest)
-        .filter(|d| !deleted_digests.contains(d))
+        .filter(|d| !deletions.contains(d))
         .collect();
     let kept_tags = tags.iter().filter(|t| t.keep).count();
     RepositoryPlan {
@@ -476,7 +478,7 @@ fn evaluate_repository(
         },
         deleted: Totals {
             tags: tags.len() - kept_tags,
-            bytes: deleted_digests.iter().map(|d| size(repo, d)).sum(),
+            bytes: deletions.digests().map(|d| size(repo, d)).sum(),
         },
         tags,
         actions,

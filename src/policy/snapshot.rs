@@ -433,7 +433,11 @@ impl Snapshot {
         let mut snapshot = Self::default();
         for share in read {
             for (repository, mut repo) in share? {
-                repo.attach_links(repository, |digest| links.get(digest).cloned());
+                repo.attach_links(repository, |digest| {
+                    links
+                        .get(digest)
+                        .map(|stored| stored.iter().map(Stored::evidence).collect())
+                });
                 snapshot
                     .repositories
                     .insert(repository.clone(), Arc::new(repo));
@@ -508,12 +512,41 @@ fn evidences(found: impl Iterator<Item = Evidence>) -> Evidences {
     all.into()
 }
 
+/// A link as held for the whole index while it is read: the common case (the image's own
+/// evidence) as small as a bare commit id.
+#[derive(Clone, PartialEq, Eq)]
+enum Stored {
+    Image(Box<str>),
+    Scoped(Box<Evidence>),
+}
+
+impl From<Evidence> for Stored {
+    fn from(evidence: Evidence) -> Self {
+        match evidence.scope {
+            LinkScope::Image => Self::Image(evidence.commit),
+            _ => Self::Scoped(Box::new(evidence)),
+        }
+    }
+}
+
+impl Stored {
+    fn evidence(&self) -> Evidence {
+        match self {
+            Self::Image(commit) => Evidence {
+                commit: commit.clone(),
+                scope: LinkScope::Image,
+            },
+            Self::Scoped(evidence) => (**evidence).clone(),
+        }
+    }
+}
+
 /// Digest → its evidence, for every link in the index.
-fn all_links(index: &dyn Index) -> Result<HashMap<Box<str>, Evidences>, IndexError> {
-    let mut by_digest: HashMap<Box<str>, Evidences> = HashMap::default();
+fn all_links(index: &dyn Index) -> Result<HashMap<Box<str>, Box<[Stored]>>, IndexError> {
+    let mut by_digest: HashMap<Box<str>, Box<[Stored]>> = HashMap::default();
     index.each_commit_link(&mut |link| {
         let digest = link.digest.clone();
-        let evidence = Evidence::from(link);
+        let evidence = Stored::from(Evidence::from(link));
         match by_digest.get_mut(digest.as_str()) {
             // Links come in key order, so a digest's links arrive together; repeats (one
             // commit learned from several sources) are stored once.

@@ -22,13 +22,17 @@ const MAX_NOTES: usize = 4;
 /// for ordinary histories, bounded for huge ones.
 const NOTE_BUDGET: usize = 2_000_000;
 
+/// Words shared by every image of one group (one sentence per reference and rank, not one
+/// per image: a plan worded for a million removals holds a sentence per group).
+pub type Words = std::sync::Arc<str>;
+
 /// What the git policies decided for this repository's digests.
 #[derive(Debug, Default)]
-pub struct GitVerdicts {
+pub struct GitVerdicts<'a> {
     /// Digest → why it is kept (`branch main, image 3 of 10`).
-    pub kept: HashMap<String, Vec<String>>,
+    pub kept: HashMap<&'a str, Vec<Words>>,
     /// Digest → where it was seen but not kept (`branch main: image 12, beyond the last 10`).
-    pub not_kept: HashMap<String, Vec<String>>,
+    pub not_kept: HashMap<&'a str, Vec<Words>>,
     /// What each walked reference keeps (`branch main keeps the newest 10 images`), for
     /// explaining digests no walk reached.
     pub walked: Vec<String>,
@@ -123,8 +127,8 @@ pub fn evaluate<'a>(
     members: usize,
     now: i64,
     notes: bool,
-) -> Vec<GitVerdicts> {
-    let mut verdicts: Vec<GitVerdicts> = (0..members).map(|_| GitVerdicts::default()).collect();
+) -> Vec<GitVerdicts<'a>> {
+    let mut verdicts: Vec<GitVerdicts<'a>> = (0..members).map(|_| GitVerdicts::default()).collect();
     if images.is_empty() {
         return verdicts;
     }
@@ -166,6 +170,7 @@ pub fn evaluate<'a>(
     // Per member: groups found on the current reference, and the walk that counted them.
     let mut found = vec![(u32::MAX, 0i64); members];
     let mut seen: super::HashSet<(u32, &'a str)> = std::collections::HashSet::default();
+    let mut fresh: Vec<&'a str> = Vec::new();
     for (walk, (reference, images_per_reference)) in
         facts.references.iter().zip(effective).enumerate()
     {
@@ -190,36 +195,38 @@ pub fn evaluate<'a>(
         // `noting`: past the point where the walk would stop, only to place images in words;
         // nothing found there is kept (the decisions are the same with or without words).
         let record = |member: u32,
-                      digests: &[&str],
+                      digests: &[&'a str],
                       k: i64,
                       time: i64,
                       noting: bool,
-                      verdicts: &mut [GitVerdicts]| {
+                      verdicts: &mut [GitVerdicts<'a>]| {
             let verdicts = &mut verdicts[member as usize];
             if !noting && rule.keeps(k, time) {
-                let why = match reference.kind {
-                    ReferenceKind::Tag => label.clone(),
-                    ReferenceKind::Branch => format!("{label}, {}", rule.describe(k)),
+                let why: Words = match reference.kind {
+                    ReferenceKind::Tag => label.as_str().into(),
+                    ReferenceKind::Branch => format!("{label}, {}", rule.describe(k)).into(),
                 };
                 for digest in digests {
-                    verdicts
-                        .kept
-                        .entry(digest.to_string())
-                        .or_default()
-                        .push(why.clone());
+                    verdicts.kept.entry(digest).or_default().push(why.clone());
                 }
             } else if notes {
-                let why = match reference.kind {
-                    ReferenceKind::Tag => {
-                        format!("{label}: its commit's image, {}", beyond(&rule, k, time))
-                    }
-                    ReferenceKind::Branch => {
-                        format!("{label}: image {k}, {}", beyond(&rule, k, time))
-                    }
-                };
+                let mut why: Option<Words> = None;
                 for digest in digests {
-                    let notes = verdicts.not_kept.entry(digest.to_string()).or_default();
+                    let notes = verdicts.not_kept.entry(digest).or_default();
                     if notes.len() < MAX_NOTES {
+                        // Worded once per group, and only when some image still needs it.
+                        let why = why.get_or_insert_with(|| {
+                            match reference.kind {
+                                ReferenceKind::Tag => format!(
+                                    "{label}: its commit's image, {}",
+                                    beyond(&rule, k, time)
+                                ),
+                                ReferenceKind::Branch => {
+                                    format!("{label}: image {k}, {}", beyond(&rule, k, time))
+                                }
+                            }
+                            .into()
+                        });
                         notes.push(why.clone());
                     }
                 }
@@ -231,7 +238,8 @@ pub fn evaluate<'a>(
                          noting: bool,
                          exhausted: &mut usize,
                          seen: &mut super::HashSet<(u32, &'a str)>,
-                         verdicts: &mut [GitVerdicts]| {
+                         fresh: &mut Vec<&'a str>,
+                         verdicts: &mut [GitVerdicts<'a>]| {
             let Some(entries) = images.get(&commit) else {
                 return;
             };
@@ -253,7 +261,7 @@ pub fn evaluate<'a>(
                     i = j;
                     continue;
                 }
-                let mut fresh: Vec<&str> = Vec::new();
+                fresh.clear();
                 while j < entries.len() && entries[j].0 == member {
                     if seen.insert(entries[j]) {
                         fresh.push(entries[j].1);
@@ -270,7 +278,7 @@ pub fn evaluate<'a>(
                 }
                 slot.1 += 1;
                 let k = slot.1;
-                record(member, &fresh, k, time, noting, verdicts);
+                record(member, fresh, k, time, noting, verdicts);
                 if rule.last == Some(k) {
                     *exhausted += 1;
                 }
@@ -287,6 +295,7 @@ pub fn evaluate<'a>(
                     false,
                     &mut exhausted,
                     &mut seen,
+                    &mut fresh,
                     &mut verdicts,
                 );
             }
@@ -315,6 +324,7 @@ pub fn evaluate<'a>(
                         noting,
                         &mut exhausted,
                         &mut seen,
+                        &mut fresh,
                         &mut verdicts,
                     );
                     for &parent in facts.parents(commit) {
@@ -343,17 +353,17 @@ pub fn evaluate<'a>(
 /// For each image no walk kept or placed: whether any selected reference reaches its commit
 /// at all — one flood over all parents from every selected branch, plus each selected tag's own
 /// commit.
-fn note_unreached(
+fn note_unreached<'a>(
     facts: &GitFacts,
     selected: &[bool],
-    images: &HashMap<CommitIndex, Vec<(u32, &str)>>,
-    verdicts: &mut [GitVerdicts],
+    images: &HashMap<CommitIndex, Vec<(u32, &'a str)>>,
+    verdicts: &mut [GitVerdicts<'a>],
 ) {
     let placed = |verdicts: &[GitVerdicts], member: u32, digest: &str| {
         let v = &verdicts[member as usize];
         v.kept.contains_key(digest) || v.not_kept.contains_key(digest)
     };
-    let mut pending: Vec<(CommitIndex, u32, &str)> = images
+    let mut pending: Vec<(CommitIndex, u32, &'a str)> = images
         .iter()
         .flat_map(|(commit, entries)| entries.iter().map(|(m, d)| (*commit, *m, *d)))
         .filter(|(_, member, digest)| !placed(verdicts, *member, digest))
@@ -395,10 +405,10 @@ fn note_unreached(
         };
         let notes = verdicts[member as usize]
             .not_kept
-            .entry(digest.to_string())
+            .entry(digest)
             .or_default();
         if notes.len() < MAX_NOTES {
-            notes.push(why);
+            notes.push(why.into());
         }
     }
 }

@@ -3,10 +3,7 @@
 //! manifest that remains resolves whole — its children and its subject are still there — no
 //! kept tag loses its digest, and a cosign tag stays exactly while its subject stays.
 
-use std::{
-    collections::{BTreeSet, HashMap},
-    sync::Arc,
-};
+use std::collections::{BTreeSet, HashMap};
 
 use proptest::prelude::*;
 use regkeeper::{
@@ -15,7 +12,7 @@ use regkeeper::{
     policy::{self, Action, Inputs, Plan, RepositorySnapshot, Snapshot, Usage},
 };
 
-use super::{NOW, REPOSITORY, digest_of, manifest};
+use super::{NOW, REPOSITORY, digest_of, manifest, snapshot_of};
 
 /// One generated repository: images, indexes over some of them, referrers of some manifests,
 /// and tags (kept ones are named `keep-*`, cosign-style ones name a subject).
@@ -106,13 +103,13 @@ fn snapshot(repo: &Repo) -> Snapshot {
     }
     tags.sort_by(|a, b| a.tag.cmp(&b.tag));
     tags.dedup_by(|a, b| a.tag == b.tag);
-    let repository =
-        RepositorySnapshot::from_records(REPOSITORY, tags, manifests, |_| None, Vec::new());
-    let mut snapshot = Snapshot::default();
-    snapshot
-        .repositories
-        .insert(REPOSITORY.into(), Arc::new(repository));
-    snapshot
+    snapshot_of(RepositorySnapshot::from_records(
+        REPOSITORY,
+        tags,
+        manifests,
+        |_| None,
+        Vec::new(),
+    ))
 }
 
 fn plan(snapshot: &Snapshot, untagged_rule: bool) -> Plan {
@@ -290,10 +287,7 @@ fn a_signature_follows_a_subject_pushed_by_digest_and_the_rules_judge_one_from_e
         last_pushed: UnixMillis(1000),
         history: Vec::new(),
     });
-    let mut snapshot = Snapshot::default();
-    snapshot
-        .repositories
-        .insert(REPOSITORY.into(), Arc::new(with_foreign));
+    let snapshot = snapshot_of(with_foreign);
     let plan = plan(&snapshot, false);
     let kept: BTreeSet<&str> = plan.repositories[0]
         .tags

@@ -4,7 +4,7 @@
 //! existed: tag-pattern links are given back to the tags their pattern matches, API links
 //! speak for nothing.
 
-use std::{collections::HashMap, sync::Arc};
+use std::collections::HashMap;
 
 use regkeeper::{
     index::{TagRecord, UnixMillis},
@@ -13,6 +13,7 @@ use regkeeper::{
 
 use super::{
     DAY, NOW, REPOSITORY, digest_of, evaluate, git::GitRepo, kept_tags, manifest, retention,
+    snapshot_of,
 };
 
 /// One digest under `tags`, with `evidence`; untracked tags are kept (the default).
@@ -30,18 +31,13 @@ fn one_digest(tags: &[String], evidence: Vec<Evidence>) -> Snapshot {
         })
         .collect();
     let links: HashMap<String, Box<[Evidence]>> = [(digest.clone(), evidence.into())].into();
-    let repo = RepositorySnapshot::from_records(
+    snapshot_of(RepositorySnapshot::from_records(
         REPOSITORY,
         records,
         vec![manifest(&digest)],
         |d| links.get(d).cloned(),
         Vec::new(),
-    );
-    let mut snapshot = Snapshot::default();
-    snapshot
-        .repositories
-        .insert(REPOSITORY.into(), Arc::new(repo));
-    snapshot
+    ))
 }
 
 fn kept_with(evidence: Vec<Evidence>) -> Vec<String> {

@@ -88,6 +88,11 @@ pub fn snapshot(images: &[(&str, Option<&str>)]) -> Snapshot {
         |d| links.get(d).cloned(),
         Vec::new(),
     );
+    snapshot_of(repo)
+}
+
+/// A snapshot holding `repo` as the test repository.
+pub fn snapshot_of(repo: RepositorySnapshot) -> Snapshot {
     let mut snapshot = Snapshot::default();
     snapshot
         .repositories
