@@ -209,7 +209,11 @@ pub fn git_verdicts<'a>(
                 .iter()
                 .all(|(slot, _)| repositories[*slot].scope_index == scope_index)
         );
-        let notes = inputs.details != super::Details::Reasons;
+        let notes = match inputs.details {
+            super::Details::All => Some(werf::Notes::ALL),
+            super::Details::Removed => Some(werf::Notes::REMOVED),
+            super::Details::Reasons => None,
+        };
         let verdicts = werf::evaluate(&policies, facts, &images, members.len(), now, notes);
         std::thread::scope(|threads| {
             for chunk in mine.chunks_mut(run) {

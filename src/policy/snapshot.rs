@@ -258,6 +258,22 @@ impl RepositorySnapshot {
 
     /// Sets the commit links of every digest the snapshot names, scoped to `repository`.
     fn attach_links(&mut self, repository: &str, mut links: impl FnMut(&str) -> Option<Evidences>) {
+        self.attach_with(repository, |digest, visit| {
+            for evidence in links(digest).iter().flatten() {
+                visit(&evidence.commit, &evidence.scope);
+            }
+        });
+    }
+
+    /// Sets the commit links of every digest the snapshot names, scoped to `repository`:
+    /// `links` hands each stored (commit, scope) of a digest to the visitor it is given. Each
+    /// digest's facts are moved into one exactly-sized allocation (a million digests must
+    /// not leave a million freed scraps between the ones that stay).
+    fn attach_with(
+        &mut self,
+        repository: &str,
+        mut links: impl FnMut(&str, &mut dyn FnMut(&str, &LinkScope)),
+    ) {
         let mut patterns: HashMap<Box<str>, Option<regex::Regex>> = HashMap::default();
         let named = self
             .manifests
@@ -266,51 +282,47 @@ impl RepositorySnapshot {
             .chain(self.manifests.values().flat_map(|m| m.children.iter()))
             .chain(self.manifests.values().filter_map(|m| m.subject.as_ref()));
         let mut found: HashMap<Digest, Box<[LinkFact]>> = HashMap::default();
+        let mut facts: Vec<LinkFact> = Vec::new();
         for digest in named {
             if found.contains_key(digest) {
                 continue;
             }
-            let Some(evidence) = links(digest) else {
-                continue;
-            };
-            let mut facts: Vec<LinkFact> = Vec::new();
-            for evidence in evidence.iter() {
-                let commit = &evidence.commit;
-                match &evidence.scope {
-                    LinkScope::Image => facts.push(LinkFact::image(commit)),
-                    LinkScope::Repository(r) if **r == *repository => {
-                        facts.push(LinkFact::image(commit))
-                    }
-                    LinkScope::Tag(r, tag) if **r == *repository => facts.push(LinkFact {
-                        commit: commit.clone(),
-                        tag: Some(tag.clone()),
-                    }),
-                    LinkScope::LegacyTagPattern(pattern) => {
-                        let re = patterns
-                            .entry(pattern.clone())
-                            .or_insert_with(|| regex::Regex::new(pattern).ok());
-                        let Some(re) = re else { continue };
-                        for tag in self.tags.iter().filter(|t| t.digest == *digest) {
-                            let captured = re
-                                .captures(&tag.tag)
-                                .and_then(|c| c.name("commit"))
-                                .map(|m| m.as_str().to_ascii_lowercase());
-                            if captured.as_deref() == Some(&**commit) {
-                                facts.push(LinkFact {
-                                    commit: commit.clone(),
-                                    tag: Some(tag.tag.as_ref().into()),
-                                });
-                            }
+            facts.clear();
+            links(digest, &mut |commit, scope| match scope {
+                LinkScope::Image => facts.push(LinkFact::image(commit)),
+                LinkScope::Repository(r) if **r == *repository => {
+                    facts.push(LinkFact::image(commit))
+                }
+                LinkScope::Tag(r, tag) if **r == *repository => facts.push(LinkFact {
+                    commit: commit.into(),
+                    tag: Some(tag.clone()),
+                }),
+                LinkScope::LegacyTagPattern(pattern) => {
+                    let re = patterns
+                        .entry(pattern.clone())
+                        .or_insert_with(|| regex::Regex::new(pattern).ok());
+                    let Some(re) = re else { return };
+                    for tag in self.tags.iter().filter(|t| t.digest == *digest) {
+                        let captured = re
+                            .captures(&tag.tag)
+                            .and_then(|c| c.name("commit"))
+                            .map(|m| m.as_str().to_ascii_lowercase());
+                        if captured.as_deref() == Some(commit) {
+                            facts.push(LinkFact {
+                                commit: commit.into(),
+                                tag: Some(tag.tag.as_ref().into()),
+                            });
                         }
                     }
-                    LinkScope::Repository(_) | LinkScope::Tag(..) | LinkScope::LegacyApi => {}
                 }
+                LinkScope::Repository(_) | LinkScope::Tag(..) | LinkScope::LegacyApi => {}
+            });
+            if facts.is_empty() {
+                continue;
             }
             facts.sort_by(|a, b| (&a.tag, &a.commit).cmp(&(&b.tag, &b.commit)));
             facts.dedup();
-            if !facts.is_empty() {
-                found.insert(digest.clone(), facts.into());
-            }
+            found.insert(digest.clone(), facts.drain(..).collect());
         }
         self.links = found;
     }
@@ -433,10 +445,13 @@ impl Snapshot {
         let mut snapshot = Self::default();
         for share in read {
             for (repository, mut repo) in share? {
-                repo.attach_links(repository, |digest| {
-                    links
-                        .get(digest)
-                        .map(|stored| stored.iter().map(Stored::evidence).collect())
+                repo.attach_with(repository, |digest, visit| {
+                    for stored in links.get(digest).into_iter().flatten() {
+                        match stored {
+                            Stored::Image(commit) => visit(commit, &LinkScope::Image),
+                            Stored::Scoped(evidence) => visit(&evidence.commit, &evidence.scope),
+                        }
+                    }
                 });
                 snapshot
                     .repositories
@@ -525,18 +540,6 @@ impl From<Evidence> for Stored {
         match evidence.scope {
             LinkScope::Image => Self::Image(evidence.commit),
             _ => Self::Scoped(Box::new(evidence)),
-        }
-    }
-}
-
-impl Stored {
-    fn evidence(&self) -> Evidence {
-        match self {
-            Self::Image(commit) => Evidence {
-                commit: commit.clone(),
-                scope: LinkScope::Image,
-            },
-            Self::Scoped(evidence) => (**evidence).clone(),
         }
     }
 }

@@ -15,12 +15,31 @@ use crate::{
 /// Commits are not perfectly time-ordered (clock skew between committers); a walk goes this
 /// far past the cutoff before concluding no later image can be kept.
 const CLOCK_SKEW_SECS: i64 = 24 * 3600;
-/// "Why not" notes kept per digest (for `explain`).
-const MAX_NOTES: usize = 4;
-/// Commits visited past the point where the walks stop, per evaluation, to say at which rank
-/// each image no reference keeps sits (`branch main: image 12, beyond the last 10`): enough
-/// for ordinary histories, bounded for huge ones.
-const NOTE_BUDGET: usize = 2_000_000;
+
+/// How much a walk says about the images it does not keep.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Notes {
+    /// "Why not" notes kept per digest.
+    pub per_digest: usize,
+    /// Commits visited past the point where the walks stop, per evaluation, to say at which
+    /// rank each image no reference keeps sits (`branch main: image 12, beyond the last
+    /// 10`): enough for ordinary histories, bounded for huge ones.
+    pub budget: usize,
+}
+
+impl Notes {
+    /// `explain`: every reference that places the image (up to four).
+    pub const ALL: Self = Self {
+        per_digest: 4,
+        budget: 2_000_000,
+    };
+    /// `plan` and a cleanup's audit, worded for every removal: the first reference that
+    /// places each image.
+    pub const REMOVED: Self = Self {
+        per_digest: 1,
+        budget: 500_000,
+    };
+}
 
 /// Words shared by every image of one group (one sentence per reference and rank, not one
 /// per image: a plan worded for a million removals holds a sentence per group).
@@ -126,8 +145,9 @@ pub fn evaluate<'a>(
     images: &HashMap<CommitIndex, Vec<(u32, &'a str)>>,
     members: usize,
     now: i64,
-    notes: bool,
+    notes: Option<Notes>,
 ) -> Vec<GitVerdicts<'a>> {
+    let max_notes = notes.map_or(0, |n| n.per_digest);
     let mut verdicts: Vec<GitVerdicts<'a>> = (0..members).map(|_| GitVerdicts::default()).collect();
     if images.is_empty() {
         return verdicts;
@@ -165,7 +185,7 @@ pub fn evaluate<'a>(
     }
     let selected: Vec<bool> = effective.iter().map(Option::is_some).collect();
     let mut walked: Vec<String> = Vec::new();
-    let mut budget = NOTE_BUDGET;
+    let mut budget = notes.map_or(0, |n| n.budget);
     let mut stamp = vec![u32::MAX; facts.commits()];
     // Per member: groups found on the current reference, and the walk that counted them.
     let mut found = vec![(u32::MAX, 0i64); members];
@@ -186,7 +206,7 @@ pub fn evaluate<'a>(
             ReferenceKind::Branch => format!("branch {}", reference.name),
             ReferenceKind::Tag => format!("tag {}", reference.name),
         };
-        if walked.len() < MAX_NOTES * 4 {
+        if walked.len() < 16 {
             walked.push(match reference.kind {
                 ReferenceKind::Tag => format!("{label} keeps its commit's images"),
                 ReferenceKind::Branch => format!("{label} keeps {}", rule.summary()),
@@ -209,11 +229,11 @@ pub fn evaluate<'a>(
                 for digest in digests {
                     verdicts.kept.entry(digest).or_default().push(why.clone());
                 }
-            } else if notes {
+            } else if max_notes > 0 {
                 let mut why: Option<Words> = None;
                 for digest in digests {
                     let notes = verdicts.not_kept.entry(digest).or_default();
-                    if notes.len() < MAX_NOTES {
+                    if notes.len() < max_notes {
                         // Worded once per group, and only when some image still needs it.
                         let why = why.get_or_insert_with(|| {
                             match reference.kind {
@@ -250,7 +270,7 @@ pub fn evaluate<'a>(
                 // A member that has counted its `last` (And) keeps nothing further on this
                 // reference: without notes to write, its later images need no look.
                 let counted = found[member as usize];
-                if !notes
+                if notes.is_none()
                     && rule.operator == Operator::And
                     && counted.0 == walk
                     && rule.last.is_some_and(|l| counted.1 >= l)
@@ -310,7 +330,7 @@ pub fn evaluate<'a>(
                 while let Some((time, std::cmp::Reverse(commit))) = frontier.pop() {
                     if !noting && rule.walk_done(exhausted == members, time) {
                         // Words wanted: go on a while, to say where the rest sit.
-                        noting = notes;
+                        noting = notes.is_some();
                     }
                     if noting {
                         if budget == 0 {
@@ -337,8 +357,8 @@ pub fn evaluate<'a>(
             }
         }
     }
-    if notes {
-        note_unreached(facts, &selected, images, &mut verdicts);
+    if notes.is_some() {
+        note_unreached(facts, &selected, images, max_notes, &mut verdicts);
     }
     for member in &mut verdicts {
         member.walked = walked.clone();
@@ -357,6 +377,7 @@ fn note_unreached<'a>(
     facts: &GitFacts,
     selected: &[bool],
     images: &HashMap<CommitIndex, Vec<(u32, &'a str)>>,
+    max_notes: usize,
     verdicts: &mut [GitVerdicts<'a>],
 ) {
     let placed = |verdicts: &[GitVerdicts], member: u32, digest: &str| {
@@ -398,7 +419,7 @@ fn note_unreached<'a>(
         let short = &id[..id.len().min(12)];
         let why = if reached[commit as usize] {
             format!(
-                "commit {short} is on a selected reference, further back than the {NOTE_BUDGET} commits placed"
+                "commit {short} is on a selected reference, further back than the images placed"
             )
         } else {
             format!("no selected branch or tag reaches commit {short}")
@@ -407,7 +428,7 @@ fn note_unreached<'a>(
             .not_kept
             .entry(digest)
             .or_default();
-        if notes.len() < MAX_NOTES {
+        if notes.len() < max_notes {
             notes.push(why.into());
         }
     }
