@@ -414,22 +414,35 @@ fn note_unreached<'a>(
                 .filter(|p| !flooded[**p as usize]),
         );
     }
+    // Worded per commit only when few images need it (`explain`); shared otherwise: a cleanup
+    // worded for a million removals holds two sentences, not a million.
+    let per_commit = max_notes > 1;
+    let reached_words: Words =
+        "its commit is on a selected reference, further back than the images placed".into();
+    let unreached_words: Words = "no selected branch or tag reaches its commit".into();
     for (commit, member, digest) in pending {
-        let id = facts.id(commit).to_string();
-        let short = &id[..id.len().min(12)];
-        let why = if reached[commit as usize] {
-            format!(
-                "commit {short} is on a selected reference, further back than the images placed"
-            )
+        let why: Words = if per_commit {
+            let id = facts.id(commit).to_string();
+            let short = &id[..id.len().min(12)];
+            if reached[commit as usize] {
+                format!(
+                    "commit {short} is on a selected reference, further back than the images placed"
+                )
+                .into()
+            } else {
+                format!("no selected branch or tag reaches commit {short}").into()
+            }
+        } else if reached[commit as usize] {
+            reached_words.clone()
         } else {
-            format!("no selected branch or tag reaches commit {short}")
+            unreached_words.clone()
         };
         let notes = verdicts[member as usize]
             .not_kept
             .entry(digest)
             .or_default();
         if notes.len() < max_notes {
-            notes.push(why.into());
+            notes.push(why);
         }
     }
 }

@@ -554,10 +554,12 @@ fn a_deleted_image_is_explained_in_werfs_terms() {
         );
         let release_why = why("release");
         assert!(
-            release_why.contains("no selected branch or tag reaches commit"),
+            release_why.contains("no selected branch or tag reaches"),
             "{release_why}"
         );
-        assert!(release_why.contains(&release_id[..12]), "{release_why}");
+        if details == policy::Details::All {
+            assert!(release_why.contains(&release_id[..12]), "{release_why}");
+        }
         let orphan_why = why("orphan");
         assert!(
             orphan_why.contains("no branch or tag of app reaches commit"),
