@@ -287,23 +287,30 @@ impl<'a> Executor<'a> {
     /// deletes waits for that one, and stays if it was not deleted — a run cut short never
     /// leaves an index without its children, nor a referrer without its subject.
     pub async fn run(&self, steps: Vec<Step>) -> Vec<StepReport> {
-        let waves = waves(&steps);
         let mut reports: Vec<(u64, StepReport)> = Vec::with_capacity(steps.len());
-        let mut gone: std::collections::HashSet<(String, String)> = Default::default();
-        let mut steps: Vec<(usize, Step)> = waves.into_iter().zip(steps).collect();
-        steps.sort_by_key(|(wave, step)| (*wave, step.seq));
-        for wave in steps.chunk_by(|a, b| a.0 == b.0) {
-            let (ready, held): (Vec<Step>, Vec<Step>) =
-                wave.iter().map(|(_, s)| s.clone()).partition(|step| {
-                    step.after
-                        .iter()
-                        .all(|d| gone.contains(&(step.repository.clone(), d.clone())))
-                });
+        let mut by_wave: Vec<Vec<Step>> = Vec::new();
+        for (wave, step) in waves(&steps).into_iter().zip(steps) {
+            if by_wave.len() <= wave {
+                by_wave.resize_with(wave + 1, Vec::new);
+            }
+            by_wave[wave].push(step);
+        }
+        let later_waves = by_wave.len() > 1;
+        // Repository → digests deleted (or, dry run, that would be) by the waves so far.
+        let mut gone: HashMap<String, std::collections::HashSet<String>> = HashMap::new();
+        for wave in by_wave {
+            let went = |step: &Step, digest: &str| {
+                gone.get(&step.repository)
+                    .is_some_and(|digests| digests.contains(digest))
+            };
+            let (ready, held): (Vec<Step>, Vec<Step>) = wave
+                .into_iter()
+                .partition(|step| step.after.iter().all(|d| went(step, d)));
             for step in held {
                 let missing: Vec<&str> = step
                     .after
                     .iter()
-                    .filter(|d| !gone.contains(&(step.repository.clone(), (*d).clone())))
+                    .filter(|d| !went(&step, d))
                     .map(String::as_str)
                     .collect();
                 reports.push((step.seq, self.hold(&step, &missing)));
@@ -313,11 +320,13 @@ impl<'a> Executor<'a> {
                 .buffer_unordered(self.concurrency)
                 .collect()
                 .await;
-            for (_, report) in &done {
+            for (_, report) in done.iter().filter(|_| later_waves) {
                 if report.action == AuditAction::DeleteDigest
                     && (report.outcome.removes() || report.outcome == StepOutcome::SkippedGone)
                 {
-                    gone.insert((report.repository.clone(), report.digest.clone()));
+                    gone.entry(report.repository.clone())
+                        .or_default()
+                        .insert(report.digest.clone());
                 }
             }
             reports.extend(done);

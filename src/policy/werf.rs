@@ -186,6 +186,17 @@ pub fn evaluate<'a>(
     let selected: Vec<bool> = effective.iter().map(Option::is_some).collect();
     let mut walked: Vec<String> = Vec::new();
     let mut budget = notes.map_or(0, |n| n.budget);
+    // How many (member, image) pairs there are, and how many the walks placed so far.
+    let images_total = if notes.is_some() {
+        images
+            .values()
+            .flatten()
+            .collect::<super::HashSet<_>>()
+            .len()
+    } else {
+        0
+    };
+    let mut placed = 0usize;
     let mut stamp = vec![u32::MAX; facts.commits()];
     // Per member: groups found on the current reference, and the walk that counted them.
     let mut found = vec![(u32::MAX, 0i64); members];
@@ -219,6 +230,7 @@ pub fn evaluate<'a>(
                       k: i64,
                       time: i64,
                       noting: bool,
+                      placed: &mut usize,
                       verdicts: &mut [GitVerdicts<'a>]| {
             let verdicts = &mut verdicts[member as usize];
             if !noting && rule.keeps(k, time) {
@@ -227,11 +239,21 @@ pub fn evaluate<'a>(
                     ReferenceKind::Branch => format!("{label}, {}", rule.describe(k)).into(),
                 };
                 for digest in digests {
+                    if !verdicts.kept.contains_key(digest)
+                        && !verdicts.not_kept.contains_key(digest)
+                    {
+                        *placed += 1;
+                    }
                     verdicts.kept.entry(digest).or_default().push(why.clone());
                 }
             } else if max_notes > 0 {
                 let mut why: Option<Words> = None;
                 for digest in digests {
+                    if !verdicts.kept.contains_key(digest)
+                        && !verdicts.not_kept.contains_key(digest)
+                    {
+                        *placed += 1;
+                    }
                     let notes = verdicts.not_kept.entry(digest).or_default();
                     if notes.len() < max_notes {
                         // Worded once per group, and only when some image still needs it.
@@ -259,6 +281,7 @@ pub fn evaluate<'a>(
                          exhausted: &mut usize,
                          seen: &mut super::HashSet<(u32, &'a str)>,
                          fresh: &mut Vec<&'a str>,
+                         placed: &mut usize,
                          verdicts: &mut [GitVerdicts<'a>]| {
             let Some(entries) = images.get(&commit) else {
                 return;
@@ -298,7 +321,7 @@ pub fn evaluate<'a>(
                 }
                 slot.1 += 1;
                 let k = slot.1;
-                record(member, fresh, k, time, noting, verdicts);
+                record(member, fresh, k, time, noting, placed, verdicts);
                 if rule.last == Some(k) {
                     *exhausted += 1;
                 }
@@ -316,6 +339,7 @@ pub fn evaluate<'a>(
                     &mut exhausted,
                     &mut seen,
                     &mut fresh,
+                    &mut placed,
                     &mut verdicts,
                 );
             }
@@ -333,7 +357,8 @@ pub fn evaluate<'a>(
                         noting = notes.is_some();
                     }
                     if noting {
-                        if budget == 0 {
+                        // Every image placed (kept, or noted where it sits): nothing left to say.
+                        if budget == 0 || placed == images_total {
                             break;
                         }
                         budget -= 1;
@@ -345,6 +370,7 @@ pub fn evaluate<'a>(
                         &mut exhausted,
                         &mut seen,
                         &mut fresh,
+                        &mut placed,
                         &mut verdicts,
                     );
                     for &parent in facts.parents(commit) {
