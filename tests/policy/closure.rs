@@ -12,7 +12,7 @@ use regkeeper::{
     policy::{self, Action, Inputs, Plan, RepositorySnapshot, Snapshot, Usage},
 };
 
-use super::{NOW, REPOSITORY, digest_of, manifest, snapshot_of};
+use super::{NOW, REPOSITORY, digest_of, manifest, snapshot_of, tag_record};
 
 /// One generated repository: images, indexes over some of them, referrers of some manifests,
 /// and tags (kept ones are named `keep-*`, cosign-style ones name a subject).
@@ -80,14 +80,7 @@ fn snapshot(repo: &Repo) -> Snapshot {
         }
         manifests.push(record);
     }
-    let tag = |name: String, n: usize| TagRecord {
-        repository: REPOSITORY.into(),
-        tag: name,
-        digest: repo.digest(n),
-        first_pushed: UnixMillis(1000),
-        last_pushed: UnixMillis(1000),
-        history: Vec::new(),
-    };
+    let tag = |name: String, n: usize| tag_record(&name, &repo.digest(n));
     let mut tags: Vec<TagRecord> = repo
         .tags
         .iter()
@@ -279,14 +272,7 @@ fn a_signature_follows_a_subject_pushed_by_digest_and_the_rules_judge_one_from_e
     let snapshot = snapshot(&repo);
     let mut with_foreign = (*snapshot.repositories[REPOSITORY]).clone();
     let foreign = format!("sha256-{:0>64}.sig", "abc");
-    with_foreign.put_tag(&TagRecord {
-        repository: REPOSITORY.into(),
-        tag: foreign.clone(),
-        digest: repo.digest(2),
-        first_pushed: UnixMillis(1000),
-        last_pushed: UnixMillis(1000),
-        history: Vec::new(),
-    });
+    with_foreign.put_tag(&tag_record(&foreign, &repo.digest(2)));
     let snapshot = snapshot_of(with_foreign);
     let plan = plan(&snapshot, false);
     let kept: BTreeSet<&str> = plan.repositories[0]

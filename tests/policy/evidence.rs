@@ -6,30 +6,17 @@
 
 use std::collections::HashMap;
 
-use regkeeper::{
-    index::{TagRecord, UnixMillis},
-    policy::{Evidence, LinkScope, RepositorySnapshot, Snapshot, Usage},
-};
+use regkeeper::policy::{Evidence, LinkScope, RepositorySnapshot, Snapshot, Usage};
 
 use super::{
     DAY, NOW, REPOSITORY, digest_of, evaluate, git::GitRepo, kept_tags, manifest, retention,
-    snapshot_of,
+    snapshot_of, tag_record,
 };
 
 /// One digest under `tags`, with `evidence`; untracked tags are kept (the default).
 fn one_digest(tags: &[String], evidence: Vec<Evidence>) -> Snapshot {
     let digest = digest_of("image");
-    let records = tags
-        .iter()
-        .map(|tag| TagRecord {
-            repository: REPOSITORY.into(),
-            tag: tag.to_string(),
-            digest: digest.clone(),
-            first_pushed: UnixMillis(1000),
-            last_pushed: UnixMillis(1000),
-            history: Vec::new(),
-        })
-        .collect();
+    let records = tags.iter().map(|tag| tag_record(tag, &digest)).collect();
     let links: HashMap<String, Box<[Evidence]>> = [(digest.clone(), evidence.into())].into();
     snapshot_of(RepositorySnapshot::from_records(
         REPOSITORY,

@@ -68,14 +68,7 @@ pub fn snapshot(images: &[(&str, Option<&str>)]) -> Snapshot {
     let mut links: HashMap<String, Box<[Evidence]>> = HashMap::new();
     for (tag, commit) in images {
         let digest = digest_of(tag);
-        tags.push(TagRecord {
-            repository: REPOSITORY.into(),
-            tag: tag.to_string(),
-            digest: digest.clone(),
-            first_pushed: UnixMillis(1000),
-            last_pushed: UnixMillis(1000),
-            history: Vec::new(),
-        });
+        tags.push(tag_record(tag, &digest));
         manifests.push(manifest(&digest));
         if let Some(commit) = commit {
             links.insert(digest, Box::new([image_evidence(commit)]));
@@ -89,6 +82,18 @@ pub fn snapshot(images: &[(&str, Option<&str>)]) -> Snapshot {
         Vec::new(),
     );
     snapshot_of(repo)
+}
+
+/// `tag` of the test repository on `digest`, pushed long ago.
+pub fn tag_record(tag: &str, digest: &str) -> TagRecord {
+    TagRecord {
+        repository: REPOSITORY.into(),
+        tag: tag.into(),
+        digest: digest.into(),
+        first_pushed: UnixMillis(1000),
+        last_pushed: UnixMillis(1000),
+        history: Vec::new(),
+    }
 }
 
 /// A snapshot holding `repo` as the test repository.

@@ -353,14 +353,7 @@ fn digests_indexes_referrers_and_signatures_are_handled_whole() {
     // `also-release` shares the release digest; `old-alias` shares `old`'s.
     let release = digest_of("release");
     let old_digest = digest_of("old");
-    let tag_record = |tag: &str, digest: &str| TagRecord {
-        repository: REPOSITORY.into(),
-        tag: tag.into(),
-        digest: digest.into(),
-        first_pushed: UnixMillis(1000),
-        last_pushed: UnixMillis(1000),
-        history: Vec::new(),
-    };
+    let tag_record = super::tag_record;
     for (tag, digest) in [("also-release", &release), ("old-alias", &old_digest)] {
         repo.put_tag(&tag_record(tag, digest));
     }
