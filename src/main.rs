@@ -36,7 +36,7 @@ enum Command {
         config: PathBuf,
     },
     /// List the tags the index knows (all repositories, or one), with digest, kind, size, commit
-    /// and pulls. Reads the index directly: run it where `serve` is stopped.
+    /// and pulls. Reads the index, or asks `serve` (its admin listener) while it holds it.
     Tags {
         #[arg(long, short, env = "REGKEEPER_CONFIG")]
         config: PathBuf,
@@ -60,7 +60,8 @@ enum Command {
         output: Output,
     },
     /// What a cleanup would do now: per repository, tags and bytes kept and deleted, and the
-    /// deletions. Reads the index (stop `serve` first) and the configured git clones.
+    /// deletions. Reads the index and the configured git clones and clusters, or asks `serve`
+    /// while it holds the index.
     Plan {
         #[arg(long, short, env = "REGKEEPER_CONFIG")]
         config: PathBuf,
@@ -69,8 +70,9 @@ enum Command {
         /// Also list every kept tag with the rules that keep it.
         #[arg(long)]
         show_kept: bool,
-        /// Evaluate as of another moment: 2026-12-07, 2026-12-07T09:00:00Z, +3d, -12h.
-        #[arg(long)]
+        /// Evaluate as of another moment: 2026-12-07, 2026-12-07T09:00:00Z, +3d, -12h, or Unix
+        /// seconds.
+        #[arg(long, allow_hyphen_values = true)]
         at: Option<String>,
     },
     /// Every rule's verdict on REPOSITORY:TAG, including the rules that did not keep it.
@@ -80,7 +82,8 @@ enum Command {
         reference: String,
         #[arg(long, short, value_enum, default_value_t = Output::Table)]
         output: Output,
-        #[arg(long)]
+        /// As of another moment (as for `plan`).
+        #[arg(long, allow_hyphen_values = true)]
         at: Option<String>,
     },
     /// One evaluation and cleanup: deletes upstream what no rule keeps (in `enforce` mode;
@@ -106,8 +109,8 @@ enum Command {
         /// Only this repository.
         #[arg(long)]
         repo: Option<String>,
-        /// Only entries at or after: 2026-12-07, 2026-12-07T09:00:00Z, -7d.
-        #[arg(long)]
+        /// Only entries at or after: 2026-12-07, 2026-12-07T09:00:00Z, -7d, or Unix seconds.
+        #[arg(long, allow_hyphen_values = true)]
         since: Option<String>,
         #[arg(long, short, value_enum, default_value_t = Output::Table)]
         output: Output,

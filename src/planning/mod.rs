@@ -329,7 +329,18 @@ pub fn parse_time(text: &str, now: UnixMillis) -> Result<UnixMillis, String> {
             now.0.saturating_sub(millis)
         }));
     }
-    let bad = || format!("{text:?} is not a time (2026-12-07, 2026-12-07T09:00:00Z, +3d, -12h)");
+    // Unix seconds (`date +%s`): all digits, and too long to be a year.
+    if text.len() > 4 && text.bytes().all(|b| b.is_ascii_digit()) {
+        let secs: u64 = text
+            .parse()
+            .map_err(|_| format!("{text:?} is too large for Unix seconds"))?;
+        return Ok(UnixMillis(secs.saturating_mul(1000)));
+    }
+    let bad = || {
+        format!(
+            "{text:?} is not a time (2026-12-07, 2026-12-07T09:00:00Z, +3d, -12h, Unix seconds)"
+        )
+    };
     let (date, time) = text.split_once(['T', ' ']).unwrap_or((text, "00:00:00Z"));
     let mut parts = date
         .splitn(3, '-')
@@ -406,6 +417,7 @@ mod tests {
         assert_eq!(parse_time("+1d", now).unwrap().0, now.0 + 86_400_000);
         assert_eq!(parse_time("-2h", now).unwrap().0, now.0 - 7_200_000);
         assert!(parse_time("next monday", now).is_err());
+        assert_eq!(parse_time("1796050984", now).unwrap().0, 1_796_050_984_000);
         assert!(parse_time("2026-13-01", now).is_err());
         assert_eq!(format_time(UnixMillis(0)), "1970-01-01T00:00:00Z");
     }

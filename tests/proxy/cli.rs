@@ -49,3 +49,22 @@ fn malformed_yaml_fails_with_line() {
     assert!(!ok);
     assert!(stderr.contains("line"), "{stderr}");
 }
+
+#[test]
+fn moments_before_now_and_unix_seconds_are_accepted_as_the_readme_writes_them() {
+    let registry = crate::support::Registry::start();
+    let work = tempfile::tempdir().unwrap();
+    let config = crate::support::regkeeper::cli_config(
+        work.path(),
+        &registry.url(),
+        "retention:\n  scopes:\n    - name: all\n      include: [\"**\"]\n",
+    );
+    let run = |args: &[&str]| crate::support::regkeeper::run_cli(&config, args, &[]);
+    run(&["sync"]).expect_ok();
+    run(&["plan", "--at", "-12h"]).expect_ok();
+    run(&["plan", "--at", "1796050984", "--output", "json"]).expect_ok();
+    run(&["history", "--since", "-2m"]).expect_ok();
+    let bad = run(&["plan", "--at", "-fortnight"]);
+    assert!(!bad.ok);
+    assert!(bad.stderr.contains("fortnight"), "{}", bad.stderr);
+}
