@@ -137,6 +137,20 @@ enum Command {
     },
 }
 
+/// The error and its causes, each cause said only when the words before do not already say it
+/// (errors that name their cause in their own message would otherwise repeat it).
+fn said_once(error: &anyhow::Error) -> String {
+    let mut message = error.to_string();
+    for cause in error.chain().skip(1) {
+        let cause = cause.to_string();
+        if !message.contains(&cause) {
+            message.push_str(": ");
+            message.push_str(&cause);
+        }
+    }
+    message
+}
+
 /// A dry run whose plan the breaker would stop in enforce mode: its own exit code (3), so a
 /// pipeline can tell "would refuse" from "failed".
 #[derive(Debug, thiserror::Error)]
@@ -150,11 +164,11 @@ fn main() -> ExitCode {
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) if error.is::<EnforceWouldStop>() => {
-            eprintln!("regkeeper: {error:#}");
+            eprintln!("regkeeper: {}", said_once(&error));
             ExitCode::from(3)
         }
         Err(error) => {
-            eprintln!("regkeeper: {error:#}");
+            eprintln!("regkeeper: {}", said_once(&error));
             ExitCode::FAILURE
         }
     }

@@ -63,7 +63,9 @@ impl LineFormat {
         } else {
             write_timestamp(line)?;
             let level = meta.level().as_str();
-            // Levels right-aligned to 5 columns, as `tracing` prints them.
+            // A space after the timestamp, then levels right-aligned to 5 columns, as
+            // `tracing` prints them (`…Z  INFO`, `…Z ERROR`).
+            line.push(' ');
             line.push_str(&"     "[level.len().min(5)..]);
             line.push_str(level);
             line.push(' ');
@@ -342,10 +344,12 @@ mod tests {
                     note = "two words",
                     "request done"
                 );
+                tracing::error!(target: "regkeeper::index", "failed");
             });
             let line = String::from_utf8(sink.0.lock().unwrap().clone()).unwrap();
             if json {
-                let value: serde_json::Value = serde_json::from_str(line.trim()).unwrap();
+                let first = line.lines().next().unwrap();
+                let value: serde_json::Value = serde_json::from_str(first).unwrap();
                 assert_eq!(value["level"], "INFO");
                 assert_eq!(value["target"], "regkeeper::request");
                 assert_eq!(value["message"], "request done");
@@ -358,6 +362,9 @@ mod tests {
                     "{line}"
                 );
                 assert!(line.ends_with('\n'));
+                // The widest level is still apart from the timestamp.
+                assert!(line.contains("Z ERROR regkeeper::index: failed"), "{line}");
+                assert!(line.contains("Z  INFO regkeeper::request"), "{line}");
             }
         }
     }

@@ -68,3 +68,15 @@ fn moments_before_now_and_unix_seconds_are_accepted_as_the_readme_writes_them() 
     assert!(!bad.ok);
     assert!(bad.stderr.contains("fortnight"), "{}", bad.stderr);
 }
+
+#[test]
+fn an_error_says_its_cause_once() {
+    let output = Command::new(env!("CARGO_BIN_EXE_regkeeper"))
+        .args(["check-config", "--config", "/nonexistent/regkeeper.yaml"])
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("/nonexistent/regkeeper.yaml"), "{stderr}");
+    assert_eq!(stderr.matches("os error 2").count(), 1, "{stderr}");
+}
