@@ -493,7 +493,9 @@ fn syntax_error(path: &Path, error: serde_saphyr::Error) -> ConfigError {
             path: path.to_owned(),
             line: location.line(),
             column: location.column(),
-            message: without_location(&error.to_string()).to_string(),
+            // One line: the file, line and column once, without the parser's snippet (which
+            // names the file `<input>` and says the location again).
+            message: without_location(&error.without_snippet().to_string()).to_string(),
         },
         None => ConfigError::SyntaxNoLocation {
             path: path.to_owned(),
@@ -502,12 +504,23 @@ fn syntax_error(path: &Path, error: serde_saphyr::Error) -> ConfigError {
     }
 }
 
-/// The parser's message without its own `error: line N column M: ` prefix: the error names the
-/// file, line and column once.
+/// The parser's message without its own location (`error: line N column M: ` before it, or
+/// ` at line N, column M` after it): the error names the file, line and column once.
 fn without_location(message: &str) -> &str {
     let rest = message.strip_prefix("error: ").unwrap_or(message);
-    match rest.strip_prefix("line ").and_then(|r| r.split_once(": ")) {
+    let rest = match rest.strip_prefix("line ").and_then(|r| r.split_once(": ")) {
         Some((position, after)) if position.contains(" column ") => after,
+        _ => rest,
+    };
+    // … or as a suffix: `… at line 9, column 21`.
+    match rest.rsplit_once(" at line ") {
+        Some((before, position))
+            if position
+                .split_once(", column ")
+                .is_some_and(|(l, c)| l.parse::<u64>().is_ok() && c.parse::<u64>().is_ok()) =>
+        {
+            before
+        }
         _ => rest,
     }
 }
