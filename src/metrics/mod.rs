@@ -42,6 +42,7 @@ pub const DELETABLE_BYTES: &str = "regkeeper_plan_deletable_bytes";
 pub const SOURCE_UP: &str = "regkeeper_source_up";
 pub const SOURCE_SUCCESS: &str = "regkeeper_source_last_success_timestamp_seconds";
 pub const MISSING_IMAGES: &str = "regkeeper_workload_images_missing";
+pub const BUILD_INFO: &str = "regkeeper_build_info";
 
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
 
@@ -71,7 +72,30 @@ pub fn install() -> Result<(), String> {
         .map_err(|e| e.to_string())?;
     let _ = HANDLE.set(handle);
     describe();
+    from_zero();
     Ok(())
+}
+
+/// The counters alerts watch exist from the start, at 0: `increase(x[1d]) > 0` then fires on
+/// the first event instead of missing it (a series that appears at 1 has no increase). And
+/// which build is running.
+fn from_zero() {
+    counter!(BREAKER_TRIPS).increment(0);
+    for cause in ["connect", "upstream-io", "timeout"] {
+        counter!(UPSTREAM_ERRORS, "cause" => cause).increment(0);
+    }
+    for queue in ["events", "configs"] {
+        counter!(INDEX_DROPPED, "queue" => queue).increment(0);
+    }
+    for cause in [
+        "skipped-changed",
+        "skipped-gone",
+        "skipped-deadline",
+        "failed",
+    ] {
+        counter!(SKIPPED, "cause" => cause).increment(0);
+    }
+    gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION")).set(1.0);
 }
 
 /// How often `serve` folds recorded histogram samples into their buckets. Without it, samples
@@ -114,6 +138,10 @@ fn describe() {
     describe_counter!(
         UPSTREAM_ERRORS,
         "Requests the upstream failed (refused, reset, timeout), by cause"
+    );
+    describe_gauge!(
+        BUILD_INFO,
+        "Always 1; the running build's version in its label"
     );
     describe_gauge!(INDEX_TAGS, "Tags in the index (as of the last evaluation)");
     describe_gauge!(INDEX_MANIFESTS, "Manifests in the index");

@@ -1,4 +1,5 @@
-//! The command line: `check-config` names what is wrong and where.
+//! The command line and what an operator meets first: `check-config` names what is wrong
+//! and where, moments as the README writes them, errors said once, metrics from the start.
 
 use std::process::Command;
 
@@ -79,4 +80,28 @@ fn an_error_says_its_cause_once() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("/nonexistent/regkeeper.yaml"), "{stderr}");
     assert_eq!(stderr.matches("os error 2").count(), 1, "{stderr}");
+}
+
+#[test]
+fn the_counters_alerts_watch_exist_at_zero_from_the_start() {
+    let registry = crate::support::Registry::start();
+    let regkeeper = crate::support::Regkeeper::start(&registry.url());
+    let (status, metrics) = regkeeper.admin_text("/metrics");
+    assert_eq!(status, 200);
+    for series in [
+        "regkeeper_cleanup_breaker_trips_total 0",
+        "regkeeper_upstream_errors_total{cause=\"upstream-io\"} 0",
+        "regkeeper_index_dropped_events_total{queue=\"events\"} 0",
+        "regkeeper_cleanup_skipped_total{cause=\"failed\"} 0",
+    ] {
+        assert!(
+            metrics.lines().any(|l| l == series),
+            "{series} in:\n{metrics}"
+        );
+    }
+    let version = format!(
+        "regkeeper_build_info{{version=\"{}\"}} 1",
+        env!("CARGO_PKG_VERSION")
+    );
+    assert!(metrics.lines().any(|l| l == version), "{metrics}");
 }
