@@ -16,6 +16,7 @@ use crate::{
 /// Label values set by the previous evaluation: series that vanish are set to 0, not left stale.
 static DELETABLE: Mutex<Option<HashSet<String>>> = Mutex::new(None);
 static MISSING: Mutex<Option<HashSet<(String, String)>>> = Mutex::new(None);
+static KEPT: Mutex<Option<HashSet<&'static str>>> = Mutex::new(None);
 
 pub fn record(config: &Config, loaded: &Loaded, plan: &Plan) {
     let snapshot = &loaded.snapshot;
@@ -41,6 +42,14 @@ pub fn record(config: &Config, loaded: &Loaded, plan: &Plan) {
             *kept.entry("other").or_default() += 1;
         }
     }
+    // Every evaluation replaces the whole set: a rule that keeps nothing now (a cluster that
+    // came back: `kubernetes-unavailable`) reads 0, not its old count.
+    let mut previous = KEPT.lock().unwrap_or_else(|e| e.into_inner());
+    for gone in previous.iter().flatten().copied() {
+        kept.entry(gone).or_insert(0);
+    }
+    *previous = Some(kept.keys().copied().collect());
+    drop(previous);
     metrics::kept_by_rule(&kept.into_iter().collect::<Vec<_>>());
 
     // Deletable, for the largest repositories; the rest summed as `other`.
@@ -117,4 +126,78 @@ pub fn record(config: &Config, loaded: &Loaded, plan: &Plan) {
         metrics::missing_images(namespace.clone(), kind.clone(), *count);
     }
     *previous = Some(missing.into_keys().collect());
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::policy::{Outcome, RepositoryPlan, TagPlan, Totals};
+
+    fn plan_keeping_by(rule: &'static str) -> Plan {
+        Plan {
+            at: crate::index::UnixMillis(1),
+            warnings: Vec::new(),
+            repositories: vec![RepositoryPlan {
+                repository: "team/app".into(),
+                scope: Some("all".into()),
+                kept: Totals::default(),
+                deleted: Totals::default(),
+                tags: vec![TagPlan {
+                    tag: "v1".into(),
+                    digest: "sha256:d".into(),
+                    keep: true,
+                    reasons: Vec::new(),
+                    outcomes: vec![Outcome {
+                        rule,
+                        keeps: true,
+                        detail: String::new(),
+                    }],
+                }],
+                actions: Vec::new(),
+            }],
+        }
+    }
+
+    #[test]
+    fn a_rule_that_keeps_nothing_any_more_reads_zero() {
+        metrics::install().unwrap();
+        let config = crate::config::Config::load_str(
+            std::path::Path::new("test.yaml"),
+            "upstream:\n  url: http://127.0.0.1:9\n",
+            |_| None,
+        )
+        .unwrap();
+        let loaded = Loaded {
+            snapshot: Default::default(),
+            git: Default::default(),
+            usage: Default::default(),
+            timings: Vec::new(),
+        };
+        let series = |rule: &str| format!("{}{{rule=\"{rule}\"}}", metrics::TAGS_KEPT);
+        let value = |text: &str, rule: &str| -> Option<String> {
+            text.lines()
+                .find(|l| l.starts_with(&series(rule)))
+                .map(|l| l.rsplit(' ').next().unwrap_or_default().to_string())
+        };
+        record(&config, &loaded, &plan_keeping_by("kubernetes-unavailable"));
+        let first = metrics::render();
+        assert_eq!(
+            value(&first, "kubernetes-unavailable").as_deref(),
+            Some("1"),
+            "{first}"
+        );
+        // The cluster came back: the same tag is kept by another rule.
+        record(&config, &loaded, &plan_keeping_by("untracked"));
+        let second = metrics::render();
+        assert_eq!(
+            value(&second, "kubernetes-unavailable").as_deref(),
+            Some("0"),
+            "{second}"
+        );
+        assert_eq!(
+            value(&second, "untracked").as_deref(),
+            Some("1"),
+            "{second}"
+        );
+    }
 }
