@@ -45,5 +45,8 @@ cat <<MSG
 regkeeper starting in front of it. Push to 127.0.0.1:5050, for example:
   skopeo copy --dest-tls-verify=false docker://… docker://127.0.0.1:5050/demo/app:1
 Admin: http://127.0.0.1:9090/readyz   (Ctrl-C stops regkeeper and the registry)
+In a second terminal (the commands ask the running serve):
+  REGKEEPER_INDEX_PATH=$REGKEEPER_INDEX_PATH $target_dir/release/regkeeper tags --config config/regkeeper.yaml
+  REGKEEPER_INDEX_PATH=$REGKEEPER_INDEX_PATH $target_dir/release/regkeeper plan --at +2d --config config/regkeeper.yaml
 MSG
 "$target_dir/release/regkeeper" serve --config config/regkeeper.yaml
