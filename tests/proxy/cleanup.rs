@@ -912,6 +912,38 @@ fn a_pod_running_an_image_by_digest_keeps_it_whatever_its_tag_says() {
 }
 
 #[test]
+fn a_workload_spelling_the_registry_host_differently_keeps_its_image() {
+    let mut case = Case::new(Registry::start(), "");
+    for name in ["a", "b", "c"] {
+        case.image(name);
+        case.push(name, &format!("team/app:old-{name}"));
+    }
+    let by_digest = remote_digest(&case.reference("team/app:old-b"));
+    case.regkeeper(&["sync"]).expect_ok();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    // Configured as registry.example.com; the workloads write it with the default port, a
+    // trailing dot and another case.
+    let api = kube_api(
+        &runtime,
+        pod_list(&[
+            "registry.example.com:443/team/app:old-a".to_string(),
+            format!("Registry.Example.com.:443/team/app@{by_digest}"),
+        ]),
+        &[],
+    );
+    with_retention(
+        &case,
+        &cluster(case.work.path(), &api, "registry.example.com"),
+    );
+
+    let report = case.apply(&["--mode", "enforce"]);
+    assert_eq!(outcome_of(&report, "old-c"), "deleted", "{report:#}");
+    assert_eq!(outcome_of(&report, "old-a"), "none", "{report:#}");
+    assert_eq!(outcome_of(&report, "old-b"), "none", "{report:#}");
+    assert!(case.exists("team/app:old-a") && case.exists("team/app:old-b"));
+}
+
+#[test]
 fn a_rollback_to_a_planned_image_during_the_run_keeps_it() {
     let mut case = Case::new(Registry::start(), "");
     case.image("a");
@@ -1012,16 +1044,41 @@ fn restore_after_garbage_collection_says_so_and_changes_nothing() {
 
 #[test]
 fn back_to_back_runs_keep_their_own_ids_entries_and_restores() {
+    use regkeeper::{config::CleanupMode, index::Index};
+
+    use crate::support::regkeeper::run_cleanup;
+    // Three enforcing runs in one process (one pid), back to back: well within one second,
+    // where ids made of the second and the pid were the same.
     let mut case = Case::new(Registry::start(), "");
-    let mut runs = Vec::new();
+    let mut digests = Vec::new();
     for i in 0..3 {
         let name = format!("old-{i}");
         case.image(&name);
         case.push(&name, &format!("team/app:{name}"));
-        case.regkeeper(&["sync"]).expect_ok();
-        let report = case.apply(&["--mode", "enforce"]);
-        assert_eq!(outcome_of(&report, &name), "deleted", "{report:#}");
-        runs.push(report["run"].as_str().unwrap().to_string());
+        digests.push(remote_digest(&case.reference(&format!("team/app:{name}"))));
+    }
+    let config = regkeeper::config::Config::load(&case.config).unwrap();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let mut runs = Vec::new();
+    {
+        let index = regkeeper::index::open_sled(&case.work.path().join("index")).unwrap();
+        let long_ago = regkeeper::index::UnixMillis(1);
+        for (i, digest) in digests.iter().enumerate() {
+            // Each run finds one more image, recorded just before it.
+            let recorded = crate::support::memory_registry::recorded_push(
+                "team/app",
+                &format!("old-{i}"),
+                digest,
+                1,
+                long_ago,
+            );
+            index.apply(&recorded).unwrap();
+            let report = run_cleanup(&runtime, &config, &index, CleanupMode::Enforce);
+            assert_eq!(report.steps.len(), 1, "{:#?}", report.steps);
+            assert_eq!(report.steps[0].outcome.as_str(), "deleted");
+            runs.push(report.run);
+        }
+        index.flush().unwrap();
     }
     let distinct: std::collections::BTreeSet<&String> = runs.iter().collect();
     assert_eq!(distinct.len(), 3, "{runs:?}");

@@ -20,8 +20,13 @@ struct Setup {
 
 impl Setup {
     fn new() -> Self {
+        Self::with(RULES)
+    }
+
+    /// Regkeeper in front of a fresh registry with `config` appended to its own.
+    fn with(config: &str) -> Self {
         let registry = Registry::start();
-        let regkeeper = Regkeeper::start_with(&registry.url(), RULES);
+        let regkeeper = Regkeeper::start_with(&registry.url(), config);
         let work = tempfile::tempdir().unwrap();
         let layout = Layout::new(&work.path().join("layout"));
         Self {
@@ -307,4 +312,54 @@ async fn evidence_from_a_tag_speaks_for_that_tag_only() {
             assert_eq!(step["action"], "untag", "{report:#}");
         }
     }
+}
+
+#[test]
+fn an_image_whose_revision_names_an_annotated_tag_on_main_stays() {
+    let git = crate::support::git::GitRepo::new();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    let release = git.commit(&[], now - 7200);
+    git.remote_branch("main", release);
+    git.annotated_tag("v1.0.0", release, now - 3600);
+    let dead = git.commit(&[release], now - 1800).to_string();
+    // `git rev-parse v1.0.0`: the tag object's id, which is what CI often stamps.
+    let tag_object = git2::Repository::open(git.dir.path())
+        .unwrap()
+        .revparse_single("refs/tags/v1.0.0")
+        .unwrap()
+        .id()
+        .to_string();
+    let config = format!(
+        "retention:\n  gitRepositories:\n    - name: app\n      path: {}\n      repositories: [\"team/**\"]\n  scopes:\n    - name: all\n      include: [\"**\"]\n      pushedWithin: 0s\n      keepPolicies:\n        - references: {{branch: main}}\ncleanup:\n  maxFraction: 1.0\n",
+        git.dir.path().display()
+    );
+    let mut setup = Setup::with(&config);
+    let revision = "org.opencontainers.image.revision";
+    let annotations = [(revision, tag_object.as_str())];
+    let kept = setup.layout.add_image(&ImageSpec {
+        layers: vec![tar_gz_layer("name.txt", b"release", false)],
+        annotations: &annotations,
+        ..ImageSpec::default()
+    });
+    let dead_annotations = [(revision, dead.as_str())];
+    let gone = setup.layout.add_image(&ImageSpec {
+        layers: vec![tar_gz_layer("name.txt", b"dead branch", false)],
+        annotations: &dead_annotations,
+        ..ImageSpec::default()
+    });
+    setup.push("release", &kept, "team/app:release");
+    setup.push("dead", &gone, "team/app:dead");
+
+    let report = setup.enforce();
+    assert!(
+        setup.resolves("team/app:release"),
+        "its tag object is on main: {report:#}"
+    );
+    assert!(
+        !setup.resolves("team/app:dead"),
+        "the rules ran: {report:#}"
+    );
 }
