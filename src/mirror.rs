@@ -251,7 +251,7 @@ impl Index for Mirror {
         self.index.sync_state()
     }
 
-    fn restores(&self, repository: &str) -> Result<Vec<RestoreRecord>, IndexError> {
+    fn restores(&self, repository: Option<&str>) -> Result<Vec<RestoreRecord>, IndexError> {
         self.index.restores(repository)
     }
 

@@ -18,7 +18,7 @@ use super::request::{Answer, authorized_json, error};
 use crate::{
     events::{EventSender, RegistryEvent},
     index::{CommitLink, Index, LinkSource, UnixMillis, Write},
-    proxy::route::{is_valid_repository_name, is_valid_tag},
+    proxy::route::{is_content_digest, is_valid_repository_name, is_valid_tag},
 };
 
 pub struct LinkApi {
@@ -39,6 +39,21 @@ struct LinkRequest {
 }
 
 impl LinkApi {
+    /// One index read off the async workers; an unreadable index answers 503.
+    async fn read<T: Send + 'static>(
+        &self,
+        read: impl FnOnce(&dyn Index) -> Result<T, crate::index::IndexError> + Send + 'static,
+    ) -> Result<T, Answer> {
+        let index = self.index.clone();
+        match tokio::task::spawn_blocking(move || read(index.as_ref())).await {
+            Ok(Ok(found)) => Ok(found),
+            _ => Err(error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the index cannot be read",
+            )),
+        }
+    }
+
     pub async fn handle(&self, request: Request<Incoming>) -> Answer {
         let link: LinkRequest = match authorized_json(request, &self.token, "admin.linkToken").await
         {
@@ -56,35 +71,35 @@ impl LinkApi {
         }
         // Evidence from a tag is about that tag; a digest named here is about that digest in
         // that repository — never every repository holding the digest.
-        let index = self.index.clone();
-        let (digest, tag) = match (link.tag.clone(), link.digest.clone()) {
+        let repository = link.repository.clone();
+        let (digest, tag) = match (link.tag, link.digest) {
             (Some(tag), None) if is_valid_tag(&tag) => {
-                let repository = link.repository.clone();
                 let wanted = tag.clone();
-                let found =
-                    tokio::task::spawn_blocking(move || index.tag(&repository, &wanted)).await;
-                match found {
-                    Ok(Ok(Some(record))) => (record.digest, Some(tag)),
-                    Ok(Ok(None)) => {
+                match self
+                    .read(move |index| index.tag(&repository, &wanted))
+                    .await
+                {
+                    Ok(Some(record)) => (record.digest, Some(tag)),
+                    Ok(None) => {
                         return error(StatusCode::NOT_FOUND, "the index does not know that tag");
                     }
-                    _ => return error(StatusCode::SERVICE_UNAVAILABLE, "the index cannot be read"),
+                    Err(answer) => return answer,
                 }
             }
             (None, Some(digest)) if is_content_digest(&digest) => {
-                let repository = link.repository.clone();
                 let wanted = digest.clone();
-                let found =
-                    tokio::task::spawn_blocking(move || index.manifest(&repository, &wanted)).await;
-                match found {
-                    Ok(Ok(Some(_))) => (digest, None),
-                    Ok(Ok(None)) => {
+                match self
+                    .read(move |index| index.manifest(&repository, &wanted))
+                    .await
+                {
+                    Ok(Some(_)) => (digest, None),
+                    Ok(None) => {
                         return error(
                             StatusCode::NOT_FOUND,
                             "the index does not hold that digest in that repository",
                         );
                     }
-                    _ => return error(StatusCode::SERVICE_UNAVAILABLE, "the index cannot be read"),
+                    Err(answer) => return answer,
                 }
             }
             (None, Some(_)) => {
@@ -121,29 +136,5 @@ impl LinkApi {
             StatusCode::CREATED,
             serde_json::json!({ "repository": link.repository, "tag": tag, "digest": digest, "commit": commit }),
         )
-    }
-}
-
-/// A digest of content: `sha256:` + 64 or `sha512:` + 128 lowercase hex digits.
-fn is_content_digest(digest: &str) -> bool {
-    let hex = |text: &str, len: usize| {
-        text.len() == len && text.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
-    };
-    match digest.split_once(':') {
-        Some(("sha256", encoded)) => hex(encoded, 64),
-        Some(("sha512", encoded)) => hex(encoded, 128),
-        _ => false,
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn only_content_digests_are_accepted() {
-        let good = format!("sha256:{}", "ab".repeat(32));
-        assert!(super::is_content_digest(&good));
-        for bad in ["sha256:0000", "sha256:", "md5:abc", &good.to_uppercase()] {
-            assert!(!super::is_content_digest(bad), "{bad}");
-        }
     }
 }

@@ -143,7 +143,6 @@ struct IndexTags {
 /// The steps of a plan, in plan order, numbered from 1.
 pub fn steps(plan: &Plan) -> Vec<Step> {
     let mut steps = Vec::new();
-    let no_after = Vec::new();
     for repository in plan.repositories.iter().filter(|r| r.scope.is_some()) {
         let by_name: HashMap<&str, &crate::policy::TagPlan> =
             repository.tags.iter().map(|t| (&*t.tag, t)).collect();
@@ -179,7 +178,7 @@ pub fn steps(plan: &Plan) -> Vec<Step> {
                         tags,
                         *bytes,
                         reasons,
-                        after,
+                        &after[..],
                     )
                 }
                 Action::Untag { tag, digest } => (
@@ -188,7 +187,7 @@ pub fn steps(plan: &Plan) -> Vec<Step> {
                     vec![tag.to_string()],
                     0,
                     reasons_of(tag),
-                    &no_after,
+                    &[][..],
                 ),
                 Action::DeleteUntagged {
                     digest,
@@ -201,7 +200,7 @@ pub fn steps(plan: &Plan) -> Vec<Step> {
                     Vec::new(),
                     *bytes,
                     vec![why.clone()],
-                    after,
+                    &after[..],
                 ),
             };
             steps.push(Step {

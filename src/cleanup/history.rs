@@ -60,19 +60,13 @@ pub fn timeline(
         .into_iter()
         .map(HistoryEntry::Step)
         .collect();
-    let repositories = match repository {
-        Some(repository) => vec![repository.to_string()],
-        None => index.repositories()?,
-    };
-    for repository in repositories {
-        all.extend(
-            index
-                .restores(&repository)?
-                .into_iter()
-                .filter(|r| since.is_none_or(|s| r.at >= s))
-                .map(HistoryEntry::Restore),
-        );
-    }
+    all.extend(
+        index
+            .restores(repository)?
+            .into_iter()
+            .filter(|r| since.is_none_or(|s| r.at >= s))
+            .map(HistoryEntry::Restore),
+    );
     // Stable: steps of one moment keep their run order.
     all.sort_by_key(HistoryEntry::at);
     Ok(all)
@@ -80,61 +74,56 @@ pub fn timeline(
 
 pub fn table(entries: &[HistoryEntry]) -> String {
     let mut out = String::new();
-    let _ = writeln!(
-        out,
-        "{:<20} {:<22} {:<8} {:<13} {:<40} DETAIL",
-        "TIME", "RUN", "STATE", "ACTION", "IMAGE"
-    );
-    for entry in entries {
-        let entry = match entry {
-            HistoryEntry::Step(entry) => entry,
-            HistoryEntry::Restore(record) => {
-                let image = match &record.tag {
-                    Some(tag) => format!("{}:{tag}", record.repository),
-                    None => format!("{}@{}", record.repository, short(&record.digest)),
-                };
-                let _ = writeln!(
-                    out,
-                    "{:<20} {:<22} {:<8} {:<13} {image:<40} put back what run {} removed",
-                    format_time(record.at),
-                    record.from_run,
-                    "done",
-                    "restore",
-                    record.from_run
-                );
-                continue;
-            }
-        };
-        let image = if entry.tags.is_empty() {
-            format!("{}@{}", entry.repository, short(&entry.digest))
-        } else {
-            format!("{}:{}", entry.repository, entry.tags.join(","))
-        };
-        let action = match entry.action {
-            AuditAction::DeleteDigest => "delete-digest",
-            AuditAction::Untag => "untag",
-        };
-        let state = match entry.state {
-            AuditState::Started => "started",
-            AuditState::Done => "done",
-            AuditState::Skipped => "skipped",
-            AuditState::Failed => "failed",
-        };
-        let mut detail = entry.detail.clone();
-        if entry.state == AuditState::Done && !entry.reasons.is_empty() {
-            if !detail.is_empty() {
-                detail.push_str("; ");
-            }
-            detail.push_str(&entry.reasons.join("; "));
-        }
+    let mut row = |at: &str, run: &str, state: &str, action: &str, image: &str, detail: &str| {
         let _ = writeln!(
             out,
-            "{:<20} {:<22} {state:<8} {action:<13} {image:<40} {detail}",
-            format_time(entry.at),
-            entry.run
+            "{at:<20} {run:<22} {state:<8} {action:<13} {image:<40} {detail}"
         );
+    };
+    row("TIME", "RUN", "STATE", "ACTION", "IMAGE", "DETAIL");
+    for entry in entries {
+        match entry {
+            HistoryEntry::Restore(record) => {
+                let image = image(&record.repository, record.tag.iter(), &record.digest);
+                let detail = format!("put back what run {} removed", record.from_run);
+                let at = format_time(record.at);
+                row(&at, &record.from_run, "done", "restore", &image, &detail);
+            }
+            HistoryEntry::Step(entry) => {
+                let image = image(&entry.repository, entry.tags.iter(), &entry.digest);
+                let action = match entry.action {
+                    AuditAction::DeleteDigest => "delete-digest",
+                    AuditAction::Untag => "untag",
+                };
+                let state = match entry.state {
+                    AuditState::Started => "started",
+                    AuditState::Done => "done",
+                    AuditState::Skipped => "skipped",
+                    AuditState::Failed => "failed",
+                };
+                let mut detail = entry.detail.clone();
+                if entry.state == AuditState::Done && !entry.reasons.is_empty() {
+                    if !detail.is_empty() {
+                        detail.push_str("; ");
+                    }
+                    detail.push_str(&entry.reasons.join("; "));
+                }
+                let at = format_time(entry.at);
+                row(&at, &entry.run, state, action, &image, &detail);
+            }
+        }
     }
     out
+}
+
+/// `team/app:a,b`, or `team/app@sha256:…` for what had no tag.
+fn image<'t>(repository: &str, tags: impl Iterator<Item = &'t String>, digest: &str) -> String {
+    let tags: Vec<&str> = tags.map(String::as_str).collect();
+    if tags.is_empty() {
+        format!("{repository}@{}", short(digest))
+    } else {
+        format!("{repository}:{}", tags.join(","))
+    }
 }
 
 fn short(digest: &str) -> &str {

@@ -68,24 +68,23 @@ impl RunReport {
 /// runs never share one — not in one second, not across processes or replicas — and no run's
 /// audit entries can land on another's.
 pub fn run_id(at: UnixMillis) -> String {
-    use std::hash::{BuildHasher, Hasher};
-    static RUNS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-    // A fresh `RandomState` is seeded from the OS once per process and stepped per instance;
-    // the pid, the clock and a counter make each draw distinct even so.
-    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
-    hasher.write_u32(std::process::id());
-    hasher.write_u64(RUNS.fetch_add(1, std::sync::atomic::Ordering::Relaxed));
-    hasher.write_u128(
-        std::time::SystemTime::now()
+    let mut random = [0u8; 8];
+    if getrandom::fill(&mut random).is_err() {
+        // No OS randomness (never seen on Linux): the clock's nanoseconds and a per-process
+        // counter still tell this process's runs apart.
+        static RUNS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let nanos = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos()),
-    );
+            .map_or(0, |d| d.subsec_nanos());
+        let run = RUNS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        random = (u64::from(nanos) << 32 | (run & 0xffff_ffff)).to_be_bytes();
+    }
     let second = planning::format_time(at).replace([':', '-'], "");
     format!(
         "{}.{:03}Z-{:016x}",
         second.trim_end_matches('Z'),
         at.0 % 1000,
-        hasher.finish()
+        u64::from_be_bytes(random)
     )
 }
 
@@ -117,8 +116,6 @@ pub async fn run_once(
     } else {
         breaker::check(&decided, &config.cleanup)
     };
-    // Only an enforcing run stops: a dry run previews the whole plan and says it would stop.
-    let stops = tripped.is_some() && mode == CleanupMode::Enforce;
     let plan = if tripped.is_none() && decided.repositories.iter().any(|r| !r.actions.is_empty()) {
         // Dropped first: two plans of a large registry need not be held at once.
         drop(decided);
@@ -138,27 +135,27 @@ pub async fn run_once(
         warnings: plan.warnings.clone(),
         steps: Vec::new(),
     };
-    if let Some(why) = tripped.clone().filter(|_| stops) {
-        tracing::error!(
-            run,
-            why,
-            "circuit breaker: the run stops before deleting anything (use --force to override once)"
-        );
-        report.tripped = Some(why);
-        report.finished = UnixMillis::now();
-        record(index, &report)?;
-        if let Some(lock) = lock {
-            lock.release();
+    report.tripped = tripped;
+    // Only an enforcing run stops: a dry run previews the whole plan and says it would stop.
+    if let Some(why) = &report.tripped {
+        if mode == CleanupMode::Enforce {
+            tracing::error!(
+                run,
+                why,
+                "circuit breaker: the run stops before deleting anything (use --force to override once)"
+            );
+            report.finished = UnixMillis::now();
+            record(index, &report)?;
+            if let Some(lock) = lock {
+                lock.release();
+            }
+            return Ok(report);
         }
-        return Ok(report);
-    }
-    if let Some(why) = &tripped {
         tracing::warn!(
             run,
             why,
             "circuit breaker: an enforcing run would stop before deleting anything; previewing the whole plan"
         );
-        report.tripped = Some(why.clone());
     }
     let steps = executor::steps(&plan);
     tracing::info!(run, ?mode, steps = steps.len(), "cleanup run starts");

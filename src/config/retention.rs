@@ -270,16 +270,18 @@ where
     D: serde::Deserializer<'de>,
 {
     let text = String::deserialize(deserializer)?;
-    reference_pattern(&text).map_err(|e| {
-        serde::de::Error::custom(format!(
-            "{text:?} is not a valid pattern: {}",
-            regex_error(&e)
-        ))
-    })?;
+    check_reference_pattern(&text).map_err(serde::de::Error::custom)?;
     Ok(Some(text))
 }
 
-/// The regex crate's message without its rendering of the (rewritten) pattern.
+/// Why `text` is not a reference pattern, in the user's words: the value as written, and the
+/// regex crate's message without its rendering of the (rewritten) pattern.
+fn check_reference_pattern(text: &str) -> Result<(), String> {
+    reference_pattern(text)
+        .map(drop)
+        .map_err(|e| format!("{text:?} is not a valid pattern: {}", regex_error(&e)))
+}
+
 fn regex_error(error: &regex::Error) -> String {
     match error {
         regex::Error::Syntax(text) => text
@@ -420,12 +422,8 @@ impl RetentionConfig {
                         ));
                     }
                 };
-                reference_pattern(pattern).map_err(|e| {
-                    at(
-                        format!("{path}.references.{name}"),
-                        format!("{pattern:?} is not a valid pattern: {}", regex_error(&e)),
-                    )
-                })?;
+                check_reference_pattern(pattern)
+                    .map_err(|why| at(format!("{path}.references.{name}"), why))?;
             }
         }
         if !self.kubernetes.clusters.is_empty() && self.kubernetes.registry_hosts.is_empty() {

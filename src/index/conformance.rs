@@ -433,7 +433,7 @@ fn restores_are_kept_per_repository_and_reference(index: &dyn Index) {
             restored("ab", Some("v1"), "r3", 4),
         ])
         .unwrap();
-    let mut found = index.restores("a").unwrap();
+    let mut found = index.restores(Some("a")).unwrap();
     found.sort_by_key(|r| r.at);
     let seen: Vec<(Option<&str>, &str)> = found
         .iter()
@@ -441,8 +441,9 @@ fn restores_are_kept_per_repository_and_reference(index: &dyn Index) {
         .collect();
     // The latest restore of a reference is what counts.
     assert_eq!(seen, [(Some("v1"), "r2"), (None, "r1")]);
-    assert_eq!(index.restores("ab").unwrap().len(), 1);
-    assert!(index.restores("b").unwrap().is_empty());
+    assert_eq!(index.restores(Some("ab")).unwrap().len(), 1);
+    assert!(index.restores(Some("b")).unwrap().is_empty());
+    assert_eq!(index.restores(None).unwrap().len(), 3, "every repository's");
 }
 
 macro_rules! conformance {

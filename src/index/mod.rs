@@ -75,8 +75,9 @@ pub trait Index: Send + Sync {
     ) -> Result<(), IndexError>;
     /// Pulls of every tag and digest of `repository` that was pulled: (reference, stats).
     fn repository_pulls(&self, repository: &str) -> Result<Vec<(String, PullStats)>, IndexError>;
-    /// What `restore` put back in `repository`, the latest restore per tag or digest.
-    fn restores(&self, repository: &str) -> Result<Vec<RestoreRecord>, IndexError>;
+    /// What `restore` put back in `repository` (in every repository when `None`), the latest
+    /// restore per tag or digest.
+    fn restores(&self, repository: Option<&str>) -> Result<Vec<RestoreRecord>, IndexError>;
     /// Where `sync` is (or was).
     fn sync_state(&self) -> Result<Option<SyncState>, IndexError>;
     /// Every audited cleanup step, by run then order.

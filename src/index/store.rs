@@ -282,8 +282,11 @@ impl<K: KvStore> Index for Store<K> {
         self.read(SYNC_KEY)
     }
 
-    fn restores(&self, repository: &str) -> Result<Vec<RestoreRecord>, IndexError> {
-        self.read_all(&prefix(RESTORE, &[repository]))
+    fn restores(&self, repository: Option<&str>) -> Result<Vec<RestoreRecord>, IndexError> {
+        match repository {
+            Some(repository) => self.read_all(&prefix(RESTORE, &[repository])),
+            None => self.read_all(&[RESTORE]),
+        }
     }
 
     fn audit(&self) -> Result<Vec<AuditEntry>, IndexError> {

@@ -18,6 +18,23 @@ static DELETABLE: Mutex<Option<HashSet<String>>> = Mutex::new(None);
 static MISSING: Mutex<Option<HashSet<(String, String)>>> = Mutex::new(None);
 static KEPT: Mutex<Option<HashSet<&'static str>>> = Mutex::new(None);
 
+/// Every evaluation replaces the whole set of a labelled gauge: remembers `now` as the labels
+/// set, and returns those the previous evaluation set that are gone now (to be set to 0).
+fn vanished<K: Clone + Eq + std::hash::Hash>(
+    previous: &Mutex<Option<HashSet<K>>>,
+    now: HashSet<K>,
+) -> Vec<K> {
+    let mut previous = previous.lock().unwrap_or_else(|e| e.into_inner());
+    let gone = previous
+        .iter()
+        .flatten()
+        .filter(|k| !now.contains(*k))
+        .cloned()
+        .collect();
+    *previous = Some(now);
+    gone
+}
+
 pub fn record(config: &Config, loaded: &Loaded, plan: &Plan) {
     let snapshot = &loaded.snapshot;
     let (mut tags, mut manifests, mut linked) = (0usize, 0usize, 0usize);
@@ -42,14 +59,11 @@ pub fn record(config: &Config, loaded: &Loaded, plan: &Plan) {
             *kept.entry("other").or_default() += 1;
         }
     }
-    // Every evaluation replaces the whole set: a rule that keeps nothing now (a cluster that
-    // came back: `kubernetes-unavailable`) reads 0, not its old count.
-    let mut previous = KEPT.lock().unwrap_or_else(|e| e.into_inner());
-    for gone in previous.iter().flatten().copied() {
-        kept.entry(gone).or_insert(0);
+    // A rule that keeps nothing now (a cluster that came back: `kubernetes-unavailable`) reads
+    // 0, not its old count.
+    for gone in vanished(&KEPT, kept.keys().copied().collect()) {
+        kept.insert(gone, 0);
     }
-    *previous = Some(kept.keys().copied().collect());
-    drop(previous);
     metrics::kept_by_rule(&kept.into_iter().collect::<Vec<_>>());
 
     // Deletable, for the largest repositories; the rest summed as `other`.
@@ -73,12 +87,9 @@ pub fn record(config: &Config, loaded: &Loaded, plan: &Plan) {
     }
     metrics::deletable("other".into(), other_tags, other_bytes);
     now_set.insert("other".into());
-    let mut previous = DELETABLE.lock().unwrap_or_else(|e| e.into_inner());
-    for gone in previous.iter().flatten().filter(|r| !now_set.contains(*r)) {
-        metrics::deletable(gone.clone(), 0, 0);
+    for gone in vanished(&DELETABLE, now_set) {
+        metrics::deletable(gone, 0, 0);
     }
-    *previous = Some(now_set);
-    drop(previous);
 
     // Sources.
     let now = plan.at.0 as f64 / 1000.0;
@@ -114,18 +125,12 @@ pub fn record(config: &Config, loaded: &Loaded, plan: &Plan) {
         let kind = parts.next().unwrap_or("").to_string();
         *missing.entry((namespace, kind)).or_default() += 1;
     }
-    let mut previous = MISSING.lock().unwrap_or_else(|e| e.into_inner());
-    for gone in previous
-        .iter()
-        .flatten()
-        .filter(|k| !missing.contains_key(*k))
-    {
-        metrics::missing_images(gone.0.clone(), gone.1.clone(), 0);
+    for (namespace, kind) in vanished(&MISSING, missing.keys().cloned().collect()) {
+        metrics::missing_images(namespace, kind, 0);
     }
     for ((namespace, kind), count) in &missing {
         metrics::missing_images(namespace.clone(), kind.clone(), *count);
     }
-    *previous = Some(missing.into_keys().collect());
 }
 
 #[cfg(test)]

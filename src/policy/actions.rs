@@ -23,9 +23,11 @@ enum Cause {
     Follows(String),
 }
 
-/// The manifests that reference each digest in a repository: the indexes listing it and the
+/// What references each digest in a repository: its tags, the indexes listing it and the
 /// manifests naming it as their subject.
 pub struct References<'a> {
+    /// Digests some tag points to.
+    pub tagged: HashSet<&'a str>,
     /// Child → indexes that list it.
     listers: HashMap<&'a str, Vec<&'a str>>,
     /// Subject → manifests that refer to it.
@@ -53,6 +55,7 @@ impl<'a> References<'a> {
             }
         }
         Self {
+            tagged: repo.tags.iter().map(|t| &*t.digest).collect(),
             listers,
             referrers,
             linked,
@@ -102,7 +105,7 @@ pub fn deletions<'a>(
 ) -> Deletions<'a> {
     // The plan's tags are the snapshot's, in the same order; digests are borrowed from the
     // snapshot so the plan's tags stay free to change.
-    let tagged: HashSet<&str> = repo.tags.iter().map(|t| &*t.digest).collect();
+    let tagged = &references.tagged;
     let mut pinned: HashMap<&'a str, String> = HashMap::default();
     // Tags that follow their subject: standing while it stays. None at first; each round adds
     // those whose subject stayed, which can only keep more, so this ends too.

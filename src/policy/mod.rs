@@ -396,10 +396,10 @@ fn evaluate_repository(
     let fail_closed = !inputs.usage.kubernetes_unavailable.is_empty()
         || !inputs.usage.helm_unavailable.is_empty();
     let kept = kept_digests(repo, &tags, &context);
+    let references = actions::References::new(repo);
     let untagged = match &scope.untagged_manifests {
         Some(rule) if !fail_closed => {
-            let tagged: HashSet<&str> = repo.tags.iter().map(|t| &*t.digest).collect();
-            untagged_deletable(repo, scope, rule, &tagged, &kept, inputs.now)
+            untagged_deletable(repo, scope, rule, &references.tagged, &kept, inputs.now)
         }
         _ => Vec::new(),
     };
@@ -409,7 +409,6 @@ fn evaluate_repository(
         (&tags[*a].digest, &tags[*a].tag).cmp(&(&tags[*b].digest, &tags[*b].tag))
     });
     let groups = groups(&tags, &order);
-    let references = actions::References::new(repo);
     let deletions = actions::deletions(
         repo,
         &tags,

@@ -421,7 +421,7 @@ impl Snapshot {
                                     |_| None,
                                     index.repository_pulls(repository)?,
                                 )
-                                .with_restores(index.restores(repository)?);
+                                .with_restores(index.restores(Some(repository))?);
                                 Ok((repository, repo))
                             })
                             .collect::<Result<Vec<_>, IndexError>>()
@@ -473,58 +473,43 @@ impl Snapshot {
         let tags = index.tags(repository)?;
         let manifests = index.manifests(repository)?;
         let pulls = index.repository_pulls(repository)?;
-        let restores = index.restores(repository)?;
+        let restores = index.restores(Some(repository))?;
+        let mut repo =
+            RepositorySnapshot::from_records(repository, tags, manifests, |_| None, pulls)
+                .with_restores(restores);
         let mut failed = None;
-        let repo = RepositorySnapshot::from_records(
-            repository,
-            tags,
-            manifests,
-            |digest| {
-                if let Some(known) = known.filter(|_| !relinked.contains(digest))
-                    && (known.manifests.contains_key(digest) || known.links.contains_key(digest))
-                {
-                    // Facts already scoped to this repository, back as evidence about it.
-                    return known.links.get(digest).map(|facts| {
-                        facts
-                            .iter()
-                            .map(|f| Evidence {
-                                commit: f.commit.clone(),
-                                scope: match &f.tag {
-                                    None => LinkScope::Repository(repository.into()),
-                                    Some(tag) => LinkScope::Tag(repository.into(), tag.clone()),
-                                },
-                            })
-                            .collect()
-                    });
-                }
-                match index.commit_links(digest) {
-                    Ok(links) if links.is_empty() => None,
-                    Ok(links) => Some(evidences(links.into_iter().map(Evidence::from))),
-                    Err(e) => {
-                        failed.get_or_insert(e);
-                        None
+        repo.attach_with(repository, |digest, visit| {
+            if let Some(known) = known.filter(|_| !relinked.contains(digest))
+                && (known.manifests.contains_key(digest) || known.links.contains_key(digest))
+            {
+                // Facts already scoped to this repository: about the digest, or about a tag.
+                for fact in known.links.get(digest).into_iter().flatten() {
+                    match &fact.tag {
+                        None => visit(&fact.commit, &LinkScope::Image),
+                        Some(tag) => visit(
+                            &fact.commit,
+                            &LinkScope::Tag(repository.into(), tag.clone()),
+                        ),
                     }
                 }
-            },
-            pulls,
-        )
-        .with_restores(restores);
+                return;
+            }
+            match index.commit_links(digest) {
+                Ok(links) => {
+                    for evidence in links.into_iter().map(Evidence::from) {
+                        visit(&evidence.commit, &evidence.scope);
+                    }
+                }
+                Err(e) => {
+                    failed.get_or_insert(e);
+                }
+            }
+        });
         match failed {
             Some(e) => Err(e),
             None => Ok(repo),
         }
     }
-}
-
-/// Each piece of evidence once, in the order given.
-fn evidences(found: impl Iterator<Item = Evidence>) -> Evidences {
-    let mut all: Vec<Evidence> = Vec::new();
-    for evidence in found {
-        if !all.contains(&evidence) {
-            all.push(evidence);
-        }
-    }
-    all.into()
 }
 
 /// A link as held for the whole index while it is read: the common case (the image's own

@@ -57,6 +57,13 @@ pub struct GitVerdicts<'a> {
     pub walked: Vec<String>,
 }
 
+impl GitVerdicts<'_> {
+    /// Whether some walk kept `digest`, or said where it sits.
+    fn placed(&self, digest: &str) -> bool {
+        self.kept.contains_key(digest) || self.not_kept.contains_key(digest)
+    }
+}
+
 /// `last` / `in` / `operator` resolved: `None` means no condition.
 #[derive(Clone, Copy, Debug)]
 struct Rule {
@@ -239,9 +246,7 @@ pub fn evaluate<'a>(
                     ReferenceKind::Branch => format!("{label}, {}", rule.describe(k)).into(),
                 };
                 for digest in digests {
-                    if !verdicts.kept.contains_key(digest)
-                        && !verdicts.not_kept.contains_key(digest)
-                    {
+                    if !verdicts.placed(digest) {
                         *placed += 1;
                     }
                     verdicts.kept.entry(digest).or_default().push(why.clone());
@@ -249,9 +254,7 @@ pub fn evaluate<'a>(
             } else if max_notes > 0 {
                 let mut why: Option<Words> = None;
                 for digest in digests {
-                    if !verdicts.kept.contains_key(digest)
-                        && !verdicts.not_kept.contains_key(digest)
-                    {
+                    if !verdicts.placed(digest) {
                         *placed += 1;
                     }
                     let notes = verdicts.not_kept.entry(digest).or_default();
@@ -406,14 +409,10 @@ fn note_unreached<'a>(
     max_notes: usize,
     verdicts: &mut [GitVerdicts<'a>],
 ) {
-    let placed = |verdicts: &[GitVerdicts], member: u32, digest: &str| {
-        let v = &verdicts[member as usize];
-        v.kept.contains_key(digest) || v.not_kept.contains_key(digest)
-    };
     let mut pending: Vec<(CommitIndex, u32, &'a str)> = images
         .iter()
         .flat_map(|(commit, entries)| entries.iter().map(|(m, d)| (*commit, *m, *d)))
-        .filter(|(_, member, digest)| !placed(verdicts, *member, digest))
+        .filter(|(_, member, digest)| !verdicts[*member as usize].placed(digest))
         .collect();
     if pending.is_empty() {
         return;

@@ -243,5 +243,18 @@ pub fn is_valid_digest(digest: &str) -> bool {
     algorithm_ok && encoded_ok
 }
 
+/// A digest of content as regkeeper stores it: `sha256:` + 64 or `sha512:` + 128 lowercase hex
+/// digits (the grammar above also admits algorithms and lengths no registry produces).
+pub fn is_content_digest(digest: &str) -> bool {
+    let hex = |text: &str, len: usize| {
+        text.len() == len && text.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+    };
+    match digest.split_once(':') {
+        Some(("sha256", encoded)) => hex(encoded, 64),
+        Some(("sha512", encoded)) => hex(encoded, 128),
+        _ => false,
+    }
+}
+
 #[cfg(test)]
 mod tests;

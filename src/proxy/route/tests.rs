@@ -161,3 +161,13 @@ fn reports_kind_and_repository() {
     assert_eq!(route.repository(), Some("team/app"));
     assert_eq!(OciRoute::Catalog.repository(), None);
 }
+
+#[test]
+fn only_content_digests_are_content_digests() {
+    let good = format!("sha256:{}", "ab".repeat(32));
+    assert!(is_content_digest(&good));
+    assert!(is_valid_digest("sha256:0000"), "the grammar admits it");
+    for bad in ["sha256:0000", "sha256:", "md5:abc", &good.to_uppercase()] {
+        assert!(!is_content_digest(bad), "{bad}");
+    }
+}
