@@ -232,12 +232,13 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             match output {
                 Output::Json => println!("{}", serde_json::to_string_pretty(&report)?),
                 Output::Table => println!(
-                    "synced {} repositories, {} tags ({} recorded, {} gone) in {:.1}s; {} manifests and {} configs fetched; {} errors",
+                    "synced {} repositories, {} tags ({} recorded, {} gone) in {:.1}s; {} tags asked for their digest, {} manifests and {} configs fetched; {} errors",
                     report.repositories,
                     report.tags,
                     report.tags_recorded,
                     report.tags_gone,
                     report.seconds,
+                    report.manifest_heads,
                     report.manifests_fetched,
                     report.configs_read,
                     report.errors

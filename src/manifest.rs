@@ -21,6 +21,11 @@ const IMAGE_CONFIGS: [&str; 2] = [
 ];
 /// The annotation (and label) that names the commit an image was built from.
 pub const REVISION: &str = "org.opencontainers.image.revision";
+/// The annotation (and label) that names the source repository an image was built from.
+pub const SOURCE: &str = "org.opencontainers.image.source";
+
+mod kept;
+pub use kept::{KEPT_KEYS, Kept, MAX_VALUE_BYTES};
 
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -47,8 +52,9 @@ struct Body {
     subject: Option<Descriptor>,
     #[serde(default)]
     artifact_type: Option<String>,
+    /// Only what regkeeper reads of them (see [`Kept`]).
     #[serde(default)]
-    annotations: BTreeMap<String, String>,
+    annotations: Kept,
 }
 
 /// `sha256:<hex>` of `bytes`.
@@ -98,7 +104,7 @@ pub fn parse(
         .unwrap_or_else(|| media_type_essence(content_type));
     // The typed oci-spec parse where the media type says what the document is; what does not
     // conform is still read tolerantly, and the deviation is kept on record.
-    let (parsed, problem) = match strict(&media_type, body) {
+    let (parsed, deviation) = match strict(&media_type, body) {
         Some(Ok(parsed)) => (parsed, None),
         Some(Err(why)) => (
             tolerant,
@@ -106,6 +112,7 @@ pub fn parse(
         ),
         None => (tolerant, None),
     };
+    let problem = join_problems(deviation, parsed.annotations.problem("annotations"));
     let config_type = parsed.config.as_ref().and_then(|c| c.media_type.as_deref());
     let kind = match media_type.as_str() {
         OCI_INDEX | DOCKER_LIST => ManifestKind::Index,
@@ -132,7 +139,7 @@ pub fn parse(
         subject: parsed.subject.map(|s| s.digest),
         artifact_type: parsed.artifact_type,
         created: None,
-        annotations: parsed.annotations,
+        annotations: parsed.annotations.entries,
         labels: BTreeMap::new(),
         recorded_at: at,
         untagged_at: None,
@@ -171,10 +178,7 @@ fn strict(media_type: &str, body: &[u8]) -> Option<Result<Body, String>> {
         size: d.size(),
     };
     let annotations = |a: &Option<std::collections::HashMap<String, String>>| {
-        a.iter()
-            .flatten()
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect()
+        Kept::from_pairs(a.iter().flatten().map(|(k, v)| (k.as_str(), v.as_str())))
     };
     match media_type {
         OCI_MANIFEST | DOCKER_MANIFEST => Some(
@@ -225,6 +229,13 @@ pub fn unreadable(
     }
 }
 
+fn join_problems(first: Option<String>, second: Option<String>) -> Option<String> {
+    match (first, second) {
+        (Some(a), Some(b)) => Some(format!("{a}; {b}")),
+        (a, b) => a.or(b),
+    }
+}
+
 /// What an image config (OCI or Docker) says about where it came from. A config that is not
 /// JSON gives a `problem`, not an error.
 pub fn parse_config(body: &[u8]) -> ConfigFacts {
@@ -235,17 +246,33 @@ pub fn parse_config(body: &[u8]) -> ConfigFacts {
         #[serde(default)]
         config: Option<Inner>,
     }
+    // Only `created` and the kept labels are parsed into memory: the rest of a config (history,
+    // rootfs, thousands of labels) is skipped as it is read.
     #[derive(Deserialize)]
     struct Inner {
         #[serde(default, rename = "Labels")]
-        labels: Option<BTreeMap<String, String>>,
+        labels: Kept,
     }
     match serde_json::from_slice::<Config>(body) {
-        Ok(config) => ConfigFacts {
-            created: config.created,
-            labels: config.config.and_then(|c| c.labels).unwrap_or_default(),
-            problem: None,
-        },
+        Ok(config) => {
+            let labels = config.config.map(|c| c.labels).unwrap_or_default();
+            let mut problem = labels.problem("labels");
+            let created = config.created.filter(|c| {
+                let fits = c.len() <= MAX_VALUE_BYTES;
+                if !fits {
+                    problem = join_problems(
+                        problem.take(),
+                        Some(format!("created over {MAX_VALUE_BYTES} bytes not recorded")),
+                    );
+                }
+                fits
+            });
+            ConfigFacts {
+                created,
+                labels: labels.entries,
+                problem,
+            }
+        }
         Err(error) => ConfigFacts {
             problem: Some(format!("the image config is not valid JSON: {error}")),
             ..ConfigFacts::default()

@@ -4,7 +4,7 @@
 //! deleted whole or only untagged. No I/O, no clock: the same inputs give the same plan.
 //!
 //! Owns: rule semantics (policies.md sections 1–3). May call: `config`, `index` (model types),
-//! `sources::git` (the in-memory graph it is handed).
+//! `sources::git` (the in-memory graph it is handed), `manifest` (annotation names).
 
 mod actions;
 mod rules;

@@ -15,11 +15,10 @@ use crate::index::{
     CommitLink, Index, IndexError, LinkSource, ManifestKind, ManifestRecord, PullStats,
     RestoreRecord, TagRecord, UnixMillis,
 };
+use crate::manifest::SOURCE;
 
 /// A digest, shared by everything in a repository snapshot that names it.
 pub type Digest = Arc<str>;
-
-const SOURCE: &str = "org.opencontainers.image.source";
 
 /// A tag as the rules see it.
 #[derive(Clone, Debug, PartialEq, Eq)]

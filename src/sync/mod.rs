@@ -21,13 +21,13 @@ use std::{
 };
 
 use futures_util::{StreamExt, stream};
-use tokio::sync::Semaphore;
+use tokio::sync::{OnceCell, Semaphore};
 
 pub use progress::{Counters, ProgressStyle};
 
 use crate::{
     config::Config,
-    configs,
+    configs::{self, ConfigCache},
     events::{EventSender, RegistryEvent},
     index::{
         ConfigFacts, Index, IndexError, ManifestKind, ManifestRecord, SyncState, UnixMillis, Write,
@@ -107,7 +107,11 @@ pub struct SyncReport {
     pub repositories: u64,
     pub tags: u64,
     pub tags_recorded: u64,
+    /// Manifest bodies fetched (each digest once per run).
     pub manifests_fetched: u64,
+    /// Tags asked for their digest (`HEAD`, no body).
+    pub manifest_heads: u64,
+    /// Image configs fetched (each config digest once per run).
     pub configs_read: u64,
     pub tags_gone: u64,
     /// Repositories or tags that could not be read; they are tried again by the next run.
@@ -123,8 +127,12 @@ struct Crawl<'a> {
     linker: &'a Linker,
     requests: Semaphore,
     counters: Counters,
-    configs: Mutex<HashMap<String, ConfigFacts>>,
+    configs: ConfigCache,
 }
+
+/// Manifests of one repository fetched in this run, by digest: the first tag on a digest
+/// fetches and records it, the other tags on it wait for that and only add themselves.
+type Fetches = Mutex<HashMap<String, Arc<OnceCell<ManifestRecord>>>>;
 
 /// Runs one sync to the end (or resumes an interrupted one).
 pub async fn run(
@@ -167,7 +175,7 @@ pub async fn run(
         linker,
         requests: Semaphore::new(options.concurrency.max(1)),
         counters: Counters::default(),
-        configs: Mutex::new(HashMap::new()),
+        configs: ConfigCache::new(CONFIG_CACHE),
     };
     let listed_at = UnixMillis::now();
     let repositories = crawl.catalog(resumed_after.as_deref()).await?;
@@ -228,6 +236,7 @@ pub async fn run(
         tags: Counters::get(&c.tags),
         tags_recorded: Counters::get(&c.tags_recorded),
         manifests_fetched: Counters::get(&c.manifests_fetched),
+        manifest_heads: Counters::get(&c.manifest_heads),
         configs_read: Counters::get(&c.configs_read),
         tags_gone: Counters::get(&c.tags_gone),
         errors: Counters::get(&c.errors),
@@ -336,9 +345,11 @@ impl Crawl<'_> {
                     .is_none_or(|digest| !self.fully_known(repository, digest))
             })
             .collect();
+        let fetches = Fetches::default();
+        let fetches = &fetches;
         stream::iter(todo)
             .for_each_concurrent(None, |tag: String| async move {
-                match self.tag(repository, &tag).await {
+                match self.tag(repository, &tag, fetches).await {
                     Ok(true) => Counters::add(&self.counters.tags_recorded, 1),
                     Ok(false) => {}
                     Err(error) => {
@@ -358,34 +369,78 @@ impl Crawl<'_> {
         )
     }
 
-    /// Fetches and records one tag; false when it vanished meanwhile.
-    async fn tag(&self, repository: &str, tag: &str) -> Result<bool, RegistryError> {
-        let Some(fetched) = self.fetch(repository, tag).await? else {
+    /// Records one tag; false when it vanished meanwhile. The tag is asked for its digest
+    /// (`HEAD`); the manifest is fetched by digest, once per run however many tags name it.
+    async fn tag(
+        &self,
+        repository: &str,
+        tag: &str,
+        fetches: &Fetches,
+    ) -> Result<bool, RegistryError> {
+        let digest = {
+            let _slot = self.requests.acquire().await;
+            Counters::add(&self.counters.manifest_heads, 1);
+            self.client.manifest_digest(repository, tag).await?
+        };
+        let Some(digest) = digest else {
             return Ok(false);
         };
         let at = UnixMillis::now();
-        let mut writes = Vec::new();
-        let record = self
-            .manifest(repository, &fetched, at, 0, &mut writes)
-            .await?;
-        // The manifest's own links came with its record; the tag adds pattern links.
-        writes.extend(
-            self.linker
+        let tag_writes = |record: &ManifestRecord| {
+            // The manifest's own links come with its record; the tag adds pattern links.
+            let mut writes: Vec<Write> = self
+                .linker
                 .tag_links(repository, &record.digest, tag, at)
                 .into_iter()
-                .map(Write::LinkCommit),
-        );
-        writes.push(Write::PushTag {
-            repository: repository.to_string(),
-            tag: tag.to_string(),
-            digest: fetched.digest,
-            at,
-            only_if_unknown: true,
-        });
-        self.events
-            .send_or_wait(RegistryEvent::Record(writes))
+                .map(Write::LinkCommit)
+                .collect();
+            writes.push(Write::PushTag {
+                repository: repository.to_string(),
+                tag: tag.to_string(),
+                digest: record.digest.clone(),
+                at,
+                only_if_unknown: true,
+            });
+            writes
+        };
+        let cell = fetches
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(digest.clone())
+            .or_default()
+            .clone();
+        let mut first = false;
+        let fetched = cell
+            .get_or_try_init(|| async {
+                first = true;
+                let Some(fetched) = self.fetch(repository, &digest).await? else {
+                    return Err(None);
+                };
+                let mut writes = Vec::new();
+                let record = self
+                    .manifest(repository, &fetched, at, 0, &mut writes)
+                    .await?;
+                // The first tag goes in the same batch as the record it names.
+                writes.extend(tag_writes(&record));
+                self.events
+                    .send_or_wait(RegistryEvent::Record(writes))
+                    .await;
+                Ok::<_, Option<RegistryError>>(record)
+            })
             .await;
-        Ok(true)
+        match fetched {
+            Ok(_) if first => Ok(true),
+            Ok(record) => {
+                // Sent after the batch holding the record (the writer keeps the order).
+                self.events
+                    .send_or_wait(RegistryEvent::Record(tag_writes(record)))
+                    .await;
+                Ok(true)
+            }
+            // Deleted between the HEAD and the GET.
+            Err(None) => Ok(false),
+            Err(Some(error)) => Err(error),
+        }
     }
 
     async fn fetch(
@@ -473,27 +528,15 @@ impl Crawl<'_> {
 
     /// The config's facts, read once per run; `None` when the upstream could not be asked.
     async fn config(&self, repository: &str, config_digest: &str) -> Option<ConfigFacts> {
-        if let Some(facts) = self.cached_config(config_digest) {
-            return Some(facts);
-        }
         let facts = {
             let _slot = self.requests.acquire().await;
-            configs::fetch(self.client, repository, config_digest).await
-        }?;
-        Counters::add(&self.counters.configs_read, 1);
-        let mut cache = self.configs.lock().unwrap_or_else(|e| e.into_inner());
-        if cache.len() >= CONFIG_CACHE {
-            cache.clear();
-        }
-        cache.insert(config_digest.to_string(), facts.clone());
-        Some(facts)
-    }
-
-    fn cached_config(&self, config_digest: &str) -> Option<ConfigFacts> {
-        self.configs
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(config_digest)
-            .cloned()
+            self.configs
+                .facts(self.client, repository, config_digest)
+                .await
+        };
+        self.counters
+            .configs_read
+            .store(self.configs.fetched(), std::sync::atomic::Ordering::Relaxed);
+        facts
     }
 }

@@ -17,6 +17,7 @@ pub struct Counters {
     /// Tags the index did not know (or knew without a readable manifest), now recorded.
     pub tags_recorded: AtomicU64,
     pub manifests_fetched: AtomicU64,
+    pub manifest_heads: AtomicU64,
     pub configs_read: AtomicU64,
     /// Tags the index knew that the upstream no longer has.
     pub tags_gone: AtomicU64,

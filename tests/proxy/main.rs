@@ -4,6 +4,7 @@
 mod support;
 
 mod auth;
+mod bounds;
 mod cleanup;
 mod cli;
 mod faults;

@@ -365,3 +365,108 @@ fn sync_reads_again_a_record_written_opaque_for_a_media_type_spelling() {
     let links = index.commit_links(&image.digest).unwrap();
     assert_eq!(links.len(), 1, "the annotation is read now: {links:?}");
 }
+
+/// Pushes, directly, an image whose config is `config` and whose manifest differs by `variant`,
+/// under each of `tags`; returns its digest.
+async fn push_tags(
+    registry: &Registry,
+    repository: &str,
+    tags: &[&str],
+    config: &[u8],
+    variant: &str,
+) -> String {
+    let client = HttpClient::default();
+    let config_digest = client.push_blob(&registry.url(), repository, config).await;
+    let manifest = format!(
+        r#"{{"schemaVersion":2,"mediaType":"{OCI_MANIFEST}","config":{{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"{config_digest}","size":{}}},"layers":[],"annotations":{{"variant":"{variant}"}}}}"#,
+        config.len()
+    );
+    for tag in tags {
+        let put = client
+            .send(
+                Method::PUT,
+                &format!("{}/v2/{repository}/manifests/{tag}", registry.url()),
+                &[("content-type", OCI_MANIFEST)],
+                full(manifest.clone()),
+            )
+            .await;
+        assert_eq!(put.status, StatusCode::CREATED);
+    }
+    crate::support::image::sha256(manifest.as_bytes())
+}
+
+#[tokio::test]
+async fn sync_fetches_each_manifest_and_each_config_once_however_many_tags_share_them() {
+    let registry = Registry::start_logging();
+    let shared = br#"{"architecture":"amd64","config":{"Labels":{"vcs-ref":"0123456789abcdef"}}}"#;
+    let own = br#"{"architecture":"arm64"}"#;
+    // Two images on one config, four tags each; a third image with its own config, four tags.
+    let a = push_tags(
+        &registry,
+        "team/app",
+        &["a1", "a2", "a3", "a4"],
+        shared,
+        "a",
+    )
+    .await;
+    let b = push_tags(
+        &registry,
+        "team/app",
+        &["b1", "b2", "b3", "b4"],
+        shared,
+        "b",
+    )
+    .await;
+    let c = push_tags(&registry, "team/app", &["c1", "c2", "c3", "c4"], own, "c").await;
+    let before = registry.requests().len();
+
+    let dir = tempfile::tempdir().unwrap();
+    let config = cli_config(dir.path(), &registry.url(), "");
+    let report: Value =
+        serde_json::from_str(&run_cli(&config, &["sync", "--output", "json"], &[]).expect_ok())
+            .unwrap();
+    let requests = registry.requests()[before..].to_vec();
+    let count = |method: &str, part: &str| {
+        requests
+            .iter()
+            .filter(|(m, path)| m == method && path.contains(part))
+            .count()
+    };
+    assert_eq!(count("HEAD", "/manifests/"), 12, "{requests:#?}");
+    assert_eq!(count("GET", "/manifests/"), 3, "{requests:#?}");
+    assert_eq!(count("GET", "/blobs/"), 2, "{requests:#?}");
+    assert_eq!(
+        (
+            &report["manifest_heads"],
+            &report["manifests_fetched"],
+            &report["configs_read"],
+            &report["tags_recorded"]
+        ),
+        (&json!(12), &json!(3), &json!(2), &json!(12)),
+        "{report:#}"
+    );
+    let index = index::open_sled(&dir.path().join("index")).unwrap();
+    for (digest, tags) in [(&a, "a"), (&b, "b"), (&c, "c")] {
+        for n in 1..=4 {
+            let tag = index
+                .tag("team/app", &format!("{tags}{n}"))
+                .unwrap()
+                .unwrap();
+            assert_eq!(&tag.digest, digest);
+        }
+        let record = index.manifest("team/app", digest).unwrap().unwrap();
+        assert!(record.config_read && record.complete, "{record:?}");
+    }
+    let links = index.commit_links(&a).unwrap();
+    assert!(
+        links.iter().any(|l| l.commit == "0123456789abcdef"),
+        "{links:?}"
+    );
+    assert!(
+        index
+            .commit_links(&b)
+            .unwrap()
+            .iter()
+            .any(|l| l.commit == "0123456789abcdef")
+    );
+}
