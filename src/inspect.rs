@@ -20,17 +20,56 @@ pub struct TagView {
 
 /// Tags of `repository`, or of every repository.
 pub fn tags(index: &dyn Index, repository: Option<&str>) -> Result<Vec<TagView>, IndexError> {
-    let repositories = match repository {
-        Some(repository) => vec![repository.to_string()],
-        None => index.repositories()?,
-    };
+    let mut pages = TagPages::new(index, repository)?;
     let mut views = Vec::new();
-    for repository in repositories {
-        for tag in index.tags(&repository)? {
-            views.push(view(index, tag)?);
-        }
+    while let Some(page) = pages.next(index)? {
+        views.extend(page);
     }
     Ok(views)
+}
+
+/// Tags read this many at a time.
+pub const PAGE: usize = 256;
+
+/// The tag views of one repository or all, a page at a time: a reader of a million tags holds
+/// one page.
+pub struct TagPages {
+    /// Repositories still to read, the current one first.
+    repositories: std::collections::VecDeque<String>,
+    after: Option<String>,
+}
+
+impl TagPages {
+    pub fn new(index: &dyn Index, repository: Option<&str>) -> Result<Self, IndexError> {
+        Ok(Self {
+            repositories: match repository {
+                Some(repository) => [repository.to_string()].into(),
+                None => index.repositories()?.into(),
+            },
+            after: None,
+        })
+    }
+
+    /// The next page; `None` when every tag was given.
+    pub fn next(&mut self, index: &dyn Index) -> Result<Option<Vec<TagView>>, IndexError> {
+        while let Some(repository) = self.repositories.front() {
+            let page = index.tags_page(repository, self.after.as_deref(), PAGE)?;
+            match page.last() {
+                Some(last) => self.after = Some(last.tag.clone()),
+                None => {
+                    self.repositories.pop_front();
+                    self.after = None;
+                    continue;
+                }
+            }
+            return page
+                .into_iter()
+                .map(|tag| view(index, tag))
+                .collect::<Result<_, _>>()
+                .map(Some);
+        }
+        Ok(None)
+    }
 }
 
 fn view(index: &dyn Index, tag: TagRecord) -> Result<TagView, IndexError> {
@@ -76,11 +115,15 @@ pub fn inspect(index: &dyn Index, reference: &str) -> Result<Inspection, Inspect
     } else {
         return Err(InspectError::Reference(reference.to_string()));
     };
-    let tags: Vec<TagRecord> = index
-        .tags(&repository)?
-        .into_iter()
-        .filter(|t| t.digest == digest)
-        .collect();
+    // Paged: a repository of a million tags is read a page at a time, only matches kept.
+    let mut tags: Vec<TagRecord> = Vec::new();
+    let mut after: Option<String> = None;
+    loop {
+        let page = index.tags_page(&repository, after.as_deref(), PAGE)?;
+        let Some(last) = page.last() else { break };
+        after = Some(last.tag.clone());
+        tags.extend(page.into_iter().filter(|t| t.digest == digest));
+    }
     let manifest = index.manifest(&repository, &digest)?;
     if tags.is_empty() && manifest.is_none() {
         return Err(InspectError::Unknown(reference.to_string()));

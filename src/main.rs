@@ -403,7 +403,11 @@ fn ask_serve(config: &Config, path: &str) -> anyhow::Result<serde_json::Value> {
         .enable_all()
         .build()?;
     runtime
-        .block_on(regkeeper::admin::remote::get_json(config.admin.listen, path))
+        .block_on(regkeeper::admin::remote::get_json(
+            config.admin.listen,
+            path,
+            read_token(config),
+        ))
         .map_err(|why| {
             anyhow::anyhow!(
                 "the index at {} is held by a running `regkeeper serve`, and asking it failed: {why}",
@@ -440,13 +444,27 @@ fn ask_serve_text(config: &Config, path: &str) -> anyhow::Result<String> {
         .enable_all()
         .build()?;
     runtime
-        .block_on(regkeeper::admin::remote::get_text(config.admin.listen, path))
+        .block_on(regkeeper::admin::remote::get_text(
+            config.admin.listen,
+            path,
+            read_token(config),
+        ))
         .map_err(|why| {
             anyhow::anyhow!(
                 "the index at {} is held by a running `regkeeper serve`, and asking it failed: {why}",
                 config.index.path.display()
             )
         })
+}
+
+/// The token a command shows the running `serve` for its read views: the read token, else
+/// the operator token (which opens them too).
+fn read_token(config: &Config) -> Option<&str> {
+    config
+        .admin
+        .read_token
+        .as_deref()
+        .or(config.admin.operator_token.as_deref())
 }
 
 fn escape(text: &str) -> String {

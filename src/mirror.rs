@@ -212,6 +212,15 @@ impl Index for Mirror {
         self.index.tags(repository)
     }
 
+    fn tags_page(
+        &self,
+        repository: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<TagRecord>, IndexError> {
+        self.index.tags_page(repository, after, limit)
+    }
+
     fn tag(&self, repository: &str, tag: &str) -> Result<Option<TagRecord>, IndexError> {
         self.index.tag(repository, tag)
     }
@@ -257,6 +266,14 @@ impl Index for Mirror {
 
     fn audit(&self) -> Result<Vec<AuditEntry>, IndexError> {
         self.index.audit()
+    }
+
+    fn audit_page(
+        &self,
+        after: Option<(&str, u64)>,
+        limit: usize,
+    ) -> Result<Vec<AuditEntry>, IndexError> {
+        self.index.audit_page(after, limit)
     }
 
     fn cleanup_lock(&self) -> Result<Option<crate::index::CleanupLock>, IndexError> {

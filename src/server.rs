@@ -120,6 +120,7 @@ pub fn serve(config: Config) -> Result<(), ServeError> {
             config: shared.clone(),
             mirror: mirror.clone(),
             running: tokio::sync::Semaphore::new(1),
+            waiting: tokio::sync::Semaphore::new(admin::EVALUATIONS_WAITING),
         }),
         operator: match (&config.admin.operator_token, &recording) {
             (Some(token), Some((_, mirror, _))) => Some(admin::OperatorApi {
@@ -130,6 +131,20 @@ pub fn serve(config: Config) -> Result<(), ServeError> {
             }),
             _ => None,
         },
+        read_tokens: config
+            .admin
+            .read_token
+            .iter()
+            .chain(
+                config
+                    .admin
+                    .read_token
+                    .as_ref()
+                    .and(config.admin.operator_token.as_ref()),
+            )
+            .cloned()
+            .collect(),
+        views: Arc::new(tokio::sync::Semaphore::new(admin::VIEWS_AT_ONCE)),
     });
 
     let (stop_tx, stop_rx) = watch::channel(false);

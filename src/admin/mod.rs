@@ -10,21 +10,25 @@ mod operations;
 mod plans;
 pub mod remote;
 mod request;
+pub mod stream;
 mod views;
 
 use std::{convert::Infallible, sync::Arc, time::Duration};
 
-use bytes::Bytes;
 use http::{Request, Response, StatusCode, header};
-use http_body_util::Full;
 use hyper::{body::Incoming, service::service_fn};
 use hyper_util::rt::{TokioIo, TokioTimer};
-use tokio::{net::TcpListener, sync::watch};
+use tokio::{
+    net::TcpListener,
+    sync::{Semaphore, watch},
+};
+
+use stream::AdminBody;
 
 use crate::{index::Index, upstream::Upstream};
 pub use links::LinkApi;
 pub use operations::OperatorApi;
-pub use plans::PlanApi;
+pub use plans::{EVALUATIONS_WAITING, PlanApi};
 
 /// What the admin endpoints need.
 pub struct AdminState {
@@ -38,6 +42,57 @@ pub struct AdminState {
     /// `apply`/`restore` over the held index; `None` without `admin.operatorToken` or when
     /// recording is off.
     pub operator: Option<OperatorApi>,
+    /// Tokens that open the read views (`admin.readToken`, and the operator token, which may
+    /// do more); empty: the views are open.
+    pub read_tokens: Vec<String>,
+    /// Index views (tags, inspect, history) served at once; more are refused with 503.
+    pub views: Arc<Semaphore>,
+}
+
+/// Index views served at once: each holds a blocking thread while it reads a page, and a
+/// stream's pages in flight.
+pub const VIEWS_AT_ONCE: usize = 4;
+
+/// The paths behind `admin.readToken`; health, readiness and metrics stay open.
+const READ_VIEWS: [&str; 5] = [
+    "/api/v1/tags",
+    "/api/v1/inspect",
+    "/api/v1/history",
+    "/api/v1/plan",
+    "/api/v1/explain",
+];
+
+impl AdminState {
+    /// The refusal for a read view without a valid read token, when one is configured.
+    fn refuse_read<B>(&self, request: &Request<B>) -> Option<Response<AdminBody>> {
+        let open = self.read_tokens.is_empty()
+            || self
+                .read_tokens
+                .iter()
+                .any(|token| request::bearer_is(request, token));
+        (!open).then(|| {
+            json(
+                StatusCode::UNAUTHORIZED,
+                &serde_json::json!({ "error": "a valid bearer token (admin.readToken) is required" }),
+            )
+        })
+    }
+
+    /// A view's slot; `None` when all are taken (answer [`busy`]).
+    fn view_slot(&self) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        self.views.clone().try_acquire_owned().ok()
+    }
+}
+
+fn busy() -> Response<AdminBody> {
+    let mut response = json(
+        StatusCode::SERVICE_UNAVAILABLE,
+        &serde_json::json!({ "error": "busy: as many index views or evaluations as allowed are running; try again shortly" }),
+    );
+    response
+        .headers_mut()
+        .insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
+    response
 }
 
 const PROBE_TIMEOUT: Duration = Duration::from_secs(3);
@@ -71,8 +126,13 @@ pub async fn serve(listener: TcpListener, state: Arc<AdminState>, mut stop: watc
     }
 }
 
-async fn route(request: Request<Incoming>, state: &AdminState) -> Response<Full<Bytes>> {
+async fn route(request: Request<Incoming>, state: &AdminState) -> Response<AdminBody> {
     let upstream = &state.upstream;
+    if READ_VIEWS.contains(&request.uri().path())
+        && let Some(refusal) = state.refuse_read(&request)
+    {
+        return refusal;
+    }
     match request.uri().path() {
         "/api/v1/links" => {
             let (status, body) = match (&state.links, request.method()) {
@@ -107,14 +167,16 @@ async fn route(request: Request<Incoming>, state: &AdminState) -> Response<Full<
         }
         path @ ("/api/v1/tags" | "/api/v1/inspect" | "/api/v1/history") => {
             let (status, body) = match (&state.index, request.method()) {
-                (Some(index), &http::Method::GET) if path == "/api/v1/tags" => {
-                    views::tags(index, request.uri().query()).await
-                }
-                (Some(index), &http::Method::GET) if path == "/api/v1/history" => {
-                    views::history(index, request.uri().query()).await
-                }
                 (Some(index), &http::Method::GET) => {
-                    views::inspect(index, request.uri().query()).await
+                    let Some(slot) = state.view_slot() else {
+                        return busy();
+                    };
+                    let query = request.uri().query();
+                    match path {
+                        "/api/v1/tags" => return views::tags(index, query, slot).await,
+                        "/api/v1/history" => return views::history(index, query, slot).await,
+                        _ => views::inspect(index, query).await,
+                    }
                 }
                 (Some(_), _) => (
                     StatusCode::METHOD_NOT_ALLOWED,
@@ -173,8 +235,13 @@ async fn route(request: Request<Incoming>, state: &AdminState) -> Response<Full<
     }
 }
 
-fn json(status: StatusCode, body: &serde_json::Value) -> Response<Full<Bytes>> {
-    let mut response = Response::new(Full::new(Bytes::from(body.to_string())));
+/// A JSON answer.
+fn answer((status, body): (StatusCode, serde_json::Value)) -> Response<AdminBody> {
+    json(status, &body)
+}
+
+fn json(status: StatusCode, body: &serde_json::Value) -> Response<AdminBody> {
+    let mut response = Response::new(stream::whole(body.to_string()));
     *response.status_mut() = status;
     response.headers_mut().insert(
         header::CONTENT_TYPE,
@@ -183,8 +250,8 @@ fn json(status: StatusCode, body: &serde_json::Value) -> Response<Full<Bytes>> {
     response
 }
 
-fn text(status: StatusCode, body: String) -> Response<Full<Bytes>> {
-    let mut response = Response::new(Full::new(Bytes::from(body)));
+fn text(status: StatusCode, body: String) -> Response<AdminBody> {
+    let mut response = Response::new(stream::whole(body));
     *response.status_mut() = status;
     response.headers_mut().insert(
         header::CONTENT_TYPE,

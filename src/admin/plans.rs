@@ -24,7 +24,13 @@ pub struct PlanApi {
     pub mirror: Arc<Mirror>,
     /// Evaluations are heavy: one at a time.
     pub running: Semaphore,
+    /// Evaluations waiting for their turn, at most [`EVALUATIONS_WAITING`]; more are refused
+    /// with 503 instead of piling up.
+    pub waiting: Semaphore,
 }
+
+/// Evaluations that may wait for the running one.
+pub const EVALUATIONS_WAITING: usize = 4;
 
 impl PlanApi {
     pub async fn plan(&self, query: Option<&str>) -> (StatusCode, Body) {
@@ -76,6 +82,12 @@ impl PlanApi {
             })?),
             None => UnixMillis::now(),
         };
+        let _queued = self.waiting.try_acquire().map_err(|_| {
+            error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "busy: an evaluation is running and enough wait for it; try again shortly".into(),
+            )
+        })?;
         let _turn = self
             .running
             .acquire()

@@ -12,15 +12,20 @@ use hyper_util::rt::TokioIo;
 /// A plan over a large registry takes a while.
 const TIMEOUT: Duration = Duration::from_secs(600);
 
-/// `GET path` on the admin listener at `addr`, as JSON. Errors are sentences for the operator.
-pub async fn get_json(addr: SocketAddr, path: &str) -> Result<serde_json::Value, String> {
-    let body = get_text(addr, path).await?;
+/// `GET path` on the admin listener at `addr`, as JSON, with the read token when one is
+/// configured. Errors are sentences for the operator.
+pub async fn get_json(
+    addr: SocketAddr,
+    path: &str,
+    token: Option<&str>,
+) -> Result<serde_json::Value, String> {
+    let body = get_text(addr, path, token).await?;
     serde_json::from_str(&body).map_err(|e| format!("the admin listener answered non-JSON: {e}"))
 }
 
 /// `GET path` on the admin listener at `addr`: the body of a 200, or the `error` it gave.
-pub async fn get_text(addr: SocketAddr, path: &str) -> Result<String, String> {
-    exchange(addr, Method::GET, path, None, Bytes::new(), TIMEOUT).await
+pub async fn get_text(addr: SocketAddr, path: &str, token: Option<&str>) -> Result<String, String> {
+    exchange(addr, Method::GET, path, token, Bytes::new(), TIMEOUT).await
 }
 
 /// `POST path` with a JSON body and a bearer token, waiting up to `timeout` (a cleanup run

@@ -48,7 +48,7 @@ pub async fn authorized_json<T: DeserializeOwned>(
 }
 
 /// Whether `request` carries `Authorization: Bearer <token>`.
-fn bearer_is<B>(request: &Request<B>, token: &str) -> bool {
+pub fn bearer_is<B>(request: &Request<B>, token: &str) -> bool {
     request
         .headers()
         .get(header::AUTHORIZATION)

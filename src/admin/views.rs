@@ -1,29 +1,64 @@
-//! Read-only views of the index on the admin listener, so `regkeeper tags` and `inspect` work
-//! while `serve` holds the index: `GET /api/v1/tags[?repository=R]` and
-//! `GET /api/v1/inspect?reference=R:T|R@D`. Same JSON as the commands' `--output json`.
+//! Read-only views of the index on the admin listener, so `regkeeper tags`, `inspect` and
+//! `history` work while `serve` holds the index: `GET /api/v1/tags[?repository=R]`,
+//! `GET /api/v1/inspect?reference=R:T|R@D` and `GET /api/v1/history`. Same JSON as the
+//! commands' `--output json`; the lists are streamed a page at a time.
 
 use std::sync::Arc;
 
-use http::StatusCode;
+use http::{Response, StatusCode, header};
+use tokio::sync::OwnedSemaphorePermit;
 
+use super::{
+    answer,
+    stream::{self, AdminBody},
+};
 use crate::{
+    cleanup::history::HistoryPages,
     index::Index,
     inspect::{self, InspectError},
 };
 
-pub async fn tags(index: &Arc<dyn Index>, query: Option<&str>) -> (StatusCode, serde_json::Value) {
+/// `GET /api/v1/tags[?repository=R]`, streamed (see `stream`).
+pub async fn tags(
+    index: &Arc<dyn Index>,
+    query: Option<&str>,
+    slot: OwnedSemaphorePermit,
+) -> Response<AdminBody> {
     let repository = param(query, "repository");
     let index = index.clone();
-    let read = tokio::task::spawn_blocking(move || {
-        inspect::tags(index.as_ref(), repository.as_deref()).map(serde_json::to_value)
-    })
-    .await;
-    match read {
-        Ok(Ok(Ok(value))) => (StatusCode::OK, value),
-        Ok(Ok(Err(error))) => failed(error.to_string()),
-        Ok(Err(error)) => failed(error.to_string()),
-        Err(error) => failed(error.to_string()),
-    }
+    let start = {
+        let index = index.clone();
+        tokio::task::spawn_blocking(move || {
+            inspect::TagPages::new(index.as_ref(), repository.as_deref())
+        })
+        .await
+    };
+    let mut pages = match start {
+        Ok(Ok(pages)) => pages,
+        Ok(Err(error)) => return answer(failed(error.to_string())),
+        Err(error) => return answer(failed(error.to_string())),
+    };
+    streamed(stream::json_array(
+        move || {
+            let page = pages.next(index.as_ref()).map_err(|e| e.to_string())?;
+            Ok(page.map(|views| views.iter().map(element).collect()))
+        },
+        slot,
+    ))
+}
+
+fn element(value: &impl serde::Serialize) -> Vec<u8> {
+    // These plain structs always serialize.
+    serde_json::to_vec(value).unwrap_or_default()
+}
+
+fn streamed(body: AdminBody) -> Response<AdminBody> {
+    let mut response = Response::new(body);
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("application/json"),
+    );
+    response
 }
 
 pub async fn inspect(
@@ -96,33 +131,43 @@ fn percent_decode(text: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-/// `GET /api/v1/history?repository=R&since=MS`: the cleanup audit log (read-only).
+/// `GET /api/v1/history?repository=R&since=MS`: the cleanup audit log (read-only), streamed.
 pub async fn history(
     index: &Arc<dyn Index>,
     query: Option<&str>,
-) -> (StatusCode, serde_json::Value) {
+    slot: OwnedSemaphorePermit,
+) -> Response<AdminBody> {
     let repository = param(query, "repository");
     let since = match param(query, "since").map(|s| s.parse::<u64>()) {
         Some(Ok(ms)) => Some(crate::index::UnixMillis(ms)),
         Some(Err(_)) => {
-            return (
+            return answer((
                 StatusCode::BAD_REQUEST,
                 serde_json::json!({ "error": "since: milliseconds since the epoch" }),
-            );
+            ));
         }
         None => None,
     };
     let index = index.clone();
-    let read = tokio::task::spawn_blocking(move || {
-        crate::cleanup::history::timeline(index.as_ref(), repository.as_deref(), since)
-            .map(|entries| serde_json::to_value(entries).unwrap_or_default())
-    })
-    .await;
-    match read {
-        Ok(Ok(value)) => (StatusCode::OK, value),
-        Ok(Err(error)) => failed(error.to_string()),
-        Err(error) => failed(error.to_string()),
-    }
+    let start = {
+        let index = index.clone();
+        tokio::task::spawn_blocking(move || {
+            HistoryPages::new(index.as_ref(), repository.as_deref(), since)
+        })
+        .await
+    };
+    let mut pages = match start {
+        Ok(Ok(pages)) => pages,
+        Ok(Err(error)) => return answer(failed(error.to_string())),
+        Err(error) => return answer(failed(error.to_string())),
+    };
+    streamed(stream::json_array(
+        move || {
+            let page = pages.next(index.as_ref()).map_err(|e| e.to_string())?;
+            Ok(page.map(|entries| entries.iter().map(element).collect()))
+        },
+        slot,
+    ))
 }
 
 #[cfg(test)]

@@ -117,6 +117,10 @@ pub const ENV_OVERRIDES: &[EnvOverride] = &[
         "admin.operatorToken",
         |c, v| c.admin.operator_token = Some(v.into())
     ),
+    over!("REGKEEPER_ADMIN_READ_TOKEN", "admin.readToken", |c, v| c
+        .admin
+        .read_token =
+        Some(v.into())),
     over!("REGKEEPER_INDEX_PATH", "index.path", |c, v| c.index.path =
         v.into()),
     over!("REGKEEPER_INDEX_RECORD", "index.record", |c, v| c

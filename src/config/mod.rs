@@ -143,6 +143,12 @@ pub struct AdminConfig {
     /// Prefer `REGKEEPER_ADMIN_OPERATOR_TOKEN`.
     #[serde(default, skip_serializing)]
     pub operator_token: Option<String>,
+    /// Bearer token for the read views (`/api/v1/tags`, `inspect`, `history`, `plan`,
+    /// `explain`; the operator token opens them too); unset leaves them open to whoever reaches
+    /// the admin listener. Health, readiness and metrics stay open. Prefer
+    /// `REGKEEPER_ADMIN_READ_TOKEN`.
+    #[serde(default, skip_serializing)]
+    pub read_token: Option<String>,
 }
 
 impl Default for AdminConfig {
@@ -151,6 +157,7 @@ impl Default for AdminConfig {
             listen: default_admin_listen(),
             link_token: None,
             operator_token: None,
+            read_token: None,
         }
     }
 }
@@ -384,6 +391,7 @@ impl Config {
         for (field, token) in [
             ("admin.linkToken", &self.admin.link_token),
             ("admin.operatorToken", &self.admin.operator_token),
+            ("admin.readToken", &self.admin.read_token),
         ] {
             if token.as_ref().is_some_and(|t| t.len() < 16) {
                 return Err(ConfigError::Invalid {

@@ -446,6 +446,72 @@ fn restores_are_kept_per_repository_and_reference(index: &dyn Index) {
     assert_eq!(index.restores(None).unwrap().len(), 3, "every repository's");
 }
 
+fn pages_cover_everything_once_in_order(index: &dyn Index) {
+    let mut writes: Vec<Write> = (0..25)
+        .map(|n| push("ab", &format!("t{n:02}"), D1, n))
+        .collect();
+    // Names that prefix the paged repository's stay out of its pages.
+    writes.push(push("a", "zz", D1, 1));
+    writes.push(push("abc", "a", D1, 1));
+    for run in ["r1", "r2"] {
+        for seq in 0..7 {
+            writes.push(Write::Audit(AuditEntry {
+                run: run.into(),
+                seq,
+                at: UnixMillis(seq),
+                repository: "ab".into(),
+                tags: vec![],
+                digest: D1.into(),
+                action: AuditAction::DeleteDigest,
+                state: AuditState::Done,
+                detail: String::new(),
+                reasons: vec![],
+                media_type: String::new(),
+                manifest_base64: String::new(),
+            }));
+        }
+    }
+    index.apply(&writes).unwrap();
+    let mut seen = Vec::new();
+    let mut after: Option<String> = None;
+    loop {
+        let page = index.tags_page("ab", after.as_deref(), 10).unwrap();
+        assert!(page.len() <= 10);
+        let Some(last) = page.last() else { break };
+        after = Some(last.tag.clone());
+        seen.extend(page.into_iter().map(|t| t.tag));
+    }
+    let all: Vec<String> = index
+        .tags("ab")
+        .unwrap()
+        .into_iter()
+        .map(|t| t.tag)
+        .collect();
+    assert_eq!(seen, all);
+    assert_eq!(seen.len(), 25);
+    assert!(index.tags_page("ab", Some("t24"), 10).unwrap().is_empty());
+    assert!(index.tags_page("none", None, 10).unwrap().is_empty());
+
+    let mut steps = Vec::new();
+    let mut after: Option<(String, u64)> = None;
+    loop {
+        let page = index
+            .audit_page(after.as_ref().map(|(r, s)| (r.as_str(), *s)), 3)
+            .unwrap();
+        let Some(last) = page.last() else { break };
+        after = Some((last.run.clone(), last.seq));
+        steps.extend(page.into_iter().map(|e| (e.run, e.seq)));
+    }
+    let all: Vec<(String, u64)> = index
+        .audit()
+        .unwrap()
+        .into_iter()
+        .map(|e| (e.run, e.seq))
+        .collect();
+    assert_eq!(steps, all);
+    assert_eq!(steps.len(), 14);
+}
+
 macro_rules! conformance {
     ($($case:ident),* $(,)?) => {
         mod memory {
@@ -477,6 +543,7 @@ conformance!(
     whole_index_scans_see_every_link_and_pull,
     manifests_remember_when_they_lost_a_tag,
     restores_are_kept_per_repository_and_reference,
+    pages_cover_everything_once_in_order,
 );
 
 /// Opens again after a drop in this process: sled's background flusher may hold the file lock a

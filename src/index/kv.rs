@@ -21,6 +21,14 @@ pub trait KvStore: Send + Sync {
     /// Hands every (key, value) under `prefix` to `visit`, in key order, without collecting
     /// them: whole-index readers would otherwise hold every raw entry at once.
     fn each(&self, prefix: &[u8], visit: &mut Visit<'_>) -> Result<(), IndexError>;
+    /// Up to `limit` (key, value) under `prefix` whose key is greater than `after`, in key
+    /// order: readers that page through a large range hold one page, and no lock between pages.
+    fn page(
+        &self,
+        prefix: &[u8],
+        after: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Vec<KvPair>, IndexError>;
     /// All writes become visible together, or none (also across a crash).
     fn apply(&self, writes: Vec<KvWrite>) -> Result<(), IndexError>;
     /// Makes applied batches durable.
@@ -57,6 +65,26 @@ impl KvStore for MemoryKv {
             visit(k, v)?;
         }
         Ok(())
+    }
+
+    fn page(
+        &self,
+        prefix: &[u8],
+        after: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Vec<KvPair>, IndexError> {
+        use std::ops::Bound;
+        let map = self.map.read().unwrap_or_else(|e| e.into_inner());
+        let start = match after {
+            Some(after) if after >= prefix => Bound::Excluded(after.to_vec()),
+            _ => Bound::Included(prefix.to_vec()),
+        };
+        Ok(map
+            .range((start, Bound::Unbounded))
+            .take_while(|(k, _)| k.starts_with(prefix))
+            .take(limit)
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect())
     }
 
     fn apply(&self, writes: Vec<KvWrite>) -> Result<(), IndexError> {

@@ -55,6 +55,14 @@ pub trait Index: Send + Sync {
     fn repositories(&self) -> Result<Vec<String>, IndexError>;
     /// The repository's tags, ordered by tag name.
     fn tags(&self, repository: &str) -> Result<Vec<TagRecord>, IndexError>;
+    /// Up to `limit` of the repository's tags named after `after`, ordered by tag name: for
+    /// readers that must not hold a million tags at once (the views).
+    fn tags_page(
+        &self,
+        repository: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<TagRecord>, IndexError>;
     fn tag(&self, repository: &str, tag: &str) -> Result<Option<TagRecord>, IndexError>;
     /// The repository's manifests, ordered by digest.
     fn manifests(&self, repository: &str) -> Result<Vec<ManifestRecord>, IndexError>;
@@ -82,6 +90,12 @@ pub trait Index: Send + Sync {
     fn sync_state(&self) -> Result<Option<SyncState>, IndexError>;
     /// Every audited cleanup step, by run then order.
     fn audit(&self) -> Result<Vec<AuditEntry>, IndexError>;
+    /// Up to `limit` audited steps after step `after` (run, seq), by run then order.
+    fn audit_page(
+        &self,
+        after: Option<(&str, u64)>,
+        limit: usize,
+    ) -> Result<Vec<AuditEntry>, IndexError>;
     /// The run holding the cleanup lock, if any.
     fn cleanup_lock(&self) -> Result<Option<CleanupLock>, IndexError>;
     /// How the last cleanup run ended.

@@ -100,6 +100,28 @@ impl KvStore for SledKv {
         Ok(())
     }
 
+    fn page(
+        &self,
+        prefix: &[u8],
+        after: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Vec<KvPair>, IndexError> {
+        use std::ops::Bound;
+        let start = match after {
+            Some(after) if after >= prefix => Bound::Excluded(after.to_vec()),
+            _ => Bound::Included(prefix.to_vec()),
+        };
+        self.db
+            .range::<Vec<u8>, _>((start, Bound::Unbounded))
+            .take_while(|item| item.as_ref().map_or(true, |(k, _)| k.starts_with(prefix)))
+            .take(limit)
+            .map(|item| {
+                item.map(|(k, v)| (k.to_vec(), v.to_vec()))
+                    .map_err(|e| self.err(e))
+            })
+            .collect()
+    }
+
     fn apply(&self, writes: Vec<KvWrite>) -> Result<(), IndexError> {
         let mut batch = sled::Batch::default();
         for (key, value) in writes {

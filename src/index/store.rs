@@ -138,6 +138,19 @@ impl<K: KvStore> Store<K> {
         self.kv.get(key)?.map(|v| decode(key, &v)).transpose()
     }
 
+    fn read_page<T: DeserializeOwned>(
+        &self,
+        prefix: &[u8],
+        after: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Vec<T>, IndexError> {
+        self.kv
+            .page(prefix, after, limit)?
+            .iter()
+            .map(|(k, v)| decode(k, v))
+            .collect()
+    }
+
     fn read_all<T: DeserializeOwned>(&self, prefix: &[u8]) -> Result<Vec<T>, IndexError> {
         self.kv
             .scan(prefix)?
@@ -235,6 +248,16 @@ impl<K: KvStore> Index for Store<K> {
         self.read_all(&prefix(TAG, &[repository]))
     }
 
+    fn tags_page(
+        &self,
+        repository: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<TagRecord>, IndexError> {
+        let after = after.map(|tag| key(TAG, &[repository, tag]));
+        self.read_page(&prefix(TAG, &[repository]), after.as_deref(), limit)
+    }
+
     fn tag(&self, repository: &str, tag: &str) -> Result<Option<TagRecord>, IndexError> {
         self.read(&key(TAG, &[repository, tag]))
     }
@@ -291,6 +314,15 @@ impl<K: KvStore> Index for Store<K> {
 
     fn audit(&self) -> Result<Vec<AuditEntry>, IndexError> {
         self.read_all(&[AUDIT])
+    }
+
+    fn audit_page(
+        &self,
+        after: Option<(&str, u64)>,
+        limit: usize,
+    ) -> Result<Vec<AuditEntry>, IndexError> {
+        let after = after.map(|(run, seq)| audit_key(run, seq));
+        self.read_page(&[AUDIT], after.as_deref(), limit)
     }
 
     fn cleanup_lock(&self) -> Result<Option<CleanupLock>, IndexError> {

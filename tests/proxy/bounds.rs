@@ -138,3 +138,225 @@ async fn a_config_with_90000_labels_under_300_manifests_costs_its_size_once() {
         "{links:?}"
     );
 }
+
+/// The current resident set of a process (`VmRSS`), in bytes.
+fn rss(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .expect("VmRSS in /proc/PID/status")
+        * 1024
+}
+
+/// Resets the peak resident set (`VmHWM`) to the current one.
+fn reset_peak(pid: u32) {
+    std::fs::write(format!("/proc/{pid}/clear_refs"), "5").expect("clear_refs");
+}
+
+/// A GET on the admin listener whose body is read as it comes: (status, lines of the body).
+/// `read` false: the headers only, the body left unread (a client that stalls).
+async fn admin_get(
+    admin: std::net::SocketAddr,
+    path: &str,
+    token: Option<&str>,
+) -> (
+    http::StatusCode,
+    hyper::body::Incoming,
+    tokio::task::JoinHandle<()>,
+) {
+    let stream = tokio::net::TcpStream::connect(admin).await.unwrap();
+    let (mut sender, connection) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+            .await
+            .unwrap();
+    let connection = tokio::spawn(async move {
+        let _ = connection.await;
+    });
+    let mut request = http::Request::get(path).header(http::header::HOST, admin.to_string());
+    if let Some(token) = token {
+        request = request.header(http::header::AUTHORIZATION, format!("Bearer {token}"));
+    }
+    let response = sender
+        .send_request(
+            request
+                .body(http_body_util::Empty::<bytes::Bytes>::new())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    let status = response.status();
+    (status, response.into_body(), connection)
+}
+
+/// Reads a streamed JSON array (one element per line) to its end, holding one line at a time:
+/// the number of elements, each checked to be a tag view.
+async fn count_elements(mut body: hyper::body::Incoming) -> usize {
+    use http_body_util::BodyExt;
+    let (mut carry, mut count, mut lines) = (Vec::new(), 0, 0);
+    let mut check = |line: &[u8]| {
+        lines += 1;
+        let line = line.strip_suffix(b",").unwrap_or(line);
+        if line.starts_with(b"{") {
+            count += 1;
+            if count % 10_000 == 1 {
+                let view: Value = serde_json::from_slice(line).expect("an element is JSON");
+                assert!(
+                    view["tag"].is_string() && view["digest"].is_string(),
+                    "{view}"
+                );
+            }
+        } else {
+            assert!(
+                line == b"[" || line == b"]",
+                "{}",
+                String::from_utf8_lossy(line)
+            );
+        }
+    };
+    while let Some(frame) = body.frame().await {
+        let frame = frame.expect("the stream completes");
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
+        carry.extend_from_slice(&data);
+        while let Some(end) = carry.iter().position(|b| *b == b'\n') {
+            check(&carry[..end]);
+            carry.drain(..=end);
+        }
+    }
+    assert!(carry.is_empty());
+    assert!(lines >= 2);
+    count
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_million_tags_are_streamed_in_bounded_memory_behind_the_read_token() {
+    let tags: usize = std::env::var("REGKEEPER_TEST_TAGS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(1_000_000);
+    let registry = Registry::start();
+    let index_dir = tempfile::tempdir().unwrap();
+    let index_path = index_dir.path().join("index");
+    {
+        use regkeeper::index::{Index as _, UnixMillis, Write};
+        let index = index::open_sled(&index_path).unwrap();
+        let digest = format!("sha256:{}", "a".repeat(64));
+        for chunk in (0..tags).collect::<Vec<_>>().chunks(20_000) {
+            let writes: Vec<Write> = chunk
+                .iter()
+                .map(|n| Write::PushTag {
+                    repository: format!("team/app{}", n % 3),
+                    tag: format!("build-{n:07}"),
+                    digest: digest.clone(),
+                    at: UnixMillis(1_700_000_000_000 + *n as u64),
+                    only_if_unknown: false,
+                })
+                .collect();
+            index.apply(&writes).unwrap();
+        }
+        index.flush().unwrap();
+    }
+    let token = "read-token-0123456789";
+    let proxy = Regkeeper::start_full(
+        &registry.url(),
+        "log:\n  level: info\n",
+        &[
+            ("REGKEEPER_INDEX_PATH", index_path.to_str().unwrap()),
+            ("REGKEEPER_ADMIN_READ_TOKEN", token),
+        ],
+    );
+    let admin = proxy.admin;
+
+    // Without the token: refused; health, readiness and metrics stay open.
+    let (status, _, _) = admin_get(admin, "/api/v1/tags", None).await;
+    assert_eq!(status, http::StatusCode::UNAUTHORIZED);
+    let (status, _, _) = admin_get(admin, "/api/v1/tags", Some("wrong-token-0123456789")).await;
+    assert_eq!(status, http::StatusCode::UNAUTHORIZED);
+    for open in ["/healthz", "/metrics"] {
+        let (status, _, _) = admin_get(admin, open, None).await;
+        assert_eq!(status, http::StatusCode::OK, "{open}");
+    }
+
+    // The first whole read warms what reading the index costs once, whoever reads it: sled's
+    // page table and cache (a plan's mirror reads it all too). What must not grow with the
+    // request is what each answer costs beyond that: measured on as many concurrent answers as
+    // are allowed.
+    let before = rss(proxy.pid());
+    let (status, body, _) = admin_get(admin, "/api/v1/tags", Some(token)).await;
+    assert_eq!(status, http::StatusCode::OK);
+    assert_eq!(count_elements(body).await, tags);
+    let warm = rss(proxy.pid());
+    reset_peak(proxy.pid());
+    let streams = (0..regkeeper::admin::VIEWS_AT_ONCE).map(|_| async {
+        let (status, body, _) = admin_get(admin, "/api/v1/tags", Some(token)).await;
+        assert_eq!(status, http::StatusCode::OK);
+        count_elements(body).await
+    });
+    let counts = futures_util::future::join_all(streams).await;
+    assert!(counts.iter().all(|n| *n == tags), "{counts:?}");
+    let growth = peak_rss(proxy.pid()).saturating_sub(warm);
+    eprintln!(
+        "{tags} tags: RSS {} MiB at start, {} MiB after the first read; {} concurrent streams grew it {} MiB",
+        before / MIB,
+        warm / MIB,
+        counts.len(),
+        growth / MIB
+    );
+    assert!(growth < 64 * MIB, "RSS grew {} MiB", growth / MIB);
+    let (status, body, _) = admin_get(admin, "/api/v1/tags?repository=none", Some(token)).await;
+    assert_eq!(status, http::StatusCode::OK);
+    assert_eq!(count_elements(body).await, 0, "an empty answer is `[]`");
+
+    // Clients that stop reading hold the views' slots; one more is told to come back.
+    let mut stalled = Vec::new();
+    for _ in 0..regkeeper::admin::VIEWS_AT_ONCE {
+        let (status, body, connection) = admin_get(admin, "/api/v1/tags", Some(token)).await;
+        assert_eq!(status, http::StatusCode::OK);
+        stalled.push((body, connection));
+    }
+    let (status, _, _) = admin_get(admin, "/api/v1/tags?repository=team/app1", Some(token)).await;
+    assert_eq!(status, http::StatusCode::SERVICE_UNAVAILABLE);
+    // Once they hang up, their slots come back.
+    for (body, connection) in stalled {
+        drop(body);
+        connection.abort();
+    }
+    let mut served = false;
+    for _ in 0..100 {
+        let (status, body, _) = admin_get(
+            admin,
+            "/api/v1/inspect?reference=team/app1:build-0000001",
+            Some(token),
+        )
+        .await;
+        if status == http::StatusCode::OK {
+            use http_body_util::BodyExt;
+            let body = body.collect().await.unwrap().to_bytes();
+            let inspection: Value = serde_json::from_slice(&body).unwrap();
+            assert_eq!(inspection["tags"][0]["tag"], "build-0000001");
+            served = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(served, "the slots never came back\n{}", proxy.logs());
+
+    // The commands show serve the token they are configured with.
+    let index_env = ("REGKEEPER_INDEX_PATH", index_path.to_str().unwrap());
+    let refused = proxy.cli(&["inspect", "team/app1:build-0000001"], &[index_env]);
+    assert!(
+        !refused.ok && refused.stderr.contains("admin.readToken"),
+        "{}",
+        refused.stderr
+    );
+    let json = proxy
+        .cli(
+            &["inspect", "team/app1:build-0000001"],
+            &[index_env, ("REGKEEPER_ADMIN_READ_TOKEN", token)],
+        )
+        .expect_ok();
+    assert!(json.contains("build-0000001"), "{json}");
+}

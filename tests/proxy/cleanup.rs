@@ -177,7 +177,8 @@ fn two_tags_on_one_digest_the_kept_one_still_resolves_after_a_tombstone() {
     let tags: Value = serde_json::from_str(&tags).unwrap();
     assert_eq!(tags["Tags"], serde_json::json!(["keep-1"]));
 
-    // Every deletion is audited once, done, with the manifest it removed.
+    // Every deletion is audited once, done; the history leaves out the manifests it recorded
+    // (restore reads them from the index), so a long history streams in small pages.
     let history: Value =
         serde_json::from_str(&case.regkeeper(&["history", "--output", "json"]).expect_ok())
             .unwrap();
@@ -188,10 +189,7 @@ fn two_tags_on_one_digest_the_kept_one_still_resolves_after_a_tombstone() {
         .filter(|e| e["state"] == "done")
         .collect();
     assert_eq!(done.len(), 2, "{history:#}");
-    assert!(
-        done.iter()
-            .all(|e| !e["manifest_base64"].as_str().unwrap().is_empty())
-    );
+    assert!(done.iter().all(|e| e.get("manifest_base64").is_none()));
     // With why no rule kept each: every rule's verdict in words.
     for entry in &done {
         let reasons: Vec<&str> = entry["reasons"]
