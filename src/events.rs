@@ -18,6 +18,11 @@ use std::{
 
 use tokio::sync::mpsc;
 
+pub mod journal;
+
+pub use journal::IndexHealth;
+use journal::{Journal, Outcome};
+
 use crate::{
     configs::{ConfigJob, ConfigQueue},
     index::{Index, ManifestRecord, UnixMillis, Write},
@@ -192,20 +197,25 @@ impl Default for BatchPolicy {
 pub struct WriterStats {
     pub events: u64,
     pub batches: u64,
+    /// Attempts that failed (each retried until it succeeds or the bound drops it).
     pub failed_batches: u64,
+    /// Writes never recorded: dropped while the index failed, or still waiting at shutdown.
+    pub lost_writes: u64,
 }
 
-/// What the writer does beyond applying events: link pushes to commits by tag pattern, and
-/// hand recorded images to the config reader.
+/// What the writer does beyond applying events: link pushes to commits by tag pattern, hand
+/// recorded images to the config reader, and tell how writing goes.
 #[derive(Clone, Default)]
 pub struct Recorder {
     pub linker: Linker,
     pub configs: Option<ConfigQueue>,
+    pub health: IndexHealth,
 }
 
 /// Applies events in batches until every sender is gone or `finish` fires; then applies what is
 /// still queued (nothing new is accepted) and flushes. `finish` exists because a sender can
-/// outlive its usefulness (an idle admin connection holding the link API).
+/// outlive its usefulness (an idle admin connection holding the link API). A batch the index
+/// refuses is kept and retried (see [`journal`]), so the index heals when its cause goes away.
 pub async fn run_writer(
     mut receiver: EventReceiver,
     index: Arc<dyn Index>,
@@ -216,7 +226,9 @@ pub async fn run_writer(
     let mut stats = WriterStats::default();
     let mut events = Vec::with_capacity(policy.max_events);
     let mut finish = Some(finish);
+    let mut journal = Journal::new(recorder.health.clone());
     loop {
+        let retry_at = journal.retry_at();
         let first = tokio::select! {
             biased;
             event = receiver.rx.recv() => event,
@@ -225,6 +237,13 @@ pub async fn run_writer(
             {
                 finish = None;
                 receiver.rx.close();
+                continue;
+            }
+            // A failing index is tried again even when nothing new comes.
+            _ = tokio::time::sleep_until(retry_at.map_or_else(tokio::time::Instant::now, Into::into)),
+                if retry_at.is_some() =>
+            {
+                journal = write(journal, &index, Vec::new(), &recorder, &mut stats).await;
                 continue;
             }
         };
@@ -239,47 +258,80 @@ pub async fn run_writer(
         }
         stats.events += events.len() as u64;
         let batch = std::mem::take(&mut events);
-        let index = index.clone();
-        let linker = recorder.linker.clone();
-        // Parsing manifests and the synchronous index stay off the async threads.
-        let result = tokio::task::spawn_blocking(move || {
-            let (writes, jobs) = fold(batch, &linker);
-            let started = std::time::Instant::now();
-            index.apply(&writes)?;
-            crate::metrics::index_batch(started.elapsed().as_secs_f64());
-            // A config already read for this digest (an earlier push) is not read again.
-            Ok::<_, crate::index::IndexError>(
-                jobs.into_iter()
-                    .filter(|job| {
-                        index
-                            .manifest(&job.repository, &job.digest)
-                            .is_ok_and(|m| m.is_some_and(|m| m.needs_config()))
-                    })
-                    .collect::<Vec<_>>(),
-            )
-        })
-        .await;
-        stats.batches += 1;
-        match result {
-            Ok(Ok(jobs)) => {
-                if let Some(configs) = &recorder.configs {
-                    jobs.into_iter().for_each(|job| configs.offer(job));
-                }
-            }
-            Ok(Err(error)) => {
-                stats.failed_batches += 1;
-                tracing::error!(%error, "index batch failed; `regkeeper sync` repairs the index");
-            }
-            Err(error) => {
-                stats.failed_batches += 1;
-                tracing::error!(%error, "index writer task failed");
-            }
-        }
+        journal = write(journal, &index, batch, &recorder, &mut stats).await;
     }
-    if let Err(error) = index.flush() {
+    // One last try for what waits, then make it durable.
+    let index_now = index.clone();
+    let (lost, flushed) = tokio::task::spawn_blocking(move || {
+        journal.write(index_now.as_ref(), Vec::new(), true);
+        let flushed = journal.flush(index_now.as_ref());
+        (journal.pending(), flushed)
+    })
+    .await
+    .unwrap_or((0, Ok(())));
+    if let Err(error) = flushed {
         tracing::error!(%error, "index flush on shutdown failed");
     }
+    if lost > 0 {
+        stats.lost_writes += lost as u64;
+        tracing::error!(
+            lost,
+            "index writes still failing at shutdown; these are not recorded (`regkeeper sync` repairs)"
+        );
+    }
+    stats.lost_writes += recorder.health.state().dropped;
     stats
+}
+
+/// Folds `events` and hands them to the journal off the async threads (parsing manifests and
+/// the synchronous index stay there); offers the configs of what was recorded.
+async fn write(
+    journal: Journal,
+    index: &Arc<dyn Index>,
+    events: Vec<RegistryEvent>,
+    recorder: &Recorder,
+    stats: &mut WriterStats,
+) -> Journal {
+    let index = index.clone();
+    let linker = recorder.linker.clone();
+    let health = recorder.health.clone();
+    let result = tokio::task::spawn_blocking(move || {
+        let mut journal = journal;
+        let (writes, jobs) = fold(events, &linker);
+        let outcome = journal.write(index.as_ref(), writes, false);
+        // A config already read for this digest (an earlier push) is not read again.
+        let jobs: Vec<ConfigJob> = match outcome {
+            Outcome::Written => jobs
+                .into_iter()
+                .filter(|job| {
+                    index
+                        .manifest(&job.repository, &job.digest)
+                        .is_ok_and(|m| m.is_some_and(|m| m.needs_config()))
+                })
+                .collect(),
+            // `sync` reads them once the index takes writes again.
+            Outcome::Failing => Vec::new(),
+        };
+        (journal, outcome, jobs)
+    })
+    .await;
+    stats.batches += 1;
+    match result {
+        Ok((journal, outcome, jobs)) => {
+            if outcome == Outcome::Failing {
+                stats.failed_batches += 1;
+            }
+            if let Some(configs) = &recorder.configs {
+                jobs.into_iter().for_each(|job| configs.offer(job));
+            }
+            journal
+        }
+        Err(error) => {
+            stats.failed_batches += 1;
+            tracing::error!(%error, "index writer task failed; its batch is lost");
+            Journal::new(health)
+        }
+    }
 }
 
 /// Events → writes, in order, with all pulls of one reference folded into one update placed
@@ -540,5 +592,135 @@ mod tests {
         drop(receiver);
         sender.send(pulled("latest", 9));
         assert_eq!(sender.dropped(), 4, "a stopped writer drops too");
+    }
+
+    fn push(tag: &str) -> RegistryEvent {
+        RegistryEvent::Record(vec![Write::PushTag {
+            repository: "a".into(),
+            tag: tag.into(),
+            digest: D1.into(),
+            at: UnixMillis(1),
+            only_if_unknown: false,
+        }])
+    }
+
+    /// Waits (up to 20 s) until `ready` holds.
+    async fn until(what: &str, ready: impl Fn() -> bool) {
+        for _ in 0..200 {
+            if ready() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("never happened: {what}");
+    }
+
+    #[tokio::test]
+    async fn a_full_disk_costs_writes_only_while_it_lasts_and_heals_without_a_restart() {
+        use crate::index::{Store, faulty::FaultyKv};
+        let store = Arc::new(Store::new(FaultyKv::default()).unwrap());
+        store.flush().unwrap();
+        let index: Arc<dyn Index> = store.clone();
+        let health = IndexHealth::default();
+        let (sender, receiver) = channel(1000);
+        let (finish, finish_rx) = tokio::sync::oneshot::channel();
+        let writer = tokio::spawn(run_writer(
+            receiver,
+            index.clone(),
+            BatchPolicy::default(),
+            Recorder {
+                health: health.clone(),
+                ..Recorder::default()
+            },
+            finish_rx,
+        ));
+        // Applied, not yet flushed when the disk fills: the engine loses it on reopen.
+        sender.send(push("before"));
+        until("before is recorded", || {
+            index.tag("a", "before").unwrap().is_some()
+        })
+        .await;
+        store.kv_for_tests().set_full(true);
+        sender.send(push("during-1"));
+        until("the failure shows", || {
+            health.state().failing_since.is_some()
+        })
+        .await;
+        sender.send(push("during-2"));
+        tokio::time::sleep(Duration::from_millis(600)).await;
+        let failing = health.state();
+        assert!(failing.errors >= 1 && failing.pending >= 1, "{failing:?}");
+        assert!(
+            health.describe().contains("not writable"),
+            "{}",
+            health.describe()
+        );
+        assert!(failing.last_error.unwrap().contains("No space left"));
+
+        // Space comes back: what waited, what the engine lost, and every new push land.
+        store.kv_for_tests().set_full(false);
+        until("writes recover", || health.state().failing_since.is_none()).await;
+        for n in 0..20 {
+            sender.send(push(&format!("after-{n}")));
+        }
+        until("the pushes after the free are recorded", || {
+            index.tag("a", "after-19").unwrap().is_some()
+        })
+        .await;
+        for tag in ["before", "during-1", "during-2"] {
+            assert!(index.tag("a", tag).unwrap().is_some(), "{tag} was lost");
+        }
+        assert!(health.describe().starts_with("index: writable"));
+        finish.send(()).unwrap();
+        let stats = writer.await.unwrap();
+        assert_eq!(stats.lost_writes, 0, "{stats:?}");
+        assert!(stats.failed_batches >= 1, "{stats:?}");
+        // Durable: a reopen now keeps everything.
+        store.recover().unwrap();
+        assert_eq!(index.tags("a").unwrap().len(), 23);
+    }
+
+    #[tokio::test]
+    async fn while_the_index_fails_the_oldest_waiting_writes_are_dropped_and_counted() {
+        use crate::index::{Store, faulty::FaultyKv};
+        let store = Arc::new(Store::new(FaultyKv::default()).unwrap());
+        store.flush().unwrap();
+        let index: Arc<dyn Index> = store.clone();
+        let health = IndexHealth::default();
+        let (sender, receiver) = channel(1000);
+        let (_finish, finish_rx) = tokio::sync::oneshot::channel();
+        let writer = tokio::spawn(run_writer(
+            receiver,
+            index.clone(),
+            BatchPolicy::default(),
+            Recorder {
+                health: health.clone(),
+                ..Recorder::default()
+            },
+            finish_rx,
+        ));
+        store.kv_for_tests().set_full(true);
+        sender.send(push("oldest"));
+        until("the failure shows", || {
+            health.state().failing_since.is_some()
+        })
+        .await;
+        let flood: Vec<Write> = (0..journal::MAX_PENDING_WRITES)
+            .map(|n| Write::PushTag {
+                repository: "b".into(),
+                tag: format!("t{n}"),
+                digest: D1.into(),
+                at: UnixMillis(2),
+                only_if_unknown: false,
+            })
+            .collect();
+        sender.send(RegistryEvent::Record(flood));
+        until("the oldest is dropped", || health.state().dropped == 1).await;
+        store.kv_for_tests().set_full(false);
+        drop(sender);
+        let stats = writer.await.unwrap();
+        assert_eq!(stats.lost_writes, 1, "{stats:?}");
+        assert!(index.tag("a", "oldest").unwrap().is_none());
+        assert_eq!(index.tags("b").unwrap().len(), journal::MAX_PENDING_WRITES);
     }
 }

@@ -287,6 +287,10 @@ impl Index for Mirror {
     fn flush(&self) -> Result<(), IndexError> {
         self.index.flush()
     }
+
+    fn recover(&self) -> Result<(), IndexError> {
+        self.index.recover()
+    }
 }
 
 #[cfg(test)]

@@ -105,7 +105,9 @@ pub fn serve(config: Config) -> Result<(), ServeError> {
     let upstreams: Vec<Upstream> = (0..workers).map(|_| upstream.sibling()).collect();
     // The evaluations (plans, the schedule, the operator's runs) share one copy.
     let shared = Arc::new(config.clone());
+    let index_health = events::IndexHealth::default();
     let admin_state = Arc::new(admin::AdminState {
+        index_health: recording.as_ref().map(|_| index_health.clone()),
         upstream,
         links: match (&config.admin.link_token, &recording, &events) {
             (Some(token), Some((index, _, _)), Some(events)) => Some(admin::LinkApi {
@@ -236,6 +238,7 @@ pub fn serve(config: Config) -> Result<(), ServeError> {
             let recorder = Recorder {
                 linker,
                 configs: Some(configs),
+                health: index_health,
             };
             Some(control.spawn(events::run_writer(
                 receiver,

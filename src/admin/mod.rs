@@ -45,6 +45,8 @@ pub struct AdminState {
     /// Tokens that open the read views (`admin.readToken`, and the operator token, which may
     /// do more); empty: the views are open.
     pub read_tokens: Vec<String>,
+    /// Whether the index takes writes (`/readyz?verbose`); `None` when recording is off.
+    pub index_health: Option<crate::events::IndexHealth>,
     /// Index views (tags, inspect, history) served at once; more are refused with 503.
     pub views: Arc<Semaphore>,
 }
@@ -221,16 +223,29 @@ async fn route(request: Request<Incoming>, state: &AdminState) -> Response<Admin
             );
             response
         }
-        "/readyz" => match upstream.probe(PROBE_TIMEOUT).await {
-            Ok(status) => text(StatusCode::OK, format!("ok: upstream answered {status}\n")),
-            Err(cause) => {
-                tracing::warn!(upstream = %upstream.url, %cause, "not ready");
-                text(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    format!("not ready: upstream {}: {cause}\n", upstream.url),
-                )
+        // Ready means the data path works: the upstream answers. The index is not part of it
+        // (pushes pass while it fails); `?verbose` says how it is doing.
+        "/readyz" => {
+            let detail = match (&state.index_health, request.uri().query()) {
+                (Some(health), Some(query)) if query.split('&').any(|p| p == "verbose") => {
+                    format!("{}\n", health.describe())
+                }
+                _ => String::new(),
+            };
+            match upstream.probe(PROBE_TIMEOUT).await {
+                Ok(status) => text(
+                    StatusCode::OK,
+                    format!("ok: upstream answered {status}\n{detail}"),
+                ),
+                Err(cause) => {
+                    tracing::warn!(upstream = %upstream.url, %cause, "not ready");
+                    text(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        format!("not ready: upstream {}: {cause}\n{detail}", upstream.url),
+                    )
+                }
             }
-        },
+        }
         _ => text(StatusCode::NOT_FOUND, "not found\n".into()),
     }
 }

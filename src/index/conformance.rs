@@ -651,3 +651,14 @@ fn a_second_opener_is_told_the_index_is_in_use() {
     let error = open_sled(&path).err().expect("single writer").to_string();
     assert!(error.contains("in use by another regkeeper"), "{error}");
 }
+
+#[test]
+fn sled_reopens_in_place_and_keeps_what_was_applied() {
+    let dir = tempfile::tempdir().unwrap();
+    let index = open_sled(&dir.path().join("index")).unwrap();
+    index.apply(&[push("a", "t", D1, 1)]).unwrap();
+    index.recover().unwrap();
+    assert_eq!(index.tag("a", "t").unwrap().unwrap().digest, D1);
+    index.apply(&[push("a", "u", D2, 2)]).unwrap();
+    assert_eq!(index.tags("a").unwrap().len(), 2);
+}

@@ -33,6 +33,11 @@ pub trait KvStore: Send + Sync {
     fn apply(&self, writes: Vec<KvWrite>) -> Result<(), IndexError>;
     /// Makes applied batches durable.
     fn flush(&self) -> Result<(), IndexError>;
+    /// Starts over from what is durable, after writes failed (an engine that keeps an I/O
+    /// error for good is replaced by a fresh handle). Nothing to do by default.
+    fn reopen(&self) -> Result<(), IndexError> {
+        Ok(())
+    }
 }
 
 /// The in-memory twin: a `BTreeMap` behind a lock.

@@ -14,6 +14,8 @@ mod store;
 
 #[cfg(test)]
 mod conformance;
+#[cfg(test)]
+pub mod faulty;
 
 use std::path::Path;
 
@@ -102,6 +104,11 @@ pub trait Index: Send + Sync {
     fn last_cleanup(&self) -> Result<Option<CleanupRun>, IndexError>;
     /// Makes everything applied so far durable.
     fn flush(&self) -> Result<(), IndexError>;
+    /// Starts over from what is durable after writes failed (see `events`, which replays
+    /// what was applied since its last successful flush). Nothing to do by default.
+    fn recover(&self) -> Result<(), IndexError> {
+        Ok(())
+    }
     /// How many tag pushes have been applied to `repository` through this handle, for readers
     /// that keep a repository's tags and must notice pushes landing meanwhile (a cleanup run
     /// in `serve`, while the proxy records). `None`: not counted — the store itself, which

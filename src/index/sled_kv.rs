@@ -1,7 +1,11 @@
 //! The embedded default: a sled database in a directory. sled 0.34 is old; nothing outside this
 //! file knows it is there.
 
-use std::path::{Path, PathBuf};
+use std::{
+    path::{Path, PathBuf},
+    sync::RwLock,
+    time::Duration,
+};
 
 use super::{
     IndexError,
@@ -9,7 +13,10 @@ use super::{
 };
 
 pub struct SledKv {
-    db: sled::Db,
+    /// Replaced by [`KvStore::reopen`]: sled 0.34 keeps an I/O error (a full disk) for good,
+    /// so a handle that saw one is swapped for a fresh one once the cause is gone. `None`
+    /// between dropping the old handle and opening the new one.
+    db: RwLock<Option<sled::Db>>,
     path: PathBuf,
 }
 
@@ -44,7 +51,14 @@ impl SledKv {
                 )));
             }
         }
-        let db = sled::Config::new()
+        Ok(Self {
+            db: RwLock::new(Some(Self::open_db(path)?)),
+            path: path.to_owned(),
+        })
+    }
+
+    fn open_db(path: &Path) -> Result<sled::Db, IndexError> {
+        sled::Config::new()
             .path(path)
             .mode(sled::Mode::HighThroughput)
             .cache_capacity(CACHE_BYTES)
@@ -61,11 +75,16 @@ impl SledKv {
                         why,
                     }
                 }
-            })?;
-        Ok(Self {
-            db,
-            path: path.to_owned(),
-        })
+            })
+    }
+
+    /// The current handle (a cheap clone), or an error while it is being replaced.
+    fn db(&self) -> Result<sled::Db, IndexError> {
+        self.db
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+            .ok_or_else(|| IndexError::Engine(format!("{}: being reopened", self.path.display())))
     }
 
     fn err(&self, error: sled::Error) -> IndexError {
@@ -76,14 +95,14 @@ impl SledKv {
 impl KvStore for SledKv {
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, IndexError> {
         Ok(self
-            .db
+            .db()?
             .get(key)
             .map_err(|e| self.err(e))?
             .map(|v| v.to_vec()))
     }
 
     fn scan(&self, prefix: &[u8]) -> Result<Vec<KvPair>, IndexError> {
-        self.db
+        self.db()?
             .scan_prefix(prefix)
             .map(|item| {
                 item.map(|(k, v)| (k.to_vec(), v.to_vec()))
@@ -93,7 +112,7 @@ impl KvStore for SledKv {
     }
 
     fn each(&self, prefix: &[u8], visit: &mut super::kv::Visit<'_>) -> Result<(), IndexError> {
-        for item in self.db.scan_prefix(prefix) {
+        for item in self.db()?.scan_prefix(prefix) {
             let (k, v) = item.map_err(|e| self.err(e))?;
             visit(&k, &v)?;
         }
@@ -111,7 +130,7 @@ impl KvStore for SledKv {
             Some(after) if after >= prefix => Bound::Excluded(after.to_vec()),
             _ => Bound::Included(prefix.to_vec()),
         };
-        self.db
+        self.db()?
             .range::<Vec<u8>, _>((start, Bound::Unbounded))
             .take_while(|item| item.as_ref().map_or(true, |(k, _)| k.starts_with(prefix)))
             .take(limit)
@@ -131,10 +150,34 @@ impl KvStore for SledKv {
             }
         }
         // sled applies a batch atomically, also across a crash.
-        self.db.apply_batch(batch).map_err(|e| self.err(e))
+        self.db()?.apply_batch(batch).map_err(|e| self.err(e))
     }
 
     fn flush(&self) -> Result<(), IndexError> {
-        self.db.flush().map(drop).map_err(|e| self.err(e))
+        self.db()?.flush().map(drop).map_err(|e| self.err(e))
+    }
+
+    fn reopen(&self) -> Result<(), IndexError> {
+        let mut slot = self.db.write().unwrap_or_else(|e| e.into_inner());
+        if let Some(old) = slot.take() {
+            // What it still holds in memory goes now, if the disk takes it.
+            let _ = old.flush();
+        }
+        // sled's flusher thread lets go of the directory lock a moment after the last handle.
+        let mut last = None;
+        for _ in 0..50 {
+            match Self::open_db(&self.path) {
+                Ok(db) => {
+                    *slot = Some(db);
+                    return Ok(());
+                }
+                Err(error @ IndexError::InUse { .. }) => {
+                    last = Some(error);
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+                Err(error) => return Err(error),
+            }
+        }
+        Err(last.unwrap_or_else(|| IndexError::Engine("reopen failed".into())))
     }
 }

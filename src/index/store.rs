@@ -130,7 +130,7 @@ impl<K: KvStore> Store<K> {
     }
 
     #[cfg(test)]
-    pub(super) fn kv_for_tests(&self) -> &K {
+    pub(crate) fn kv_for_tests(&self) -> &K {
         &self.kv
     }
 
@@ -335,6 +335,10 @@ impl<K: KvStore> Index for Store<K> {
 
     fn flush(&self) -> Result<(), IndexError> {
         self.kv.flush()
+    }
+
+    fn recover(&self) -> Result<(), IndexError> {
+        self.kv.reopen()
     }
 }
 

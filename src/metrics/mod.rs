@@ -28,6 +28,9 @@ pub const INDEX_REPOSITORIES: &str = "regkeeper_index_repositories";
 pub const INDEX_COMMIT_LINKED: &str = "regkeeper_index_commit_linked_ratio";
 pub const INDEX_DROPPED: &str = "regkeeper_index_dropped_events_total";
 pub const INDEX_BATCH: &str = "regkeeper_index_batch_write_duration_seconds";
+pub const INDEX_WRITE_ERRORS: &str = "regkeeper_index_write_errors_total";
+pub const INDEX_WRITABLE: &str = "regkeeper_index_writable";
+pub const INDEX_PENDING: &str = "regkeeper_index_pending_writes";
 pub const RUN_START: &str = "regkeeper_cleanup_last_run_start_timestamp_seconds";
 pub const RUN_END: &str = "regkeeper_cleanup_last_run_end_timestamp_seconds";
 pub const RUN_DURATION: &str = "regkeeper_cleanup_last_run_duration_seconds";
@@ -84,7 +87,10 @@ fn from_zero() {
     for cause in ["connect", "upstream-io", "timeout"] {
         counter!(UPSTREAM_ERRORS, "cause" => cause).increment(0);
     }
-    for queue in ["events", "configs"] {
+    counter!(INDEX_WRITE_ERRORS).increment(0);
+    gauge!(INDEX_WRITABLE).set(1.0);
+    gauge!(INDEX_PENDING).set(0.0);
+    for queue in ["events", "configs", "retry"] {
         counter!(INDEX_DROPPED, "queue" => queue).increment(0);
     }
     for cause in [
@@ -210,6 +216,15 @@ fn describe() {
         Unit::Seconds,
         "When the source was last read successfully"
     );
+    describe_counter!(
+        INDEX_WRITE_ERRORS,
+        "Index batches (or flushes) that failed; they are retried"
+    );
+    describe_gauge!(
+        INDEX_WRITABLE,
+        "1 while the index takes writes, 0 while they fail (the proxy serves either way)"
+    );
+    describe_gauge!(INDEX_PENDING, "Writes waiting to be retried into the index");
     describe_gauge!(
         MISSING_IMAGES,
         "Images live workloads reference that the registry does not have, by namespace and kind"
@@ -297,6 +312,21 @@ pub fn upstream_error(cause: &'static str) {
 
 pub fn dropped_event(queue: &'static str) {
     counter!(INDEX_DROPPED, "queue" => queue).increment(1);
+}
+
+/// A batch or flush failed; `writable` and `pending` say where the writer stands.
+pub fn index_write_failed() {
+    counter!(INDEX_WRITE_ERRORS).increment(1);
+}
+
+pub fn index_write_state(writable: bool, pending: usize) {
+    gauge!(INDEX_WRITABLE).set(if writable { 1.0 } else { 0.0 });
+    gauge!(INDEX_PENDING).set(pending as f64);
+}
+
+/// Writes dropped from the retry queue (oldest first) while the index could not be written.
+pub fn dropped_writes(count: usize) {
+    counter!(INDEX_DROPPED, "queue" => "retry").increment(count as u64);
 }
 
 pub fn index_batch(seconds: f64) {

@@ -305,15 +305,7 @@ pub fn explain_table(explanation: &Explanation) -> String {
 
 /// `YYYY-MM-DDTHH:MM:SSZ`.
 pub fn format_time(at: UnixMillis) -> String {
-    let secs = (at.0 / 1000) as i64;
-    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
-    let (y, m, d) = crate::calendar::civil_from_days(days);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
+    crate::calendar::format_millis(at.0)
 }
 
 /// `--at`: an RFC 3339 time (`2026-12-07T09:00:00Z`, `+02:00` offsets), a date (`2026-12-07`,

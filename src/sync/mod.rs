@@ -83,10 +83,10 @@ pub async fn once(config: &Config, progress: ProgressStyle) -> Result<SyncReport
     let stats = writer
         .await
         .map_err(|e| SyncError::Setup(format!("index writer failed: {e}")))?;
-    if stats.failed_batches > 0 {
+    if stats.lost_writes > 0 {
         return Err(SyncError::Setup(format!(
-            "{} index batches failed to write; see the log",
-            stats.failed_batches
+            "{} index writes could not be recorded (the index failed {} times); see the log",
+            stats.lost_writes, stats.failed_batches
         )));
     }
     report

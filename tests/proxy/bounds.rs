@@ -45,6 +45,24 @@ async fn a_config_with_90000_labels_under_300_manifests_costs_its_size_once() {
     let registry = Registry::start();
     let proxy = Regkeeper::start(&registry.url());
     let client = HttpClient::default();
+    // How the index is doing is told without touching readiness, and its counters exist at 0.
+    let ready = client
+        .get(&format!("http://{}/readyz?verbose", proxy.admin), &[])
+        .await;
+    assert_eq!(ready.status, StatusCode::OK);
+    let ready = String::from_utf8_lossy(&ready.body).into_owned();
+    assert!(ready.contains("index: writable"), "{ready}");
+    let metrics = client
+        .get(&format!("http://{}/metrics", proxy.admin), &[])
+        .await;
+    let metrics = String::from_utf8_lossy(&metrics.body).into_owned();
+    for series in [
+        "regkeeper_index_write_errors_total 0",
+        "regkeeper_index_writable 1",
+        "regkeeper_index_dropped_events_total{queue=\"retry\"} 0",
+    ] {
+        assert!(metrics.contains(series), "{series} missing:\n{metrics}");
+    }
 
     // 90,000 labels (~3.9 MB), among them a kept key with an oversized value and one that fits.
     let mut labels = Map::new();
