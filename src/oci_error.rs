@@ -10,6 +10,7 @@ use http::{HeaderValue, Response, StatusCode, header};
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum OciErrorCode {
     BlobUnknown,
+    BlobUploadInvalid,
     DigestInvalid,
     ManifestUnknown,
     ManifestInvalid,
@@ -26,6 +27,7 @@ impl OciErrorCode {
     pub fn as_str(self) -> &'static str {
         match self {
             Self::BlobUnknown => "BLOB_UNKNOWN",
+            Self::BlobUploadInvalid => "BLOB_UPLOAD_INVALID",
             Self::DigestInvalid => "DIGEST_INVALID",
             Self::ManifestUnknown => "MANIFEST_UNKNOWN",
             Self::ManifestInvalid => "MANIFEST_INVALID",

@@ -195,6 +195,16 @@ pub const ENV_OVERRIDES: &[EnvOverride] = &[
         |c, v| c.timeouts.header_read = parse(v)?
     ),
     over!(
+        "REGKEEPER_TIMEOUTS_CLIENT_BODY_IDLE",
+        "timeouts.clientBodyIdle",
+        |c, v| c.timeouts.client_body_idle = parse(v)?
+    ),
+    over!(
+        "REGKEEPER_TIMEOUTS_UPSTREAM_BODY_IDLE",
+        "timeouts.upstreamBodyIdle",
+        |c, v| c.timeouts.upstream_body_idle = parse(v)?
+    ),
+    over!(
         "REGKEEPER_TIMEOUTS_POOL_IDLE",
         "timeouts.poolIdle",
         |c, v| c.timeouts.pool_idle = parse(v)?

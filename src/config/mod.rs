@@ -236,6 +236,14 @@ pub struct Timeouts {
     /// On SIGTERM/SIGINT, in-flight requests (uploads) get this long to finish.
     #[serde(default = "Timeouts::default_shutdown_grace")]
     pub shutdown_grace: HumanDuration,
+    /// A client that sends nothing of its request body for this long is answered `408` and
+    /// the upstream request abandoned (nginx's `client_body_timeout`).
+    #[serde(default = "Timeouts::default_body_idle")]
+    pub client_body_idle: HumanDuration,
+    /// An upstream that sends nothing of its response body for this long has its connection
+    /// closed, and the client's with it (nginx's `proxy_read_timeout`).
+    #[serde(default = "Timeouts::default_body_idle")]
+    pub upstream_body_idle: HumanDuration,
 }
 
 impl Timeouts {
@@ -254,6 +262,9 @@ impl Timeouts {
     fn default_shutdown_grace() -> HumanDuration {
         HumanDuration::from_secs(30)
     }
+    fn default_body_idle() -> HumanDuration {
+        HumanDuration::from_secs(60)
+    }
 }
 
 impl Default for Timeouts {
@@ -264,6 +275,8 @@ impl Default for Timeouts {
             header_read: Self::default_header_read(),
             pool_idle: Self::default_pool_idle(),
             shutdown_grace: Self::default_shutdown_grace(),
+            client_body_idle: Self::default_body_idle(),
+            upstream_body_idle: Self::default_body_idle(),
         }
     }
 }

@@ -22,6 +22,7 @@ pub const PROXY_REQUESTS: &str = "regkeeper_proxy_requests_total";
 pub const PROXY_DURATION: &str = "regkeeper_proxy_request_duration_seconds";
 pub const PROXY_BYTES: &str = "regkeeper_proxy_bytes_total";
 pub const UPSTREAM_ERRORS: &str = "regkeeper_upstream_errors_total";
+pub const CLIENT_ERRORS: &str = "regkeeper_client_errors_total";
 pub const INDEX_TAGS: &str = "regkeeper_index_tags";
 pub const INDEX_MANIFESTS: &str = "regkeeper_index_manifests";
 pub const INDEX_REPOSITORIES: &str = "regkeeper_index_repositories";
@@ -84,8 +85,17 @@ pub fn install() -> Result<(), String> {
 /// which build is running.
 fn from_zero() {
     counter!(BREAKER_TRIPS).increment(0);
-    for cause in ["connect", "upstream-io", "timeout"] {
+    for cause in [
+        "connect",
+        "upstream-io",
+        "timeout",
+        "upstream-error",
+        "upstream-idle",
+    ] {
         counter!(UPSTREAM_ERRORS, "cause" => cause).increment(0);
+    }
+    for cause in ["client-io", "client-idle"] {
+        counter!(CLIENT_ERRORS, "cause" => cause).increment(0);
     }
     counter!(INDEX_WRITE_ERRORS).increment(0);
     gauge!(INDEX_WRITABLE).set(1.0);
@@ -143,7 +153,11 @@ fn describe() {
     );
     describe_counter!(
         UPSTREAM_ERRORS,
-        "Requests the upstream failed (refused, reset, timeout), by cause"
+        "Requests the upstream failed (refused, reset, timeout, a response body cut off or idle), by cause"
+    );
+    describe_counter!(
+        CLIENT_ERRORS,
+        "Requests the client broke (hung up, malformed body) or stopped sending, by cause"
     );
     describe_gauge!(
         BUILD_INFO,
@@ -304,6 +318,11 @@ pub fn proxy_request(
         }
         series.bytes_out.increment(bytes_out);
     });
+}
+
+/// A request the client broke (hung up, malformed body) or stopped sending.
+pub fn client_error(cause: &'static str) {
+    counter!(CLIENT_ERRORS, "cause" => cause).increment(1);
 }
 
 pub fn upstream_error(cause: &'static str) {

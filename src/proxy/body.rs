@@ -1,5 +1,8 @@
 //! Body wrappers that observe streams without copying them. Each forwards `poll_frame` to the
-//! inner body, so hyper's pull-based backpressure holds end to end; nothing here buffers.
+//! inner body, so hyper's pull-based backpressure holds end to end; nothing here buffers. The
+//! streams that wait on a peer carry an idle deadline: it runs only while the body waits for
+//! data that does not come (a client or upstream that stopped sending), never while the other
+//! side is slow to read.
 
 use std::{
     pin::Pin,
@@ -8,15 +11,84 @@ use std::{
         atomic::{AtomicU64, Ordering},
     },
     task::{Context, Poll, ready},
-    time::Instant,
+    time::{Duration, Instant},
 };
 
 use bytes::Bytes;
 use http::Method;
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
+use tokio::time::Sleep;
 
 use super::tap::Capture;
+
+/// Why a streamed body stopped: which side failed, so a client's fault is never counted as the
+/// upstream's.
+#[derive(Debug, thiserror::Error)]
+pub enum BodyError {
+    #[error("the client's request body failed: {0}")]
+    ClientIo(#[source] hyper::Error),
+    #[error("the client sent nothing of its request body for {0:?}")]
+    ClientIdle(Duration),
+    #[error("the upstream's response body failed: {0}")]
+    UpstreamIo(#[source] hyper::Error),
+    #[error("the upstream sent nothing of its response body for {0:?}")]
+    UpstreamIdle(Duration),
+}
+
+/// A deadline that runs only while a body waits for data: armed on the first `Pending` after
+/// data came, checked on every `Pending`. The timer is allocated only if a body ever waits.
+struct IdleTimer {
+    idle: Duration,
+    sleep: Option<Pin<Box<Sleep>>>,
+    armed: bool,
+}
+
+impl IdleTimer {
+    fn new(idle: Duration) -> Self {
+        Self {
+            idle,
+            sleep: None,
+            armed: false,
+        }
+    }
+
+    /// The inner body had nothing: whether it has had nothing for too long.
+    fn expired(&mut self, cx: &mut Context<'_>) -> bool {
+        let deadline = tokio::time::Instant::now() + self.idle;
+        let sleep = self
+            .sleep
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+        if !self.armed {
+            sleep.as_mut().reset(deadline);
+            self.armed = true;
+        }
+        sleep.as_mut().poll(cx).is_ready()
+    }
+
+    /// Data (or the end) came.
+    fn progressed(&mut self) {
+        self.armed = false;
+    }
+}
+
+/// Polls `body`, turning a wait longer than `timer` allows into `idle_error`.
+fn poll_watched<B: Body<Data = Bytes, Error = hyper::Error>>(
+    body: Pin<&mut B>,
+    timer: &mut IdleTimer,
+    cx: &mut Context<'_>,
+    io_error: fn(hyper::Error) -> BodyError,
+    idle_error: fn(Duration) -> BodyError,
+) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+    match body.poll_frame(cx) {
+        Poll::Ready(frame) => {
+            timer.progressed();
+            Poll::Ready(frame.map(|f| f.map_err(io_error)))
+        }
+        Poll::Pending if timer.expired(cx) => Poll::Ready(Some(Err(idle_error(timer.idle)))),
+        Poll::Pending => Poll::Pending,
+    }
+}
 
 pin_project_lite::pin_project! {
     /// The request body sent upstream: the client's body (counted), or nothing.
@@ -26,6 +98,7 @@ pin_project_lite::pin_project! {
             #[pin] body: Incoming,
             received: Option<Arc<AtomicU64>>,
             capture: Option<Arc<Capture>>,
+            timer: IdleTimer,
         },
         Empty,
     }
@@ -33,35 +106,45 @@ pin_project_lite::pin_project! {
 
 impl UpstreamBody {
     /// Forwards `body`; counts the bytes that pass into `received` and copies them into
-    /// `capture` (a manifest being pushed), when set.
+    /// `capture` (a manifest being pushed), when set. A client that sends nothing for `idle`
+    /// mid-body fails it ([`BodyError::ClientIdle`]).
     pub fn client(
         body: Incoming,
         received: Option<Arc<AtomicU64>>,
         capture: Option<Arc<Capture>>,
+        idle: Duration,
     ) -> Self {
         UpstreamBody::Client {
             body,
             received,
             capture,
+            timer: IdleTimer::new(idle),
         }
     }
 }
 
 impl Body for UpstreamBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = BodyError;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
         match self.project() {
             UpstreamBodyProj::Client {
                 body,
                 received,
                 capture,
+                timer,
             } => {
-                let frame = ready!(body.poll_frame(cx));
+                let frame = ready!(poll_watched(
+                    body,
+                    timer,
+                    cx,
+                    BodyError::ClientIo,
+                    BodyError::ClientIdle
+                ));
                 if let Some(Ok(frame)) = &frame
                     && let Some(data) = frame.data_ref()
                 {
@@ -141,8 +224,19 @@ pin_project_lite::pin_project! {
     /// The response body sent to the client: the upstream's body, or a small local one (errors).
     #[project = ClientBodyProj]
     pub enum ClientBody {
-        Upstream { #[pin] body: Incoming },
+        Upstream { #[pin] body: Incoming, timer: IdleTimer },
         Local { data: Option<Bytes> },
+    }
+}
+
+impl ClientBody {
+    /// The upstream's `body`; an upstream that sends nothing for `idle` mid-body fails it
+    /// ([`BodyError::UpstreamIdle`]), which closes both connections.
+    pub fn upstream(body: Incoming, idle: Duration) -> Self {
+        ClientBody::Upstream {
+            body,
+            timer: IdleTimer::new(idle),
+        }
     }
 }
 
@@ -154,28 +248,34 @@ impl From<Bytes> for ClientBody {
 
 impl Body for ClientBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = BodyError;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
         match self.project() {
-            ClientBodyProj::Upstream { body } => body.poll_frame(cx),
+            ClientBodyProj::Upstream { body, timer } => poll_watched(
+                body,
+                timer,
+                cx,
+                BodyError::UpstreamIo,
+                BodyError::UpstreamIdle,
+            ),
             ClientBodyProj::Local { data } => Poll::Ready(data.take().map(|d| Ok(Frame::data(d)))),
         }
     }
 
     fn is_end_stream(&self) -> bool {
         match self {
-            ClientBody::Upstream { body } => body.is_end_stream(),
+            ClientBody::Upstream { body, .. } => body.is_end_stream(),
             ClientBody::Local { data } => data.is_none(),
         }
     }
 
     fn size_hint(&self) -> SizeHint {
         match self {
-            ClientBody::Upstream { body } => body.size_hint(),
+            ClientBody::Upstream { body, .. } => body.size_hint(),
             ClientBody::Local { data } => {
                 SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64))
             }
@@ -228,12 +328,12 @@ impl From<Bytes> for LoggedBody {
 
 impl Body for LoggedBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = BodyError;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
         let mut this = self.project();
         let frame = ready!(this.inner.as_mut().poll_frame(cx));
         match &frame {
@@ -246,7 +346,21 @@ impl Body for LoggedBody {
                     *this.outcome = "complete";
                 }
             }
-            Some(Err(_)) => *this.outcome = "upstream-error",
+            Some(Err(error)) => {
+                *this.outcome = match error {
+                    BodyError::UpstreamIdle(_) => "upstream-idle",
+                    _ => "upstream-error",
+                };
+                crate::metrics::upstream_error(this.outcome);
+                let record = this.record.as_ref();
+                tracing::warn!(
+                    route = record.map_or("", |r| r.route),
+                    repository = record.and_then(|r| r.repository.as_deref()).unwrap_or(""),
+                    cause = *this.outcome,
+                    %error,
+                    "upstream response cut off mid-body; the client's connection is closed"
+                );
+            }
             None => *this.outcome = "complete",
         }
         Poll::Ready(frame)

@@ -2,7 +2,7 @@
 
 use http::StatusCode;
 
-use super::route::RouteError;
+use super::{body::BodyError, route::RouteError};
 use crate::{
     oci_error::{OciError, OciErrorCode},
     upstream::UpstreamError,
@@ -22,6 +22,10 @@ pub enum ProxyError {
     Upstream(#[from] UpstreamError),
     #[error("upstream sent no response within {0:?}")]
     UpstreamTimeout(std::time::Duration),
+    #[error("the client sent nothing of its request body for {0:?}")]
+    ClientIdle(std::time::Duration),
+    #[error("the client's request body failed: {0}")]
+    ClientIo(String),
 }
 
 impl From<RouteError> for ProxyError {
@@ -36,6 +40,25 @@ impl From<RouteError> for ProxyError {
 }
 
 impl ProxyError {
+    /// A failed upstream exchange, blamed on the side that caused it: a request body the
+    /// client broke or stopped sending fails the upstream call too, but it is the client's.
+    pub fn from_send(error: UpstreamError) -> Self {
+        let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&error);
+        while let Some(current) = source {
+            match current.downcast_ref::<BodyError>() {
+                Some(BodyError::ClientIdle(idle)) => return Self::ClientIdle(*idle),
+                Some(BodyError::ClientIo(io)) => return Self::ClientIo(io.to_string()),
+                _ => source = current.source(),
+            }
+        }
+        Self::Upstream(error)
+    }
+
+    /// The client caused it (counted as `client_errors`, not `upstream_errors`).
+    pub fn is_client_fault(&self) -> bool {
+        matches!(self, Self::ClientIdle(_) | Self::ClientIo(_))
+    }
+
     /// A short stable label for logs and metrics.
     pub fn cause(&self) -> &'static str {
         match self {
@@ -46,6 +69,8 @@ impl ProxyError {
             Self::Upstream(UpstreamError::Connect(_)) => "connect",
             Self::Upstream(UpstreamError::Send(_)) => "upstream-io",
             Self::UpstreamTimeout(_) => "timeout",
+            Self::ClientIdle(_) => "client-idle",
+            Self::ClientIo(_) => "client-io",
         }
     }
 
@@ -80,6 +105,16 @@ impl ProxyError {
                 StatusCode::GATEWAY_TIMEOUT,
                 Code::Unavailable,
                 "upstream registry did not answer in time",
+            ),
+            Self::ClientIdle(_) => OciError::new(
+                StatusCode::REQUEST_TIMEOUT,
+                Code::BlobUploadInvalid,
+                "the request body stopped arriving",
+            ),
+            Self::ClientIo(_) => OciError::new(
+                StatusCode::BAD_REQUEST,
+                Code::BlobUploadInvalid,
+                "the request body could not be read",
             ),
         }
     }

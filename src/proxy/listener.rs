@@ -35,6 +35,23 @@ pub struct ConnectionLimits {
     pub max_header_bytes: usize,
 }
 
+/// The shortest header line (`a:` and CRLF): no head within `maxHeaderBytes` has more lines
+/// than that allows.
+const SHORTEST_HEADER_LINE: usize = 4;
+/// hyper parses into a table of this many entries per request (uninitialised, 64 bytes each,
+/// from the heap above its default of 100), so a very large `maxHeaderBytes` does not make
+/// every request allocate megabytes.
+const MAX_HEADER_COUNT: usize = 16_384;
+
+impl ConnectionLimits {
+    /// How many header lines a request may have: as many as `maxHeaderBytes` can hold (so the
+    /// byte limit is what decides, not hyper's default count of 100), up to
+    /// [`MAX_HEADER_COUNT`].
+    pub fn max_headers(&self) -> usize {
+        (self.max_header_bytes / SHORTEST_HEADER_LINE).clamp(100, MAX_HEADER_COUNT)
+    }
+}
+
 /// Accepts on `listener` until `stop` flips, serving each connection with `proxy`. Returns the
 /// tracker of connections still open, for the caller to drain with a deadline.
 pub async fn serve_connections(
@@ -127,6 +144,7 @@ where
         .timer(TokioTimer::new())
         .header_read_timeout(limits.header_read_timeout)
         .max_header_size(limits.max_header_bytes)
+        .max_headers(limits.max_headers())
         .keep_alive(true)
         .serve_connection(io, service);
     graceful.watch(connection).await

@@ -123,6 +123,31 @@ impl Proxy {
                 });
                 Ok(response.map(|body| LoggedBody::new(body, record)))
             }
+            Err(error) if error.is_client_fault() => {
+                // The client's doing (it hung up, sent a broken body, or stopped sending): not
+                // an upstream error, and not worth more than an info line.
+                let answer = error.to_oci();
+                crate::metrics::client_error(error.cause());
+                crate::metrics::proxy_request(
+                    kind,
+                    &method,
+                    answer.status.as_u16(),
+                    started.elapsed().as_secs_f64(),
+                    received
+                        .as_ref()
+                        .map_or(0, |r| r.load(std::sync::atomic::Ordering::Relaxed)),
+                    0,
+                );
+                tracing::info!(
+                    method = %method,
+                    route = kind,
+                    repository = record_repository.as_deref().unwrap_or(""),
+                    cause = error.cause(),
+                    error = %error_chain(&error),
+                    "client request failed"
+                );
+                Ok(answer.into_response())
+            }
             Err(error) => {
                 let answer = error.to_oci();
                 crate::metrics::upstream_error(error.cause());
@@ -173,13 +198,16 @@ impl Proxy {
             .path_and_query
             .map_or_else(|| Uri::from_static("/"), Uri::from);
         parts.version = Version::HTTP_11;
-        let upstream_request =
-            Request::from_parts(parts, UpstreamBody::client(body, received, capture));
+        let upstream_request = Request::from_parts(
+            parts,
+            UpstreamBody::client(body, received, capture, self.upstream.client_body_idle),
+        );
 
         let timeout = self.upstream.response_timeout;
         let response = tokio::time::timeout(timeout, self.upstream.pool.send(upstream_request))
             .await
-            .map_err(|_| ProxyError::UpstreamTimeout(timeout))??;
+            .map_err(|_| ProxyError::UpstreamTimeout(timeout))?
+            .map_err(ProxyError::from_send)?;
 
         let (mut parts, body) = response.into_parts();
         headers::strip_hop_by_hop(&mut parts.headers);
@@ -189,7 +217,10 @@ impl Proxy {
             let origin = client_origin(connection, client_host.as_ref());
             headers::rewrite_upstream_urls(&mut parts.headers, &self.upstream.names, &origin);
         }
-        Ok(Response::from_parts(parts, ClientBody::Upstream { body }))
+        Ok(Response::from_parts(
+            parts,
+            ClientBody::upstream(body, self.upstream.upstream_body_idle),
+        ))
     }
 }
 

@@ -32,6 +32,10 @@ pub struct Upstream {
     pub names: UpstreamNames,
     pub pool: Pool,
     pub response_timeout: Duration,
+    /// How long a request body may send nothing (`timeouts.clientBodyIdle`).
+    pub client_body_idle: Duration,
+    /// How long a response body may send nothing (`timeouts.upstreamBodyIdle`).
+    pub upstream_body_idle: Duration,
 }
 
 impl Upstream {
@@ -75,6 +79,8 @@ impl Upstream {
             host_header,
             pool,
             response_timeout: config.timeouts.upstream_response.0,
+            client_body_idle: config.timeouts.client_body_idle.0,
+            upstream_body_idle: config.timeouts.upstream_body_idle.0,
         })
     }
 
@@ -87,6 +93,8 @@ impl Upstream {
             names: self.names.clone(),
             pool: self.pool.empty_twin(),
             response_timeout: self.response_timeout,
+            client_body_idle: self.client_body_idle,
+            upstream_body_idle: self.upstream_body_idle,
         }
     }
 

@@ -106,6 +106,23 @@ fn oversized_request_head_is_refused() {
 }
 
 #[test]
+fn many_headers_within_the_byte_limit_pass() {
+    let registry = Registry::start();
+    let proxy = Regkeeper::start(&registry.url());
+    let mut stream = TcpStream::connect(proxy.addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    // 300 headers, about 4 KiB: far below limits.maxHeaderBytes (64 KiB).
+    let headers: String = (0..300).map(|n| format!("X-N{n}: {n}\r\n")).collect();
+    let request = format!("GET /v2/ HTTP/1.1\r\nHost: a\r\n{headers}Connection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).unwrap();
+    let mut answer = String::new();
+    let _ = stream.read_to_string(&mut answer);
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer:.200}");
+}
+
+#[test]
 fn slow_request_head_is_cut_off() {
     let registry = Registry::start();
     let proxy = Regkeeper::start_with(&registry.url(), "timeouts:\n  headerRead: 1s\n");

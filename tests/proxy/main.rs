@@ -8,6 +8,7 @@ mod bounds;
 mod cleanup;
 mod cli;
 mod faults;
+mod idle;
 mod operator;
 mod plan;
 mod recording;
