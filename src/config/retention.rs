@@ -221,9 +221,28 @@ pub struct Cluster {
     /// Use the pod's service account.
     #[serde(default)]
     pub in_cluster: bool,
-    /// Namespaces to look at; empty = all.
+    /// Namespaces to look at; empty = all. Narrowing is a decision about what keeps images:
+    /// a workload in a namespace not listed keeps nothing (`explain` says so).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub namespaces: Vec<String>,
+    /// All of the cluster's reads (every kind and the Helm releases, page by page) must finish
+    /// within this, or the cluster counts as unavailable and everything is kept. Generous: a
+    /// large, slow API server answering 10 s per page needs minutes.
+    #[serde(default = "Cluster::default_timeout")]
+    pub timeout: HumanDuration,
+    /// Connecting, and waiting for the first byte of each answer: a server that accepts and
+    /// never answers is given up after this, not after `timeout`.
+    #[serde(default = "Cluster::default_connect_timeout")]
+    pub connect_timeout: HumanDuration,
+}
+
+impl Cluster {
+    fn default_timeout() -> HumanDuration {
+        HumanDuration::from_secs(600)
+    }
+    fn default_connect_timeout() -> HumanDuration {
+        HumanDuration::from_secs(30)
+    }
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize)]

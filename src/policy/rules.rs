@@ -519,9 +519,24 @@ impl<'a> TagContext<'a> {
                 rule: "kubernetes",
                 keeps: false,
                 detail: self.text(words, false, || {
+                    let clusters = &self.inputs.retention.kubernetes.clusters;
+                    // `namespaces` narrows what keeps images: say so where it decides.
+                    let narrowed: Vec<String> = clusters
+                        .iter()
+                        .filter(|c| !c.namespaces.is_empty())
+                        .map(|c| format!("{}: {}", c.name, c.namespaces.join(", ")))
+                        .collect();
+                    let only = if narrowed.is_empty() {
+                        String::new()
+                    } else {
+                        format!(
+                            " (only these namespaces were read — {})",
+                            narrowed.join("; ")
+                        )
+                    };
                     format!(
-                        "kubernetes: no workload in {} cluster(s) uses it",
-                        self.inputs.retention.kubernetes.clusters.len()
+                        "kubernetes: no workload in {} cluster(s) uses it{only}",
+                        clusters.len()
                     )
                 }),
             });

@@ -3,7 +3,7 @@
 //! `owner=helm`); `data.release` is base64 of gzip of the release JSON, whose `manifest` holds
 //! the rendered YAML documents.
 //!
-//! Owns: decoding releases and finding image references in rendered manifests.
+//! Owns: decoding releases. Finding images in their rendered manifests is `rendered`'s.
 
 use std::{collections::BTreeMap, io::Read};
 
@@ -52,29 +52,9 @@ fn decode(secret: &Secret) -> Result<Release, String> {
     serde_json::from_slice(&json).map_err(|e| format!("release secret {name}: not a release: {e}"))
 }
 
-/// Every `image: <string>` in the rendered documents.
+/// Every image the rendered documents name (see `rendered`).
 pub fn manifest_images(manifest: &str) -> Result<Vec<String>, String> {
-    let documents: Vec<serde_json::Value> =
-        serde_saphyr::from_str_multiple(manifest).map_err(|e| e.to_string())?;
-    let mut images = Vec::new();
-    let mut stack: Vec<&serde_json::Value> = documents.iter().collect();
-    while let Some(value) = stack.pop() {
-        match value {
-            serde_json::Value::Object(map) => {
-                for (key, value) in map {
-                    match (key.as_str(), value) {
-                        ("image", serde_json::Value::String(image)) => images.push(image.clone()),
-                        _ => stack.push(value),
-                    }
-                }
-            }
-            serde_json::Value::Array(items) => stack.extend(items),
-            _ => {}
-        }
-    }
-    images.sort();
-    images.dedup();
-    Ok(images)
+    super::rendered::images(manifest)
 }
 
 /// Images of the newest `revisions` revisions of each release. A release that cannot be read
@@ -125,21 +105,4 @@ pub async fn release_images(
         }
     }
     Ok(images)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn images_are_found_in_every_rendered_document() {
-        let manifest = "---\n# Source: api/templates/deployment.yaml\napiVersion: apps/v1\nkind: Deployment\nspec:\n  template:\n    spec:\n      initContainers:\n        - name: migrate\n          image: \"registry.example.com/team/api:41\"\n      containers:\n        - name: app\n          image: registry.example.com/team/api:41\n---\napiVersion: batch/v1\nkind: CronJob\nspec:\n  jobTemplate:\n    spec:\n      template:\n        spec:\n          containers:\n            - name: report\n              image: registry.example.com/team/report@sha256:abc\n";
-        assert_eq!(
-            manifest_images(manifest).unwrap(),
-            [
-                "registry.example.com/team/api:41",
-                "registry.example.com/team/report@sha256:abc"
-            ]
-        );
-    }
 }

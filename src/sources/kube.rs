@@ -35,7 +35,7 @@ pub struct WorkloadImage {
 /// A client for `cluster` as configured: in-cluster, a kubeconfig file, or the default
 /// kubeconfig, with an optional context.
 pub async fn client(cluster: &Cluster) -> Result<Client, String> {
-    let config = if cluster.in_cluster {
+    let mut config = if cluster.in_cluster {
         kube::Config::incluster().map_err(|e| e.to_string())?
     } else {
         let options = KubeConfigOptions {
@@ -55,6 +55,11 @@ pub async fn client(cluster: &Cluster) -> Result<Client, String> {
                 .map_err(|e| e.to_string())?,
         }
     };
+    // A server that accepts and never answers is given up after `connectTimeout`, counted
+    // from when each request is sent (not from when its pooled connection went idle).
+    config.connect_timeout = Some(cluster.connect_timeout.0);
+    config.read_timeout = Some(cluster.connect_timeout.0);
+    config.reset_reader_on_write = true;
     Client::try_from(config).map_err(|e| e.to_string())
 }
 
@@ -104,14 +109,25 @@ fn describe(error: &kube::Error) -> String {
     }
 }
 
-/// Every image reference in the cluster's workloads.
+/// Every image reference in the cluster's workloads. The kinds are listed concurrently; any
+/// failing fails the whole listing.
 pub async fn workload_images(
     client: &Client,
     namespaces: &[String],
 ) -> Result<Vec<WorkloadImage>, String> {
     let all = ListParams::default();
+    let (pods, deployments, stateful_sets, daemon_sets, replica_sets, controllers, jobs, crons) = futures_util::try_join!(
+        list_all::<Pod>(client, namespaces, &all),
+        list_all::<Deployment>(client, namespaces, &all),
+        list_all::<StatefulSet>(client, namespaces, &all),
+        list_all::<DaemonSet>(client, namespaces, &all),
+        list_all::<ReplicaSet>(client, namespaces, &all),
+        list_all::<ReplicationController>(client, namespaces, &all),
+        list_all::<Job>(client, namespaces, &all),
+        list_all::<CronJob>(client, namespaces, &all),
+    )?;
     let mut images = Vec::new();
-    for pod in list_all::<Pod>(client, namespaces, &all).await? {
+    for pod in pods {
         let at = place(&pod, "Pod");
         if let Some(spec) = &pod.spec {
             pod_spec_images(spec, &at, &mut images);
@@ -136,23 +152,23 @@ pub async fn workload_images(
             }
         }
     }
-    for object in list_all::<Deployment>(client, namespaces, &all).await? {
+    for object in deployments {
         let template = object.spec.as_ref().map(|s| &s.template);
         template_images(template, &place(&object, "Deployment"), &mut images);
     }
-    for object in list_all::<StatefulSet>(client, namespaces, &all).await? {
+    for object in stateful_sets {
         let template = object.spec.as_ref().map(|s| &s.template);
         template_images(template, &place(&object, "StatefulSet"), &mut images);
     }
-    for object in list_all::<DaemonSet>(client, namespaces, &all).await? {
+    for object in daemon_sets {
         let template = object.spec.as_ref().map(|s| &s.template);
         template_images(template, &place(&object, "DaemonSet"), &mut images);
     }
-    for object in list_all::<ReplicaSet>(client, namespaces, &all).await? {
+    for object in replica_sets {
         let template = object.spec.as_ref().and_then(|s| s.template.as_ref());
         template_images(template, &place(&object, "ReplicaSet"), &mut images);
     }
-    for object in list_all::<ReplicationController>(client, namespaces, &all).await? {
+    for object in controllers {
         let template = object.spec.as_ref().and_then(|s| s.template.as_ref());
         template_images(
             template,
@@ -160,14 +176,14 @@ pub async fn workload_images(
             &mut images,
         );
     }
-    for job in list_all::<Job>(client, namespaces, &all).await? {
+    for job in jobs {
         if finished(&job) {
             continue;
         }
         let template = job.spec.as_ref().map(|s| &s.template);
         template_images(template, &place(&job, "Job"), &mut images);
     }
-    for cron in list_all::<CronJob>(client, namespaces, &all).await? {
+    for cron in crons {
         let template = cron
             .spec
             .as_ref()

@@ -10,4 +10,5 @@ pub mod git;
 pub mod helm;
 pub mod images;
 pub mod kube;
+pub mod rendered;
 pub mod usage;

@@ -2,45 +2,32 @@
 //! release images, resolved to this registry's repositories. A cluster that cannot be read is
 //! reported unavailable (fail closed), never skipped silently.
 
-use std::time::Duration;
-
 use super::{helm, images::ImageMatcher, kube};
 use crate::{
-    config::RetentionConfig,
+    config::{Cluster, RetentionConfig},
     policy::{InUse, Usage},
 };
 
-/// One cluster's listing must finish within this, or the cluster counts as unavailable.
-const CLUSTER_DEADLINE: Duration = Duration::from_secs(120);
-
+/// Every cluster read at once; within a cluster, its workload kinds and its Helm releases at
+/// once, all under the cluster's `timeout` (a server that accepts and never answers is given up
+/// after its `connectTimeout`). A cluster not read completely is unavailable: fail closed.
 pub async fn collect(retention: &RetentionConfig) -> Usage {
     let matcher = ImageMatcher::new(&retention.kubernetes.registry_hosts);
+    let revisions = retention.helm.revisions;
+    let read = retention
+        .kubernetes
+        .clusters
+        .iter()
+        .map(|cluster| read_cluster(cluster, revisions));
     let mut usage = Usage::default();
-    for cluster in &retention.kubernetes.clusters {
+    for (cluster, (workloads, releases)) in retention
+        .kubernetes
+        .clusters
+        .iter()
+        .zip(futures_util::future::join_all(read).await)
+    {
         let name = &cluster.name;
-        let client = match tokio::time::timeout(CLUSTER_DEADLINE, kube::client(cluster)).await {
-            Ok(Ok(client)) => client,
-            Ok(Err(error)) => {
-                tracing::error!(cluster = name, %error, "kubernetes client cannot be built; keeping everything");
-                usage
-                    .kubernetes_unavailable
-                    .push(format!("{name}: {error}"));
-                continue;
-            }
-            Err(_) => {
-                usage
-                    .kubernetes_unavailable
-                    .push(format!("{name}: no answer within {CLUSTER_DEADLINE:?}"));
-                continue;
-            }
-        };
-        let listed = tokio::time::timeout(
-            CLUSTER_DEADLINE,
-            kube::workload_images(&client, &cluster.namespaces),
-        )
-        .await
-        .unwrap_or_else(|_| Err(format!("no complete listing within {CLUSTER_DEADLINE:?}")));
-        match listed {
+        match workloads {
             Ok(images) => usage.kubernetes.extend(resolve(&matcher, images)),
             Err(error) => {
                 tracing::error!(cluster = name, %error, "kubernetes listing failed; keeping everything");
@@ -49,12 +36,6 @@ pub async fn collect(retention: &RetentionConfig) -> Usage {
                     .push(format!("{name}: {error}"));
             }
         }
-        let releases = tokio::time::timeout(
-            CLUSTER_DEADLINE,
-            helm::release_images(&client, &cluster.namespaces, retention.helm.revisions),
-        )
-        .await
-        .unwrap_or_else(|_| Err(format!("no complete listing within {CLUSTER_DEADLINE:?}")));
         match releases {
             Ok(images) => usage.helm.extend(resolve(&matcher, images)),
             Err(error) => {
@@ -64,6 +45,35 @@ pub async fn collect(retention: &RetentionConfig) -> Usage {
         }
     }
     usage
+}
+
+type Listing = Result<Vec<kube::WorkloadImage>, String>;
+
+/// One cluster's workload images and Helm release images.
+async fn read_cluster(cluster: &Cluster, revisions: usize) -> (Listing, Listing) {
+    let deadline = cluster.timeout.0;
+    let work = async {
+        let client = kube::client(cluster).await?;
+        let namespaces = &cluster.namespaces;
+        Ok::<_, String>(
+            futures_util::future::join(
+                kube::workload_images(&client, namespaces),
+                helm::release_images(&client, namespaces, revisions),
+            )
+            .await,
+        )
+    };
+    match tokio::time::timeout(deadline, work).await {
+        Ok(Ok(both)) => both,
+        Ok(Err(error)) => {
+            let error = format!("client cannot be built: {error}");
+            (Err(error.clone()), Err(error))
+        }
+        Err(_) => {
+            let error = format!("not read completely within timeout {deadline:?}");
+            (Err(error.clone()), Err(error))
+        }
+    }
 }
 
 fn resolve(matcher: &ImageMatcher, images: Vec<kube::WorkloadImage>) -> Vec<InUse> {

@@ -28,6 +28,8 @@ enum Mode {
     ForbiddenDeployments,
     /// The API server fails listing Secrets (Helm releases).
     BrokenSecrets,
+    /// Healthy, but every answer takes 1.5 s.
+    Slow,
 }
 
 fn fixture(name: &str) -> String {
@@ -119,6 +121,9 @@ async fn api_server(mode: Mode) -> (String, Arc<Mutex<Vec<String>>>) {
                     log.lock().unwrap().push(request.uri().to_string());
                     let (status, body) = answer(mode, &request);
                     async move {
+                        if mode == Mode::Slow {
+                            tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+                        }
                         Ok::<_, Infallible>(
                             Response::builder()
                                 .status(status)
@@ -278,4 +283,75 @@ async fn workloads_and_releases_of_several_clusters_fail_closed_per_cluster() {
         helm_unavailable.contains("flaky: listing secrets: 500"),
         "{helm_unavailable}"
     );
+}
+
+/// A server that accepts connections, reads what comes, and never answers.
+async fn silent_server() -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((stream, _)) = listener.accept().await {
+            held.push(stream);
+        }
+    });
+    url
+}
+
+#[tokio::test]
+async fn a_silent_cluster_is_given_up_at_its_connect_timeout_a_slow_one_is_read_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let silent = silent_server().await;
+    let (slow, slow_seen) = api_server(Mode::Slow).await;
+    let (slow_too, _) = api_server(Mode::Slow).await;
+    // `silent` would hold the evaluation for its whole 10-minute timeout without the
+    // connect/first-byte timeout; `slow` answers each request in 1.5 s (every kind at once:
+    // the pods' two pages take the longest); `hurried` gives the same server 2 s in all.
+    let yaml = format!(
+        "kubernetes:\n  registryHosts: [\"registry.example.com\"]\n  clusters:\n    - name: silent\n      kubeconfig: {}\n      connectTimeout: 1s\n    - name: slow\n      kubeconfig: {}\n      connectTimeout: 5s\n      timeout: 60s\n    - name: hurried\n      kubeconfig: {}\n      timeout: 2s\n",
+        kubeconfig(dir.path(), "silent", &silent).display(),
+        kubeconfig(dir.path(), "slow", &slow).display(),
+        kubeconfig(dir.path(), "hurried", &slow_too).display(),
+    );
+    let retention: RetentionConfig = serde_saphyr::from_str(&yaml).unwrap();
+    retention.validate().unwrap();
+    let usage = usage::collect(&retention).await;
+
+    let unavailable = usage.kubernetes_unavailable.join("\n");
+    let line = |name: &str| {
+        usage
+            .kubernetes_unavailable
+            .iter()
+            .find(|l| l.starts_with(&format!("{name}:")))
+            .cloned()
+    };
+    // Given up by the first-byte timeout, not the cluster's deadline.
+    let silent_line = line("silent").expect("silent is unavailable");
+    assert!(!silent_line.contains("within timeout"), "{silent_line}");
+    assert!(
+        usage
+            .helm_unavailable
+            .iter()
+            .any(|l| l.starts_with("silent:"))
+    );
+    // Read whole, every kind and the releases.
+    assert!(line("slow").is_none(), "{unavailable}");
+    assert!(
+        uses(&usage.kubernetes, "team/api")
+            .iter()
+            .any(|(_, by)| by.starts_with("prod/Deployment")),
+        "{:#?}",
+        usage.kubernetes
+    );
+    assert!(!uses(&usage.helm, "team/api").is_empty());
+    assert!(
+        slow_seen
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|r| r.contains("continue="))
+    );
+    // Out of time as a whole: unavailable, saying so.
+    let hurried = line("hurried").expect("hurried is unavailable");
+    assert!(hurried.contains("within timeout 2s"), "{hurried}");
 }

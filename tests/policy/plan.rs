@@ -603,3 +603,40 @@ fn untagged_manifests_go_only_when_nothing_refers_to_them_and_they_are_old_enoug
     let plan = evaluate(&snapshot, &git, &config, &blind, NOW);
     assert_eq!(untagged_deletions(&plan), Vec::new());
 }
+
+#[test]
+fn a_deletion_judged_on_narrowed_namespaces_says_which_were_read() {
+    let (git, snapshot) = random_case(3);
+    let mut strict = retention(
+        git.dir.path(),
+        "- references:\n    branch: main\n  imagesPerReference:\n    last: 0\n",
+        "    untracked:\n      maxAge: 0s\n    pushedWithin: 0s\n",
+    );
+    strict.kubernetes.clusters = vec![
+        serde_saphyr::from_str("name: prod\nnamespaces: [team-a, team-b]\n").unwrap(),
+        serde_saphyr::from_str("name: staging\n").unwrap(),
+    ];
+    let plan = evaluate(&snapshot, &git, &strict, &Usage::default(), NOW);
+    let deleted = plan.repositories[0]
+        .tags
+        .iter()
+        .find(|t| !t.keep)
+        .expect("something is deleted");
+    let kubernetes = deleted
+        .outcomes
+        .iter()
+        .find(|o| o.rule == "kubernetes")
+        .expect("the kubernetes verdict");
+    assert!(
+        kubernetes
+            .detail
+            .contains("only these namespaces were read — prod: team-a, team-b"),
+        "{}",
+        kubernetes.detail
+    );
+    assert!(
+        !kubernetes.detail.contains("staging:"),
+        "{}",
+        kubernetes.detail
+    );
+}
