@@ -15,6 +15,8 @@ use ::metrics::{
 };
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
+pub mod process;
+
 /// Per-repository series are kept for this many repositories (by deletable bytes).
 pub const TOP_REPOSITORIES: usize = 20;
 
@@ -129,6 +131,7 @@ pub fn upkeep() {
 pub fn render() -> String {
     match HANDLE.get() {
         Some(handle) => {
+            process::record();
             handle.run_upkeep();
             handle.render()
         }
@@ -154,6 +157,21 @@ fn describe() {
     describe_counter!(
         UPSTREAM_ERRORS,
         "Requests the upstream failed (refused, reset, timeout, a response body cut off or idle), by cause"
+    );
+    describe_gauge!(process::RESIDENT, Unit::Bytes, "Resident memory");
+    describe_gauge!(process::VIRTUAL, Unit::Bytes, "Virtual memory");
+    describe_gauge!(process::OPEN_FDS, "Open file descriptors");
+    describe_gauge!(process::MAX_FDS, "Allowed open file descriptors");
+    describe_gauge!(process::THREADS, "Threads");
+    describe_gauge!(
+        process::CPU,
+        Unit::Seconds,
+        "User and system CPU time spent"
+    );
+    describe_gauge!(
+        process::START,
+        Unit::Seconds,
+        "Start time since the Unix epoch"
     );
     describe_counter!(
         CLIENT_ERRORS,

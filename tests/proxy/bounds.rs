@@ -63,6 +63,18 @@ async fn a_config_with_90000_labels_under_300_manifests_costs_its_size_once() {
     ] {
         assert!(metrics.contains(series), "{series} missing:\n{metrics}");
     }
+    for gauge in [
+        "process_resident_memory_bytes",
+        "process_open_fds",
+        "process_cpu_seconds_total",
+    ] {
+        assert!(
+            metrics
+                .lines()
+                .any(|l| l.starts_with(gauge) && !l.ends_with(" 0")),
+            "{gauge} missing:\n{metrics}"
+        );
+    }
 
     // 90,000 labels (~3.9 MB), among them a kept key with an oversized value and one that fits.
     let mut labels = Map::new();
