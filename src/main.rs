@@ -74,6 +74,9 @@ enum Command {
         /// seconds.
         #[arg(long, allow_hyphen_values = true)]
         at: Option<String>,
+        /// Show only this repository, or the repositories under it (`team` shows `team/app`).
+        #[arg(long)]
+        repo: Option<String>,
     },
     /// Every rule's verdict on REPOSITORY:TAG, including the rules that did not keep it.
     Explain {
@@ -257,14 +260,21 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             output,
             show_kept,
             at,
+            repo,
         } => {
             let config = Config::load(&config)?;
             let at = moment(at.as_deref())?;
             if let Local::Serving = open_existing_index(&config)? {
-                let query = format!("at={}&show_kept={show_kept}", at.0);
+                let mut query = format!("at={}&show_kept={show_kept}", at.0);
+                if let Some(repo) = &repo {
+                    query.push_str(&format!("&repo={}", escape(repo)));
+                }
                 return print_from_serve(&config, "plan", &query, output);
             }
-            let plan = evaluate(&config, at, Details::Removed)?;
+            let mut plan = evaluate(&config, at, Details::Removed)?;
+            if let Some(repo) = &repo {
+                regkeeper::planning::only_repositories(&mut plan, repo);
+            }
             match output {
                 Output::Table => print!("{}", regkeeper::planning::plan_table(&plan, show_kept)),
                 Output::Json => println!("{}", serde_json::to_string_pretty(&plan)?),

@@ -10,7 +10,13 @@ use http::StatusCode;
 use tokio::sync::Semaphore;
 
 use super::views::param;
-use crate::{config::Config, index::UnixMillis, mirror::Mirror, planning, policy::Details};
+use crate::{
+    config::Config,
+    index::UnixMillis,
+    mirror::Mirror,
+    planning,
+    policy::{Details, Plan},
+};
 
 /// What an answer is: JSON, or text for `format=table`.
 pub enum Body {
@@ -36,13 +42,26 @@ impl PlanApi {
     pub async fn plan(&self, query: Option<&str>) -> (StatusCode, Body) {
         let table = param(query, "format").as_deref() == Some("table");
         let show_kept = param(query, "show_kept").is_some_and(|v| v == "1" || v == "true");
+        let repo = param(query, "repo").filter(|r| !r.is_empty());
         match self.evaluate(query, Details::Removed).await {
             Err(answer) => answer,
-            Ok(plan) if table => (
+            Ok(mut plan) => {
+                if let Some(repo) = &repo {
+                    planning::only_repositories(&mut plan, repo);
+                }
+                Self::render(plan, table, show_kept)
+            }
+        }
+    }
+
+    fn render(plan: Plan, table: bool, show_kept: bool) -> (StatusCode, Body) {
+        if table {
+            (
                 StatusCode::OK,
                 Body::Text(planning::plan_table(&plan, show_kept)),
-            ),
-            Ok(plan) => (StatusCode::OK, json(&plan)),
+            )
+        } else {
+            (StatusCode::OK, json(&plan))
         }
     }
 

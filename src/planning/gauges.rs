@@ -150,6 +150,7 @@ mod tests {
                 tags: vec![TagPlan {
                     tag: "v1".into(),
                     digest: "sha256:d".into(),
+                    pushed: crate::index::UnixMillis(1),
                     keep: true,
                     reasons: Vec::new(),
                     outcomes: vec![Outcome {

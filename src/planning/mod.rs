@@ -6,7 +6,7 @@
 
 mod gauges;
 
-use std::{collections::HashMap, fmt::Write as _, time::Instant};
+use std::{collections::HashMap, fmt::Write as _, sync::Arc, time::Instant};
 
 use serde::Serialize;
 
@@ -14,7 +14,7 @@ use crate::{
     config::Config,
     index::{Index, IndexError, UnixMillis},
     mirror::Mirror,
-    policy::{self, Action, Details, Inputs, Outcome, Plan, Snapshot, Usage},
+    policy::{self, Action, Details, Inputs, Outcome, Plan, RepositoryPlan, Snapshot, Usage},
     sources::git::GitFacts,
 };
 
@@ -144,8 +144,22 @@ pub fn plan(config: &Config, loaded: &Loaded, now: UnixMillis, details: Details)
     plan
 }
 
-/// The plan as text: a summary line per repository, then what would be deleted (and, with
-/// `show_kept`, every kept tag with its reasons).
+/// Keeps only the repositories `filter` names: the repository itself, or every repository
+/// under it (`team` → `team/app`, `team/tools/x`).
+pub fn only_repositories(plan: &mut Plan, filter: &str) {
+    let filter = filter.trim_end_matches('/');
+    plan.repositories.retain(|r| {
+        r.repository == filter
+            || r.repository
+                .strip_prefix(filter)
+                .is_some_and(|rest| rest.starts_with('/'))
+    });
+}
+
+/// The plan as text: a summary line per repository, then per repository what would be deleted
+/// — newest push first, the tag first, a short digest, push date and size — and, with
+/// `show_kept`, every kept tag with its reasons. A source that failed is said once, at the
+/// top; the tags it kept only name the rule.
 pub fn plan_table(plan: &Plan, show_kept: bool) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "plan as of {}", format_time(plan.at));
@@ -176,46 +190,133 @@ pub fn plan_table(plan: &Plan, show_kept: bool) -> String {
             continue;
         }
         let _ = writeln!(out, "\n{}:", repo.repository);
-        for action in &repo.actions {
-            match action {
-                Action::DeleteDigest {
-                    digest,
-                    tags,
-                    bytes,
-                    follows,
-                    ..
-                } => {
-                    let what = match follows {
-                        Some(why) => why.clone(),
-                        None => format!("tags {}", tags.join(", ")),
-                    };
-                    let _ = writeln!(
-                        out,
-                        "  delete  {digest}  {}  ({what})",
-                        crate::inspect::human_bytes(*bytes)
-                    );
-                }
-                Action::Untag { tag, digest } => {
-                    let _ = writeln!(out, "  untag   {tag}  (its digest {digest} stays)");
-                }
-                Action::DeleteUntagged {
-                    digest, bytes, why, ..
-                } => {
-                    let _ = writeln!(
-                        out,
-                        "  delete  {digest}  {}  ({why})",
-                        crate::inspect::human_bytes(*bytes)
-                    );
-                }
-            }
+        if !repo.actions.is_empty() {
+            out.push_str(&indent(&crate::inspect::render(&deletion_rows(repo))));
         }
         if show_kept {
             for tag in repo.tags.iter().filter(|t| t.keep) {
-                let _ = writeln!(out, "  keep    {}  {}", tag.tag, tag.reasons.join("; "));
+                let reasons: Vec<&str> = tag.reasons.iter().map(|r| said_once(r)).collect();
+                let _ = writeln!(out, "  keep    {}  {}", tag.tag, reasons.join("; "));
             }
         }
     }
     out
+}
+
+/// A failed source's reason as a kept tag shows it: the rule only (the warning says the rest).
+fn said_once(reason: &str) -> &str {
+    ["kubernetes-unavailable", "helm-unavailable", "git-unproven"]
+        .into_iter()
+        .find(|rule| reason.starts_with(&format!("{rule}:")))
+        .map_or(reason, |rule| rule)
+}
+
+fn indent(table: &str) -> String {
+    table.lines().map(|l| format!("  {l}\n")).collect()
+}
+
+/// One row per action, newest push first (untagged manifests, which have no push of a tag,
+/// last).
+fn deletion_rows(repo: &RepositoryPlan) -> Vec<[String; 6]> {
+    let pushed_of = |tags: &[Arc<str>]| {
+        repo.tags
+            .iter()
+            .filter(|t| tags.iter().any(|name| **name == *t.tag))
+            .map(|t| t.pushed)
+            .max()
+    };
+    let mut rows: Vec<(Option<UnixMillis>, [String; 6])> = repo
+        .actions
+        .iter()
+        .map(|action| match action {
+            Action::DeleteDigest {
+                digest,
+                tags,
+                bytes,
+                follows,
+                ..
+            } => {
+                let pushed = pushed_of(tags);
+                let tag = match tags.split_first() {
+                    Some((first, [])) => first.to_string(),
+                    Some((first, rest)) => format!("{first} (+{})", rest.len()),
+                    None => "-".into(),
+                };
+                let why = match (follows, tags.len()) {
+                    (Some(why), _) => why.clone(),
+                    (None, 0 | 1) => "no rule keeps it".into(),
+                    (None, _) => format!("with its tags {}", tags.join(", ")),
+                };
+                (
+                    pushed,
+                    [
+                        tag,
+                        short(digest),
+                        date(pushed),
+                        human(*bytes),
+                        "delete".into(),
+                        why,
+                    ],
+                )
+            }
+            Action::Untag { tag, digest } => {
+                let pushed = pushed_of(std::slice::from_ref(tag));
+                let row = [
+                    tag.to_string(),
+                    short(digest),
+                    date(pushed),
+                    "-".into(),
+                    "untag".into(),
+                    "the digest stays for other tags or uses".into(),
+                ];
+                (pushed, row)
+            }
+            Action::DeleteUntagged {
+                digest, bytes, why, ..
+            } => (
+                None,
+                [
+                    "-".into(),
+                    short(digest),
+                    "-".into(),
+                    human(*bytes),
+                    "delete".into(),
+                    why.clone(),
+                ],
+            ),
+        })
+        .collect();
+    // Newest first; equal times by tag, so the table is stable.
+    rows.sort_by(|(a, ra), (b, rb)| b.cmp(a).then_with(|| ra[0].cmp(&rb[0])));
+    let header = [
+        "TAG".to_string(),
+        "DIGEST".into(),
+        "PUSHED".into(),
+        "SIZE".into(),
+        "ACTION".into(),
+        "WHY".into(),
+    ];
+    std::iter::once(header)
+        .chain(rows.into_iter().map(|(_, row)| row))
+        .collect()
+}
+
+fn short(digest: &str) -> String {
+    let hex = digest.split_once(':').map_or(digest, |(_, hex)| hex);
+    hex[..hex.len().min(12)].to_string()
+}
+
+fn date(at: Option<UnixMillis>) -> String {
+    at.map_or("-".into(), |at| {
+        format_time(at)
+            .replacen('T', " ", 1)
+            .trim_end_matches('Z')
+            .to_string()
+    })
+}
+
+fn human(bytes: u64) -> String {
+    crate::inspect::human_bytes(bytes)
 }
 
 /// Every rule's verdict on one tag.
@@ -371,6 +472,53 @@ pub fn parse_time(text: &str, now: UnixMillis) -> Result<UnixMillis, String> {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+    use crate::policy::{TagPlan, Totals};
+
+    #[test]
+    fn a_failed_cluster_is_said_once_and_repositories_filter_by_name_or_parent() {
+        let tag = |name: &str| TagPlan {
+            tag: name.into(),
+            digest: "sha256:d".into(),
+            pushed: UnixMillis(1),
+            keep: true,
+            reasons: vec![
+                "kubernetes-unavailable: prod could not be read, so nothing it might run is deleted"
+                    .into(),
+            ],
+            outcomes: Vec::new(),
+        };
+        let repo = |name: &str| RepositoryPlan {
+            repository: name.into(),
+            scope: Some("all".into()),
+            kept: Totals::default(),
+            deleted: Totals::default(),
+            tags: vec![tag("v1"), tag("v2")],
+            actions: Vec::new(),
+        };
+        let mut plan = Plan {
+            at: UnixMillis(1),
+            repositories: vec![repo("team/app"), repo("team/tools/x"), repo("teams/y")],
+            warnings: vec![
+                "kubernetes cluster prod could not be listed: everything in scope is kept".into(),
+            ],
+        };
+        let table = plan_table(&plan, true);
+        assert_eq!(table.matches("could not be read").count(), 0, "{table}");
+        assert_eq!(table.matches("could not be listed").count(), 1, "{table}");
+        assert!(
+            table.contains("keep    v1  kubernetes-unavailable\n"),
+            "{table}"
+        );
+        only_repositories(&mut plan, "team");
+        let names: Vec<&str> = plan
+            .repositories
+            .iter()
+            .map(|r| r.repository.as_str())
+            .collect();
+        assert_eq!(names, ["team/app", "team/tools/x"]);
+    }
+
     /// With one worker, a task spawned beside blocking work runs only if the work was moved
     /// off the worker.
     #[test]
@@ -393,8 +541,6 @@ mod tests {
             .unwrap();
         });
     }
-
-    use super::*;
 
     #[test]
     fn times_parse_and_print() {

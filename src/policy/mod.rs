@@ -81,6 +81,8 @@ pub struct Outcome {
 pub struct TagPlan {
     pub tag: Arc<str>,
     pub digest: Digest,
+    /// The tag's latest push.
+    pub pushed: UnixMillis,
     pub keep: bool,
     /// Why it is kept; for a tag no rule keeps, each rule's why not (empty in plans made
     /// without words).
@@ -326,6 +328,7 @@ fn untouched(name: &str, repo: &RepositorySnapshot) -> RepositoryPlan {
         .map(|t| TagPlan {
             tag: t.tag.clone(),
             digest: t.digest.clone(),
+            pushed: t.last_pushed,
             keep: true,
             reasons: vec!["outside every retention scope".into()],
             outcomes: vec![Outcome {
@@ -387,6 +390,7 @@ fn evaluate_repository(
             TagPlan {
                 tag: tag.tag.clone(),
                 digest: tag.digest.clone(),
+                pushed: tag.last_pushed,
                 keep: outcomes.iter().any(|o| o.keeps),
                 reasons: Vec::new(),
                 outcomes,

@@ -189,6 +189,48 @@ fn plan_and_explain_follow_git_history_for_images_pushed_through_the_proxy() {
         .cli(&["plan", "--at", "+3h", "--show-kept"], &[])
         .expect_ok();
     assert!(table.contains("tag matches ^latest$"), "{table}");
+    // The deletions of a repository: newest push first, tag first, short digest, date, size.
+    let table = proxy
+        .cli(&["plan", "--at", "+3h", "--repo", "team"], &[])
+        .expect_ok();
+    assert!(!table.contains("other/app"), "--repo team: {table}");
+    let section: Vec<&str> = table
+        .lines()
+        .skip_while(|l| *l != "team/app:")
+        .skip(1)
+        .collect();
+    assert!(
+        section[0].split_whitespace().collect::<Vec<_>>()
+            == ["TAG", "DIGEST", "PUSHED", "SIZE", "ACTION", "WHY"],
+        "{table}"
+    );
+    let first = section[1].split_whitespace().collect::<Vec<_>>();
+    let second = section[2].split_whitespace().collect::<Vec<_>>();
+    assert_eq!(first[0], tags[1], "the newer push first: {table}");
+    assert_eq!(second[0], tags[0], "{table}");
+    assert!(
+        first.contains(&"delete") && second.contains(&"untag"),
+        "{table}"
+    );
+    assert_eq!(first[1].len(), 12, "a short digest: {table}");
+    assert!(first[2].starts_with("20"), "the push date: {table}");
+    let other = proxy
+        .cli(
+            &[
+                "plan",
+                "--at",
+                "+3h",
+                "--repo",
+                "other/app",
+                "--output",
+                "json",
+            ],
+            &[],
+        )
+        .expect_ok();
+    let other: Value = serde_json::from_str(&other).unwrap();
+    assert_eq!(other["repositories"].as_array().unwrap().len(), 1);
+    assert_eq!(other["repositories"][0]["repository"], "other/app");
     let unknown = proxy.cli(&["explain", "team/app:nope"], &[]);
     assert!(
         !unknown.ok && unknown.stderr.contains("no tag team/app:nope"),
