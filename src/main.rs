@@ -43,6 +43,10 @@ enum Command {
         repository: Option<String>,
         #[arg(long, short, value_enum, default_value_t = Output::Table)]
         output: Output,
+        /// Also list manifests no tag points to (pushed by digest, referrers, left behind by a
+        /// moved tag), as `<none>`.
+        #[arg(long)]
+        all: bool,
     },
     /// Everything the index knows about REPOSITORY:TAG or REPOSITORY@DIGEST (JSON by default).
     Inspect {
@@ -192,14 +196,17 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             config,
             repository,
             output,
+            all,
         } => {
             let config = Config::load(&config)?;
             let views = match open_existing_index(&config)? {
-                Local::Index(index) => regkeeper::inspect::tags(&index, repository.as_deref())?,
+                Local::Index(index) => {
+                    regkeeper::inspect::tags(&index, repository.as_deref(), all)?
+                }
                 Local::Serving => {
                     let path = match &repository {
-                        Some(r) => format!("/api/v1/tags?repository={}", escape(r)),
-                        None => "/api/v1/tags".into(),
+                        Some(r) => format!("/api/v1/tags?repository={}&all={all}", escape(r)),
+                        None => format!("/api/v1/tags?all={all}"),
                     };
                     serde_json::from_value(ask_serve(&config, &path)?)?
                 }

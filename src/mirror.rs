@@ -229,6 +229,15 @@ impl Index for Mirror {
         self.index.manifests(repository)
     }
 
+    fn manifests_page(
+        &self,
+        repository: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<ManifestRecord>, IndexError> {
+        self.index.manifests_page(repository, after, limit)
+    }
+
     fn manifest(
         &self,
         repository: &str,

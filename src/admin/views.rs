@@ -18,18 +18,19 @@ use crate::{
     inspect::{self, InspectError},
 };
 
-/// `GET /api/v1/tags[?repository=R]`, streamed (see `stream`).
+/// `GET /api/v1/tags[?repository=R][&all=true]`, streamed (see `stream`).
 pub async fn tags(
     index: &Arc<dyn Index>,
     query: Option<&str>,
     slot: OwnedSemaphorePermit,
 ) -> Response<AdminBody> {
     let repository = param(query, "repository");
+    let all = param(query, "all").is_some_and(|v| v == "1" || v == "true");
     let index = index.clone();
     let start = {
         let index = index.clone();
         tokio::task::spawn_blocking(move || {
-            inspect::TagPages::new(index.as_ref(), repository.as_deref())
+            inspect::TagPages::new(index.as_ref(), repository.as_deref(), all)
         })
         .await
     };

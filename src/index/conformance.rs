@@ -491,6 +491,24 @@ fn pages_cover_everything_once_in_order(index: &dyn Index) {
     assert_eq!(seen.len(), 25);
     assert!(index.tags_page("ab", Some("t24"), 10).unwrap().is_empty());
     assert!(index.tags_page("none", None, 10).unwrap().is_empty());
+    index
+        .apply(&[
+            Write::PutManifest(manifest("ab", D1)),
+            Write::PutManifest(manifest("ab", D2)),
+            Write::PutManifest(manifest("ab", D3)),
+            Write::PutManifest(manifest("abc", D1)),
+        ])
+        .unwrap();
+    let first = index.manifests_page("ab", None, 2).unwrap();
+    let rest = index
+        .manifests_page("ab", Some(&first[1].digest), 2)
+        .unwrap();
+    let digests: Vec<&str> = first
+        .iter()
+        .chain(&rest)
+        .map(|m| m.digest.as_str())
+        .collect();
+    assert_eq!(digests, [D1, D2, D3]);
 
     let mut steps = Vec::new();
     let mut after: Option<(String, u64)> = None;

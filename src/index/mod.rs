@@ -68,6 +68,13 @@ pub trait Index: Send + Sync {
     fn tag(&self, repository: &str, tag: &str) -> Result<Option<TagRecord>, IndexError>;
     /// The repository's manifests, ordered by digest.
     fn manifests(&self, repository: &str) -> Result<Vec<ManifestRecord>, IndexError>;
+    /// Up to `limit` of the repository's manifests with digests after `after`, by digest.
+    fn manifests_page(
+        &self,
+        repository: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<ManifestRecord>, IndexError>;
     fn manifest(
         &self,
         repository: &str,

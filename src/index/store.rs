@@ -266,6 +266,16 @@ impl<K: KvStore> Index for Store<K> {
         self.read_all(&prefix(MANIFEST, &[repository]))
     }
 
+    fn manifests_page(
+        &self,
+        repository: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<ManifestRecord>, IndexError> {
+        let after = after.map(|digest| key(MANIFEST, &[repository, digest]));
+        self.read_page(&prefix(MANIFEST, &[repository]), after.as_deref(), limit)
+    }
+
     fn manifest(
         &self,
         repository: &str,
