@@ -150,8 +150,11 @@ fn measure(
         index.apply(batch).unwrap();
     }
     index.flush().unwrap();
-    let client =
-        RegistryClient::new(&config, regkeeper::upstream::client_tls(&config).unwrap()).unwrap();
+    let client = RegistryClient::new(
+        &config,
+        regkeeper::tls::client_for_upstream(&config).unwrap(),
+    )
+    .unwrap();
     let mut rates = Vec::new();
     for (mode, name, expected) in [
         (

@@ -1,6 +1,8 @@
 //! Civil (proleptic Gregorian, UTC) dates from day numbers and back, for the places that write
 //! or read times without a date library: log timestamps, plan times and `--at`, cron schedules.
 //! Howard Hinnant's algorithms. A leaf: calls nothing in the crate.
+//!
+//! May call: nothing.
 
 /// (year, month 1-12, day 1-31) of the day `days` after 1970-01-01.
 pub fn civil_from_days(days: i64) -> (i64, u32, u32) {

@@ -44,7 +44,7 @@ fn ask_operator(
 }
 
 fn client(config: &Config) -> anyhow::Result<RegistryClient> {
-    let tls = regkeeper::upstream::client_tls(config)?;
+    let tls = regkeeper::tls::client_for_upstream(config)?;
     Ok(RegistryClient::new(config, tls)?)
 }
 

@@ -3,8 +3,9 @@
 //! credentials — and the facts go back to the index through the event writer. `sync` reads
 //! configs with the same function.
 //!
-//! Owns: the config-reading queue (bounded; a full queue drops and counts, `sync` repairs) and
-//! the worker draining it. May call: `registry`, `manifest`, `linking`, `events`, `index` (model).
+//! Owns: the worker draining the config queue (`events::config_queue`, which the index writer
+//! fills) and the config cache. May call: `registry`, `manifest`, `linking`, `events`, `index`
+//! (model), `telemetry`.
 
 use std::{
     collections::HashMap,
@@ -16,6 +17,8 @@ use std::{
 
 use tokio::sync::{OnceCell, Semaphore, mpsc};
 
+pub use crate::events::config_queue::{ConfigJob, ConfigQueue, queue};
+
 use crate::{
     events::{EventSender, RegistryEvent},
     index::{ConfigFacts, UnixMillis, Write},
@@ -26,51 +29,6 @@ use crate::{
 /// Image configs larger than this are not read (real ones are a few KiB; a long history can
 /// reach a few hundred).
 pub const MAX_CONFIG_BYTES: usize = 4 << 20;
-
-/// An image whose config should be read.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ConfigJob {
-    pub repository: String,
-    pub digest: String,
-    pub config_digest: String,
-}
-
-/// The writer's end of the queue: never waits.
-#[derive(Clone)]
-pub struct ConfigQueue {
-    tx: mpsc::Sender<ConfigJob>,
-    dropped: Arc<AtomicU64>,
-}
-
-impl ConfigQueue {
-    pub fn offer(&self, job: ConfigJob) {
-        if self.tx.try_send(job).is_err() {
-            let dropped = self.dropped.fetch_add(1, Ordering::Relaxed) + 1;
-            crate::metrics::dropped_event("configs");
-            if dropped.is_power_of_two() {
-                tracing::warn!(
-                    dropped,
-                    "image config not read (queue full or reader stopped); `regkeeper sync` reads it later"
-                );
-            }
-        }
-    }
-
-    pub fn dropped(&self) -> u64 {
-        self.dropped.load(Ordering::Relaxed)
-    }
-}
-
-pub fn queue(capacity: usize) -> (ConfigQueue, mpsc::Receiver<ConfigJob>) {
-    let (tx, rx) = mpsc::channel(capacity.max(1));
-    (
-        ConfigQueue {
-            tx,
-            dropped: Arc::new(AtomicU64::new(0)),
-        },
-        rx,
-    )
-}
 
 /// Config facts remembered by the proxy's reader (a digest names immutable content; facts are a
 /// few hundred bytes at most, see `manifest::Kept`).

@@ -5,7 +5,7 @@
 //! broken index can never slow or fail a push. One writer task drains the channel in batches,
 //! folds pulls of the same reference into one counter update, and applies each batch atomically.
 //!
-//! May call: `index`, `manifest`, `linking`, `configs` (its queue).
+//! May call: `index`, `manifest`, `linking`.
 
 use std::{
     collections::HashMap,
@@ -18,13 +18,14 @@ use std::{
 
 use tokio::sync::mpsc;
 
+pub mod config_queue;
 pub mod journal;
 
+use config_queue::{ConfigJob, ConfigQueue};
 pub use journal::IndexHealth;
 use journal::{Journal, Outcome};
 
 use crate::{
-    configs::{ConfigJob, ConfigQueue},
     index::{Index, ManifestRecord, UnixMillis, Write},
     linking::Linker,
     manifest,

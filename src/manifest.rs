@@ -3,6 +3,8 @@
 //! recorded, never errors; only a body that is not JSON at all is "unparsed". Known manifest
 //! and index types go through oci-spec's typed parse; a document that does not conform is
 //! still read tolerantly and the deviation recorded.
+//!
+//! May call: `index` (model types).
 
 use std::collections::BTreeMap;
 

@@ -2,6 +2,8 @@
 //!
 //! Every layer's error enum maps into an [`OciError`] here; nothing else builds error bodies.
 //! Internal causes are logged by the caller and never leak into `detail`.
+//!
+//! May call: nothing.
 
 use bytes::Bytes;
 use http::{HeaderValue, Response, StatusCode, header};

@@ -9,7 +9,7 @@
 //! within the grace period).
 //!
 //! May call: `proxy`, `admin`, `upstream`, `tls`, `events`, `index`, `registry`, `configs`,
-//! `linking`, `sync`.
+//! `linking`, `sync`, `cleanup` (the schedule), `mirror`, `config`, `telemetry`.
 
 use crate::mirror::Mirror;
 use std::{net::TcpListener as StdTcpListener, sync::Arc, thread::JoinHandle, time::Duration};
@@ -75,7 +75,7 @@ pub fn serve(config: Config) -> Result<(), ServeError> {
     // The index writer's inputs, and the sender the proxy workers and the link API share.
     let linker = Linker::new(&config.index.tag_patterns).map_err(ServeError::TagPattern)?;
     // Read once: the proxy's pool and regkeeper's own client trust the same roots.
-    let upstream_tls = crate::upstream::client_tls(&config)?;
+    let upstream_tls = crate::tls::client_for_upstream(&config)?;
     let client = Arc::new(RegistryClient::new(&config, upstream_tls.clone())?);
     let (recording, events) = if config.index.record {
         // Every write goes through the mirror, which plans read instead of the whole index.

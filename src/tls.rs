@@ -1,5 +1,7 @@
 //! rustls configuration (ring provider only): the proxy's server side and regkeeper's client side
 //! towards the upstream.
+//!
+//! May call: `config`.
 
 use std::{path::Path, sync::Arc};
 
@@ -128,4 +130,19 @@ impl ServerCertVerifier for AcceptAnyCertificate {
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
         self.algorithms.supported_schemes()
     }
+}
+
+/// The TLS client configuration for talking to the upstream: public roots plus
+/// `upstream.caBundle`, or no verification with `insecureSkipVerify` (logged loudly).
+pub fn client_for_upstream(
+    config: &crate::config::Config,
+) -> Result<rustls::ClientConfig, TlsError> {
+    let upstream = &config.upstream;
+    if upstream.insecure_skip_verify && upstream.url.is_https() {
+        tracing::warn!(
+            upstream = %upstream.url,
+            "upstream.insecureSkipVerify is on: the upstream's certificate is not checked"
+        );
+    }
+    client_config(upstream.ca_bundle.as_deref(), upstream.insecure_skip_verify)
 }

@@ -3,7 +3,8 @@
 //! `restore` (bearer token). Kept off the proxy listener so it can live on a private interface.
 //!
 //! May call: `upstream` (readiness probe), `index` and `events` (link API), `inspect` (views),
-//! `planning` and `sources` (plan/explain), `cleanup` (apply/restore).
+//! `planning`, `mirror`, `policy` and `sources` (plan/explain), `cleanup` and `registry`
+//! (apply/restore), `config`, `proxy` (the digest grammar, for the link API).
 
 mod links;
 mod operations;

@@ -729,7 +729,7 @@ mod tests {
             |_| None,
         )
         .unwrap();
-        RegistryClient::new(&config, crate::upstream::client_tls(&config).unwrap()).unwrap()
+        RegistryClient::new(&config, crate::tls::client_for_upstream(&config).unwrap()).unwrap()
     }
 
     /// An enforcing executor over `index` for a plan made at `planned_at`.

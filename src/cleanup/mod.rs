@@ -6,7 +6,8 @@
 //! the DELETE/PUT calls.
 //!
 //! Owns: runs, the breaker, the executor, the tombstone method, history. May call: `config`,
-//! `index`, `planning`, `policy`, `registry`.
+//! `index`, `planning`, `policy`, `registry`, `mirror` (the evaluation it runs over), `sources`
+//! (usage, re-read before deleting), `manifest` (digests and references of what it restores).
 
 pub mod breaker;
 pub mod executor;

@@ -2,7 +2,8 @@
 //! clones, then show the resulting plan (`regkeeper plan`) or one tag's verdicts
 //! (`regkeeper explain`) as a table or JSON.
 //!
-//! Owns: loading inputs and rendering. May call: `config`, `index`, `policy`, `sources`.
+//! Owns: loading inputs and rendering. May call: `config`, `index`, `policy`, `sources`,
+//! `mirror`, `inspect` (table layout).
 
 mod gauges;
 

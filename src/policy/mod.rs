@@ -4,9 +4,11 @@
 //! deleted whole or only untagged. No I/O, no clock: the same inputs give the same plan.
 //!
 //! Owns: rule semantics (policies.md sections 1–3). May call: `config`, `index` (model types),
-//! `sources::git` (the in-memory graph it is handed), `manifest` (annotation names).
+//! `manifest` (annotation names). Git history comes in as plain data ([`git_facts`]), built by
+//! `sources::git` or by tests in memory.
 
 mod actions;
+pub mod git_facts;
 mod rules;
 pub mod snapshot;
 pub mod usage;
@@ -28,14 +30,13 @@ pub use usage::{ImageRef, InUse, Usage};
 use crate::{
     config::{RetentionConfig, Scope, repository_pattern, werf_default_policies},
     index::UnixMillis,
-    sources::git::GitFacts,
 };
 
 /// Everything one evaluation looks at.
 pub struct Inputs<'a> {
     pub snapshot: &'a Snapshot,
     /// Git repository name → its facts, or why they could not be read.
-    pub git: &'a std::collections::HashMap<String, Result<GitFacts, String>>,
+    pub git: &'a std::collections::HashMap<String, Result<git_facts::GitFacts, String>>,
     pub usage: &'a Usage,
     pub retention: &'a RetentionConfig,
     pub now: UnixMillis,

@@ -6,8 +6,8 @@ use super::{
 };
 use crate::{
     config::{RetentionConfig, Scope, repository_pattern},
+    policy::git_facts::CommitIndex,
     policy::usage::{ImageRef, InUse},
-    sources::git::CommitIndex,
 };
 
 /// Which git repository an image repository (or an image, by its source URL) is built from.
@@ -252,7 +252,7 @@ impl<'a> Linked<'a> {
         member: usize,
         in_scope: &InScope<'a>,
         digests: &[&'a str],
-        facts: &crate::sources::git::GitFacts,
+        facts: &super::git_facts::GitFacts,
         git: &str,
         outcomes: &mut GitOutcomes<'a>,
     ) {

@@ -9,7 +9,7 @@ use super::HashMap;
 
 use crate::{
     config::{KeepPolicy, Limit, Operator, reference_pattern},
-    sources::git::{CommitIndex, GitFacts, ReferenceKind},
+    policy::git_facts::{CommitIndex, GitFacts, ReferenceKind},
 };
 
 /// Commits are not perfectly time-ordered (clock skew between committers); a walk goes this

@@ -6,6 +6,8 @@ use http::{
     header::{CONNECTION, LINK, LOCATION},
 };
 
+use crate::upstream::UpstreamNames;
+
 /// Whether `name` is hop-by-hop, or `expect` (answered by the proxy's own server side; forwarding
 /// it would make the upstream wait for a continue that the client already got).
 fn is_hop_by_hop(name: &HeaderName) -> bool {
@@ -45,51 +47,6 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     );
     for name in doomed {
         headers.remove(name);
-    }
-}
-
-/// The host names (authority form, lowercase) under which the upstream refers to itself.
-#[derive(Clone, Debug)]
-pub struct UpstreamNames {
-    authorities: Vec<String>,
-}
-
-impl UpstreamNames {
-    /// `authority` is the configured URL's `host[:port]`; `default_port` the scheme's.
-    pub fn new(authority: &str, default_port: u16, advertised: &[String]) -> Self {
-        let mut authorities = Vec::new();
-        for name in std::iter::once(authority).chain(advertised.iter().map(String::as_str)) {
-            let name = name.to_ascii_lowercase();
-            // `host` and `host:<default port>` are the same origin.
-            let (host, port) = split_port(&name);
-            match port {
-                Some(port) if port == default_port.to_string() => {
-                    authorities.push(host.to_string());
-                    authorities.push(name.clone());
-                }
-                Some(_) => authorities.push(name.clone()),
-                None => {
-                    authorities.push(name.clone());
-                    authorities.push(format!("{name}:{default_port}"));
-                }
-            }
-        }
-        authorities.dedup();
-        Self { authorities }
-    }
-
-    fn matches(&self, authority: &str) -> bool {
-        self.authorities
-            .iter()
-            .any(|a| a.eq_ignore_ascii_case(authority))
-    }
-}
-
-fn split_port(authority: &str) -> (&str, Option<&str>) {
-    match authority.rsplit_once(':') {
-        // Skip the colons inside a bracketed IPv6 literal without a port.
-        Some((host, port)) if !port.contains(']') => (host, Some(port)),
-        _ => (authority, None),
     }
 }
 

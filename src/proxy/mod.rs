@@ -3,7 +3,8 @@
 //!
 //! Owns: route parsing (`route`), header hygiene (`headers`), body observation (`body`), the
 //! proxy's errors (`error`) and the client-facing listener (`listener`).
-//! May call: `upstream` (the pool), `oci_error` (error rendering), `events` (taps). Later layers tap requests by
+//! May call: `upstream` (the pool), `oci_error` (error rendering), `events` (taps), `index` (model
+//! types), `telemetry` (error chains). Later layers tap requests by
 //! matching on the `OciRoute` in `Proxy::handle`, never by parsing paths themselves.
 
 mod body;
@@ -23,15 +24,15 @@ use http::{HeaderValue, Request, Response, Uri, Version, header::HOST};
 use http_body::Body;
 use hyper::body::Incoming;
 
-pub use body::{ClientBody, LoggedBody, UpstreamBody};
+pub use body::{ClientBody, LoggedBody};
 pub use error::ProxyError;
-pub use headers::UpstreamNames;
 pub use listener::{ClientScheme, serve_connections};
 pub use route::{OciRoute, Reference};
 
 use crate::{
     events::{EventSender, PullTally},
-    upstream::{Upstream, error_chain},
+    telemetry::error_chain,
+    upstream::{Upstream, UpstreamBody},
 };
 use body::RequestRecord;
 use tap::Tap;
@@ -200,7 +201,12 @@ impl Proxy {
         parts.version = Version::HTTP_11;
         let upstream_request = Request::from_parts(
             parts,
-            UpstreamBody::client(body, received, capture, self.upstream.client_body_idle),
+            UpstreamBody::client(
+                body,
+                received,
+                capture.map(|c| c as Arc<dyn crate::upstream::Observe>),
+                self.upstream.client_body_idle,
+            ),
         );
 
         let timeout = self.upstream.response_timeout;

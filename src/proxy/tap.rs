@@ -26,8 +26,8 @@ pub struct Capture {
     overflowed: AtomicBool,
 }
 
-impl Capture {
-    pub fn observe(&self, chunk: &[u8]) {
+impl crate::upstream::Observe for Capture {
+    fn observe(&self, chunk: &[u8]) {
         if self.overflowed.load(Ordering::Relaxed) {
             return;
         }
@@ -39,7 +39,9 @@ impl Capture {
             data.extend_from_slice(chunk);
         }
     }
+}
 
+impl Capture {
     /// The whole body, unless it was over the limit.
     fn take(&self) -> Option<Bytes> {
         if self.overflowed.load(Ordering::Relaxed) {

@@ -4,7 +4,7 @@
 //!
 //! Owns: the Distribution API calls regkeeper makes, authentication (anonymous, Basic, the
 //! Bearer token flow), the full manifest `Accept` list, digest checks and size caps on answers.
-//! May call: `config`, `manifest` (media types and digests).
+//! May call: `config`, `manifest` (media types and digests), `telemetry` (error chains).
 
 mod auth;
 mod error;
@@ -112,7 +112,7 @@ impl RegistryClient {
         &self.tag_deletion
     }
 
-    /// `tls` is `upstream::client_tls`'s result (shared with the proxy's upstream pool).
+    /// `tls` is `tls::client_for_upstream`'s result (shared with the proxy's upstream pool).
     pub fn new(config: &Config, tls: rustls::ClientConfig) -> Result<Self, RegistryError> {
         let upstream = &config.upstream;
         let mut connector = HttpConnector::new();
@@ -453,7 +453,7 @@ impl RegistryClient {
             .await
             .map_err(|e| RegistryError::Transport {
                 what: what.to_string(),
-                cause: crate::upstream::error_chain(&e),
+                cause: crate::telemetry::error_chain(&e),
             })
     }
 }

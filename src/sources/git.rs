@@ -1,18 +1,17 @@
-//! Git history for werf-style rules: the references (remote-tracking branches, or local
-//! branches when the clone has no such remote; tags) with their dates, and the commit graph
-//! loaded once into memory — integer indices, parents, committer times — so every walk is a
-//! few array reads per commit instead of a pack lookup.
+//! Git history for werf-style rules, read from a clone: the references (remote-tracking
+//! branches, or local branches when the clone has no such remote; tags) with their dates, and
+//! the commit graph, built into the policy's plain [`GitFacts`] once per evaluation.
 //!
 //! Owns: reading a clone with git2 (no network: the operator keeps the clone fresh).
 
-use std::{
-    collections::{HashMap, HashSet},
-    path::Path,
-};
+use std::{collections::HashSet, path::Path};
 
 use git2::{Oid, Repository};
 
 use super::commit_graph::CommitGraph;
+pub use crate::policy::git_facts::{
+    CommitId, CommitIndex, GitFacts, GitReference, GraphBuilder, ReferenceKind,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum GitError {
@@ -24,47 +23,6 @@ pub enum GitError {
         what: String,
         message: String,
     },
-}
-
-/// A commit's position in [`GitFacts`].
-pub type CommitIndex = u32;
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum ReferenceKind {
-    Branch,
-    Tag,
-}
-
-/// A branch or tag with the commit it names and its date (seconds since the epoch): a branch's
-/// head committer date; a tag's tagger date when annotated, else its commit's committer date.
-#[derive(Clone, Debug)]
-pub struct GitReference {
-    pub kind: ReferenceKind,
-    pub name: String,
-    pub commit: CommitIndex,
-    pub date: i64,
-}
-
-/// One repository's references and commit graph.
-#[derive(Debug, Default)]
-pub struct GitFacts {
-    pub references: Vec<GitReference>,
-    /// The clone is shallow: history ends early, so nothing can be proven about old commits.
-    pub shallow: bool,
-    /// Linked commit ids the repository holds but no reference reaches.
-    pub unreachable: HashSet<String>,
-    /// Linked ids that name an annotated tag object (`git rev-parse v1.0.0`), peeled to the
-    /// commit in the graph it tags.
-    peeled: HashMap<String, CommitIndex, foldhash::quality::RandomState>,
-    ids: Vec<Oid>,
-    by_id: HashMap<Oid, CommitIndex, foldhash::quality::RandomState>,
-    /// Commit indices ordered by id, for abbreviated-id lookups.
-    sorted: Vec<CommitIndex>,
-    times: Vec<i64>,
-    /// Parents of commit `i` are `parents[parent_start[i]..parent_start[i + 1]]`.
-    parent_start: Vec<u32>,
-    parents: Vec<CommitIndex>,
 }
 
 impl GitFacts {
@@ -107,13 +65,9 @@ impl GitFacts {
             let Ok(commit) = repo.revparse_single(id).and_then(|o| o.peel_to_commit()) else {
                 continue;
             };
-            match self.by_id.get(&commit.id()) {
-                Some(&index) => {
-                    self.peeled.insert(id.to_ascii_lowercase(), index);
-                }
-                None => {
-                    self.unreachable.insert(id.to_ascii_lowercase());
-                }
+            match self.index_of(&commit_id(commit.id())) {
+                Some(index) => self.mark_peeled(id, index),
+                None => self.mark_unreachable(id),
             }
         }
         Ok(())
@@ -164,166 +118,67 @@ impl GitFacts {
             heads.extend(local);
         }
 
-        let mut facts = Self {
-            shallow: repo.is_shallow(),
-            ..Self::default()
-        };
+        let shallow = repo.is_shallow();
+        let mut graph = GraphBuilder::new(shallow);
         // Each commit is read once (a revwalk would parse it too, for its own ordering).
         let odb = repo.odb().map_err(|e| read("the object database", e))?;
-        let mut parent_ids: Vec<Oid> = Vec::new();
-        let mut parent_counts: Vec<u32> = Vec::new();
+        let mut parents: Vec<Oid> = Vec::new();
         let mut pending: Vec<Oid> = heads.iter().map(|h| h.2).collect();
         // git's commit-graph file, where there is one, answers for the commits it lists.
-        let graph = CommitGraph::open(&repo.path().join("objects"));
+        let file = CommitGraph::open(&repo.path().join("objects"));
         let mut positions: Vec<u32> = Vec::new();
         while let Some(id) = pending.pop() {
-            if facts.by_id.contains_key(&id) {
+            if graph.contains(&commit_id(id)) {
                 continue;
             }
-            let listed = graph.as_ref().and_then(|graph| {
+            parents.clear();
+            let listed = file.as_ref().and_then(|file| {
                 positions.clear();
-                let time = graph.commit(graph.position(id.as_bytes())?, &mut positions)?;
-                let before = parent_ids.len();
+                let time = file.commit(file.position(id.as_bytes())?, &mut positions)?;
                 for position in &positions {
-                    match graph.id(*position).and_then(|p| Oid::from_bytes(p).ok()) {
-                        Some(parent) => parent_ids.push(parent),
-                        None => {
-                            parent_ids.truncate(before);
-                            return None;
-                        }
-                    }
+                    parents.push(file.id(*position).and_then(|p| Oid::from_bytes(p).ok())?);
                 }
-                Some((time, before))
+                Some(time)
             });
-            let (time, before) = match listed {
-                Some(listed) => listed,
+            let time = match listed {
+                Some(time) => time,
                 None => {
+                    parents.clear();
                     // The raw object, parsed here for its parents and committer time only:
                     // libgit2's commit objects would also be parsed whole and cached, which
                     // costs more than the read itself on a long history.
                     let object = match odb.read(id) {
                         Ok(object) => object,
                         // The boundary of a shallow clone: its parents are not there.
-                        Err(_) if facts.shallow => continue,
+                        Err(_) if shallow => continue,
                         Err(e) => return Err(read("a commit", e)),
                     };
-                    let before = parent_ids.len();
-                    let time = parse_commit(object.data(), &mut parent_ids).ok_or_else(|| {
-                        GitError::Read {
-                            path: shown.clone(),
-                            what: format!("commit {id}"),
-                            message: "not a commit object".into(),
-                        }
-                    })?;
-                    (time, before)
+                    parse_commit(object.data(), &mut parents).ok_or_else(|| GitError::Read {
+                        path: shown.clone(),
+                        what: format!("commit {id}"),
+                        message: "not a commit object".into(),
+                    })?
                 }
             };
-            facts.by_id.insert(id, facts.ids.len() as CommitIndex);
-            facts.ids.push(id);
-            facts.times.push(time);
-            parent_counts.push((parent_ids.len() - before) as u32);
             pending.extend(
-                parent_ids[before..]
-                    .iter()
-                    .filter(|p| !facts.by_id.contains_key(p)),
+                graph
+                    .add(commit_id(id), time, parents.iter().map(|p| commit_id(*p)))
+                    .map(|p| Oid::from_bytes(&p.0).unwrap_or(Oid::ZERO_SHA1)),
             );
         }
         // A shallow clone lacks the parents of its boundary commits: their history ends there.
-        facts.link_parents(&parent_ids, &parent_counts);
-        facts.sorted = (0..facts.ids.len() as CommitIndex).collect();
-        facts
-            .sorted
-            .sort_unstable_by(|a, b| facts.ids[*a as usize].cmp(&facts.ids[*b as usize]));
-        for (kind, name, id, tagger) in heads {
-            let Some(&commit) = facts.by_id.get(&id) else {
-                continue;
-            };
-            let date = tagger.unwrap_or(facts.times[commit as usize]);
-            facts.references.push(GitReference {
-                kind,
-                name,
-                commit,
-                date,
-            });
-        }
-        facts
-            .references
-            .sort_by(|a, b| (a.kind as u8, &a.name).cmp(&(b.kind as u8, &b.name)));
-        Ok(facts)
+        Ok(graph.finish(
+            heads
+                .into_iter()
+                .map(|(kind, name, id, tagger)| (kind, name, commit_id(id), tagger))
+                .collect(),
+        ))
     }
+}
 
-    fn link_parents(&mut self, parent_ids: &[Oid], counts: &[u32]) {
-        let mut offset = 0usize;
-        for &count in counts {
-            self.parent_start.push(self.parents.len() as u32);
-            for parent in &parent_ids[offset..offset + count as usize] {
-                if let Some(&p) = self.by_id.get(parent) {
-                    self.parents.push(p);
-                }
-            }
-            offset += count as usize;
-        }
-        self.parent_start.push(self.parents.len() as u32);
-    }
-
-    /// The id of the commit at `commit`.
-    pub fn id(&self, commit: CommitIndex) -> Oid {
-        self.ids[commit as usize]
-    }
-
-    pub fn commits(&self) -> usize {
-        self.ids.len()
-    }
-
-    pub fn time(&self, commit: CommitIndex) -> i64 {
-        self.times[commit as usize]
-    }
-
-    pub fn parents(&self, commit: CommitIndex) -> &[CommitIndex] {
-        let i = commit as usize;
-        &self.parents[self.parent_start[i] as usize..self.parent_start[i + 1] as usize]
-    }
-
-    /// The commit a full or abbreviated (≥ 7 hex digits) id names, if exactly one does.
-    pub fn resolve(&self, id: &str) -> Option<CommitIndex> {
-        let found = self.resolve_commit(id);
-        if found.is_none() && !self.peeled.is_empty() {
-            return self.peeled.get(&id.to_ascii_lowercase()).copied();
-        }
-        found
-    }
-
-    fn resolve_commit(&self, id: &str) -> Option<CommitIndex> {
-        if id.len() == 40 {
-            // The common case, once per linked image: decoded here, without allocating.
-            let mut raw = [0u8; 20];
-            for (byte, pair) in raw.iter_mut().zip(id.as_bytes().chunks_exact(2)) {
-                let nibble = |c: u8| (c as char).to_digit(16);
-                *byte = (nibble(pair[0])? << 4 | nibble(pair[1])?) as u8;
-            }
-            return Oid::from_bytes(&raw)
-                .ok()
-                .and_then(|oid| self.by_id.get(&oid).copied());
-        }
-        let id = id.to_ascii_lowercase();
-        if id.len() < 7 || id.len() > 40 || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
-            return None;
-        }
-        let mut padded = id.clone();
-        padded.extend(std::iter::repeat_n('0', 40 - id.len()));
-        let low = Oid::from_str(&padded).ok()?;
-        let start = self.sorted.partition_point(|&c| self.ids[c as usize] < low);
-        let mut matches = self.sorted[start..]
-            .iter()
-            .take_while(|&&c| self.ids[c as usize].to_string().starts_with(&id));
-        let first = matches.next().copied();
-        // Ambiguous abbreviations prove nothing.
-        if matches.next().is_some() {
-            None
-        } else {
-            first
-        }
-    }
+/// git2's id as the graph's.
+fn commit_id(id: Oid) -> CommitId {
+    CommitId::from_bytes(id.as_bytes()).unwrap_or_default()
 }
 
 /// A raw commit object's parents (appended to `parents`) and committer time; `None` when the

@@ -9,7 +9,7 @@
 //! it completely recorded.
 //!
 //! Owns: the crawl and its progress. May call: `registry`, `index` (reads), `events` (writes),
-//! `manifest`, `linking`, `configs`.
+//! `manifest`, `linking`, `configs`, `config`, `tls`.
 
 pub mod progress;
 pub mod schedule;
@@ -62,7 +62,8 @@ pub enum SyncError {
 pub async fn once(config: &Config, progress: ProgressStyle) -> Result<SyncReport, SyncError> {
     let linker = Linker::new(&config.index.tag_patterns)
         .map_err(|e| SyncError::Setup(format!("index.tagPatterns: {e}")))?;
-    let tls = crate::upstream::client_tls(config).map_err(|e| SyncError::Setup(e.to_string()))?;
+    let tls =
+        crate::tls::client_for_upstream(config).map_err(|e| SyncError::Setup(e.to_string()))?;
     let client = RegistryClient::new(config, tls).map_err(|e| SyncError::Setup(e.to_string()))?;
     let index: Arc<dyn Index> = Arc::new(crate::index::open_sled(&config.index.path)?);
     let (events, receiver) = crate::events::channel(WRITE_QUEUE);

@@ -6,6 +6,8 @@
 //! [`FLUSH_BYTES`], at once for warnings and errors, and by the worker's periodic
 //! [`flush_thread_buffer`] call, so an ordinary line reaches stderr within that period. Every
 //! other thread writes through.
+//!
+//! May call: `config`, `calendar`.
 
 mod line;
 
@@ -96,4 +98,16 @@ impl Write for EventWriter {
     fn flush(&mut self) -> std::io::Result<()> {
         Ok(())
     }
+}
+
+/// An error and its causes on one line, for logs.
+pub fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
 }

@@ -2,8 +2,10 @@
 //! the proxy and the readiness probe.
 //!
 //! Owns: the connection pool and the upstream's identity (origin and the names it calls itself).
-//! May call: `tls`.
+//! May call: `tls`, `config`, `telemetry` (error chains).
 
+pub mod body;
+mod names;
 mod pool;
 
 use std::time::Duration;
@@ -13,12 +15,13 @@ use hyper::body::Incoming;
 use hyper_rustls::HttpsConnectorBuilder;
 use hyper_util::client::legacy::connect::HttpConnector;
 
+pub use body::{BodyError, Observe, UpstreamBody};
+pub use names::UpstreamNames;
 pub use pool::{Pool, UpstreamError};
 
 use crate::{
     config::{Config, UpstreamUrl},
-    proxy::{UpstreamBody, UpstreamNames},
-    tls::{self, TlsError},
+    tls::TlsError,
 };
 
 /// Socket buffers large enough that one blob read from the upstream fills hyper's read buffer in
@@ -39,7 +42,7 @@ pub struct Upstream {
 }
 
 impl Upstream {
-    /// `tls` is [`client_tls`]'s result, shared with regkeeper's own registry client so the
+    /// `tls` is [`tls::client_for_upstream`]'s result, shared with regkeeper's own registry client so the
     /// roots and CA bundle are read once.
     pub fn new(config: &Config, tls: rustls::ClientConfig) -> Result<Self, TlsError> {
         let upstream = &config.upstream;
@@ -109,7 +112,7 @@ impl Upstream {
         let response: Response<Incoming> = tokio::time::timeout(timeout, self.pool.send(request))
             .await
             .map_err(|_| format!("no answer within {timeout:?}"))?
-            .map_err(|e| error_chain(&e))?;
+            .map_err(|e| crate::telemetry::error_chain(&e))?;
         let status = response.status().as_u16();
         if status == 200 || status == 401 {
             Ok(status)
@@ -117,29 +120,4 @@ impl Upstream {
             Err(format!("GET /v2/ answered {status}"))
         }
     }
-}
-
-/// The TLS client configuration for talking to the upstream: public roots plus
-/// `upstream.caBundle`, or no verification with `insecureSkipVerify` (logged loudly).
-pub fn client_tls(config: &Config) -> Result<rustls::ClientConfig, TlsError> {
-    let upstream = &config.upstream;
-    if upstream.insecure_skip_verify && upstream.url.is_https() {
-        tracing::warn!(
-            upstream = %upstream.url,
-            "upstream.insecureSkipVerify is on: the upstream's certificate is not checked"
-        );
-    }
-    tls::client_config(upstream.ca_bundle.as_deref(), upstream.insecure_skip_verify)
-}
-
-/// An error and its causes on one line, for logs.
-pub fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }

@@ -22,7 +22,7 @@ use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
 use tower_service::Service;
 
-use crate::proxy::UpstreamBody;
+use super::UpstreamBody;
 
 /// A request on a connection idle at least this long keeps a copy for a replay (see `send`).
 const REPLAY_AFTER_IDLE: Duration = Duration::from_secs(1);

@@ -353,7 +353,7 @@ fn a_tag_pushed_again_between_plan_and_delete_is_not_deleted() {
     case.push("b", "team/app:old-a");
     let moved_to = remote_digest(&case.reference("team/app:old-a"));
 
-    let tls = regkeeper::upstream::client_tls(&config).unwrap();
+    let tls = regkeeper::tls::client_for_upstream(&config).unwrap();
     let client = RegistryClient::new(&config, tls).unwrap();
     let executor = Executor::new(
         &client,

@@ -247,7 +247,7 @@ pub fn run_cleanup(
     index: &dyn regkeeper::index::Index,
     mode: regkeeper::config::CleanupMode,
 ) -> regkeeper::cleanup::RunReport {
-    let tls = regkeeper::upstream::client_tls(config).unwrap();
+    let tls = regkeeper::tls::client_for_upstream(config).unwrap();
     let client = regkeeper::registry::RegistryClient::new(config, tls).unwrap();
     runtime
         .block_on(regkeeper::cleanup::run_once(
