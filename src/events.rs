@@ -616,10 +616,20 @@ mod tests {
         panic!("never happened: {what}");
     }
 
-    #[tokio::test]
-    async fn a_full_disk_costs_writes_only_while_it_lasts_and_heals_without_a_restart() {
-        use crate::index::{Store, faulty::FaultyKv};
-        let store = Arc::new(Store::new(FaultyKv::default()).unwrap());
+    type FaultyStore = crate::index::Store<crate::index::faulty::FaultyKv>;
+
+    /// A writer over a store whose disk can be filled (flushed once, so the schema survives).
+    struct FaultyWriter {
+        store: Arc<FaultyStore>,
+        index: Arc<dyn Index>,
+        health: IndexHealth,
+        sender: EventSender,
+        finish: tokio::sync::oneshot::Sender<()>,
+        writer: tokio::task::JoinHandle<WriterStats>,
+    }
+
+    fn faulty_writer() -> FaultyWriter {
+        let store = Arc::new(FaultyStore::new(Default::default()).unwrap());
         store.flush().unwrap();
         let index: Arc<dyn Index> = store.clone();
         let health = IndexHealth::default();
@@ -635,6 +645,26 @@ mod tests {
             },
             finish_rx,
         ));
+        FaultyWriter {
+            store,
+            index,
+            health,
+            sender,
+            finish,
+            writer,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_full_disk_costs_writes_only_while_it_lasts_and_heals_without_a_restart() {
+        let FaultyWriter {
+            store,
+            index,
+            health,
+            sender,
+            finish,
+            writer,
+        } = faulty_writer();
         // Applied, not yet flushed when the disk fills: the engine loses it on reopen.
         sender.send(push("before"));
         until("before is recorded", || {
@@ -683,23 +713,14 @@ mod tests {
 
     #[tokio::test]
     async fn while_the_index_fails_the_oldest_waiting_writes_are_dropped_and_counted() {
-        use crate::index::{Store, faulty::FaultyKv};
-        let store = Arc::new(Store::new(FaultyKv::default()).unwrap());
-        store.flush().unwrap();
-        let index: Arc<dyn Index> = store.clone();
-        let health = IndexHealth::default();
-        let (sender, receiver) = channel(1000);
-        let (_finish, finish_rx) = tokio::sync::oneshot::channel();
-        let writer = tokio::spawn(run_writer(
-            receiver,
-            index.clone(),
-            BatchPolicy::default(),
-            Recorder {
-                health: health.clone(),
-                ..Recorder::default()
-            },
-            finish_rx,
-        ));
+        let FaultyWriter {
+            store,
+            index,
+            health,
+            sender,
+            finish: _finish,
+            writer,
+        } = faulty_writer();
         store.kv_for_tests().set_full(true);
         sender.send(push("oldest"));
         until("the failure shows", || {

@@ -132,14 +132,27 @@ fn tagged_digests(
     repository: &str,
 ) -> Result<std::collections::HashSet<u64>, IndexError> {
     let mut tagged = std::collections::HashSet::new();
+    each_tag(index, repository, |tag| {
+        tagged.insert(hash(&tag.digest));
+    })?;
+    Ok(tagged)
+}
+
+/// Hands every tag of `repository` to `visit`, reading a page at a time.
+fn each_tag(
+    index: &dyn Index,
+    repository: &str,
+    mut visit: impl FnMut(TagRecord),
+) -> Result<(), IndexError> {
     let mut after: Option<String> = None;
     loop {
         let page = index.tags_page(repository, after.as_deref(), PAGE)?;
-        let Some(last) = page.last() else { break };
+        let Some(last) = page.last() else {
+            return Ok(());
+        };
         after = Some(last.tag.clone());
-        tagged.extend(page.iter().map(|t| hash(&t.digest)));
+        page.into_iter().for_each(&mut visit);
     }
-    Ok(tagged)
 }
 
 fn hash(digest: &str) -> u64 {
@@ -245,13 +258,11 @@ pub fn inspect(index: &dyn Index, reference: &str) -> Result<Inspection, Inspect
     };
     // Paged: a repository of a million tags is read a page at a time, only matches kept.
     let mut tags: Vec<TagRecord> = Vec::new();
-    let mut after: Option<String> = None;
-    loop {
-        let page = index.tags_page(&repository, after.as_deref(), PAGE)?;
-        let Some(last) = page.last() else { break };
-        after = Some(last.tag.clone());
-        tags.extend(page.into_iter().filter(|t| t.digest == digest));
-    }
+    each_tag(index, &repository, |tag| {
+        if tag.digest == digest {
+            tags.push(tag);
+        }
+    })?;
     let manifest = index.manifest(&repository, &digest)?;
     if tags.is_empty() && manifest.is_none() {
         return Err(InspectError::Unknown(reference.to_string()));
@@ -369,18 +380,20 @@ mod tests {
 
     const D1: &str = "sha256:1111111111111111111111111111111111111111111111111111111111111111";
 
+    fn push(repository: &str, tag: &str, digest: &str) -> Write {
+        Write::PushTag {
+            repository: repository.into(),
+            tag: tag.into(),
+            digest: digest.into(),
+            at: UnixMillis(1),
+            only_if_unknown: false,
+        }
+    }
+
     #[test]
     fn tags_and_inspect_read_what_was_recorded() {
         let index = in_memory();
-        index
-            .apply(&[Write::PushTag {
-                repository: "team/app".into(),
-                tag: "v1".into(),
-                digest: D1.into(),
-                at: UnixMillis(1),
-                only_if_unknown: false,
-            }])
-            .unwrap();
+        index.apply(&[push("team/app", "v1", D1)]).unwrap();
         let views = tags(&index, None, false).unwrap();
         let table = tags_table(&views);
         assert!(table.starts_with("REPOSITORY"), "{table}");
@@ -438,24 +451,10 @@ mod tests {
                     kind: ManifestKind::Artifact,
                     ..record(SIG, 50)
                 }),
-                Write::PushTag {
-                    repository: "team/app".into(),
-                    tag: "v1".into(),
-                    digest: D1.into(),
-                    at: UnixMillis(1),
-                    only_if_unknown: false,
-                },
+                push("team/app", "v1", D1),
             ])
             .unwrap();
-        index
-            .apply(&[Write::PushTag {
-                repository: "team/other".into(),
-                tag: "a".into(),
-                digest: D2.into(),
-                at: UnixMillis(1),
-                only_if_unknown: false,
-            }])
-            .unwrap();
+        index.apply(&[push("team/other", "a", D2)]).unwrap();
         // Every repository's tags, the second's named before the first's last.
         let every = tags(&index, None, false).unwrap();
         assert_eq!(every.len(), 2);

@@ -26,23 +26,46 @@ pub async fn tags(
 ) -> Response<AdminBody> {
     let repository = param(query, "repository");
     let all = param(query, "all").is_some_and(|v| v == "1" || v == "true");
-    let index = index.clone();
-    let start = {
+    stream_pages(
+        index,
+        slot,
+        move |index| inspect::TagPages::new(index, repository.as_deref(), all),
+        |pages, index| pages.next(index),
+    )
+    .await
+}
+
+/// How a page source gives its next page (`None`: no more).
+type NextPage<P, T, F> = fn(&mut P, &dyn Index) -> Result<Option<Vec<T>>, F>;
+
+/// Streams the pages `open` starts (on a blocking thread: its failure is a 500, before anything
+/// is sent) and `next` continues.
+async fn stream_pages<P, T, E, F>(
+    index: &Arc<dyn Index>,
+    slot: OwnedSemaphorePermit,
+    open: impl FnOnce(&dyn Index) -> Result<P, E> + Send + 'static,
+    next: NextPage<P, T, F>,
+) -> Response<AdminBody>
+where
+    P: Send + 'static,
+    T: serde::Serialize + 'static,
+    E: std::fmt::Display + Send + 'static,
+    F: std::fmt::Display + 'static,
+{
+    let opened = {
         let index = index.clone();
-        tokio::task::spawn_blocking(move || {
-            inspect::TagPages::new(index.as_ref(), repository.as_deref(), all)
-        })
-        .await
+        tokio::task::spawn_blocking(move || open(index.as_ref())).await
     };
-    let mut pages = match start {
+    let mut pages = match opened {
         Ok(Ok(pages)) => pages,
         Ok(Err(error)) => return answer(failed(error.to_string())),
         Err(error) => return answer(failed(error.to_string())),
     };
+    let index = index.clone();
     streamed(stream::json_array(
         move || {
-            let page = pages.next(index.as_ref()).map_err(|e| e.to_string())?;
-            Ok(page.map(|views| views.iter().map(element).collect()))
+            let page = next(&mut pages, index.as_ref()).map_err(|e| e.to_string())?;
+            Ok(page.map(|items| items.iter().map(element).collect()))
         },
         slot,
     ))
@@ -149,26 +172,13 @@ pub async fn history(
         }
         None => None,
     };
-    let index = index.clone();
-    let start = {
-        let index = index.clone();
-        tokio::task::spawn_blocking(move || {
-            HistoryPages::new(index.as_ref(), repository.as_deref(), since)
-        })
-        .await
-    };
-    let mut pages = match start {
-        Ok(Ok(pages)) => pages,
-        Ok(Err(error)) => return answer(failed(error.to_string())),
-        Err(error) => return answer(failed(error.to_string())),
-    };
-    streamed(stream::json_array(
-        move || {
-            let page = pages.next(index.as_ref()).map_err(|e| e.to_string())?;
-            Ok(page.map(|entries| entries.iter().map(element).collect()))
-        },
+    stream_pages(
+        index,
         slot,
-    ))
+        move |index| HistoryPages::new(index, repository.as_deref(), since),
+        |pages, index| pages.next(index),
+    )
+    .await
 }
 
 #[cfg(test)]

@@ -40,6 +40,14 @@ pub trait KvStore: Send + Sync {
     }
 }
 
+/// Where a page of `prefix` after `after` starts: past `after`, or at the prefix.
+pub fn page_start(prefix: &[u8], after: Option<&[u8]>) -> std::ops::Bound<Vec<u8>> {
+    match after {
+        Some(after) if after >= prefix => std::ops::Bound::Excluded(after.to_vec()),
+        _ => std::ops::Bound::Included(prefix.to_vec()),
+    }
+}
+
 /// The in-memory twin: a `BTreeMap` behind a lock.
 #[derive(Default)]
 pub struct MemoryKv {
@@ -78,14 +86,9 @@ impl KvStore for MemoryKv {
         after: Option<&[u8]>,
         limit: usize,
     ) -> Result<Vec<KvPair>, IndexError> {
-        use std::ops::Bound;
         let map = self.map.read().unwrap_or_else(|e| e.into_inner());
-        let start = match after {
-            Some(after) if after >= prefix => Bound::Excluded(after.to_vec()),
-            _ => Bound::Included(prefix.to_vec()),
-        };
         Ok(map
-            .range((start, Bound::Unbounded))
+            .range((page_start(prefix, after), std::ops::Bound::Unbounded))
             .take_while(|(k, _)| k.starts_with(prefix))
             .take(limit)
             .map(|(k, v)| (k.clone(), v.clone()))

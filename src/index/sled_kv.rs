@@ -125,13 +125,9 @@ impl KvStore for SledKv {
         after: Option<&[u8]>,
         limit: usize,
     ) -> Result<Vec<KvPair>, IndexError> {
-        use std::ops::Bound;
-        let start = match after {
-            Some(after) if after >= prefix => Bound::Excluded(after.to_vec()),
-            _ => Bound::Included(prefix.to_vec()),
-        };
+        let start = super::kv::page_start(prefix, after);
         self.db()?
-            .range::<Vec<u8>, _>((start, Bound::Unbounded))
+            .range::<Vec<u8>, _>((start, std::ops::Bound::Unbounded))
             .take_while(|item| item.as_ref().map_or(true, |(k, _)| k.starts_with(prefix)))
             .take(limit)
             .map(|item| {

@@ -89,19 +89,27 @@ async fn resetting_upstream_gives_502_and_proxy_keeps_serving() {
     assert_eq!(health.status, StatusCode::OK);
 }
 
-#[test]
-fn oversized_request_head_is_refused() {
-    let registry = Registry::start();
-    let proxy = Regkeeper::start(&registry.url());
+/// Writes `request` as it is on a fresh connection and reads until the proxy closes it.
+fn raw_exchange(proxy: &Regkeeper, request: &str) -> String {
     let mut stream = TcpStream::connect(proxy.addr).unwrap();
     stream
         .set_read_timeout(Some(Duration::from_secs(20)))
         .unwrap();
-    let huge = "x".repeat(100 * 1024);
-    let request = format!("GET /v2/ HTTP/1.1\r\nHost: a\r\nX-Huge: {huge}\r\n\r\n");
     let _ = stream.write_all(request.as_bytes());
     let mut answer = String::new();
     let _ = stream.read_to_string(&mut answer);
+    answer
+}
+
+#[test]
+fn oversized_request_head_is_refused() {
+    let registry = Registry::start();
+    let proxy = Regkeeper::start(&registry.url());
+    let huge = "x".repeat(100 * 1024);
+    let answer = raw_exchange(
+        &proxy,
+        &format!("GET /v2/ HTTP/1.1\r\nHost: a\r\nX-Huge: {huge}\r\n\r\n"),
+    );
     assert!(answer.starts_with("HTTP/1.1 431"), "{answer:.200}");
 }
 
@@ -109,16 +117,12 @@ fn oversized_request_head_is_refused() {
 fn many_headers_within_the_byte_limit_pass() {
     let registry = Registry::start();
     let proxy = Regkeeper::start(&registry.url());
-    let mut stream = TcpStream::connect(proxy.addr).unwrap();
-    stream
-        .set_read_timeout(Some(Duration::from_secs(20)))
-        .unwrap();
     // 300 headers, about 4 KiB: far below limits.maxHeaderBytes (64 KiB).
     let headers: String = (0..300).map(|n| format!("X-N{n}: {n}\r\n")).collect();
-    let request = format!("GET /v2/ HTTP/1.1\r\nHost: a\r\n{headers}Connection: close\r\n\r\n");
-    stream.write_all(request.as_bytes()).unwrap();
-    let mut answer = String::new();
-    let _ = stream.read_to_string(&mut answer);
+    let answer = raw_exchange(
+        &proxy,
+        &format!("GET /v2/ HTTP/1.1\r\nHost: a\r\n{headers}Connection: close\r\n\r\n"),
+    );
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer:.200}");
 }
 

@@ -22,6 +22,16 @@ fn metrics(proxy: &Regkeeper) -> String {
     proxy.admin_text("/metrics").1
 }
 
+/// Waits (up to 10 s) until `series` reads `value`.
+fn wait_for_metric(proxy: &Regkeeper, series: &str, value: f64) {
+    wait_until(
+        Duration::from_secs(10),
+        Duration::from_millis(100),
+        || metric(&metrics(proxy), series) == value,
+        || format!("{series} never read {value}:\n{}", metrics(proxy)),
+    );
+}
+
 /// Starts an upload through the proxy; the path of its `Location`.
 fn start_upload(proxy: &Regkeeper) -> String {
     let runtime = tokio::runtime::Runtime::new().unwrap();
@@ -103,16 +113,10 @@ fn a_malformed_chunked_upload_is_the_clients_fault_not_the_upstreams() {
         .unwrap();
     let mut answer = Vec::new();
     let _ = stream.read_to_end(&mut answer);
-    wait_until(
-        Duration::from_secs(10),
-        Duration::from_millis(100),
-        || {
-            metric(
-                &metrics(&proxy),
-                "regkeeper_client_errors_total{cause=\"client-io\"}",
-            ) == 1.0
-        },
-        || format!("the client fault is not counted:\n{}", metrics(&proxy)),
+    wait_for_metric(
+        &proxy,
+        "regkeeper_client_errors_total{cause=\"client-io\"}",
+        1.0,
     );
     let text = metrics(&proxy);
     assert_eq!(
@@ -162,16 +166,10 @@ fn an_upstream_that_stops_mid_body_is_cut_off_and_counted() {
     let answer = String::from_utf8_lossy(&answer).into_owned();
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
     assert!(answer.ends_with("0123456789"), "{answer}");
-    wait_until(
-        Duration::from_secs(10),
-        Duration::from_millis(100),
-        || {
-            metric(
-                &metrics(&proxy),
-                "regkeeper_upstream_errors_total{cause=\"upstream-idle\"}",
-            ) == 1.0
-        },
-        || format!("the cut is not counted:\n{}", metrics(&proxy)),
+    wait_for_metric(
+        &proxy,
+        "regkeeper_upstream_errors_total{cause=\"upstream-idle\"}",
+        1.0,
     );
     assert!(proxy.logs().contains("upstream response cut off mid-body"));
 }

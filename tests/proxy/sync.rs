@@ -195,22 +195,7 @@ async fn sync_of_a_directly_filled_registry_equals_what_the_proxy_records() {
 
 /// Pushes one tiny image (`config` as its config blob) as `repository:tag`, directly.
 async fn push_raw(registry: &Registry, repository: &str, tag: &str, config: &[u8]) -> String {
-    let client = HttpClient::default();
-    let config_digest = client.push_blob(&registry.url(), repository, config).await;
-    let manifest = format!(
-        r#"{{"schemaVersion":2,"mediaType":"{OCI_MANIFEST}","config":{{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"{config_digest}","size":{}}},"layers":[]}}"#,
-        config.len()
-    );
-    let put = client
-        .send(
-            Method::PUT,
-            &format!("{}/v2/{repository}/manifests/{tag}", registry.url()),
-            &[("content-type", OCI_MANIFEST)],
-            full(manifest.clone()),
-        )
-        .await;
-    assert_eq!(put.status, StatusCode::CREATED);
-    crate::support::image::sha256(manifest.as_bytes())
+    push_tags(registry, repository, &[tag], config, None).await
 }
 
 #[tokio::test]
@@ -366,19 +351,22 @@ fn sync_reads_again_a_record_written_opaque_for_a_media_type_spelling() {
     assert_eq!(links.len(), 1, "the annotation is read now: {links:?}");
 }
 
-/// Pushes, directly, an image whose config is `config` and whose manifest differs by `variant`,
-/// under each of `tags`; returns its digest.
+/// Pushes, directly, an image whose config is `config` (and whose manifest differs by
+/// `variant`, when given) under each of `tags`; returns its digest.
 async fn push_tags(
     registry: &Registry,
     repository: &str,
     tags: &[&str],
     config: &[u8],
-    variant: &str,
+    variant: Option<&str>,
 ) -> String {
     let client = HttpClient::default();
     let config_digest = client.push_blob(&registry.url(), repository, config).await;
+    let annotations = variant
+        .map(|v| format!(r#","annotations":{{"variant":"{v}"}}"#))
+        .unwrap_or_default();
     let manifest = format!(
-        r#"{{"schemaVersion":2,"mediaType":"{OCI_MANIFEST}","config":{{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"{config_digest}","size":{}}},"layers":[],"annotations":{{"variant":"{variant}"}}}}"#,
+        r#"{{"schemaVersion":2,"mediaType":"{OCI_MANIFEST}","config":{{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"{config_digest}","size":{}}},"layers":[]{annotations}}}"#,
         config.len()
     );
     for tag in tags {
@@ -406,7 +394,7 @@ async fn sync_fetches_each_manifest_and_each_config_once_however_many_tags_share
         "team/app",
         &["a1", "a2", "a3", "a4"],
         shared,
-        "a",
+        Some("a"),
     )
     .await;
     let b = push_tags(
@@ -414,10 +402,17 @@ async fn sync_fetches_each_manifest_and_each_config_once_however_many_tags_share
         "team/app",
         &["b1", "b2", "b3", "b4"],
         shared,
-        "b",
+        Some("b"),
     )
     .await;
-    let c = push_tags(&registry, "team/app", &["c1", "c2", "c3", "c4"], own, "c").await;
+    let c = push_tags(
+        &registry,
+        "team/app",
+        &["c1", "c2", "c3", "c4"],
+        own,
+        Some("c"),
+    )
+    .await;
     let before = registry.requests().len();
 
     let dir = tempfile::tempdir().unwrap();
