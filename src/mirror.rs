@@ -8,7 +8,10 @@
 //! hands out the repositories by `Arc`: a snapshot costs no copy, and later writes replace
 //! repositories in the mirror without changing a snapshot already handed out.
 //!
-//! Owns: the mirror and its dirty marks. May call: `index`, `policy::snapshot`.
+//! Owns: the mirror and its dirty marks, and reading snapshots from the index (`read`: the I/O
+//! the policy's plain data needs). May call: `index`, `policy::snapshot`.
+
+pub mod read;
 
 use std::{
     collections::{BTreeSet, HashMap},
@@ -73,7 +76,7 @@ impl Mirror {
                 state.linked.clear();
             }
             let started = std::time::Instant::now();
-            let whole = Snapshot::read(self.index.as_ref())?;
+            let whole = read::snapshot(self.index.as_ref())?;
             tracing::info!(
                 repositories = whole.repositories.len(),
                 seconds = started.elapsed().as_secs_f64(),
@@ -101,7 +104,7 @@ impl Mirror {
         let mut fresh = Vec::with_capacity(dirty.len());
         for repository in &dirty {
             let known = current.repositories.get(repository).map(Arc::as_ref);
-            match Snapshot::read_repository(self.index.as_ref(), repository, known, &linked) {
+            match read::repository(self.index.as_ref(), repository, known, &linked) {
                 Ok(repo) => fresh.push((repository, repo)),
                 Err(e) => {
                     // Not read: stays marked, so the next snapshot tries again.
@@ -416,7 +419,7 @@ mod tests {
             }
         }
         let mirrored = mirror.snapshot().unwrap();
-        let fresh = Snapshot::read(index.as_ref()).unwrap();
+        let fresh = super::read::snapshot(index.as_ref()).unwrap();
         let shape = |s: &Snapshot| {
             s.repositories
                 .iter()

@@ -52,7 +52,7 @@ pub enum Source<'a> {
 impl Source<'_> {
     fn snapshot(self) -> Result<Snapshot, IndexError> {
         match self {
-            Self::Index(index) => Snapshot::read(index),
+            Self::Index(index) => crate::mirror::read::snapshot(index),
             Self::Mirror(mirror) => mirror.snapshot(),
         }
     }
