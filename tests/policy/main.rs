@@ -9,6 +9,7 @@ mod evidence;
 mod git;
 mod kube;
 mod plan;
+mod properties;
 mod werf_limits;
 
 use std::{
