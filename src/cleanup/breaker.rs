@@ -54,3 +54,95 @@ pub fn check(plan: &Plan, config: &CleanupConfig) -> Option<String> {
     }
     None
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::policy::{RepositoryPlan, TagPlan, Totals};
+
+    /// A repository of `tags` tags of which the first `removed` are deleted (one digest each).
+    fn repository(name: &str, tags: usize, removed: usize) -> RepositoryPlan {
+        let tag = |n: usize| TagPlan {
+            tag: format!("t{n}").into(),
+            digest: format!("sha256:{n:064}").into(),
+            pushed: crate::index::UnixMillis(1),
+            keep: n >= removed,
+            reasons: Vec::new(),
+            outcomes: Vec::new(),
+        };
+        let tags: Vec<TagPlan> = (0..tags).map(tag).collect();
+        RepositoryPlan {
+            repository: name.into(),
+            scope: Some("all".into()),
+            kept: Totals::default(),
+            deleted: Totals {
+                tags: removed,
+                bytes: 0,
+            },
+            actions: tags
+                .iter()
+                .filter(|t| !t.keep)
+                .map(|t| Action::DeleteDigest {
+                    digest: t.digest.clone(),
+                    tags: vec![Arc::clone(&t.tag)],
+                    bytes: 0,
+                    follows: None,
+                    after: Vec::new(),
+                })
+                .collect(),
+            tags,
+        }
+    }
+
+    fn plan(repositories: Vec<RepositoryPlan>) -> Plan {
+        Plan {
+            at: crate::index::UnixMillis(1),
+            repositories,
+            warnings: Vec::new(),
+        }
+    }
+
+    fn limits(max_deletions: usize, max_fraction: f64) -> CleanupConfig {
+        CleanupConfig {
+            max_deletions,
+            max_fraction,
+            ..CleanupConfig::default()
+        }
+    }
+
+    #[test]
+    fn the_count_limit_trips_above_max_deletions() {
+        let plan = plan(vec![repository("a", 100, 30), repository("b", 100, 30)]);
+        assert_eq!(removals(&plan), (60, 0));
+        let why = check(&plan, &limits(59, 1.0)).expect("60 > 59 trips");
+        assert!(
+            why.contains("removes 60 tags") && why.contains("maxDeletions (59)"),
+            "{why}"
+        );
+        assert_eq!(check(&plan, &limits(60, 1.0)), None, "60 is allowed");
+    }
+
+    #[test]
+    fn the_fraction_limit_trips_per_repository_above_the_floor() {
+        let mixed = plan(vec![repository("small", 4, 4), repository("big", 20, 15)]);
+        let why = check(&mixed, &limits(1000, 0.5)).expect("15 of 20 > 50% trips");
+        assert!(
+            why.contains("15 of 20 tags in big (75%)") && why.contains("maxFraction (50%)"),
+            "{why}"
+        );
+        assert_eq!(
+            check(&mixed, &limits(1000, 0.75)),
+            None,
+            "exactly 75% is allowed"
+        );
+        // Below the floor only the count decides: 4 of 4 is ordinary.
+        let small = plan(vec![repository(
+            "small",
+            FRACTION_FLOOR - 1,
+            FRACTION_FLOOR - 1,
+        )]);
+        assert_eq!(check(&small, &limits(1000, 0.1)), None);
+    }
+}

@@ -13,9 +13,14 @@ use futures_util::{StreamExt as _, stream};
 use serde::{Deserialize, Serialize};
 use tokio::sync::OnceCell;
 
+#[cfg(test)]
+mod calls;
+#[cfg(test)]
+mod fake;
 mod untag;
 
 use crate::{
+    cleanup::upstream::Registry,
     config::CleanupMode,
     index::{AuditAction, AuditEntry, AuditState, Index, IndexError, UnixMillis, Write},
     policy::{Action, Plan},
@@ -112,8 +117,8 @@ pub enum CleanupError {
     Request(String),
 }
 
-pub struct Executor<'a> {
-    pub client: &'a RegistryClient,
+pub struct Executor<'a, R: Registry = RegistryClient> {
+    pub client: &'a R,
     pub index: &'a dyn Index,
     pub mode: CleanupMode,
     pub run: String,
@@ -251,9 +256,9 @@ fn waves(steps: &[Step]) -> Vec<usize> {
     wave
 }
 
-impl<'a> Executor<'a> {
+impl<'a, R: Registry> Executor<'a, R> {
     pub fn new(
-        client: &'a RegistryClient,
+        client: &'a R,
         index: &'a dyn Index,
         mode: CleanupMode,
         run: String,

@@ -16,6 +16,7 @@ pub mod history;
 pub mod recovery;
 pub mod schedule;
 pub mod tombstone;
+pub mod upstream;
 
 use std::{collections::BTreeMap, fmt::Write as _, time::Instant};
 

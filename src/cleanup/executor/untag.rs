@@ -9,9 +9,12 @@
 use bytes::Bytes;
 
 use super::{CleanupError, Executor, Step};
-use crate::{cleanup::tombstone, registry::TagDeletion};
+use crate::{
+    cleanup::{tombstone, upstream::Registry},
+    registry::TagDeletion,
+};
 
-impl Executor<'_> {
+impl<R: Registry> Executor<'_, R> {
     /// Removes `tag` of `step` (its digest staying). Returns how.
     pub(super) async fn untag(&self, step: &Step, tag: &str) -> Result<String, CleanupError> {
         if self.removes_tags_alone(&step.repository).await? {
