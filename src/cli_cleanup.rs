@@ -13,7 +13,7 @@ use regkeeper::{
     registry::RegistryClient,
 };
 
-use super::{Local, Output, open_existing_index};
+use super::{Local, Output, open_existing_index, runtime};
 
 /// Beyond a run's own deadline: the plan before it, and the answer after.
 const ANSWER_MARGIN: Duration = Duration::from_secs(600);
@@ -46,13 +46,6 @@ fn ask_operator(
 fn client(config: &Config) -> anyhow::Result<RegistryClient> {
     let tls = regkeeper::tls::client_for_upstream(config)?;
     Ok(RegistryClient::new(config, tls)?)
-}
-
-fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
-    Ok(tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()?)
 }
 
 /// How an `apply` ended, for its exit code.

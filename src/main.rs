@@ -234,11 +234,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Sync { config, output } => {
             let config = Config::load(&config)?;
             regkeeper::telemetry::init(&config.log);
-            let runtime = tokio::runtime::Builder::new_multi_thread()
-                .enable_all()
-                .build()?;
             let progress = regkeeper::sync::ProgressStyle::detect();
-            let report = runtime.block_on(regkeeper::sync::once(&config, progress))?;
+            let report = runtime()?.block_on(regkeeper::sync::once(&config, progress))?;
             match output {
                 Output::Json => println!("{}", serde_json::to_string_pretty(&report)?),
                 Output::Table => println!(
@@ -382,10 +379,7 @@ fn evaluate(
             config.index.path.display()
         ),
     };
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    let loaded = runtime.block_on(regkeeper::planning::load(
+    let loaded = runtime()?.block_on(regkeeper::planning::load(
         config,
         regkeeper::planning::Source::Index(&index),
     ))?;
@@ -416,21 +410,9 @@ fn open_existing_index(config: &Config) -> anyhow::Result<Local> {
 }
 
 fn ask_serve(config: &Config, path: &str) -> anyhow::Result<serde_json::Value> {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    runtime
-        .block_on(regkeeper::admin::remote::get_json(
-            config.admin.listen,
-            path,
-            read_token(config),
-        ))
-        .map_err(|why| {
-            anyhow::anyhow!(
-                "the index at {} is held by a running `regkeeper serve`, and asking it failed: {why}",
-                config.index.path.display()
-            )
-        })
+    let text = ask_serve_text(config, path)?;
+    serde_json::from_str(&text)
+        .map_err(|e| anyhow::anyhow!("the admin listener answered non-JSON: {e}"))
 }
 
 /// Asks the running `serve` for `/api/v1/<view>?<query>` and prints its answer as the command
@@ -457,10 +439,7 @@ fn print_from_serve(
 }
 
 fn ask_serve_text(config: &Config, path: &str) -> anyhow::Result<String> {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    runtime
+    runtime()?
         .block_on(regkeeper::admin::remote::get_text(
             config.admin.listen,
             path,
@@ -472,6 +451,14 @@ fn ask_serve_text(config: &Config, path: &str) -> anyhow::Result<String> {
                 config.index.path.display()
             )
         })
+}
+
+/// The one runtime the commands use (serve builds its own): a worker per core, as sync's
+/// crawl and a cleanup's concurrent steps want.
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?)
 }
 
 /// The token a command shows the running `serve` for its read views: the read token, else
