@@ -6,8 +6,11 @@
 //! `mirror`, `inspect` (table layout).
 
 mod gauges;
+mod render;
 
-use std::{collections::HashMap, fmt::Write as _, sync::Arc, time::Instant};
+pub use render::{explain_table, plan_table};
+
+use std::{collections::HashMap, time::Instant};
 
 use serde::Serialize;
 
@@ -15,7 +18,7 @@ use crate::{
     config::Config,
     index::{Index, IndexError, UnixMillis},
     mirror::Mirror,
-    policy::{self, Action, Details, Inputs, Outcome, Plan, RepositoryPlan, Snapshot, Usage},
+    policy::{self, Action, Details, Inputs, Outcome, Plan, Snapshot, Usage},
     sources::git::GitFacts,
 };
 
@@ -157,169 +160,6 @@ pub fn only_repositories(plan: &mut Plan, filter: &str) {
     });
 }
 
-/// The plan as text: a summary line per repository, then per repository what would be deleted
-/// — newest push first, the tag first, a short digest, push date and size — and, with
-/// `show_kept`, every kept tag with its reasons. A source that failed is said once, at the
-/// top; the tags it kept only name the rule.
-pub fn plan_table(plan: &Plan, show_kept: bool) -> String {
-    let mut out = String::new();
-    let _ = writeln!(out, "plan as of {}", format_time(plan.at));
-    for warning in &plan.warnings {
-        let _ = writeln!(out, "warning: {warning}");
-    }
-    let mut rows = vec![[
-        "REPOSITORY".to_string(),
-        "SCOPE".into(),
-        "KEPT".into(),
-        "KEPT SIZE".into(),
-        "DELETED".into(),
-        "DELETED SIZE".into(),
-    ]];
-    for repo in &plan.repositories {
-        rows.push([
-            repo.repository.clone(),
-            repo.scope.clone().unwrap_or_else(|| "-".into()),
-            repo.kept.tags.to_string(),
-            crate::inspect::human_bytes(repo.kept.bytes),
-            repo.deleted.tags.to_string(),
-            crate::inspect::human_bytes(repo.deleted.bytes),
-        ]);
-    }
-    out.push_str(&crate::inspect::render(&rows));
-    for repo in &plan.repositories {
-        if repo.actions.is_empty() && !show_kept {
-            continue;
-        }
-        let _ = writeln!(out, "\n{}:", repo.repository);
-        if !repo.actions.is_empty() {
-            out.push_str(&indent(&crate::inspect::render(&deletion_rows(repo))));
-        }
-        if show_kept {
-            for tag in repo.tags.iter().filter(|t| t.keep) {
-                let reasons: Vec<&str> = tag.reasons.iter().map(|r| said_once(r)).collect();
-                let _ = writeln!(out, "  keep    {}  {}", tag.tag, reasons.join("; "));
-            }
-        }
-    }
-    out
-}
-
-/// A failed source's reason as a kept tag shows it: the rule only (the warning says the rest).
-fn said_once(reason: &str) -> &str {
-    ["kubernetes-unavailable", "helm-unavailable", "git-unproven"]
-        .into_iter()
-        .find(|rule| reason.starts_with(&format!("{rule}:")))
-        .map_or(reason, |rule| rule)
-}
-
-fn indent(table: &str) -> String {
-    table.lines().map(|l| format!("  {l}\n")).collect()
-}
-
-/// One row per action, newest push first (untagged manifests, which have no push of a tag,
-/// last).
-fn deletion_rows(repo: &RepositoryPlan) -> Vec<[String; 6]> {
-    let pushed_of = |tags: &[Arc<str>]| {
-        repo.tags
-            .iter()
-            .filter(|t| tags.iter().any(|name| **name == *t.tag))
-            .map(|t| t.pushed)
-            .max()
-    };
-    let mut rows: Vec<(Option<UnixMillis>, [String; 6])> = repo
-        .actions
-        .iter()
-        .map(|action| match action {
-            Action::DeleteDigest {
-                digest,
-                tags,
-                bytes,
-                follows,
-                ..
-            } => {
-                let pushed = pushed_of(tags);
-                let tag = match tags.split_first() {
-                    Some((first, [])) => first.to_string(),
-                    Some((first, rest)) => format!("{first} (+{})", rest.len()),
-                    None => "-".into(),
-                };
-                let why = match (follows, tags.len()) {
-                    (Some(why), _) => why.clone(),
-                    (None, 0 | 1) => "no rule keeps it".into(),
-                    (None, _) => format!("with its tags {}", tags.join(", ")),
-                };
-                (
-                    pushed,
-                    [
-                        tag,
-                        short(digest),
-                        date(pushed),
-                        human(*bytes),
-                        "delete".into(),
-                        why,
-                    ],
-                )
-            }
-            Action::Untag { tag, digest } => {
-                let pushed = pushed_of(std::slice::from_ref(tag));
-                let row = [
-                    tag.to_string(),
-                    short(digest),
-                    date(pushed),
-                    "-".into(),
-                    "untag".into(),
-                    "the digest stays for other tags or uses".into(),
-                ];
-                (pushed, row)
-            }
-            Action::DeleteUntagged {
-                digest, bytes, why, ..
-            } => (
-                None,
-                [
-                    "-".into(),
-                    short(digest),
-                    "-".into(),
-                    human(*bytes),
-                    "delete".into(),
-                    why.clone(),
-                ],
-            ),
-        })
-        .collect();
-    // Newest first; equal times by tag, so the table is stable.
-    rows.sort_by(|(a, ra), (b, rb)| b.cmp(a).then_with(|| ra[0].cmp(&rb[0])));
-    let header = [
-        "TAG".to_string(),
-        "DIGEST".into(),
-        "PUSHED".into(),
-        "SIZE".into(),
-        "ACTION".into(),
-        "WHY".into(),
-    ];
-    std::iter::once(header)
-        .chain(rows.into_iter().map(|(_, row)| row))
-        .collect()
-}
-
-fn short(digest: &str) -> String {
-    let hex = digest.split_once(':').map_or(digest, |(_, hex)| hex);
-    hex[..hex.len().min(12)].to_string()
-}
-
-fn date(at: Option<UnixMillis>) -> String {
-    at.map_or("-".into(), |at| {
-        format_time(at)
-            .replacen('T', " ", 1)
-            .trim_end_matches('Z')
-            .to_string()
-    })
-}
-
-fn human(bytes: u64) -> String {
-    crate::inspect::human_bytes(bytes)
-}
-
 /// Every rule's verdict on one tag.
 #[derive(Serialize)]
 pub struct Explanation<'a> {
@@ -375,34 +215,6 @@ pub fn explain<'a>(plan: &'a Plan, reference: &str) -> Result<Explanation<'a>, U
         rules: &verdict.outcomes,
         action,
     })
-}
-
-pub fn explain_table(explanation: &Explanation) -> String {
-    let mut out = String::new();
-    let _ = writeln!(
-        out,
-        "{}:{} ({}) as of {}",
-        explanation.repository,
-        explanation.tag,
-        explanation.digest,
-        format_time(explanation.at)
-    );
-    let _ = writeln!(
-        out,
-        "scope: {}",
-        explanation.scope.unwrap_or("none (never touched)")
-    );
-    for outcome in explanation.rules {
-        let mark = if outcome.keeps { "keeps" } else { "  -  " };
-        let _ = writeln!(out, "  {mark}  {:<24} {}", outcome.rule, outcome.detail);
-    }
-    let verdict = match explanation.action {
-        "keep" => "KEPT",
-        "untag" => "UNTAGGED (the tag goes; its digest stays for other tags or uses)",
-        _ => "DELETED (no rule keeps it)",
-    };
-    let _ = writeln!(out, "verdict: {verdict}");
-    out
 }
 
 /// `YYYY-MM-DDTHH:MM:SSZ`.
@@ -474,7 +286,7 @@ pub fn parse_time(text: &str, now: UnixMillis) -> Result<UnixMillis, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::policy::{TagPlan, Totals};
+    use crate::policy::{RepositoryPlan, TagPlan, Totals};
 
     #[test]
     fn a_failed_cluster_is_said_once_and_repositories_filter_by_name_or_parent() {
