@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use regkeeper::{
-    cleanup::{self, RunReport, history},
+    cleanup::{self, RunReport, history, restore as restoring},
     config::{CleanupMode, Config},
     index::Index as _,
     planning::Source,
@@ -139,10 +139,10 @@ pub fn restore(
     run: Option<&str>,
     output: Output,
 ) -> anyhow::Result<()> {
-    let report: history::RestoreReport = match open_existing_index(config)? {
+    let report: restoring::RestoreReport = match open_existing_index(config)? {
         Local::Index(index) => {
             let client = client(config)?;
-            runtime()?.block_on(history::restore_all(&client, &index, reference, run))?
+            runtime()?.block_on(restoring::restore_all(&client, &index, reference, run))?
         }
         Local::Serving => {
             let body = serde_json::json!({ "reference": reference, "run": run });

@@ -17,7 +17,7 @@ use serde::{Deserialize, de::DeserializeOwned};
 
 use super::request::{Answer, authorized_json, error};
 use crate::{
-    cleanup::{self, CleanupError, history},
+    cleanup::{self, CleanupError, restore},
     config::{CleanupMode, Config},
     index::Index,
     mirror::Mirror,
@@ -124,7 +124,7 @@ impl OperatorApi {
         };
         let (mirror, client) = (self.mirror.clone(), self.client.clone());
         let run = tokio::spawn(async move {
-            history::restore_all(
+            restore::restore_all(
                 &client,
                 mirror.as_ref(),
                 asked.reference.as_deref(),

@@ -14,6 +14,7 @@ pub mod executor;
 pub mod guard;
 pub mod history;
 pub mod recovery;
+pub mod restore;
 pub mod schedule;
 pub mod tombstone;
 pub mod upstream;
