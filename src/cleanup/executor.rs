@@ -754,7 +754,7 @@ mod tests {
         )
     }
 
-    fn step(action: AuditAction, digest: &str, tags: &[&str]) -> Step {
+    pub(super) fn step(action: AuditAction, digest: &str, tags: &[&str]) -> Step {
         Step {
             seq: 1,
             repository: "team/app".into(),

@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use super::{Executor, Step, StepOutcome, fake::FakeRegistry};
+use super::{Executor, Step, StepOutcome, fake::FakeRegistry, tests::step};
 use crate::{
     config::CleanupMode,
     index::{AuditAction, AuditState, Index, UnixMillis, Write, in_memory},
@@ -15,19 +15,6 @@ fn body(name: &str) -> String {
     format!(
         r#"{{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","annotations":{{"n":"{name}"}}}}"#
     )
-}
-
-fn step(action: AuditAction, digest: &str, tags: &[&str]) -> Step {
-    Step {
-        seq: 1,
-        repository: REPO.into(),
-        digest: digest.into(),
-        action,
-        tags: tags.iter().map(|t| t.to_string()).collect(),
-        bytes: 0,
-        reasons: Vec::new(),
-        after: Vec::new(),
-    }
 }
 
 fn recorded(index: &dyn Index, tag: &str, digest: &str) {
