@@ -13,7 +13,8 @@ use regkeeper::{
     registry::RegistryClient,
 };
 
-use super::{Local, Output, open_existing_index, runtime};
+use super::{Local, open_existing_index, runtime};
+use crate::Output;
 
 /// Beyond a run's own deadline: the plan before it, and the answer after.
 const ANSWER_MARGIN: Duration = Duration::from_secs(600);
