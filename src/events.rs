@@ -233,13 +233,7 @@ mod tests {
             Recorder::default(),
             finish_rx,
         ));
-        sender.send(RegistryEvent::Record(vec![Write::PushTag {
-            repository: "a".into(),
-            tag: "latest".into(),
-            digest: D1.into(),
-            at: UnixMillis(1),
-            only_if_unknown: false,
-        }]));
+        sender.send(push("latest"));
         for i in 0..5_000 {
             sender.send(pulled("latest", i));
         }

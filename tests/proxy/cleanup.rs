@@ -788,6 +788,16 @@ fn kube_api_over_time(
     pods: Vec<String>,
     forbidden: &'static [&'static str],
 ) -> String {
+    kube_api_with_secrets(runtime, pods, forbidden, None)
+}
+
+/// [`kube_api_over_time`] that answers Secrets (Helm releases) with `secrets`, a SecretList.
+fn kube_api_with_secrets(
+    runtime: &tokio::runtime::Runtime,
+    pods: Vec<String>,
+    forbidden: &'static [&'static str],
+    secrets: Option<String>,
+) -> String {
     let listings = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
     use http_body_util::Full;
     use hyper::{Request, Response, body::Incoming};
@@ -806,7 +816,7 @@ fn kube_api_over_time(
                 continue;
             };
             let (pods, forbidden_body) = (pods.clone(), forbidden_body.clone());
-            let listings = listings.clone();
+            let (listings, secrets) = (listings.clone(), secrets.clone());
             tokio::spawn(async move {
                 let service = hyper::service::service_fn(move |request: Request<Incoming>| {
                     let path = request.uri().path().to_string();
@@ -815,6 +825,8 @@ fn kube_api_over_time(
                     } else if path == "/api/v1/pods" {
                         let n = listings.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                         (200, pods[n.min(pods.len() - 1)].clone())
+                    } else if let (Some(secrets), "/api/v1/secrets") = (&secrets, path.as_str()) {
+                        (200, secrets.clone())
                     } else {
                         let kind = path.rsplit('/').next().unwrap_or("items");
                         (
@@ -939,6 +951,73 @@ fn a_workload_spelling_the_registry_host_differently_keeps_its_image() {
     assert_eq!(outcome_of(&report, "old-a"), "none", "{report:#}");
     assert_eq!(outcome_of(&report, "old-b"), "none", "{report:#}");
     assert!(case.exists("team/app:old-a") && case.exists("team/app:old-b"));
+}
+
+/// A SecretList with one Helm release (revision 1) whose rendered `manifest` is `manifest`:
+/// JSON, gzip, base64 (Helm's encoding), under the API's own base64.
+fn helm_release(name: &str, manifest: &str) -> String {
+    use base64::Engine as _;
+    use std::io::Write as _;
+    let release = serde_json::json!({
+        "name": name, "namespace": "prod", "version": 1,
+        "info": {"status": "deployed"}, "manifest": manifest,
+    });
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    gz.write_all(release.to_string().as_bytes()).unwrap();
+    let helm = base64::engine::general_purpose::STANDARD.encode(gz.finish().unwrap());
+    serde_json::json!({
+        "kind": "SecretList", "apiVersion": "v1", "metadata": {"resourceVersion": "1"},
+        "items": [{
+            "metadata": {"name": format!("sh.helm.release.v1.{name}.v1"), "namespace": "prod",
+                         "labels": {"owner": "helm", "name": name, "version": "1"}},
+            "type": "helm.sh/release.v1",
+            "data": {"release": base64::engine::general_purpose::STANDARD.encode(helm)},
+        }],
+    })
+    .to_string()
+}
+
+#[test]
+fn an_image_a_helm_release_names_by_its_parts_is_kept_and_still_pulls() {
+    let mut case = Case::new(Registry::start(), "");
+    for name in ["a", "b"] {
+        case.image(name);
+        case.push(name, &format!("team/app:old-{name}"));
+    }
+    let kept = remote_digest(&case.reference("team/app:old-a"));
+    case.regkeeper(&["sync"]).expect_ok();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let host = "registry.example.com";
+    // A custom resource in the release names the image as `{registry, repository, tag}`, as
+    // many operators' resources do; no workload runs it.
+    let manifest = format!(
+        "---\napiVersion: monitoring.example.com/v1\nkind: Agent\nmetadata:\n  name: agent\nspec:\n  image:\n    registry: {host}\n    repository: team/app\n    tag: old-a\n"
+    );
+    let api = kube_api_with_secrets(
+        &runtime,
+        vec![pod_list(&[])],
+        &[],
+        Some(helm_release("agent", &manifest)),
+    );
+    with_retention(&case, &cluster(case.work.path(), &api, host));
+
+    let report = case.apply(&["--mode", "enforce"]);
+    assert_eq!(outcome_of(&report, "old-b"), "deleted", "{report:#}");
+    assert_eq!(
+        outcome_of(&report, "old-a"),
+        "none",
+        "kept by helm: {report:#}"
+    );
+    // On the registry: the kept image still resolves and pulls whole.
+    assert_eq!(remote_digest(&case.reference("team/app:old-a")), kept);
+    assert!(has_manifest(&case.registry, "team/app", &kept));
+    let pulled = case.work.path().join("pulled-agent");
+    skopeo_copy(
+        &case.reference("team/app:old-a"),
+        &format!("oci:{}:back", pulled.display()),
+        &[],
+    );
+    assert!(!case.exists("team/app:old-b"));
 }
 
 #[test]
