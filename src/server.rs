@@ -67,116 +67,69 @@ const PULL_HAND_OVER_PERIOD: Duration = Duration::from_secs(1);
 /// How often a proxy worker closes upstream connections idle longer than `timeouts.poolIdle`.
 const POOL_SWEEP_PERIOD: Duration = Duration::from_secs(5);
 
+/// The index side of a recording proxy: the mirror every write goes through (plans read it
+/// instead of the whole index), and the events queue from the proxy workers to its writer.
+struct Recording {
+    index: Arc<dyn Index>,
+    mirror: Arc<Mirror>,
+    events: events::EventSender,
+    receiver: events::EventReceiver,
+}
+
+impl Recording {
+    /// `None` when `index.record` is off.
+    fn open(config: &Config) -> Result<Option<Self>, ServeError> {
+        if !config.index.record {
+            tracing::info!("index.record is off: proxying without recording");
+            return Ok(None);
+        }
+        let mirror = Arc::new(Mirror::new(Arc::new(index::open_sled(&config.index.path)?)));
+        let (events, receiver) = events::channel(EVENT_QUEUE);
+        Ok(Some(Self {
+            index: mirror.clone(),
+            mirror,
+            events,
+            receiver,
+        }))
+    }
+}
+
 /// Runs until a shutdown signal; returns once connections are drained or the grace period ends.
 pub fn serve(config: Config) -> Result<(), ServeError> {
     if let Err(error) = crate::metrics::install() {
         tracing::warn!(%error, "metrics recorder not installed; /metrics stays empty");
     }
-    // The index writer's inputs, and the sender the proxy workers and the link API share.
     let linker = Linker::new(&config.index.tag_patterns).map_err(ServeError::TagPattern)?;
-    // Read once: the proxy's pool and regkeeper's own client trust the same roots.
-    let upstream_tls = crate::tls::client_for_upstream(&config)?;
-    let client = Arc::new(RegistryClient::new(&config, upstream_tls.clone())?);
-    let (recording, events) = if config.index.record {
-        // Every write goes through the mirror, which plans read instead of the whole index.
-        let mirror = Arc::new(Mirror::new(Arc::new(index::open_sled(&config.index.path)?)));
-        let index: Arc<dyn Index> = mirror.clone();
-        let (events, receiver) = events::channel(EVENT_QUEUE);
-        (Some((index, mirror, receiver)), Some(events))
-    } else {
-        tracing::info!("index.record is off: proxying without recording");
-        (None, None)
-    };
+    // One connector: the proxy's pools and regkeeper's own client reach the upstream alike.
+    let connector = crate::upstream::connector(&config, tls::client_for_upstream(&config)?);
+    let client = Arc::new(RegistryClient::with_connector(&config, connector.clone())?);
+    let recording = Recording::open(&config)?;
     let tls = match &config.tls {
         Some(tls) => Some(TlsAcceptor::from(tls::server_config(&tls.cert, &tls.key)?)),
         None => None,
     };
-    let bind = |addr| {
-        StdTcpListener::bind(addr)
-            .and_then(|listener| listener.set_nonblocking(true).map(|()| listener))
-            .map_err(|source| ServeError::Bind { addr, source })
-    };
     let proxy_listener = bind(config.listen)?;
     let admin_listener = bind(config.admin.listen)?;
-    // Built once before serving, so a bad CA bundle fails start-up; each worker gets a sibling
-    // with its own pool.
-    let upstream = Upstream::new(&config, upstream_tls)?;
-    let workers = config.worker_threads();
-    let upstreams: Vec<Upstream> = (0..workers).map(|_| upstream.sibling()).collect();
-    // The evaluations (plans, the schedule, the operator's runs) share one copy.
-    let shared = Arc::new(config.clone());
+    // Each worker gets a sibling with its own pool.
+    let upstream = Upstream::with_connector(&config, connector)?;
     let index_health = events::IndexHealth::default();
-    let admin_state = Arc::new(admin::AdminState {
-        index_health: recording.as_ref().map(|_| index_health.clone()),
-        upstream,
-        links: match (&config.admin.link_token, &recording, &events) {
-            (Some(token), Some((index, _, _)), Some(events)) => Some(admin::LinkApi {
-                token: token.clone(),
-                index: index.clone(),
-                events: events.clone(),
-            }),
-            _ => None,
-        },
-        index: recording.as_ref().map(|(index, _, _)| index.clone()),
-        plans: recording.as_ref().map(|(_, mirror, _)| admin::PlanApi {
-            config: shared.clone(),
-            mirror: mirror.clone(),
-            running: tokio::sync::Semaphore::new(1),
-            waiting: tokio::sync::Semaphore::new(admin::EVALUATIONS_WAITING),
-        }),
-        operator: match (&config.admin.operator_token, &recording) {
-            (Some(token), Some((_, mirror, _))) => Some(admin::OperatorApi {
-                token: token.clone(),
-                config: shared.clone(),
-                mirror: mirror.clone(),
-                client: client.clone(),
-            }),
-            _ => None,
-        },
-        read_tokens: config
-            .admin
-            .read_token
-            .iter()
-            .chain(
-                config
-                    .admin
-                    .read_token
-                    .as_ref()
-                    .and(config.admin.operator_token.as_ref()),
-            )
-            .cloned()
-            .collect(),
-        views: Arc::new(tokio::sync::Semaphore::new(admin::VIEWS_AT_ONCE)),
-    });
-
+    let shared = Arc::new(config.clone());
+    let admin_state = admin_state(
+        &shared,
+        upstream.sibling(),
+        &client,
+        recording.as_ref(),
+        &index_health,
+    );
     let (stop_tx, stop_rx) = watch::channel(false);
-    let limits = ConnectionLimits {
-        header_read_timeout: config.timeouts.header_read.0,
-        max_header_bytes: config.limits.max_header_bytes,
-    };
-    let grace = config.timeouts.shutdown_grace.0;
-    let mut threads: Vec<JoinHandle<()>> = Vec::with_capacity(workers);
-    for (index, upstream) in upstreams.into_iter().enumerate() {
-        let listener = proxy_listener
-            .try_clone()
-            .map_err(|source| ServeError::Bind {
-                addr: config.listen,
-                source,
-            })?;
-        let worker = Worker {
-            listener,
-            tls: tls.clone(),
-            proxy: Arc::new(Proxy::new(upstream, config.log.requests, events.clone())),
-            limits,
-            grace,
-            stop: stop_rx.clone(),
-        };
-        let thread = std::thread::Builder::new()
-            .name(format!("regkeeper-proxy-{index}"))
-            .spawn(move || worker.run())
-            .map_err(ServeError::Runtime)?;
-        threads.push(thread);
-    }
+    let threads = spawn_workers(
+        &config,
+        &proxy_listener,
+        &upstream,
+        tls.clone(),
+        recording.as_ref().map(|r| r.events.clone()),
+        &stop_rx,
+    )?;
     drop(proxy_listener);
 
     let scheme = if tls.is_some() { "https" } else { "http" };
@@ -184,83 +137,28 @@ pub fn serve(config: Config) -> Result<(), ServeError> {
         listen = %config.listen,
         admin = %config.admin.listen,
         upstream = %config.upstream.url,
-        workers,
+        workers = threads.len(),
         "regkeeper serving: push to {scheme}://{}",
         config.listen
     );
-
-    // Two workers: an evaluation or the index read moves off one (`planning::off_the_runtime`)
-    // while the writer and the admin listener go on.
-    let control = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .thread_name("regkeeper-control")
-        .enable_all()
-        .build()
-        .map_err(ServeError::Runtime)?;
+    let control = control_runtime()?;
     let (finish_writer, writer_finish) = tokio::sync::oneshot::channel();
-    let writer = match (recording, events) {
-        (Some((index, mirror, receiver)), Some(events)) => {
-            if !config.retention.scopes.is_empty() {
-                // Read the index into memory now, so the first evaluation does not wait for it.
-                let mirror = mirror.clone();
-                control.spawn_blocking(move || {
-                    if let Err(error) = mirror.snapshot() {
-                        tracing::warn!(%error, "reading the index into memory failed; the next evaluation retries");
-                    }
-                });
-            }
-            control.spawn(crate::cleanup::schedule::run_periodic(
-                crate::cleanup::schedule::Schedule {
-                    config: shared,
-                    mirror: mirror.clone(),
-                    client: client.clone(),
-                },
-                stop_rx.clone(),
-            ));
-            let (configs, config_jobs) = configs::queue(CONFIG_QUEUE);
-            control.spawn(configs::run_reader(
-                config_jobs,
-                client.clone(),
-                events.clone(),
-                CONFIG_READERS,
-            ));
-            control.spawn(sync::schedule::run_periodic(
-                sync::schedule::Schedule {
-                    client,
-                    index: index.clone(),
-                    events,
-                    linker: linker.clone(),
-                    interval: config.sync.interval.0,
-                    concurrency: config.sync.concurrency,
-                },
-                stop_rx.clone(),
-            ));
-            let recorder = Recorder {
-                linker,
-                configs: Some(configs),
-                health: index_health,
-            };
-            Some(control.spawn(events::run_writer(
-                receiver,
-                index,
-                BatchPolicy::default(),
-                recorder,
-                writer_finish,
-            )))
-        }
-        _ => None,
+    let background = Background {
+        config: shared,
+        client,
+        linker,
+        health: index_health,
+        stop: stop_rx.clone(),
     };
-    control.spawn(async {
-        let mut every = tokio::time::interval(crate::metrics::UPKEEP_PERIOD);
-        loop {
-            every.tick().await;
-            crate::metrics::upkeep();
-        }
-    });
+    let writer = recording.map(|recording| background.spawn(&control, recording, writer_finish));
+    control.spawn(metrics_upkeep());
+    let admin_addr = config.admin.listen;
     control.block_on(async move {
-        let admin_listener = TcpListener::from_std(admin_listener).map_err(|source| ServeError::Bind {
-            addr: config.admin.listen,
-            source,
+        let admin_listener = TcpListener::from_std(admin_listener).map_err(|source| {
+            ServeError::Bind {
+                addr: admin_addr,
+                source,
+            }
         })?;
         let admin_task = tokio::spawn(admin::serve(admin_listener, admin_state, stop_rx));
         shutdown_signal().await;
@@ -275,17 +173,225 @@ pub fn serve(config: Config) -> Result<(), ServeError> {
     // The workers are gone: the writer applies what is still queued, flushes and ends.
     let _ = finish_writer.send(());
     if let Some(writer) = writer {
-        match control.block_on(writer) {
-            Ok(stats) => tracing::info!(
-                events = stats.events,
-                batches = stats.batches,
-                failed = stats.failed_batches,
-                "index writer finished"
-            ),
-            Err(error) => tracing::error!(%error, "index writer failed"),
-        }
+        finish(&control, writer);
     }
     Ok(())
+}
+
+/// The process gauges, refreshed between scrapes.
+async fn metrics_upkeep() {
+    let mut every = tokio::time::interval(crate::metrics::UPKEEP_PERIOD);
+    loop {
+        every.tick().await;
+        crate::metrics::upkeep();
+    }
+}
+
+/// Two workers: an evaluation or the index read moves off one (`planning::off_the_runtime`)
+/// while the writer and the admin listener go on.
+fn control_runtime() -> Result<tokio::runtime::Runtime, ServeError> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("regkeeper-control")
+        .enable_all()
+        .build()
+        .map_err(ServeError::Runtime)
+}
+
+/// Waits for the index writer to apply what is queued, and says how it went.
+fn finish(control: &tokio::runtime::Runtime, writer: tokio::task::JoinHandle<events::WriterStats>) {
+    match control.block_on(writer) {
+        Ok(stats) => tracing::info!(
+            events = stats.events,
+            batches = stats.batches,
+            failed = stats.failed_batches,
+            "index writer finished"
+        ),
+        Err(error) => tracing::error!(%error, "index writer failed"),
+    }
+}
+
+/// A non-blocking listening socket, for a tokio runtime to adopt.
+fn bind(addr: std::net::SocketAddr) -> Result<StdTcpListener, ServeError> {
+    StdTcpListener::bind(addr)
+        .and_then(|listener| listener.set_nonblocking(true).map(|()| listener))
+        .map_err(|source| ServeError::Bind { addr, source })
+}
+
+/// What the admin listener serves from: the APIs that need the index exist only when
+/// recording, the link and operator APIs only with their tokens.
+fn admin_state(
+    shared: &Arc<Config>,
+    upstream: Upstream,
+    client: &Arc<RegistryClient>,
+    recording: Option<&Recording>,
+    index_health: &events::IndexHealth,
+) -> Arc<admin::AdminState> {
+    let config = &**shared;
+    Arc::new(admin::AdminState {
+        index_health: recording.map(|_| index_health.clone()),
+        upstream,
+        links: match (&config.admin.link_token, recording) {
+            (Some(token), Some(recording)) => Some(admin::LinkApi {
+                token: token.clone(),
+                index: recording.index.clone(),
+                events: recording.events.clone(),
+            }),
+            _ => None,
+        },
+        index: recording.map(|r| r.index.clone()),
+        plans: recording.map(|r| admin::PlanApi {
+            config: shared.clone(),
+            mirror: r.mirror.clone(),
+            running: tokio::sync::Semaphore::new(1),
+            waiting: tokio::sync::Semaphore::new(admin::EVALUATIONS_WAITING),
+        }),
+        operator: match (&config.admin.operator_token, recording) {
+            (Some(token), Some(recording)) => Some(admin::OperatorApi {
+                token: token.clone(),
+                config: shared.clone(),
+                mirror: recording.mirror.clone(),
+                client: client.clone(),
+            }),
+            _ => None,
+        },
+        // The operator token reads too, once reads need a token at all.
+        read_tokens: config
+            .admin
+            .read_token
+            .iter()
+            .chain(
+                config
+                    .admin
+                    .read_token
+                    .as_ref()
+                    .and(config.admin.operator_token.as_ref()),
+            )
+            .cloned()
+            .collect(),
+        views: Arc::new(tokio::sync::Semaphore::new(admin::VIEWS_AT_ONCE)),
+    })
+}
+
+/// The proxy's worker threads, each on a duplicate of the listening socket with a sibling of
+/// `upstream` (its own pool).
+fn spawn_workers(
+    config: &Config,
+    proxy_listener: &StdTcpListener,
+    upstream: &Upstream,
+    tls: Option<TlsAcceptor>,
+    events: Option<events::EventSender>,
+    stop: &watch::Receiver<bool>,
+) -> Result<Vec<JoinHandle<()>>, ServeError> {
+    let limits = ConnectionLimits {
+        header_read_timeout: config.timeouts.header_read.0,
+        max_header_bytes: config.limits.max_header_bytes,
+    };
+    let workers = config.worker_threads();
+    let mut threads: Vec<JoinHandle<()>> = Vec::with_capacity(workers);
+    for index in 0..workers {
+        let listener = proxy_listener
+            .try_clone()
+            .map_err(|source| ServeError::Bind {
+                addr: config.listen,
+                source,
+            })?;
+        let worker = Worker {
+            listener,
+            tls: tls.clone(),
+            proxy: Arc::new(Proxy::new(
+                upstream.sibling(),
+                config.log.requests,
+                events.clone(),
+            )),
+            limits,
+            grace: config.timeouts.shutdown_grace.0,
+            stop: stop.clone(),
+        };
+        let thread = std::thread::Builder::new()
+            .name(format!("regkeeper-proxy-{index}"))
+            .spawn(move || worker.run())
+            .map_err(ServeError::Runtime)?;
+        threads.push(thread);
+    }
+    Ok(threads)
+}
+
+/// The control runtime's work besides the admin listener, when recording: the index writer,
+/// image-config reads, sync, and the cleanup schedule.
+struct Background {
+    config: Arc<Config>,
+    client: Arc<RegistryClient>,
+    linker: Linker,
+    health: events::IndexHealth,
+    stop: watch::Receiver<bool>,
+}
+
+impl Background {
+    /// Spawns it all; returns the index writer, which ends once `finish` fires and the queue
+    /// is applied.
+    fn spawn(
+        self,
+        control: &tokio::runtime::Runtime,
+        recording: Recording,
+        finish: tokio::sync::oneshot::Receiver<()>,
+    ) -> tokio::task::JoinHandle<events::WriterStats> {
+        let Recording {
+            index,
+            mirror,
+            events,
+            receiver,
+        } = recording;
+        let config = self.config;
+        if !config.retention.scopes.is_empty() {
+            // Read the index into memory now, so the first evaluation does not wait for it.
+            let mirror = mirror.clone();
+            control.spawn_blocking(move || {
+                if let Err(error) = mirror.snapshot() {
+                    tracing::warn!(%error, "reading the index into memory failed; the next evaluation retries");
+                }
+            });
+        }
+        let (interval, concurrency) = (config.sync.interval.0, config.sync.concurrency);
+        control.spawn(crate::cleanup::schedule::run_periodic(
+            crate::cleanup::schedule::Schedule {
+                config,
+                mirror,
+                client: self.client.clone(),
+            },
+            self.stop.clone(),
+        ));
+        let (configs, config_jobs) = configs::queue(CONFIG_QUEUE);
+        control.spawn(configs::run_reader(
+            config_jobs,
+            self.client.clone(),
+            events.clone(),
+            CONFIG_READERS,
+        ));
+        control.spawn(sync::schedule::run_periodic(
+            sync::schedule::Schedule {
+                client: self.client,
+                index: index.clone(),
+                events,
+                linker: self.linker.clone(),
+                interval,
+                concurrency,
+            },
+            self.stop,
+        ));
+        let recorder = Recorder {
+            linker: self.linker,
+            configs: Some(configs),
+            health: self.health,
+        };
+        control.spawn(events::run_writer(
+            receiver,
+            index,
+            BatchPolicy::default(),
+            recorder,
+            finish,
+        ))
+    }
 }
 
 /// One proxy worker thread's share of the work.

@@ -129,6 +129,8 @@ pub async fn serve(listener: TcpListener, state: Arc<AdminState>, mut stop: watc
     }
 }
 
+/// Long by design: the admin API's route table, one arm per path; each arm checks its token and
+/// calls the endpoint's module.
 async fn route(request: Request<Incoming>, state: &AdminState) -> Response<AdminBody> {
     let upstream = &state.upstream;
     if READ_VIEWS.contains(&request.uri().path())

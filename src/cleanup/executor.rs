@@ -15,15 +15,20 @@ use tokio::sync::OnceCell;
 
 #[cfg(test)]
 mod calls;
+mod checks;
 #[cfg(test)]
 mod fake;
+mod steps;
 mod untag;
+
+use checks::{IndexTags, TagsByDigest};
+use steps::waves;
+pub use steps::{Step, steps};
 
 use crate::{
     cleanup::upstream::Registry,
     config::CleanupMode,
     index::{AuditAction, AuditEntry, AuditState, Index, IndexError, UnixMillis, Write},
-    policy::{Action, Plan},
     registry::{RegistryClient, RegistryError},
 };
 
@@ -31,23 +36,6 @@ use crate::{
 const ATTEMPTS: u32 = 4;
 /// Longest wait honoured from a `Retry-After`.
 const MAX_RETRY_AFTER: Duration = Duration::from_secs(60);
-
-/// One step: everything the plan does to one digest of one repository.
-#[derive(Clone, Debug)]
-pub struct Step {
-    pub seq: u64,
-    pub repository: String,
-    pub digest: String,
-    pub action: AuditAction,
-    /// The tags it removes (for `Untag`, exactly one).
-    pub tags: Vec<String>,
-    pub bytes: u64,
-    /// Why no rule kept it.
-    pub reasons: Vec<String>,
-    /// Digests of the same repository deleted by earlier steps of the run that list or refer
-    /// to this one: this step waits for them, and is skipped unless they all went.
-    pub after: Vec<String>,
-}
 
 /// What became of a step.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
@@ -134,126 +122,6 @@ pub struct Executor<'a, R: Registry = RegistryClient> {
     /// Repository → digest → the tags pointing to it upstream, read once per run (every tag
     /// listed, then HEADed): pushes that bypassed the proxy are invisible to the index.
     upstream_tags: Mutex<HashMap<String, Arc<OnceCell<Arc<TagsByDigest>>>>>,
-}
-
-/// Digest → the tags pointing to it.
-type TagsByDigest = HashMap<String, Vec<String>>;
-
-/// A repository's tags as the index had them, and its push count then.
-struct IndexTags {
-    pushes: Option<u64>,
-    tags: HashMap<String, String>,
-}
-
-/// The steps of a plan, in plan order, numbered from 1.
-pub fn steps(plan: &Plan) -> Vec<Step> {
-    let mut steps = Vec::new();
-    for repository in plan.repositories.iter().filter(|r| r.scope.is_some()) {
-        let by_name: HashMap<&str, &crate::policy::TagPlan> =
-            repository.tags.iter().map(|t| (&*t.tag, t)).collect();
-        let reasons_of = |tag: &str| -> Vec<String> {
-            by_name
-                .get(tag)
-                .map(|t| {
-                    t.outcomes
-                        .iter()
-                        .filter(|o| !o.keeps && !o.detail.is_empty())
-                        .map(|o| o.detail.clone())
-                        .collect()
-                })
-                .unwrap_or_default()
-        };
-        for action in &repository.actions {
-            let (digest, action, tags, bytes, reasons, after) = match action {
-                Action::DeleteDigest {
-                    digest,
-                    tags,
-                    bytes,
-                    follows,
-                    after,
-                } => {
-                    let tags: Vec<String> = tags.iter().map(|t| t.to_string()).collect();
-                    let reasons = match follows {
-                        Some(why) => vec![why.clone()],
-                        None => tags.first().map(|t| reasons_of(t)).unwrap_or_default(),
-                    };
-                    (
-                        digest,
-                        AuditAction::DeleteDigest,
-                        tags,
-                        *bytes,
-                        reasons,
-                        &after[..],
-                    )
-                }
-                Action::Untag { tag, digest } => (
-                    digest,
-                    AuditAction::Untag,
-                    vec![tag.to_string()],
-                    0,
-                    reasons_of(tag),
-                    &[][..],
-                ),
-                Action::DeleteUntagged {
-                    digest,
-                    bytes,
-                    why,
-                    after,
-                } => (
-                    digest,
-                    AuditAction::DeleteDigest,
-                    Vec::new(),
-                    *bytes,
-                    vec![why.clone()],
-                    &after[..],
-                ),
-            };
-            steps.push(Step {
-                seq: steps.len() as u64 + 1,
-                repository: repository.repository.clone(),
-                digest: digest.to_string(),
-                action,
-                tags,
-                bytes,
-                reasons,
-                after: after.iter().map(|d| d.to_string()).collect(),
-            });
-        }
-    }
-    steps
-}
-
-/// Each step's wave: 0 without `after`, else one more than the latest wave among the steps
-/// it waits for (content addressing rules out cycles; a malformed plan still ends, by
-/// counting at most as many waves as steps).
-fn waves(steps: &[Step]) -> Vec<usize> {
-    let position: HashMap<(&str, &str), usize> = steps
-        .iter()
-        .enumerate()
-        .filter(|(_, s)| s.action == AuditAction::DeleteDigest)
-        .map(|(i, s)| ((s.repository.as_str(), s.digest.as_str()), i))
-        .collect();
-    let mut wave = vec![0usize; steps.len()];
-    for _ in 0..steps.len() {
-        let mut changed = false;
-        for (i, step) in steps.iter().enumerate() {
-            let needed = step
-                .after
-                .iter()
-                .filter_map(|d| position.get(&(step.repository.as_str(), d.as_str())))
-                .map(|j| wave[*j] + 1)
-                .max()
-                .unwrap_or(0);
-            if needed > wave[i] {
-                wave[i] = needed;
-                changed = true;
-            }
-        }
-        if !changed {
-            break;
-        }
-    }
-    wave
 }
 
 impl<'a, R: Registry> Executor<'a, R> {
@@ -494,150 +362,6 @@ impl<'a, R: Registry> Executor<'a, R> {
             "skipped: changed since the plan"
         );
         Ok((StepOutcome::SkippedChanged, why))
-    }
-
-    /// Why the step must not run (something changed since the plan), or `None`. The first tag
-    /// was already fetched (see `execute`).
-    async fn changed(&self, step: &Step) -> Result<Option<String>, CleanupError> {
-        if let Some(why) = self
-            .guard
-            .and_then(|g| g.blocks(&step.repository, &step.tags, &step.digest))
-        {
-            return Ok(Some(why));
-        }
-        // A pull through the proxy since the plan: someone uses it right now.
-        let pulled_refs = match step.action {
-            AuditAction::DeleteDigest => step.tags.len() + 1,
-            AuditAction::Untag => step.tags.len(),
-        };
-        for reference in step
-            .tags
-            .iter()
-            .map(String::as_str)
-            .chain([step.digest.as_str()])
-            .take(pulled_refs)
-        {
-            if let Some(pulls) = self.index.pulls(&step.repository, reference)?
-                && pulls.last_pulled > self.planned_at
-            {
-                return Ok(Some(format!("{reference} was pulled after the plan")));
-            }
-        }
-        for (i, tag) in step.tags.iter().enumerate() {
-            // The upstream's word: where the tag points right now.
-            if i > 0 {
-                let now = self
-                    .retry(|| self.client.manifest_digest(&step.repository, tag))
-                    .await?;
-                match now {
-                    Some(digest) if digest == step.digest => {}
-                    Some(digest) => {
-                        return Ok(Some(format!("tag {tag} now points to {digest}")));
-                    }
-                    None => return Ok(Some(format!("tag {tag} is gone"))),
-                }
-            }
-            // The index's word: a push the upstream may not show yet under this name.
-            if let Some(record) = self.index.tag(&step.repository, tag)?
-                && record.last_pushed > self.planned_at
-            {
-                return Ok(Some(format!("tag {tag} was pushed again after the plan")));
-            }
-        }
-        if step.action == AuditAction::DeleteDigest {
-            // Pushed again by digest since the plan (a build reproducing an old image, an
-            // index's child pushed before its index): a new push is about to use it.
-            if let Some(record) = self.index.manifest(&step.repository, &step.digest)?
-                && record.recorded_at > self.planned_at
-            {
-                return Ok(Some(format!(
-                    "{} was pushed again after the plan",
-                    step.digest
-                )));
-            }
-            // Never delete a digest another tag now points to: DELETE by digest takes every
-            // tag on it. The index knows the pushes through the proxy; the upstream's own
-            // listing catches those that bypassed it.
-            let upstream = self.upstream_tags(&step.repository).await?;
-            let mut others: Vec<String> = self
-                .tags_on(&step.repository, &step.digest)?
-                .into_iter()
-                .chain(upstream.get(&step.digest).into_iter().flatten().cloned())
-                .filter(|t| !step.tags.contains(t))
-                .collect();
-            others.sort();
-            others.dedup();
-            if !others.is_empty() {
-                return Ok(Some(format!(
-                    "tag {} points to it and is not in the plan",
-                    others.join(", ")
-                )));
-            }
-        }
-        Ok(None)
-    }
-
-    /// Where every tag of `repository` points upstream, read once per run.
-    async fn upstream_tags(&self, repository: &str) -> Result<Arc<TagsByDigest>, CleanupError> {
-        let cell = self
-            .upstream_tags
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .entry(repository.to_string())
-            .or_default()
-            .clone();
-        let scanned = cell
-            .get_or_try_init(|| async {
-                let tags = self.retry(|| self.client.tags(repository)).await?;
-                let heads: Vec<Result<(String, Option<String>), RegistryError>> =
-                    stream::iter(tags)
-                        .map(|tag| async move {
-                            let digest = self
-                                .retry(|| self.client.manifest_digest(repository, &tag))
-                                .await?;
-                            Ok((tag, digest))
-                        })
-                        .buffer_unordered(self.concurrency)
-                        .collect()
-                        .await;
-                let mut by_digest = TagsByDigest::new();
-                for head in heads {
-                    if let (tag, Some(digest)) = head? {
-                        by_digest.entry(digest).or_default().push(tag);
-                    }
-                }
-                Ok::<_, CleanupError>(Arc::new(by_digest))
-            })
-            .await?;
-        Ok(scanned.clone())
-    }
-
-    /// The index's tags of `repository` on `digest`. The repository's tags are read once, and
-    /// again whenever the index counted a tag push to it since: a tag pushed through the proxy
-    /// during the run onto a digest about to be deleted (a rollback re-tagging an old image)
-    /// must stop that deletion, not share its fate.
-    fn tags_on(&self, repository: &str, digest: &str) -> Result<Vec<String>, CleanupError> {
-        let mut cache = self.index_tags.lock().unwrap_or_else(|e| e.into_inner());
-        // Counted before reading: a push landing in between is seen by the next look.
-        let pushes = self.index.tag_pushes(repository);
-        let stale = cache
-            .get(repository)
-            .is_none_or(|known| known.pushes != pushes);
-        if stale {
-            let tags = self
-                .index
-                .tags(repository)?
-                .into_iter()
-                .map(|t| (t.tag, t.digest))
-                .collect();
-            cache.insert(repository.to_string(), IndexTags { pushes, tags });
-        }
-        Ok(cache[repository]
-            .tags
-            .iter()
-            .filter(|(_, d)| *d == digest)
-            .map(|(t, _)| t.clone())
-            .collect())
     }
 
     fn audit(

@@ -110,22 +110,7 @@ pub async fn run_once(
         CleanupMode::DryRun => None,
     };
     let loaded = planning::load(config, source).await?;
-    // Decided without words first: a plan the breaker stops words nothing. One that goes ahead
-    // is evaluated again from the same inputs (the same decisions) with every verdict on what
-    // it removes worded for the audit log — at most `maxDeletions` tags unless forced.
-    let decided = planning::plan(config, &loaded, started, Details::Reasons);
-    let tripped = if force {
-        None
-    } else {
-        breaker::check(&decided, &config.cleanup)
-    };
-    let plan = if tripped.is_none() && decided.repositories.iter().any(|r| !r.actions.is_empty()) {
-        // Dropped first: two plans of a large registry need not be held at once.
-        drop(decided);
-        planning::plan(config, &loaded, started, Details::Removed)
-    } else {
-        decided
-    };
+    let (plan, tripped) = decide(config, &loaded, started, force);
     let mut report = RunReport {
         run: run.clone(),
         mode,
@@ -162,11 +147,6 @@ pub async fn run_once(
     }
     let steps = executor::steps(&plan);
     tracing::info!(run, ?mode, steps = steps.len(), "cleanup run starts");
-    // The clusters are read again right before the first step, and while the steps go on.
-    let guard = guard::UsageGuard::new(&config.retention).filter(|_| !steps.is_empty());
-    if let Some(guard) = &guard {
-        guard.refresh().await;
-    }
     let executor = executor::Executor::new(
         client,
         index,
@@ -175,15 +155,8 @@ pub async fn run_once(
         config.cleanup.concurrency,
         clock + config.cleanup.deadline.0,
         started,
-    )
-    .guarded_by(guard.as_ref());
-    report.steps = match &guard {
-        Some(guard) => tokio::select! {
-            steps = executor.run(steps) => steps,
-            never = guard.keep_fresh() => match never {},
-        },
-        None => executor.run(steps).await,
-    };
+    );
+    report.steps = execute(config, executor, steps).await;
     report.counts = executor::tally(&report.steps);
     for step in &report.steps {
         if step.outcome.removes() {
@@ -198,6 +171,53 @@ pub async fn run_once(
         lock.release();
     }
     Ok(report)
+}
+
+/// The plan and whether the breaker trips. Decided without words first: a plan the breaker
+/// stops words nothing. One that goes ahead is evaluated again from the same inputs (the same
+/// decisions) with every verdict on what it removes worded for the audit log — at most
+/// `maxDeletions` tags unless forced.
+fn decide(
+    config: &Config,
+    loaded: &planning::Loaded,
+    started: UnixMillis,
+    force: bool,
+) -> (crate::policy::Plan, Option<String>) {
+    let decided = planning::plan(config, loaded, started, Details::Reasons);
+    let tripped = if force {
+        None
+    } else {
+        breaker::check(&decided, &config.cleanup)
+    };
+    let plan = if tripped.is_none() && decided.repositories.iter().any(|r| !r.actions.is_empty()) {
+        // Dropped first: two plans of a large registry need not be held at once.
+        drop(decided);
+        planning::plan(config, loaded, started, Details::Removed)
+    } else {
+        decided
+    };
+    (plan, tripped)
+}
+
+/// Runs the steps. The clusters are read again right before the first step, and while the
+/// steps go on: a workload that starts using an image meanwhile keeps it.
+async fn execute(
+    config: &Config,
+    executor: executor::Executor<'_>,
+    steps: Vec<executor::Step>,
+) -> Vec<executor::StepReport> {
+    let guard = guard::UsageGuard::new(&config.retention).filter(|_| !steps.is_empty());
+    if let Some(guard) = &guard {
+        guard.refresh().await;
+    }
+    let executor = executor.guarded_by(guard.as_ref());
+    match &guard {
+        Some(guard) => tokio::select! {
+            steps = executor.run(steps) => steps,
+            never = guard.keep_fresh() => match never {},
+        },
+        None => executor.run(steps).await,
+    }
 }
 
 /// Repositories that have their own series in the deletion counters (the first ones seen);

@@ -150,6 +150,27 @@ pub fn removal<'a>(
         .max_by(|a, b| a.at.cmp(&b.at))
 }
 
+/// The blobs and child manifests `body` names that the upstream no longer has.
+async fn missing_parts(
+    client: &RegistryClient,
+    repository: &str,
+    body: &[u8],
+) -> Result<Vec<String>, CleanupError> {
+    let parsed = manifest::references(body).unwrap_or_default();
+    let mut missing = Vec::new();
+    for blob in parsed.blobs {
+        if !client.blob_exists(repository, &blob).await? {
+            missing.push(blob);
+        }
+    }
+    for child in &parsed.children {
+        if client.manifest_digest(repository, child).await?.is_none() {
+            missing.push(child.clone());
+        }
+    }
+    Ok(missing)
+}
+
 /// Puts `entry`'s manifest back under `tag`, after checking that everything it names is still
 /// upstream. Changes nothing when something is missing.
 pub async fn restore(
@@ -169,22 +190,7 @@ pub async fn restore(
                 "the audit entry of {what} holds no readable manifest ({e})"
             ))
         })?;
-    let parsed = manifest::references(&body).unwrap_or_default();
-    let mut missing = Vec::new();
-    for blob in parsed.blobs {
-        if !client.blob_exists(&entry.repository, &blob).await? {
-            missing.push(blob);
-        }
-    }
-    for child in &parsed.children {
-        if client
-            .manifest_digest(&entry.repository, child)
-            .await?
-            .is_none()
-        {
-            missing.push(child.clone());
-        }
-    }
+    let missing = missing_parts(client, &entry.repository, &body).await?;
     if !missing.is_empty() {
         return Err(CleanupError::Unavailable(format!(
             "cannot restore {what}: the upstream no longer has {} (the registry's garbage collection ran since run {}, or it was not restored first); nothing was changed",

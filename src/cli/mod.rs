@@ -11,6 +11,8 @@ use regkeeper::{
 
 use crate::{Command, EnforceWouldStop, Output};
 
+/// Long by design: a dispatch table, one arm per command, each arm a call into the command's
+/// module (or the local-index-or-serve helpers below).
 pub fn run(command: Command) -> anyhow::Result<()> {
     match command {
         Command::Serve { config } => {

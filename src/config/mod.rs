@@ -95,37 +95,13 @@ impl Config {
 
     /// Checks that need more than one field, or the file system.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        if self.listen == self.admin.listen {
-            return Err(ConfigError::Invalid {
-                field: "admin.listen",
-                message: format!("must differ from `listen` ({})", self.listen),
-            });
-        }
+        self.validate_admin()?;
         if let Some(tls) = &self.tls {
             readable("tls.cert", &tls.cert)?;
             readable("tls.key", &tls.key)?;
         }
         if let Some(bundle) = &self.upstream.ca_bundle {
             readable("upstream.caBundle", bundle)?;
-        }
-        for (field, token) in [
-            ("admin.linkToken", &self.admin.link_token),
-            ("admin.operatorToken", &self.admin.operator_token),
-            ("admin.readToken", &self.admin.read_token),
-        ] {
-            if token.as_ref().is_some_and(|t| t.len() < 16) {
-                return Err(ConfigError::Invalid {
-                    field,
-                    message: "must be at least 16 characters".into(),
-                });
-            }
-        }
-        if self.admin.operator_token.is_some() && self.admin.operator_token == self.admin.link_token
-        {
-            return Err(ConfigError::Invalid {
-                field: "admin.operatorToken",
-                message: "must differ from admin.linkToken (pipelines hold that one)".into(),
-            });
         }
         if let Some(credentials) = &self.upstream.credentials {
             credentials.password()?;
@@ -147,13 +123,48 @@ impl Config {
                 });
             }
         }
+        self.retention.validate()?;
+        self.validate_limits()
+    }
+
+    /// The admin listener apart from the proxy's, and tokens long enough and distinct.
+    fn validate_admin(&self) -> Result<(), ConfigError> {
+        if self.listen == self.admin.listen {
+            return Err(ConfigError::Invalid {
+                field: "admin.listen",
+                message: format!("must differ from `listen` ({})", self.listen),
+            });
+        }
+        for (field, token) in [
+            ("admin.linkToken", &self.admin.link_token),
+            ("admin.operatorToken", &self.admin.operator_token),
+            ("admin.readToken", &self.admin.read_token),
+        ] {
+            if token.as_ref().is_some_and(|t| t.len() < 16) {
+                return Err(ConfigError::Invalid {
+                    field,
+                    message: "must be at least 16 characters".into(),
+                });
+            }
+        }
+        if self.admin.operator_token.is_some() && self.admin.operator_token == self.admin.link_token
+        {
+            return Err(ConfigError::Invalid {
+                field: "admin.operatorToken",
+                message: "must differ from admin.linkToken (pipelines hold that one)".into(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Threads, buffers, pools and timeouts within what works.
+    fn validate_limits(&self) -> Result<(), ConfigError> {
         if self.sync.concurrency == 0 || self.sync.concurrency > 256 {
             return Err(ConfigError::Invalid {
                 field: "sync.concurrency",
                 message: "must be between 1 and 256".into(),
             });
         }
-        self.retention.validate()?;
         if self.workers > 1024 {
             return Err(ConfigError::Invalid {
                 field: "workers",

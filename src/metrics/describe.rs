@@ -4,6 +4,8 @@ use ::metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
 
 use super::*;
 
+/// Long by design: one description per metric, read top to bottom like the metric list in the
+/// README.
 pub(super) fn describe() {
     describe_counter!(
         PROXY_REQUESTS,

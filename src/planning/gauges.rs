@@ -36,6 +36,15 @@ fn vanished<K: Clone + Eq + std::hash::Hash>(
 }
 
 pub fn record(config: &Config, loaded: &Loaded, plan: &Plan) {
+    contents(loaded);
+    kept_by_rule(plan);
+    deletable(plan);
+    sources(config, loaded, plan);
+    missing(loaded);
+}
+
+/// What the index holds.
+fn contents(loaded: &Loaded) {
     let snapshot = &loaded.snapshot;
     let (mut tags, mut manifests, mut linked) = (0usize, 0usize, 0usize);
     for repo in snapshot.repositories.values() {
@@ -49,8 +58,10 @@ pub fn record(config: &Config, loaded: &Loaded, plan: &Plan) {
         linked as f64 / tags as f64
     };
     metrics::index_contents(snapshot.repositories.len(), tags, manifests, ratio);
+}
 
-    // Kept tags by the first rule keeping each.
+/// Kept tags by the first rule keeping each.
+fn kept_by_rule(plan: &Plan) {
     let mut kept: BTreeMap<&'static str, usize> = BTreeMap::new();
     for tag in plan.repositories.iter().flat_map(|r| &r.tags) {
         if let Some(first) = tag.outcomes.iter().find(|o| o.keeps) {
@@ -65,8 +76,10 @@ pub fn record(config: &Config, loaded: &Loaded, plan: &Plan) {
         kept.insert(gone, 0);
     }
     metrics::kept_by_rule(&kept.into_iter().collect::<Vec<_>>());
+}
 
-    // Deletable, for the largest repositories; the rest summed as `other`.
+/// Deletable, for the largest repositories; the rest summed as `other`.
+fn deletable(plan: &Plan) {
     let mut by_bytes: Vec<(&str, usize, u64)> = plan
         .repositories
         .iter()
@@ -90,8 +103,10 @@ pub fn record(config: &Config, loaded: &Loaded, plan: &Plan) {
     for gone in vanished(&DELETABLE, now_set) {
         metrics::deletable(gone, 0, 0);
     }
+}
 
-    // Sources.
+/// Whether each source was read.
+fn sources(config: &Config, loaded: &Loaded, plan: &Plan) {
     let now = plan.at.0 as f64 / 1000.0;
     for (name, facts) in &loaded.git {
         metrics::source("git", name.clone(), facts.is_ok(), now);
@@ -116,10 +131,12 @@ pub fn record(config: &Config, loaded: &Loaded, plan: &Plan) {
             now,
         );
     }
+}
 
-    // Images in use that the registry lacks, by namespace and workload kind (`ns/Kind/name …`).
+/// Images in use that the registry lacks, by namespace and workload kind (`ns/Kind/name …`).
+fn missing(loaded: &Loaded) {
     let mut missing: BTreeMap<(String, String), usize> = BTreeMap::new();
-    for used in policy::missing_images(snapshot, &loaded.usage) {
+    for used in policy::missing_images(&loaded.snapshot, &loaded.usage) {
         let mut parts = used.by.split('/');
         let namespace = parts.next().unwrap_or("").to_string();
         let kind = parts.next().unwrap_or("").to_string();

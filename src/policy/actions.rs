@@ -103,70 +103,22 @@ pub fn deletions<'a>(
     followers: &[(usize, Digest)],
     references: &References<'a>,
 ) -> Deletions<'a> {
-    // The plan's tags are the snapshot's, in the same order; digests are borrowed from the
-    // snapshot so the plan's tags stay free to change.
-    let tagged = &references.tagged;
+    let closure = Closure {
+        repo,
+        tags,
+        groups,
+        kept,
+        untagged,
+        references,
+        following: followers.iter().map(|(i, _)| *i).collect(),
+    };
     let mut pinned: HashMap<&'a str, String> = HashMap::default();
     // Tags that follow their subject: standing while it stays. None at first; each round adds
     // those whose subject stayed, which can only keep more, so this ends too.
-    let following: HashSet<usize> = followers.iter().map(|(i, _)| *i).collect();
     let mut standing: HashSet<usize> = HashSet::default();
     loop {
-        let mut deleted: HashMap<&'a str, Cause> = HashMap::default();
-        for group in groups {
-            let digest: &'a str = &repo.tags[group[0]].digest;
-            let any_kept = group.iter().any(|i| {
-                if following.contains(i) {
-                    standing.contains(i)
-                } else {
-                    tags[*i].keep
-                }
-            });
-            if !any_kept && !kept.contains_key(digest) && !pinned.contains_key(digest) {
-                deleted.insert(digest, Cause::Tags);
-            }
-        }
-        for (digest, why) in untagged {
-            if !pinned.contains_key(&***digest) {
-                deleted.insert(digest, Cause::Untagged(why.clone()));
-            }
-        }
-        // Untagged children and referrers follow what they belong to.
-        loop {
-            let mut follow: Vec<(&'a str, String)> = Vec::new();
-            for manifest in &references.linked {
-                let digest: &'a str = &manifest.digest;
-                let free = |d: &str| {
-                    !tagged.contains(d)
-                        && !kept.contains_key(d)
-                        && !pinned.contains_key(d)
-                        && !deleted.contains_key(d)
-                };
-                if deleted.contains_key(digest) {
-                    for child in manifest.children.iter() {
-                        let listers_go = references
-                            .listers
-                            .get(&**child)
-                            .is_none_or(|l| l.iter().all(|i| deleted.contains_key(i)));
-                        if free(child) && listers_go {
-                            follow.push((child, format!("child of deleted index {digest}")));
-                        }
-                    }
-                }
-                if let Some(subject) = manifest.subject.as_deref()
-                    && deleted.contains_key(subject)
-                    && free(digest)
-                {
-                    follow.push((digest, format!("referrer of deleted {subject}")));
-                }
-            }
-            if follow.is_empty() {
-                break;
-            }
-            for (digest, why) in follow {
-                deleted.entry(digest).or_insert(Cause::Follows(why));
-            }
-        }
+        let mut deleted = closure.by_rules(&pinned, &standing);
+        closure.follow(&mut deleted, &pinned);
         // What stays must resolve whole.
         let mut pins: Vec<(&'a str, String)> = Vec::new();
         for digest in deleted.keys() {
@@ -197,6 +149,92 @@ pub fn deletions<'a>(
                 format!("subject of {holder}, which stays")
             };
             pinned.insert(digest, why);
+        }
+    }
+}
+
+/// One repository's inputs to the fixed point of [`deletions`].
+struct Closure<'a, 'p> {
+    repo: &'a RepositorySnapshot,
+    /// The plan's tags: the snapshot's, in the same order. Digests are borrowed from the
+    /// snapshot so the plan's tags stay free to change.
+    tags: &'p [TagPlan],
+    groups: &'p [&'p [usize]],
+    kept: &'p HashMap<&'p str, String>,
+    untagged: &'p [(&'a Digest, String)],
+    references: &'p References<'a>,
+    /// Tags that follow their subject instead of the rules.
+    following: HashSet<usize>,
+}
+
+impl<'a> Closure<'a, '_> {
+    /// What the rules delete this round: digests none of whose tags stands and that nothing
+    /// keeps or pins, and the untagged manifests the rule finds that are not pinned.
+    fn by_rules(
+        &self,
+        pinned: &HashMap<&'a str, String>,
+        standing: &HashSet<usize>,
+    ) -> HashMap<&'a str, Cause> {
+        let mut deleted: HashMap<&'a str, Cause> = HashMap::default();
+        for group in self.groups {
+            let digest: &'a str = &self.repo.tags[group[0]].digest;
+            let any_kept = group.iter().any(|i| {
+                if self.following.contains(i) {
+                    standing.contains(i)
+                } else {
+                    self.tags[*i].keep
+                }
+            });
+            if !any_kept && !self.kept.contains_key(digest) && !pinned.contains_key(digest) {
+                deleted.insert(digest, Cause::Tags);
+            }
+        }
+        for (digest, why) in self.untagged {
+            if !pinned.contains_key(&***digest) {
+                deleted.insert(digest, Cause::Untagged(why.clone()));
+            }
+        }
+        deleted
+    }
+
+    /// Untagged children (once every index listing them goes) and referrers follow what they
+    /// belong to, until nothing more follows.
+    fn follow(&self, deleted: &mut HashMap<&'a str, Cause>, pinned: &HashMap<&'a str, String>) {
+        let references = self.references;
+        loop {
+            let mut follow: Vec<(&'a str, String)> = Vec::new();
+            for manifest in &references.linked {
+                let digest: &'a str = &manifest.digest;
+                let free = |d: &str| {
+                    !references.tagged.contains(d)
+                        && !self.kept.contains_key(d)
+                        && !pinned.contains_key(d)
+                        && !deleted.contains_key(d)
+                };
+                if deleted.contains_key(digest) {
+                    for child in manifest.children.iter() {
+                        let listers_go = references
+                            .listers
+                            .get(&**child)
+                            .is_none_or(|l| l.iter().all(|i| deleted.contains_key(i)));
+                        if free(child) && listers_go {
+                            follow.push((child, format!("child of deleted index {digest}")));
+                        }
+                    }
+                }
+                if let Some(subject) = manifest.subject.as_deref()
+                    && deleted.contains_key(subject)
+                    && free(digest)
+                {
+                    follow.push((digest, format!("referrer of deleted {subject}")));
+                }
+            }
+            if follow.is_empty() {
+                return;
+            }
+            for (digest, why) in follow {
+                deleted.entry(digest).or_insert(Cause::Follows(why));
+            }
         }
     }
 }

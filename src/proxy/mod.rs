@@ -124,52 +124,14 @@ impl Proxy {
                 });
                 Ok(response.map(|body| LoggedBody::new(body, record)))
             }
-            Err(error) if error.is_client_fault() => {
-                // The client's doing (it hung up, sent a broken body, or stopped sending): not
-                // an upstream error, and not worth more than an info line.
-                let answer = error.to_oci();
-                crate::metrics::client_error(error.cause());
-                crate::metrics::proxy_request(
-                    kind,
-                    &method,
-                    answer.status.as_u16(),
-                    started.elapsed().as_secs_f64(),
-                    received
-                        .as_ref()
-                        .map_or(0, |r| r.load(std::sync::atomic::Ordering::Relaxed)),
-                    0,
-                );
-                tracing::info!(
-                    method = %method,
-                    route = kind,
-                    repository = record_repository.as_deref().unwrap_or(""),
-                    cause = error.cause(),
-                    error = %error_chain(&error),
-                    "client request failed"
-                );
-                Ok(answer.into_response())
-            }
-            Err(error) => {
-                let answer = error.to_oci();
-                crate::metrics::upstream_error(error.cause());
-                crate::metrics::proxy_request(
-                    kind,
-                    &method,
-                    answer.status.as_u16(),
-                    started.elapsed().as_secs_f64(),
-                    0,
-                    0,
-                );
-                tracing::warn!(
-                    method = %method,
-                    route = kind,
-                    repository = record_repository.as_deref().unwrap_or(""),
-                    cause = error.cause(),
-                    error = %error_chain(&error),
-                    "upstream request failed"
-                );
-                Ok(answer.into_response())
-            }
+            Err(error) => Ok(failed(
+                &error,
+                &method,
+                kind,
+                record_repository.as_deref(),
+                started,
+                received.as_deref(),
+            )),
         }
     }
 
@@ -238,4 +200,47 @@ fn client_origin(connection: ConnectionInfo, host: Option<&HeaderValue>) -> Stri
         Some(host) => format!("{scheme}://{host}"),
         None => format!("{scheme}://{}", connection.local),
     }
+}
+
+/// The answer to a request that failed, counted and logged by whose fault it was.
+#[cold]
+fn failed(
+    error: &ProxyError,
+    method: &http::Method,
+    kind: &'static str,
+    repository: Option<&str>,
+    started: Instant,
+    received: Option<&AtomicU64>,
+) -> Response<LoggedBody> {
+    let answer = error.to_oci();
+    let elapsed = started.elapsed().as_secs_f64();
+    let status = answer.status.as_u16();
+    let repository = repository.unwrap_or("");
+    if error.is_client_fault() {
+        // The client's doing (it hung up, sent a broken body, or stopped sending): not an
+        // upstream error, and not worth more than an info line.
+        crate::metrics::client_error(error.cause());
+        let received = received.map_or(0, |r| r.load(std::sync::atomic::Ordering::Relaxed));
+        crate::metrics::proxy_request(kind, method, status, elapsed, received, 0);
+        tracing::info!(
+            method = %method,
+            route = kind,
+            repository,
+            cause = error.cause(),
+            error = %error_chain(error),
+            "client request failed"
+        );
+    } else {
+        crate::metrics::upstream_error(error.cause());
+        crate::metrics::proxy_request(kind, method, status, elapsed, 0, 0);
+        tracing::warn!(
+            method = %method,
+            route = kind,
+            repository,
+            cause = error.cause(),
+            error = %error_chain(error),
+            "upstream request failed"
+        );
+    }
+    answer.into_response()
 }

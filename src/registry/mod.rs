@@ -4,7 +4,8 @@
 //!
 //! Owns: the Distribution API calls regkeeper makes, authentication (anonymous, Basic, the
 //! Bearer token flow), the full manifest `Accept` list, digest checks and size caps on answers.
-//! May call: `config`, `manifest` (media types and digests), `telemetry` (error chains).
+//! May call: `config`, `manifest` (media types and digests), `upstream` (the connector),
+//! `telemetry` (error chains).
 
 mod auth;
 mod error;
@@ -20,7 +21,7 @@ use http::{
 };
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
-use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
+use hyper_rustls::HttpsConnector;
 use hyper_util::{
     client::legacy::{Client, connect::HttpConnector},
     rt::TokioExecutor,
@@ -116,16 +117,15 @@ impl RegistryClient {
 
     /// `tls` is `tls::client_for_upstream`'s result (shared with the proxy's upstream pool).
     pub fn new(config: &Config, tls: rustls::ClientConfig) -> Result<Self, RegistryError> {
+        Self::with_connector(config, crate::upstream::connector(config, tls))
+    }
+
+    /// Over the connector the proxy uses too ([`crate::upstream::connector`]).
+    pub fn with_connector(
+        config: &Config,
+        connector: crate::upstream::Connector,
+    ) -> Result<Self, RegistryError> {
         let upstream = &config.upstream;
-        let mut connector = HttpConnector::new();
-        connector.enforce_http(false);
-        connector.set_nodelay(true);
-        connector.set_connect_timeout(Some(config.timeouts.connect.0));
-        let connector = HttpsConnectorBuilder::new()
-            .with_tls_config(tls)
-            .https_or_http()
-            .enable_http1()
-            .wrap_connector(connector);
         let http = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(config.timeouts.pool_idle.0)
             .pool_max_idle_per_host(config.sync.concurrency.max(4))

@@ -85,39 +85,7 @@ impl GitFacts {
             what: what.to_string(),
             message: e.message().to_string(),
         };
-        // (kind, name, commit id, tagger date if annotated)
-        let mut heads: Vec<(ReferenceKind, String, Oid, Option<i64>)> = Vec::new();
-        let remote_prefix = format!("refs/remotes/{remote}/");
-        let mut local = Vec::new();
-        for reference in repo.references().map_err(|e| read("references", e))? {
-            let reference = reference.map_err(|e| read("references", e))?;
-            let Ok(name) = reference.name() else { continue };
-            if let Some(branch) = name.strip_prefix(&remote_prefix) {
-                if branch == "HEAD" {
-                    continue;
-                }
-                if let Ok(commit) = reference.peel_to_commit() {
-                    heads.push((ReferenceKind::Branch, branch.to_string(), commit.id(), None));
-                }
-            } else if let Some(branch) = name.strip_prefix("refs/heads/") {
-                if let Ok(commit) = reference.peel_to_commit() {
-                    local.push((ReferenceKind::Branch, branch.to_string(), commit.id(), None));
-                }
-            } else if let Some(tag) = name.strip_prefix("refs/tags/") {
-                let tagger = reference
-                    .peel_to_tag()
-                    .ok()
-                    .and_then(|t| t.tagger().map(|s| s.when().seconds()));
-                if let Ok(commit) = reference.peel_to_commit() {
-                    heads.push((ReferenceKind::Tag, tag.to_string(), commit.id(), tagger));
-                }
-            }
-        }
-        // Mirror clones and CI checkouts without the remote: their local branches are the truth.
-        if !heads.iter().any(|h| h.0 == ReferenceKind::Branch) {
-            heads.extend(local);
-        }
-
+        let heads = heads(&repo, remote).map_err(|e| read("references", e))?;
         let shallow = repo.is_shallow();
         let mut graph = GraphBuilder::new(shallow);
         // Each commit is read once (a revwalk would parse it too, for its own ordering).
@@ -174,6 +142,45 @@ impl GitFacts {
                 .collect(),
         ))
     }
+}
+
+/// A branch or tag: (kind, name, commit id, tagger date if annotated).
+type Head = (ReferenceKind, String, Oid, Option<i64>);
+
+/// The remote's branches and the tags; a clone without the remote (a mirror, a CI checkout)
+/// gives its local branches instead: they are the truth there.
+fn heads(repo: &Repository, remote: &str) -> Result<Vec<Head>, git2::Error> {
+    let mut heads: Vec<Head> = Vec::new();
+    let remote_prefix = format!("refs/remotes/{remote}/");
+    let mut local = Vec::new();
+    for reference in repo.references()? {
+        let reference = reference?;
+        let Ok(name) = reference.name() else { continue };
+        if let Some(branch) = name.strip_prefix(&remote_prefix) {
+            if branch == "HEAD" {
+                continue;
+            }
+            if let Ok(commit) = reference.peel_to_commit() {
+                heads.push((ReferenceKind::Branch, branch.to_string(), commit.id(), None));
+            }
+        } else if let Some(branch) = name.strip_prefix("refs/heads/") {
+            if let Ok(commit) = reference.peel_to_commit() {
+                local.push((ReferenceKind::Branch, branch.to_string(), commit.id(), None));
+            }
+        } else if let Some(tag) = name.strip_prefix("refs/tags/") {
+            let tagger = reference
+                .peel_to_tag()
+                .ok()
+                .and_then(|t| t.tagger().map(|s| s.when().seconds()));
+            if let Ok(commit) = reference.peel_to_commit() {
+                heads.push((ReferenceKind::Tag, tag.to_string(), commit.id(), tagger));
+            }
+        }
+    }
+    if !heads.iter().any(|h| h.0 == ReferenceKind::Branch) {
+        heads.extend(local);
+    }
+    Ok(heads)
 }
 
 /// git2's id as the graph's.

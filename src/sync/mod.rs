@@ -116,14 +116,9 @@ pub struct SyncReport {
 }
 
 /// Runs one sync to the end (or resumes an interrupted one).
-pub async fn run(
-    client: &RegistryClient,
-    index: Arc<dyn Index>,
-    events: &EventSender,
-    linker: &Linker,
-    options: &SyncOptions,
-) -> Result<SyncReport, SyncError> {
-    let started = Instant::now();
+/// Where this run starts: a new run, or the interrupted one resumed after the last repository
+/// it finished.
+fn starting_state(index: &dyn Index) -> Result<(SyncState, Option<String>), SyncError> {
     let previous = index.sync_state()?;
     let resume = previous
         .as_ref()
@@ -134,12 +129,65 @@ pub async fn run(
         Some((run_started, through)) => (run_started, Some(through)),
         None => (UnixMillis::now(), None),
     };
-    let mut state = SyncState {
+    let state = SyncState {
         started: run_started,
         done_through: resumed_after.clone(),
         finished: None,
         last_finished,
     };
+    Ok((state, resumed_after))
+}
+
+/// Repositories the index knows that the upstream no longer lists: their tags are gone.
+fn gone(
+    index: &dyn Index,
+    repositories: &[String],
+    resumed_after: Option<&str>,
+    listed_at: UnixMillis,
+) -> Result<Vec<Write>, SyncError> {
+    let listed: HashSet<&str> = repositories.iter().map(String::as_str).collect();
+    let mut forget = Vec::new();
+    for repository in index.repositories()? {
+        let covered = resumed_after.is_none_or(|after| repository.as_str() > after);
+        if covered && !listed.contains(repository.as_str()) {
+            for tag in index.tags(&repository)? {
+                forget.push(Write::ForgetTag {
+                    repository: repository.clone(),
+                    tag: tag.tag,
+                    listed: listed_at,
+                });
+            }
+        }
+    }
+    Ok(forget)
+}
+
+impl SyncReport {
+    fn of(c: &Counters, resumed_after: Option<String>, started: Instant) -> Self {
+        Self {
+            resumed_after,
+            repositories: Counters::get(&c.repositories_done),
+            tags: Counters::get(&c.tags),
+            tags_recorded: Counters::get(&c.tags_recorded),
+            manifests_fetched: Counters::get(&c.manifests_fetched),
+            manifest_heads: Counters::get(&c.manifest_heads),
+            configs_read: Counters::get(&c.configs_read),
+            tags_gone: Counters::get(&c.tags_gone),
+            errors: Counters::get(&c.errors),
+            seconds: started.elapsed().as_secs_f64(),
+        }
+    }
+}
+
+pub async fn run(
+    client: &RegistryClient,
+    index: Arc<dyn Index>,
+    events: &EventSender,
+    linker: &Linker,
+    options: &SyncOptions,
+) -> Result<SyncReport, SyncError> {
+    let started = Instant::now();
+    let (mut state, resumed_after) = starting_state(index.as_ref())?;
     events
         .send_or_wait(RegistryEvent::Record(vec![Write::SyncProgress(
             state.clone(),
@@ -186,23 +234,12 @@ pub async fn run(
     };
     progress::show(options.progress, &crawl.counters, started, work).await;
 
-    // Repositories the index knows that the upstream no longer lists: their tags are gone.
-    let listed: HashSet<&str> = repositories.iter().map(String::as_str).collect();
-    let mut forget = Vec::new();
-    for repository in index.repositories()? {
-        let covered = resumed_after
-            .as_deref()
-            .is_none_or(|after| repository.as_str() > after);
-        if covered && !listed.contains(repository.as_str()) {
-            for tag in index.tags(&repository)? {
-                forget.push(Write::ForgetTag {
-                    repository: repository.clone(),
-                    tag: tag.tag,
-                    listed: listed_at,
-                });
-            }
-        }
-    }
+    let mut forget = gone(
+        index.as_ref(),
+        &repositories,
+        resumed_after.as_deref(),
+        listed_at,
+    )?;
     Counters::add(&crawl.counters.tags_gone, forget.len() as u64);
     let now = UnixMillis::now();
     state.finished = Some(now);
@@ -210,19 +247,7 @@ pub async fn run(
     forget.push(Write::SyncProgress(state));
     events.send_or_wait(RegistryEvent::Record(forget)).await;
 
-    let c = &crawl.counters;
-    let report = SyncReport {
-        resumed_after,
-        repositories: Counters::get(&c.repositories_done),
-        tags: Counters::get(&c.tags),
-        tags_recorded: Counters::get(&c.tags_recorded),
-        manifests_fetched: Counters::get(&c.manifests_fetched),
-        manifest_heads: Counters::get(&c.manifest_heads),
-        configs_read: Counters::get(&c.configs_read),
-        tags_gone: Counters::get(&c.tags_gone),
-        errors: Counters::get(&c.errors),
-        seconds: started.elapsed().as_secs_f64(),
-    };
+    let report = SyncReport::of(&crawl.counters, resumed_after, started);
     tracing::info!(
         repositories = report.repositories,
         tags = report.tags,

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use http::{HeaderValue, Method, Request, Response, Uri, header::HOST, uri::PathAndQuery};
 use hyper::body::Incoming;
-use hyper_rustls::HttpsConnectorBuilder;
+use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
 use hyper_util::client::legacy::connect::HttpConnector;
 
 pub use body::{BodyError, Observe, UpstreamBody};
@@ -23,6 +23,26 @@ use crate::{
     config::{Config, UpstreamUrl},
     tls::TlsError,
 };
+
+/// How regkeeper reaches the upstream: TCP (or TLS over it) with its timeouts and options.
+pub type Connector = HttpsConnector<HttpConnector>;
+
+/// The one connector to the upstream: the proxy's pools and regkeeper's own registry client
+/// each hold a clone (the TLS configuration is shared, not read again).
+pub fn connector(config: &Config, tls: rustls::ClientConfig) -> Connector {
+    let mut http = HttpConnector::new();
+    http.enforce_http(false);
+    http.set_nodelay(true);
+    http.set_connect_timeout(Some(config.timeouts.connect.0));
+    http.set_keepalive(Some(Duration::from_secs(60)));
+    http.set_recv_buffer_size(Some(SOCKET_BUFFER_BYTES));
+    http.set_send_buffer_size(Some(SOCKET_BUFFER_BYTES));
+    HttpsConnectorBuilder::new()
+        .with_tls_config(tls)
+        .https_or_http()
+        .enable_http1()
+        .wrap_connector(http)
+}
 
 /// Socket buffers large enough that one blob read from the upstream fills hyper's read buffer in
 /// few syscalls.
@@ -42,22 +62,15 @@ pub struct Upstream {
 }
 
 impl Upstream {
-    /// `tls` is [`tls::client_for_upstream`]'s result, shared with regkeeper's own registry client so the
-    /// roots and CA bundle are read once.
+    /// `tls` is [`tls::client_for_upstream`]'s result, read once.
     pub fn new(config: &Config, tls: rustls::ClientConfig) -> Result<Self, TlsError> {
+        Self::with_connector(config, connector(config, tls))
+    }
+
+    /// Over a [`connector`] shared with regkeeper's own registry client: one way to reach the
+    /// upstream (TLS roots, timeouts, socket options) for the proxy and for regkeeper's calls.
+    pub fn with_connector(config: &Config, connector: Connector) -> Result<Self, TlsError> {
         let upstream = &config.upstream;
-        let mut http = HttpConnector::new();
-        http.enforce_http(false);
-        http.set_nodelay(true);
-        http.set_connect_timeout(Some(config.timeouts.connect.0));
-        http.set_keepalive(Some(Duration::from_secs(60)));
-        http.set_recv_buffer_size(Some(SOCKET_BUFFER_BYTES));
-        http.set_send_buffer_size(Some(SOCKET_BUFFER_BYTES));
-        let connector = HttpsConnectorBuilder::new()
-            .with_tls_config(tls)
-            .https_or_http()
-            .enable_http1()
-            .wrap_connector(http);
         let origin = Uri::builder()
             .scheme(upstream.url.scheme.clone())
             .authority(upstream.url.authority.clone())

@@ -91,6 +91,8 @@ fn note_untagged<K: KvStore>(
     Ok(())
 }
 
+/// Long by design: one arm per [`Write`] variant; the arms with more than a few lines are
+/// functions of their own.
 pub(super) fn apply_one<K: KvStore>(
     pending: &mut Pending<'_, K>,
     write: &Write,
@@ -102,56 +104,8 @@ pub(super) fn apply_one<K: KvStore>(
             digest,
             at,
             only_if_unknown,
-        } => {
-            let key = key(TAG, &[repository, tag]);
-            let record = match pending.get::<TagRecord>(&key)? {
-                Some(_) if *only_if_unknown => return Ok(()),
-                Some(mut record) => {
-                    if record.digest != *digest {
-                        note_untagged(pending, repository, &record.digest, *at)?;
-                        record.history.push(PreviousDigest {
-                            digest: std::mem::replace(&mut record.digest, digest.clone()),
-                            replaced_at: *at,
-                        });
-                        let excess = record.history.len().saturating_sub(MAX_TAG_HISTORY);
-                        record.history.drain(..excess);
-                    }
-                    record.last_pushed = record.last_pushed.max(*at);
-                    record
-                }
-                None => TagRecord {
-                    repository: repository.clone(),
-                    tag: tag.clone(),
-                    digest: digest.clone(),
-                    first_pushed: *at,
-                    last_pushed: *at,
-                    history: Vec::new(),
-                },
-            };
-            pending.put(key, &record);
-            note_repository(pending, repository);
-        }
-        Write::PutManifest(record) => {
-            let key = key(MANIFEST, &[&record.repository, &record.digest]);
-            // A digest names immutable content: what was read of its config still holds.
-            let known = pending.get::<ManifestRecord>(&key)?.filter(|known| {
-                known.config_read
-                    && !record.config_read
-                    && known.config_digest == record.config_digest
-            });
-            match known {
-                Some(known) => {
-                    let mut record = record.clone();
-                    record.config_read = true;
-                    record.created = known.created;
-                    record.labels = known.labels;
-                    record.problem = record.problem.or(known.problem);
-                    pending.put(key, &record);
-                }
-                None => pending.put(key, record),
-            }
-            note_repository(pending, &record.repository);
-        }
+        } => push_tag(pending, repository, tag, digest, *at, *only_if_unknown)?,
+        Write::PutManifest(record) => put_manifest(pending, record)?,
         Write::SetConfig {
             repository,
             digest,
@@ -192,27 +146,7 @@ pub(super) fn apply_one<K: KvStore>(
         Write::CleanupLock(Some(lock)) => pending.put(CLEANUP_LOCK_KEY.to_vec(), lock),
         Write::CleanupLock(None) => pending.remove(CLEANUP_LOCK_KEY.to_vec()),
         Write::CleanupRan(run) => pending.put(CLEANUP_RUN_KEY.to_vec(), run),
-        Write::LinkCommit(link) => {
-            let source = link_source_key(&link.source);
-            // Scoped links are stored per repository and tag: one digest's tags each keep
-            // their own evidence.
-            let key = match (&link.repository, &link.tag) {
-                (None, _) => key(LINK, &[&link.digest, &link.commit, &source]),
-                (Some(repository), tag) => key(
-                    LINK,
-                    &[
-                        &link.digest,
-                        &link.commit,
-                        &source,
-                        repository,
-                        tag.as_deref().unwrap_or(""),
-                    ],
-                ),
-            };
-            if pending.get::<CommitLink>(&key)?.is_none() {
-                pending.put(key, link);
-            }
-        }
+        Write::LinkCommit(link) => link_commit(pending, link)?,
         Write::DeleteManifest { repository, digest } => {
             pending.remove(key(MANIFEST, &[repository, digest]));
             for tag_key in pending.keys_under(&prefix(TAG, &[repository]))? {
@@ -257,6 +191,97 @@ pub(super) fn apply_one<K: KvStore>(
             stats.last_pulled = stats.last_pulled.max(*last);
             pending.put(key, &stats);
         }
+    }
+    Ok(())
+}
+
+/// A tag pushed (again): a new digest moves the old one into the tag's history and marks it
+/// untagged; `only_if_unknown` (sync) never overrides what a push recorded.
+fn push_tag<K: KvStore>(
+    pending: &mut Pending<'_, K>,
+    repository: &str,
+    tag: &str,
+    digest: &str,
+    at: UnixMillis,
+    only_if_unknown: bool,
+) -> Result<(), IndexError> {
+    let key = key(TAG, &[repository, tag]);
+    let record = match pending.get::<TagRecord>(&key)? {
+        Some(_) if only_if_unknown => return Ok(()),
+        Some(mut record) => {
+            if record.digest != digest {
+                note_untagged(pending, repository, &record.digest, at)?;
+                record.history.push(PreviousDigest {
+                    digest: std::mem::replace(&mut record.digest, digest.to_string()),
+                    replaced_at: at,
+                });
+                let excess = record.history.len().saturating_sub(MAX_TAG_HISTORY);
+                record.history.drain(..excess);
+            }
+            record.last_pushed = record.last_pushed.max(at);
+            record
+        }
+        None => TagRecord {
+            repository: repository.to_string(),
+            tag: tag.to_string(),
+            digest: digest.to_string(),
+            first_pushed: at,
+            last_pushed: at,
+            history: Vec::new(),
+        },
+    };
+    pending.put(key, &record);
+    note_repository(pending, repository);
+    Ok(())
+}
+
+/// A manifest (re)recorded. A digest names immutable content: what was read of its config
+/// still holds when the new record has not read it.
+fn put_manifest<K: KvStore>(
+    pending: &mut Pending<'_, K>,
+    record: &ManifestRecord,
+) -> Result<(), IndexError> {
+    let key = key(MANIFEST, &[&record.repository, &record.digest]);
+    let known = pending.get::<ManifestRecord>(&key)?.filter(|known| {
+        known.config_read && !record.config_read && known.config_digest == record.config_digest
+    });
+    match known {
+        Some(known) => {
+            let mut record = record.clone();
+            record.config_read = true;
+            record.created = known.created;
+            record.labels = known.labels;
+            record.problem = record.problem.or(known.problem);
+            pending.put(key, &record);
+        }
+        None => pending.put(key, record),
+    }
+    note_repository(pending, &record.repository);
+    Ok(())
+}
+
+/// A commit link, kept as first written. Scoped links are stored per repository and tag: one
+/// digest's tags each keep their own evidence.
+fn link_commit<K: KvStore>(
+    pending: &mut Pending<'_, K>,
+    link: &CommitLink,
+) -> Result<(), IndexError> {
+    let source = link_source_key(&link.source);
+    let key = match (&link.repository, &link.tag) {
+        (None, _) => key(LINK, &[&link.digest, &link.commit, &source]),
+        (Some(repository), tag) => key(
+            LINK,
+            &[
+                &link.digest,
+                &link.commit,
+                &source,
+                repository,
+                tag.as_deref().unwrap_or(""),
+            ],
+        ),
+    };
+    if pending.get::<CommitLink>(&key)?.is_none() {
+        pending.put(key, link);
     }
     Ok(())
 }
