@@ -5,10 +5,9 @@
 use std::{
     collections::{BTreeMap, HashMap},
     sync::{Arc, Mutex},
-    time::{Duration, Instant},
+    time::Instant,
 };
 
-use base64::Engine as _;
 use futures_util::{StreamExt as _, stream};
 use serde::{Deserialize, Serialize};
 use tokio::sync::OnceCell;
@@ -18,6 +17,8 @@ mod calls;
 mod checks;
 #[cfg(test)]
 mod fake;
+mod record;
+mod retry;
 mod steps;
 mod untag;
 
@@ -28,14 +29,9 @@ pub use steps::{Step, steps};
 use crate::{
     cleanup::upstream::Registry,
     config::CleanupMode,
-    index::{AuditAction, AuditEntry, AuditState, Index, IndexError, UnixMillis, Write},
+    index::{AuditAction, AuditState, Index, IndexError, UnixMillis, Write},
     registry::{RegistryClient, RegistryError},
 };
-
-/// Attempts per call when the upstream is busy or fails with 5xx.
-const ATTEMPTS: u32 = 4;
-/// Longest wait honoured from a `Retry-After`.
-const MAX_RETRY_AFTER: Duration = Duration::from_secs(60);
 
 /// What became of a step.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
@@ -344,93 +340,6 @@ impl<'a, R: Registry> Executor<'a, R> {
             "cleanup step done"
         );
         Ok((outcome, detail))
-    }
-
-    /// A step not taken because something changed since the plan: audited (enforce) and logged.
-    fn skip_changed(
-        &self,
-        step: &Step,
-        why: String,
-    ) -> Result<(StepOutcome, String), CleanupError> {
-        if self.mode == CleanupMode::Enforce {
-            self.audit(step, AuditState::Skipped, why.clone(), None)?;
-        }
-        tracing::info!(
-            repository = step.repository,
-            digest = step.digest,
-            why,
-            "skipped: changed since the plan"
-        );
-        Ok((StepOutcome::SkippedChanged, why))
-    }
-
-    fn audit(
-        &self,
-        step: &Step,
-        state: AuditState,
-        detail: String,
-        manifest: Option<(&str, &[u8])>,
-    ) -> Result<(), CleanupError> {
-        let (media_type, manifest_base64) = match manifest {
-            Some((media_type, body)) => (
-                media_type.to_string(),
-                base64::engine::general_purpose::STANDARD.encode(body),
-            ),
-            None => (String::new(), String::new()),
-        };
-        self.index.apply(&[Write::Audit(AuditEntry {
-            run: self.run.clone(),
-            seq: step.seq,
-            at: UnixMillis::now(),
-            repository: step.repository.clone(),
-            tags: step.tags.clone(),
-            digest: step.digest.clone(),
-            action: step.action,
-            state,
-            detail,
-            reasons: step.reasons.clone(),
-            media_type,
-            manifest_base64,
-        })])?;
-        if state == AuditState::Started {
-            // On disk before the call it announces: a crash must not lose the record of a
-            // deletion that happened.
-            self.index.flush()?;
-        }
-        Ok(())
-    }
-
-    /// Runs `call` again when the upstream is busy (429/503, honouring `Retry-After`) or fails
-    /// with 5xx or a transport error, with exponential backoff, within the run's deadline.
-    async fn retry<T, F, Fut>(&self, mut call: F) -> Result<T, RegistryError>
-    where
-        F: FnMut() -> Fut,
-        Fut: std::future::Future<Output = Result<T, RegistryError>>,
-    {
-        let mut backoff = Duration::from_millis(250);
-        let mut attempt = 1;
-        loop {
-            let error = match call().await {
-                Ok(value) => return Ok(value),
-                Err(error) => error,
-            };
-            let wait = match &error {
-                RegistryError::Busy { retry_after, .. } => retry_after
-                    .map(Duration::from_secs)
-                    .unwrap_or(backoff)
-                    .min(MAX_RETRY_AFTER),
-                RegistryError::Status { status, .. } if *status >= 500 => backoff,
-                RegistryError::Transport { .. } | RegistryError::Timeout { .. } => backoff,
-                _ => return Err(error),
-            };
-            if attempt >= ATTEMPTS || Instant::now() + wait >= self.deadline {
-                return Err(error);
-            }
-            tracing::debug!(%error, wait_ms = wait.as_millis() as u64, "retrying");
-            tokio::time::sleep(wait).await;
-            backoff *= 2;
-            attempt += 1;
-        }
     }
 }
 
