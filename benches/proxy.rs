@@ -7,7 +7,9 @@
 //!   with `Transfer-Encoding: chunked`, then `PUT ?digest=`);
 //! - 256 MiB blob pull;
 //! - manifest `HEAD` with keep-alive over 64 concurrent connections (requests/s);
-//! - capacity: `GET` of a fixed manifest from a fast upstream through regkeeper vs nginx;
+//! - capacity: `GET` of a fixed manifest from a fast upstream through regkeeper vs nginx, with
+//!   two upstreams: the in-bench hyper server, and nginx serving the manifest as a static file
+//!   (its own process); requests/s and requests per CPU-second of the proxy;
 //! - regkeeper's peak RSS while 8 uploads of 256 MiB run at once.
 //!
 //! Run: `cargo bench --bench proxy` (`-- --quick` for a short smoke run). Needs `docker-registry`;
@@ -126,9 +128,23 @@ async fn run(settings: Settings) {
         &format!("{workers}log:\n  level: info\n  requests: true\n"),
         &[("REGKEEPER_INDEX_RECORD", "false")],
     );
-    let nginx = Nginx::start(registry.addr, fast.addr);
+    let capacity_path = "/v2/fast/app/manifests/latest";
+    // nginx as the static upstream, proxied by regkeeper and by nginx alike.
+    let nginx_static = NginxStatic::start(capacity_path, FAST_MANIFEST);
+    let static_proxy = nginx_static.as_ref().map(|upstream| {
+        Regkeeper::start_with(
+            &upstream.url(),
+            &format!("{workers}log:\n  level: info\n  requests: true\n"),
+        )
+    });
+    let nginx = nginx_static
+        .as_ref()
+        .and_then(|upstream| Nginx::start(registry.addr, fast.addr, upstream.addr));
     if pinned() {
         pin(fast_proxy.pid(), &last_cpu());
+        if let Some(static_proxy) = &static_proxy {
+            pin(static_proxy.pid(), &last_cpu());
+        }
         if let Some(nginx) = &nginx {
             pin(nginx.pid(), &last_cpu());
         }
@@ -190,7 +206,6 @@ async fn run(settings: Settings) {
             table.add("manifest HEAD 64 conns (req/s)", side, rate);
         }
     }
-    let capacity_path = "/v2/fast/app/manifests/latest";
     for _ in (0..settings.rounds).filter(|_| phase("capacity")) {
         let rate = hammer(fast.addr, Method::GET, capacity_path, &settings).await;
         table.add("capacity GET, fast upstream (req/s)", "direct", rate);
@@ -213,6 +228,34 @@ async fn run(settings: Settings) {
             table.add("capacity GET, fast upstream (req/s)", "nginx", rate);
             table.add("capacity GET (req per proxy CPU-s)", "nginx", per_cpu);
         }
+        if let (Some(upstream), Some(static_proxy), Some(nginx)) =
+            (&nginx_static, &static_proxy, &nginx)
+        {
+            let measure = "capacity GET, nginx static upstream (req/s)";
+            let rate = hammer(upstream.addr, Method::GET, capacity_path, &settings).await;
+            table.add(measure, "direct", rate);
+            let (rate, per_cpu) = hammer_counting_cpu(
+                static_proxy.addr,
+                static_proxy.pid(),
+                capacity_path,
+                &settings,
+            )
+            .await;
+            table.add(measure, "proxy", rate);
+            table.add(
+                "capacity GET, nginx static (req per proxy CPU-s)",
+                "proxy",
+                per_cpu,
+            );
+            let (rate, per_cpu) =
+                hammer_counting_cpu(nginx.static_addr, nginx.pid(), capacity_path, &settings).await;
+            table.add(measure, "nginx", rate);
+            table.add(
+                "capacity GET, nginx static (req per proxy CPU-s)",
+                "nginx",
+                per_cpu,
+            );
+        }
     }
     table.print();
     if let Some(rss) = rss {
@@ -227,6 +270,9 @@ async fn run(settings: Settings) {
         println!("nginx not found: install Debian's nginx-light for the capacity comparison");
     }
 }
+
+/// What the fast upstreams answer to the capacity `GET`.
+const FAST_MANIFEST: &[u8] = br#"{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"sha256:44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a","size":2},"layers":[]}"#;
 
 /// Per (measure, side) the values of each round, in order. Printed as medians, with ratios taken
 /// per round (proxy and its reference measured back to back) and then the median of those, so a
@@ -591,24 +637,26 @@ impl FastUpstream {
                 .unwrap();
             runtime.block_on(async move {
                 let listener = tokio::net::TcpListener::from_std(listener).unwrap();
-                let manifest = Bytes::from_static(
-                    br#"{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"sha256:44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a","size":2},"layers":[]}"#,
-                );
+                let manifest = Bytes::from_static(FAST_MANIFEST);
                 let digest = sha256(&manifest);
                 loop {
                     let (stream, _) = listener.accept().await.unwrap();
                     let _ = stream.set_nodelay(true);
                     let (manifest, digest) = (manifest.clone(), digest.clone());
                     tokio::spawn(async move {
-                        let service = hyper::service::service_fn(move |_request: Request<Incoming>| {
-                            let response = http::Response::builder()
-                                .header("content-type", "application/vnd.oci.image.manifest.v1+json")
-                                .header("docker-content-digest", digest.as_str())
-                                .header("docker-distribution-api-version", "registry/2.0")
-                                .body(Full::new(manifest.clone()))
-                                .unwrap();
-                            async move { Ok::<_, Infallible>(response) }
-                        });
+                        let service =
+                            hyper::service::service_fn(move |_request: Request<Incoming>| {
+                                let response = http::Response::builder()
+                                    .header(
+                                        "content-type",
+                                        "application/vnd.oci.image.manifest.v1+json",
+                                    )
+                                    .header("docker-content-digest", digest.as_str())
+                                    .header("docker-distribution-api-version", "registry/2.0")
+                                    .body(Full::new(manifest.clone()))
+                                    .unwrap();
+                                async move { Ok::<_, Infallible>(response) }
+                            });
                         let _ = hyper::server::conn::http1::Builder::new()
                             .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
                             .await;
@@ -628,18 +676,19 @@ impl FastUpstream {
 struct Nginx {
     registry_addr: SocketAddr,
     fast_addr: SocketAddr,
+    /// Proxies the static nginx upstream (another process, see [`NginxStatic`]).
+    static_addr: SocketAddr,
     _dir: tempfile::TempDir,
     _child: Guard,
 }
 
 impl Nginx {
-    fn start(registry: SocketAddr, fast: SocketAddr) -> Option<Self> {
-        let binary = ["/usr/sbin/nginx", "/usr/bin/nginx"]
-            .into_iter()
-            .find(|p| std::path::Path::new(p).exists())?;
+    fn start(registry: SocketAddr, fast: SocketAddr, upstream: SocketAddr) -> Option<Self> {
+        let binary = nginx_binary()?;
         let dir = tempfile::tempdir().unwrap();
         let registry_addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
         let fast_addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        let static_addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
         let root = running_as_root();
         let d = dir.path().display();
         let conf = format!(
@@ -662,6 +711,7 @@ http {{
   scgi_temp_path {d}/scgi;
   upstream registry {{ server {registry}; keepalive 64; }}
   upstream fast {{ server {fast}; keepalive 64; }}
+  upstream static {{ server {upstream}; keepalive 64; }}
   server {{
     listen {registry_addr};
     client_max_body_size 0;
@@ -683,6 +733,15 @@ http {{
       proxy_buffering off;
     }}
   }}
+  server {{
+    listen {static_addr};
+    location / {{
+      proxy_pass http://static;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_buffering off;
+    }}
+  }}
 }}
 "#,
             user = if root { "user root;" } else { "" }
@@ -698,10 +757,11 @@ http {{
             .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
             .ok()?;
-        wait_for_port(fast_addr, &mut child, "nginx", &log);
+        wait_for_port(static_addr, &mut child, "nginx", &log);
         Some(Self {
             registry_addr,
             fast_addr,
+            static_addr,
             _dir: dir,
             _child: Guard(child),
         })
@@ -713,6 +773,85 @@ http {{
 
     fn registry_url(&self) -> String {
         format!("http://{}", self.registry_addr)
+    }
+}
+
+fn nginx_binary() -> Option<&'static str> {
+    ["/usr/sbin/nginx", "/usr/bin/nginx"]
+        .into_iter()
+        .find(|p| std::path::Path::new(p).exists())
+}
+
+/// nginx serving the fast upstream's manifest as a static file, with the headers a registry
+/// sends: the fastest upstream there is, in its own process so each proxy's CPU is its own.
+struct NginxStatic {
+    addr: SocketAddr,
+    _dir: tempfile::TempDir,
+    _child: Guard,
+}
+
+impl NginxStatic {
+    fn start(path: &str, manifest: &[u8]) -> Option<Self> {
+        let binary = nginx_binary()?;
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("root").join(path.trim_start_matches('/'));
+        std::fs::create_dir_all(file.parent().unwrap()).unwrap();
+        std::fs::write(&file, manifest).unwrap();
+        let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        let d = dir.path().display();
+        let conf = format!(
+            r#"{user}
+worker_processes 1;
+master_process off;
+daemon off;
+pid {d}/nginx.pid;
+error_log {d}/error.log warn;
+events {{ worker_connections 4096; }}
+http {{
+  access_log off;
+  keepalive_requests 10000000;
+  keepalive_timeout 300s;
+  client_body_temp_path {d}/body;
+  proxy_temp_path {d}/proxy;
+  fastcgi_temp_path {d}/fastcgi;
+  uwsgi_temp_path {d}/uwsgi;
+  scgi_temp_path {d}/scgi;
+  server {{
+    listen {addr};
+    root {d}/root;
+    location / {{
+      default_type application/vnd.oci.image.manifest.v1+json;
+      add_header Docker-Content-Digest {digest};
+      add_header Docker-Distribution-Api-Version registry/2.0;
+      etag off;
+    }}
+  }}
+}}
+"#,
+            user = if running_as_root() { "user root;" } else { "" },
+            digest = sha256(manifest),
+        );
+        std::fs::write(dir.path().join("nginx.conf"), conf).unwrap();
+        let log = dir.path().join("stderr.log");
+        let mut child = Command::new(binary)
+            .arg("-p")
+            .arg(dir.path())
+            .arg("-c")
+            .arg(dir.path().join("nginx.conf"))
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .ok()?;
+        wait_for_port(addr, &mut child, "nginx (static)", &log);
+        Some(Self {
+            addr,
+            _dir: dir,
+            _child: Guard(child),
+        })
+    }
+
+    fn url(&self) -> String {
+        format!("http://{}", self.addr)
     }
 }
 
