@@ -1,6 +1,8 @@
 //! Civil (proleptic Gregorian, UTC) dates from day numbers and back, for the places that write
-//! or read times without a date library: log timestamps, plan times and `--at`, cron schedules.
-//! Howard Hinnant's algorithms. A leaf: calls nothing in the crate.
+//! times on a hot path or step through days: log timestamps (every request line), plan times,
+//! cron schedules. Howard Hinnant's algorithms: a division-only conversion with no allocation,
+//! which a date library's formatting does not beat there. Parsing what people type (`--at`) is
+//! jiff's. A leaf: calls nothing in the crate.
 //!
 //! May call: nothing.
 

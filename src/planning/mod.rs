@@ -242,45 +242,31 @@ pub fn parse_time(text: &str, now: UnixMillis) -> Result<UnixMillis, String> {
             .map_err(|_| format!("{text:?} is too large for Unix seconds"))?;
         return Ok(UnixMillis(secs.saturating_mul(1000)));
     }
-    let bad = || {
+    let bad = |why: String| {
         format!(
-            "{text:?} is not a time (2026-12-07, 2026-12-07T09:00:00Z, +3d, -12h, Unix seconds)"
+            "{text:?} is not a time (2026-12-07, 2026-12-07T09:00:00Z, +3d, -12h, Unix seconds): {why}"
         )
     };
-    let (date, time) = text.split_once(['T', ' ']).unwrap_or((text, "00:00:00Z"));
-    let mut parts = date
-        .splitn(3, '-')
-        .map(|p| p.parse::<i64>().map_err(|_| bad()));
-    let (y, m, d) = (
-        parts.next().ok_or_else(bad)??,
-        parts.next().ok_or_else(bad)??,
-        parts.next().ok_or_else(bad)??,
-    );
-    if !(1..=12).contains(&m) || !(1..=31).contains(&d) {
-        return Err(bad());
-    }
-    let (clock, offset_secs) = if let Some(clock) = time.strip_suffix(['Z', 'z']) {
-        (clock, 0)
-    } else if let Some(i) = time.rfind(['+', '-']) {
-        let (clock, offset) = time.split_at(i);
-        let sign = if offset.starts_with('-') { -1 } else { 1 };
-        let (h, min) = offset[1..].split_once(':').ok_or_else(bad)?;
-        let h: i64 = h.parse().map_err(|_| bad())?;
-        let min: i64 = min.parse().map_err(|_| bad())?;
-        (clock, sign * (h * 3600 + min * 60))
-    } else {
-        (time, 0)
+    // An offset or `Z` makes it an instant; without one, a civil date or date-time is UTC.
+    let at = match text.parse::<jiff::Timestamp>() {
+        Ok(at) => at,
+        Err(instant) => {
+            let civil = text
+                .parse::<jiff::civil::DateTime>()
+                .or_else(|_| {
+                    text.parse::<jiff::civil::Date>()
+                        .map(|d| d.to_datetime(jiff::civil::Time::midnight()))
+                })
+                .map_err(|_| bad(instant.to_string()))?;
+            civil
+                .to_zoned(jiff::tz::TimeZone::UTC)
+                .map_err(|e| bad(e.to_string()))?
+                .timestamp()
+        }
     };
-    let mut fields = clock.split(':');
-    let h: i64 = fields.next().unwrap_or("0").parse().map_err(|_| bad())?;
-    let min: i64 = fields.next().unwrap_or("0").parse().map_err(|_| bad())?;
-    let sec: f64 = fields.next().unwrap_or("0").parse().map_err(|_| bad())?;
-    let secs =
-        crate::calendar::days_from_civil(y, m, d) * 86_400 + h * 3600 + min * 60 + sec as i64
-            - offset_secs;
-    u64::try_from(secs)
-        .map(|s| UnixMillis(s * 1000))
-        .map_err(|_| bad())
+    u64::try_from(at.as_millisecond())
+        .map(UnixMillis)
+        .map_err(|_| bad("before 1970".into()))
 }
 
 #[cfg(test)]
@@ -370,6 +356,15 @@ mod tests {
         assert!(parse_time("next monday", now).is_err());
         assert_eq!(parse_time("1796050984", now).unwrap().0, 1_796_050_984_000);
         assert!(parse_time("2026-13-01", now).is_err());
+        // Calendar-checked: there is no 31 February (the hand-written parser took it as 3 March).
+        assert!(parse_time("2026-02-31", now).is_err());
+        assert!(parse_time("2026-02-31T00:00:00Z", now).is_err());
+        // A date-time without an offset is UTC; fractions of a second are kept.
+        assert_eq!(parse_time("2026-12-07T09:30:00", now).unwrap(), at);
+        assert_eq!(
+            parse_time("2026-12-07T09:30:00.5Z", now).unwrap().0,
+            at.0 + 500
+        );
         assert_eq!(format_time(UnixMillis(0)), "1970-01-01T00:00:00Z");
     }
 }
