@@ -746,24 +746,13 @@ http {{
 "#,
             user = if root { "user root;" } else { "" }
         );
-        std::fs::write(dir.path().join("nginx.conf"), conf).unwrap();
-        let log = dir.path().join("stderr.log");
-        let mut child = Command::new(binary)
-            .arg("-p")
-            .arg(dir.path())
-            .arg("-c")
-            .arg(dir.path().join("nginx.conf"))
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .ok()?;
-        wait_for_port(static_addr, &mut child, "nginx", &log);
+        let child = spawn_nginx(binary, dir.path(), &conf, static_addr)?;
         Some(Self {
             registry_addr,
             fast_addr,
             static_addr,
             _dir: dir,
-            _child: Guard(child),
+            _child: child,
         })
     }
 
@@ -774,6 +763,28 @@ http {{
     fn registry_url(&self) -> String {
         format!("http://{}", self.registry_addr)
     }
+}
+
+/// nginx with `conf` written into `dir`, once it listens on `ready`.
+fn spawn_nginx(
+    binary: &str,
+    dir: &std::path::Path,
+    conf: &str,
+    ready: SocketAddr,
+) -> Option<Guard> {
+    std::fs::write(dir.join("nginx.conf"), conf).unwrap();
+    let log = dir.join("stderr.log");
+    let mut child = Command::new(binary)
+        .arg("-p")
+        .arg(dir)
+        .arg("-c")
+        .arg(dir.join("nginx.conf"))
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .ok()?;
+    wait_for_port(ready, &mut child, "nginx", &log);
+    Some(Guard(child))
 }
 
 fn nginx_binary() -> Option<&'static str> {
@@ -831,22 +842,11 @@ http {{
             user = if running_as_root() { "user root;" } else { "" },
             digest = sha256(manifest),
         );
-        std::fs::write(dir.path().join("nginx.conf"), conf).unwrap();
-        let log = dir.path().join("stderr.log");
-        let mut child = Command::new(binary)
-            .arg("-p")
-            .arg(dir.path())
-            .arg("-c")
-            .arg(dir.path().join("nginx.conf"))
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .ok()?;
-        wait_for_port(addr, &mut child, "nginx (static)", &log);
+        let child = spawn_nginx(binary, dir.path(), &conf, addr)?;
         Some(Self {
             addr,
             _dir: dir,
-            _child: Guard(child),
+            _child: child,
         })
     }
 
