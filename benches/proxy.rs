@@ -234,27 +234,19 @@ async fn run(settings: Settings) {
             let measure = "capacity GET, nginx static upstream (req/s)";
             let rate = hammer(upstream.addr, Method::GET, capacity_path, &settings).await;
             table.add(measure, "direct", rate);
-            let (rate, per_cpu) = hammer_counting_cpu(
-                static_proxy.addr,
-                static_proxy.pid(),
-                capacity_path,
-                &settings,
-            )
-            .await;
-            table.add(measure, "proxy", rate);
-            table.add(
-                "capacity GET, nginx static (req per proxy CPU-s)",
-                "proxy",
-                per_cpu,
-            );
-            let (rate, per_cpu) =
-                hammer_counting_cpu(nginx.static_addr, nginx.pid(), capacity_path, &settings).await;
-            table.add(measure, "nginx", rate);
-            table.add(
-                "capacity GET, nginx static (req per proxy CPU-s)",
-                "nginx",
-                per_cpu,
-            );
+            for (side, addr, pid) in [
+                ("proxy", static_proxy.addr, static_proxy.pid()),
+                ("nginx", nginx.static_addr, nginx.pid()),
+            ] {
+                let (rate, per_cpu) =
+                    hammer_counting_cpu(addr, pid, capacity_path, &settings).await;
+                table.add(measure, side, rate);
+                table.add(
+                    "capacity GET, nginx static (req per proxy CPU-s)",
+                    side,
+                    per_cpu,
+                );
+            }
         }
     }
     table.print();
