@@ -681,26 +681,9 @@ impl Nginx {
         let registry_addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
         let fast_addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
         let static_addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-        let root = running_as_root();
         let d = dir.path().display();
         let conf = format!(
-            r#"{user}
-worker_processes 1;
-# One process that is the worker: killing it by its handle leaves no orphaned workers.
-master_process off;
-daemon off;
-pid {d}/nginx.pid;
-error_log {d}/error.log warn;
-events {{ worker_connections 4096; }}
-http {{
-  access_log {d}/access.log;
-  keepalive_requests 10000000;
-  keepalive_timeout 300s;
-  client_body_temp_path {d}/body;
-  proxy_temp_path {d}/proxy;
-  fastcgi_temp_path {d}/fastcgi;
-  uwsgi_temp_path {d}/uwsgi;
-  scgi_temp_path {d}/scgi;
+            r#"{head}
   upstream registry {{ server {registry}; keepalive 64; }}
   upstream fast {{ server {fast}; keepalive 64; }}
   upstream static {{ server {upstream}; keepalive 64; }}
@@ -736,7 +719,7 @@ http {{
   }}
 }}
 "#,
-            user = if root { "user root;" } else { "" }
+            head = nginx_head(&d.to_string(), &format!("{d}/access.log")),
         );
         let child = spawn_nginx(binary, dir.path(), &conf, static_addr)?;
         Some(Self {
@@ -779,6 +762,30 @@ fn spawn_nginx(
     Some(Guard(child))
 }
 
+/// What both nginx processes share: one process that is the worker (killing it by its handle
+/// leaves no orphaned workers), files under `d`, long keep-alive; the `http` block left open.
+fn nginx_head(d: &str, access_log: &str) -> String {
+    let user = if running_as_root() { "user root;" } else { "" };
+    format!(
+        r#"{user}
+worker_processes 1;
+master_process off;
+daemon off;
+pid {d}/nginx.pid;
+error_log {d}/error.log warn;
+events {{ worker_connections 4096; }}
+http {{
+  access_log {access_log};
+  keepalive_requests 10000000;
+  keepalive_timeout 300s;
+  client_body_temp_path {d}/body;
+  proxy_temp_path {d}/proxy;
+  fastcgi_temp_path {d}/fastcgi;
+  uwsgi_temp_path {d}/uwsgi;
+  scgi_temp_path {d}/scgi;"#
+    )
+}
+
 fn nginx_binary() -> Option<&'static str> {
     ["/usr/sbin/nginx", "/usr/bin/nginx"]
         .into_iter()
@@ -803,22 +810,7 @@ impl NginxStatic {
         let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
         let d = dir.path().display();
         let conf = format!(
-            r#"{user}
-worker_processes 1;
-master_process off;
-daemon off;
-pid {d}/nginx.pid;
-error_log {d}/error.log warn;
-events {{ worker_connections 4096; }}
-http {{
-  access_log off;
-  keepalive_requests 10000000;
-  keepalive_timeout 300s;
-  client_body_temp_path {d}/body;
-  proxy_temp_path {d}/proxy;
-  fastcgi_temp_path {d}/fastcgi;
-  uwsgi_temp_path {d}/uwsgi;
-  scgi_temp_path {d}/scgi;
+            r#"{head}
   server {{
     listen {addr};
     root {d}/root;
@@ -831,7 +823,7 @@ http {{
   }}
 }}
 "#,
-            user = if running_as_root() { "user root;" } else { "" },
+            head = nginx_head(&d.to_string(), "off"),
             digest = sha256(manifest),
         );
         let child = spawn_nginx(binary, dir.path(), &conf, addr)?;
