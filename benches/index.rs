@@ -59,13 +59,12 @@ fn main() {
             };
             let event = RegistryEvent::Record(vec![
                 Write::PutManifest(manifest),
-                Write::PushTag {
+                Write::push(
                     repository,
-                    tag: format!("build-{i}"),
-                    digest: digest.clone(),
-                    at: UnixMillis(i),
-                    only_if_unknown: false,
-                },
+                    format!("build-{i}"),
+                    digest.clone(),
+                    UnixMillis(i),
+                ),
                 Write::LinkCommit(CommitLink {
                     digest,
                     commit: format!("{i:040x}"),

@@ -232,13 +232,12 @@ fn generate_index(path: &Path, scale: &Scale, commits: &[String]) {
                 pushed,
             )
         }));
-        batch.push(Write::PushTag {
+        batch.push(Write::push(
             repository,
-            tag: format!("build-{t}"),
-            digest: digest.clone(),
-            at: pushed,
-            only_if_unknown: false,
-        });
+            format!("build-{t}"),
+            digest.clone(),
+            pushed,
+        ));
         batch.push(Write::LinkCommit(CommitLink {
             digest,
             commit: commits[rng.next(commits.len())].clone(),
@@ -299,13 +298,7 @@ fn measure(dir: &Path, scale: &Scale) {
                         at,
                     )
                 }),
-                Write::PushTag {
-                    repository,
-                    tag: format!("fresh-{i}"),
-                    digest,
-                    at,
-                    only_if_unknown: false,
-                },
+                Write::push(repository, format!("fresh-{i}"), digest, at),
             ]
         })
         .collect();

@@ -322,13 +322,7 @@ mod tests {
     }
 
     fn push(tag: &str) -> RegistryEvent {
-        RegistryEvent::Record(vec![Write::PushTag {
-            repository: "a".into(),
-            tag: tag.into(),
-            digest: D1.into(),
-            at: UnixMillis(1),
-            only_if_unknown: false,
-        }])
+        RegistryEvent::Record(vec![Write::push("a", tag, D1, UnixMillis(1))])
     }
 
     /// Waits (up to 20 s) until `ready` holds.
@@ -454,13 +448,7 @@ mod tests {
         })
         .await;
         let flood: Vec<Write> = (0..journal::MAX_PENDING_WRITES)
-            .map(|n| Write::PushTag {
-                repository: "b".into(),
-                tag: format!("t{n}"),
-                digest: D1.into(),
-                at: UnixMillis(2),
-                only_if_unknown: false,
-            })
+            .map(|n| Write::push("b", format!("t{n}"), D1, UnixMillis(2)))
             .collect();
         sender.send(RegistryEvent::Record(flood));
         until("the oldest is dropped", || health.state().dropped == 1).await;

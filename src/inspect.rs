@@ -381,13 +381,7 @@ mod tests {
     const D1: &str = "sha256:1111111111111111111111111111111111111111111111111111111111111111";
 
     fn push(repository: &str, tag: &str, digest: &str) -> Write {
-        Write::PushTag {
-            repository: repository.into(),
-            tag: tag.into(),
-            digest: digest.into(),
-            at: UnixMillis(1),
-            only_if_unknown: false,
-        }
+        Write::push(repository, tag, digest, UnixMillis(1))
     }
 
     #[test]

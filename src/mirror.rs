@@ -316,13 +316,7 @@ mod tests {
                 kind: ManifestKind::Image,
                 ..ManifestRecord::bare(repository, digest, "x", UnixMillis(1))
             }),
-            Write::PushTag {
-                repository: repository.into(),
-                tag: tag.into(),
-                digest: digest.into(),
-                at: UnixMillis(1),
-                only_if_unknown: false,
-            },
+            Write::push(repository, tag, digest, UnixMillis(1)),
         ]
     }
 

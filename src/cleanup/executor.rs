@@ -401,13 +401,7 @@ mod tests {
     }
 
     fn push(repository: &str, tag: &str, digest: &str) -> Write {
-        Write::PushTag {
-            repository: repository.into(),
-            tag: tag.into(),
-            digest: digest.into(),
-            at: UnixMillis(1),
-            only_if_unknown: false,
-        }
+        Write::push(repository, tag, digest, UnixMillis(1))
     }
 
     /// The index's view of a repository's tags follows pushes during a run when the index

@@ -226,13 +226,12 @@ pub async fn restore(
         at,
     }));
     if let Some(tag) = tag {
-        writes.push(Write::PushTag {
-            repository: entry.repository.clone(),
-            tag: tag.to_string(),
-            digest: digest.clone(),
+        writes.push(Write::push(
+            entry.repository.as_str(),
+            tag,
+            digest.as_str(),
             at,
-            only_if_unknown: false,
-        });
+        ));
     }
     index.apply(&writes)?;
     tracing::info!(

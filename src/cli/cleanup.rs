@@ -87,10 +87,7 @@ pub fn apply(
             serde_json::from_value(ask_operator(config, "apply", "/api/v1/apply", &body)?)?
         }
     };
-    match output {
-        Output::Table => print!("{}", cleanup::report_table(&report)),
-        Output::Json => println!("{}", serde_json::to_string_pretty(&report)?),
-    }
+    super::emit(output, &report, cleanup::report_table)?;
     Ok(if report.enforce_would_stop() {
         Applied::EnforceWouldStop
     } else if report.succeeded() {
@@ -125,11 +122,7 @@ pub fn history(
             serde_json::from_value(super::ask_serve(config, &path)?)?
         }
     };
-    match output {
-        Output::Table => print!("{}", history::table(&entries)),
-        Output::Json => println!("{}", serde_json::to_string_pretty(&entries)?),
-    }
-    Ok(())
+    super::emit(output, &entries, |entries| history::table(entries))
 }
 
 /// `restore REPOSITORY:TAG|REPOSITORY@DIGEST [--run ID]`, or everything a run removed (`--run ID`

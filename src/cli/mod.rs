@@ -43,11 +43,7 @@ pub fn run(command: Command) -> anyhow::Result<()> {
                     serde_json::from_value(ask_serve(&config, &path)?)?
                 }
             };
-            match output {
-                Output::Table => print!("{}", regkeeper::inspect::tags_table(&views)),
-                Output::Json => println!("{}", serde_json::to_string_pretty(&views)?),
-            }
-            Ok(())
+            emit(output, &views[..], regkeeper::inspect::tags_table)
         }
         Command::Inspect { config, reference } => {
             let config = Config::load(&config)?;
@@ -111,11 +107,9 @@ pub fn run(command: Command) -> anyhow::Result<()> {
             if let Some(repo) = &repo {
                 regkeeper::planning::only_repositories(&mut plan, repo);
             }
-            match output {
-                Output::Table => print!("{}", regkeeper::planning::plan_table(&plan, show_kept)),
-                Output::Json => println!("{}", serde_json::to_string_pretty(&plan)?),
-            }
-            Ok(())
+            emit(output, &plan, |plan| {
+                regkeeper::planning::plan_table(plan, show_kept)
+            })
         }
         Command::Explain {
             config,
@@ -131,11 +125,7 @@ pub fn run(command: Command) -> anyhow::Result<()> {
             }
             let plan = evaluate(&config, at, Details::All)?;
             let explanation = regkeeper::planning::explain(&plan, &reference)?;
-            match output {
-                Output::Table => print!("{}", regkeeper::planning::explain_table(&explanation)),
-                Output::Json => println!("{}", serde_json::to_string_pretty(&explanation)?),
-            }
-            Ok(())
+            emit(output, &explanation, regkeeper::planning::explain_table)
         }
         Command::Apply {
             config,
@@ -187,6 +177,19 @@ pub fn run(command: Command) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+/// `value` as the table `table` renders, or as pretty JSON.
+pub(crate) fn emit<T: serde::Serialize + ?Sized>(
+    output: Output,
+    value: &T,
+    table: impl FnOnce(&T) -> String,
+) -> anyhow::Result<()> {
+    match output {
+        Output::Table => print!("{}", table(value)),
+        Output::Json => println!("{}", serde_json::to_string_pretty(value)?),
+    }
+    Ok(())
 }
 
 /// `--at`, or now.

@@ -273,13 +273,7 @@ fn record_push(
     });
     writes.push(Write::PutManifest(record));
     if let Some(tag) = tag {
-        writes.push(Write::PushTag {
-            repository,
-            tag,
-            digest,
-            at,
-            only_if_unknown: false,
-        });
+        writes.push(Write::push(repository, tag, digest, at));
     }
     job
 }

@@ -9,13 +9,7 @@ const D2: &str = "sha256:2222222222222222222222222222222222222222222222222222222
 const D3: &str = "sha256:3333333333333333333333333333333333333333333333333333333333333333";
 
 fn push(repository: &str, tag: &str, digest: &str, at: u64) -> Write {
-    Write::PushTag {
-        repository: repository.into(),
-        tag: tag.into(),
-        digest: digest.into(),
-        at: UnixMillis(at),
-        only_if_unknown: false,
-    }
+    Write::push(repository, tag, digest, UnixMillis(at))
 }
 
 fn manifest(repository: &str, digest: &str) -> ManifestRecord {

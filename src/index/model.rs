@@ -365,3 +365,22 @@ pub enum Write {
         last: UnixMillis,
     },
 }
+
+impl Write {
+    /// A tag pushed to `digest` at `at` (through the proxy, a restore, a test): what a push
+    /// records, overriding what the index knew of the tag.
+    pub fn push(
+        repository: impl Into<String>,
+        tag: impl Into<String>,
+        digest: impl Into<String>,
+        at: UnixMillis,
+    ) -> Self {
+        Write::PushTag {
+            repository: repository.into(),
+            tag: tag.into(),
+            digest: digest.into(),
+            at,
+            only_if_unknown: false,
+        }
+    }
+}

@@ -11,6 +11,7 @@ use std::{collections::BTreeMap, fmt};
 use serde::de::{self, Deserializer, IgnoredAny, MapAccess, Visitor};
 
 use super::{REVISION, SOURCE};
+use crate::scalar::Text;
 
 /// The annotation and label keys recorded: what commit linking (`linking::COMMIT_LABELS`) and
 /// the rules (`source`) read.
@@ -140,48 +141,6 @@ impl<'de> serde::Deserialize<'de> for KeyName {
             }
         }
         deserializer.deserialize_str(V)
-    }
-}
-
-/// A value that is kept only when it is a string (anything else is skipped).
-struct Text(Option<String>);
-
-impl<'de> serde::Deserialize<'de> for Text {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct V;
-        impl<'de> Visitor<'de> for V {
-            type Value = Text;
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("a string")
-            }
-            fn visit_str<E: de::Error>(self, value: &str) -> Result<Text, E> {
-                Ok(Text(Some(value.to_string())))
-            }
-            fn visit_unit<E: de::Error>(self) -> Result<Text, E> {
-                Ok(Text(None))
-            }
-            fn visit_bool<E: de::Error>(self, _: bool) -> Result<Text, E> {
-                Ok(Text(None))
-            }
-            fn visit_i64<E: de::Error>(self, _: i64) -> Result<Text, E> {
-                Ok(Text(None))
-            }
-            fn visit_u64<E: de::Error>(self, _: u64) -> Result<Text, E> {
-                Ok(Text(None))
-            }
-            fn visit_f64<E: de::Error>(self, _: f64) -> Result<Text, E> {
-                Ok(Text(None))
-            }
-            fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<Text, A::Error> {
-                while seq.next_element::<IgnoredAny>()?.is_some() {}
-                Ok(Text(None))
-            }
-            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Text, A::Error> {
-                while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
-                Ok(Text(None))
-            }
-        }
-        deserializer.deserialize_any(V)
     }
 }
 

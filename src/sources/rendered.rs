@@ -9,7 +9,9 @@
 
 use std::fmt;
 
-use serde::de::{self, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
+
+use crate::scalar::Scalar;
 
 /// Every image named in the YAML stream `manifest`, sorted and deduplicated. The parser's
 /// budget scales with the input (already capped by the caller), so a release of 5,000
@@ -206,7 +208,7 @@ impl<'de> Visitor<'de> for ImageVisitor {
                     continue;
                 }
             };
-            *part = map.next_value::<Scalar>()?.0;
+            *part = map.next_value::<Scalar<true>>()?.0;
         }
         let Some(repository) = repository.filter(|r| !r.is_empty()) else {
             return Ok(Image::Under(under));
@@ -223,48 +225,6 @@ impl<'de> Visitor<'de> for ImageVisitor {
         }
         under.0.push(image);
         Ok(Image::Under(under))
-    }
-}
-
-/// A part of an image (`tag: 1.2` is a number to YAML): its text, or nothing.
-struct Scalar(Option<String>);
-
-impl<'de> serde::Deserialize<'de> for Scalar {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct V;
-        impl<'de> Visitor<'de> for V {
-            type Value = Scalar;
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("a scalar")
-            }
-            fn visit_str<E: de::Error>(self, v: &str) -> Result<Scalar, E> {
-                Ok(Scalar(Some(v.to_string())))
-            }
-            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Scalar, E> {
-                Ok(Scalar(Some(v.to_string())))
-            }
-            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Scalar, E> {
-                Ok(Scalar(Some(v.to_string())))
-            }
-            fn visit_f64<E: de::Error>(self, v: f64) -> Result<Scalar, E> {
-                Ok(Scalar(Some(v.to_string())))
-            }
-            fn visit_bool<E: de::Error>(self, _: bool) -> Result<Scalar, E> {
-                Ok(Scalar(None))
-            }
-            fn visit_unit<E: de::Error>(self) -> Result<Scalar, E> {
-                Ok(Scalar(None))
-            }
-            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Scalar, A::Error> {
-                while seq.next_element::<IgnoredAny>()?.is_some() {}
-                Ok(Scalar(None))
-            }
-            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Scalar, A::Error> {
-                while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
-                Ok(Scalar(None))
-            }
-        }
-        deserializer.deserialize_any(V)
     }
 }
 

@@ -147,11 +147,21 @@ pub fn evaluate_with(
         .repositories
         .values()
         .flat_map(|r| r.links.values().flatten().map(|f| &*f.commit));
-    let facts: HashMap<String, Result<GitFacts, String>> = [(
-        "app".to_string(),
-        GitFacts::load(git.dir.path(), "origin", linked).map_err(|e| e.to_string()),
-    )]
-    .into();
+    let facts = GitFacts::load(git.dir.path(), "origin", linked).map_err(|e| e.to_string());
+    evaluate_facts(snapshot, facts, retention, usage, now, details)
+}
+
+/// One evaluation with the git repository `app` given as facts (or as the reason it cannot be
+/// read), at `now` (seconds).
+pub fn evaluate_facts(
+    snapshot: &Snapshot,
+    facts: Result<GitFacts, String>,
+    retention: &RetentionConfig,
+    usage: &Usage,
+    now: i64,
+    details: policy::Details,
+) -> Plan {
+    let facts: HashMap<String, Result<GitFacts, String>> = [("app".to_string(), facts)].into();
     policy::evaluate(&Inputs {
         snapshot,
         git: &facts,
@@ -449,12 +459,7 @@ fn a_revision_naming_an_annotated_tag_object_is_judged_as_its_commit() {
     git.remote_branch("main", c[2]);
     git.annotated_tag("v1.0.0", c[1], NOW - DAY);
     // `git rev-parse v1.0.0`: the tag object's id, not the commit's.
-    let tag_object = git2::Repository::open(git.dir.path())
-        .unwrap()
-        .revparse_single("refs/tags/v1.0.0")
-        .unwrap()
-        .id()
-        .to_string();
+    let tag_object = git.tag_object("v1.0.0");
     assert_ne!(tag_object, c[1].to_string());
     let plan = evaluate(
         &snapshot(&[("release", Some(tag_object.as_str()))]),

@@ -4,19 +4,19 @@
 //! use is never deleted; an unreadable source keeps everything it could keep; the plan is
 //! deterministic; no action deletes a digest a kept tag points to.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 
 use proptest::prelude::*;
 use regkeeper::{
     config::RetentionConfig,
     index::UnixMillis,
     policy::{
-        self, Action, ImageRef, InUse, Inputs, Plan, Snapshot, Usage,
+        self, Action, ImageRef, InUse, Plan, Snapshot, Usage,
         git_facts::{CommitId, GitFacts, GraphBuilder, ReferenceKind},
     },
 };
 
-use super::{DAY, NOW, REPOSITORY, kept_tags, snapshot};
+use super::{DAY, NOW, REPOSITORY, evaluate_facts, kept_tags, snapshot};
 
 /// A generated case: a main line of commits (one a day), a feature branch head on it, tags on
 /// images linked to a commit or untracked, pushed some hours ago, and which tags are in use.
@@ -124,16 +124,14 @@ fn plan(
     retention: &RetentionConfig,
     usage: &Usage,
 ) -> Plan {
-    let git: HashMap<String, Result<GitFacts, String>> = [("app".to_string(), git)].into();
-    policy::evaluate(&Inputs {
+    evaluate_facts(
         snapshot,
-        git: &git,
-        usage,
+        git,
         retention,
-        now: UnixMillis(NOW as u64 * 1000),
-        details: policy::Details::Reasons,
-        restore_protection: std::time::Duration::ZERO,
-    })
+        usage,
+        NOW,
+        policy::Details::Reasons,
+    )
 }
 
 fn usage_of(case: &Case, snapshot: &Snapshot) -> Usage {

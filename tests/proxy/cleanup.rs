@@ -24,6 +24,15 @@ struct Case {
 }
 
 impl Case {
+    /// Images `names`, pushed in that order as `team/app:old-<name>`, then synced into the index.
+    fn old_images(&mut self, names: &[&str]) {
+        for name in names {
+            self.image(name);
+            self.push(name, &format!("team/app:old-{name}"));
+        }
+        self.regkeeper(&["sync"]).expect_ok();
+    }
+
     fn new(registry: Registry, extra: &str) -> Self {
         let work = tempfile::tempdir().unwrap();
         let config = cli_config(work.path(), &registry.url(), &format!("{RULES}{extra}"));
@@ -283,11 +292,7 @@ fn restore_brings_a_deleted_tag_back_and_it_pulls() {
 #[test]
 fn the_breaker_stops_a_run_that_would_delete_everything() {
     let mut case = Case::new(Registry::start(), "  maxDeletions: 1\n");
-    for name in ["a", "b", "c"] {
-        case.image(name);
-        case.push(name, &format!("team/app:old-{name}"));
-    }
-    case.regkeeper(&["sync"]).expect_ok();
+    case.old_images(&["a", "b", "c"]);
     let out = case.regkeeper(&["apply", "--mode", "enforce", "--output", "json"]);
     assert!(!out.ok, "a tripped run exits non-zero");
     let report: Value = serde_json::from_str(&out.stdout).unwrap();
@@ -333,11 +338,7 @@ fn a_tag_pushed_again_between_plan_and_delete_is_not_deleted() {
         registry::RegistryClient,
     };
     let mut case = Case::new(Registry::start(), "");
-    case.image("a");
-    case.image("b");
-    case.push("a", "team/app:old-a");
-    case.push("b", "team/app:old-b");
-    case.regkeeper(&["sync"]).expect_ok();
+    case.old_images(&["a", "b"]);
 
     let config = Config::load(&case.config).unwrap();
     let index = regkeeper::index::open_sled(&config.index.path).unwrap();
@@ -895,12 +896,8 @@ fn with_retention(case: &Case, extra: &str) {
 #[test]
 fn a_pod_running_an_image_by_digest_keeps_it_whatever_its_tag_says() {
     let mut case = Case::new(Registry::start(), "");
-    case.image("a");
-    case.image("b");
-    case.push("a", "team/app:old-a");
-    case.push("b", "team/app:old-b");
+    case.old_images(&["a", "b"]);
     let running = remote_digest(&case.reference("team/app:old-a"));
-    case.regkeeper(&["sync"]).expect_ok();
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let host = "registry.example.com";
     let api = kube_api(
@@ -924,12 +921,8 @@ fn a_pod_running_an_image_by_digest_keeps_it_whatever_its_tag_says() {
 #[test]
 fn a_workload_spelling_the_registry_host_differently_keeps_its_image() {
     let mut case = Case::new(Registry::start(), "");
-    for name in ["a", "b", "c"] {
-        case.image(name);
-        case.push(name, &format!("team/app:old-{name}"));
-    }
+    case.old_images(&["a", "b", "c"]);
     let by_digest = remote_digest(&case.reference("team/app:old-b"));
-    case.regkeeper(&["sync"]).expect_ok();
     let runtime = tokio::runtime::Runtime::new().unwrap();
     // Configured as registry.example.com; the workloads write it with the default port, a
     // trailing dot and another case.
@@ -980,12 +973,8 @@ fn helm_release(name: &str, manifest: &str) -> String {
 #[test]
 fn an_image_a_helm_release_names_by_its_parts_is_kept_and_still_pulls() {
     let mut case = Case::new(Registry::start(), "");
-    for name in ["a", "b"] {
-        case.image(name);
-        case.push(name, &format!("team/app:old-{name}"));
-    }
+    case.old_images(&["a", "b"]);
     let kept = remote_digest(&case.reference("team/app:old-a"));
-    case.regkeeper(&["sync"]).expect_ok();
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let host = "registry.example.com";
     // A custom resource in the release names the image as `{registry, repository, tag}`, as
@@ -1023,11 +1012,7 @@ fn an_image_a_helm_release_names_by_its_parts_is_kept_and_still_pulls() {
 #[test]
 fn a_rollback_to_a_planned_image_during_the_run_keeps_it() {
     let mut case = Case::new(Registry::start(), "");
-    case.image("a");
-    case.image("b");
-    case.push("a", "team/app:old-a");
-    case.push("b", "team/app:old-b");
-    case.regkeeper(&["sync"]).expect_ok();
+    case.old_images(&["a", "b"]);
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let host = "registry.example.com";
     // Nothing runs old-b when the plan is made; by the first deletion a deployment was rolled
@@ -1066,11 +1051,7 @@ fn a_rollback_to_a_planned_image_during_the_run_keeps_it() {
 #[test]
 fn a_cluster_that_cannot_be_listed_keeps_everything_it_could_run() {
     let mut case = Case::new(Registry::start(), "");
-    case.image("a");
-    case.image("b");
-    case.push("a", "team/app:old-a");
-    case.push("b", "team/app:old-b");
-    case.regkeeper(&["sync"]).expect_ok();
+    case.old_images(&["a", "b"]);
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let api = kube_api(&runtime, pod_list(&[]), &["/apis/apps/v1/deployments"]);
     with_retention(

@@ -326,12 +326,7 @@ fn an_image_whose_revision_names_an_annotated_tag_on_main_stays() {
     git.annotated_tag("v1.0.0", release, now - 3600);
     let dead = git.commit(&[release], now - 1800).to_string();
     // `git rev-parse v1.0.0`: the tag object's id, which is what CI often stamps.
-    let tag_object = git2::Repository::open(git.dir.path())
-        .unwrap()
-        .revparse_single("refs/tags/v1.0.0")
-        .unwrap()
-        .id()
-        .to_string();
+    let tag_object = git.tag_object("v1.0.0");
     let config = format!(
         "retention:\n  gitRepositories:\n    - name: app\n      path: {}\n      repositories: [\"team/**\"]\n  scopes:\n    - name: all\n      include: [\"**\"]\n      pushedWithin: 0s\n      keepPolicies:\n        - references: {{branch: main}}\ncleanup:\n  maxFraction: 1.0\n",
         git.dir.path().display()

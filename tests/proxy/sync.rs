@@ -327,13 +327,7 @@ fn sync_reads_again_a_record_written_opaque_for_a_media_type_spelling() {
                         at,
                     )
                 }),
-                Write::PushTag {
-                    repository: "team/app".into(),
-                    tag: "v1".into(),
-                    digest: image.digest.clone(),
-                    at,
-                    only_if_unknown: false,
-                },
+                Write::push("team/app", "v1", image.digest.clone(), at),
             ])
             .unwrap();
         index.flush().unwrap();

@@ -82,4 +82,14 @@ impl GitRepo {
             .tag(name, &object, &Self::signature(time), "release", true)
             .unwrap();
     }
+
+    /// `git rev-parse <tag>`: an annotated tag's own object id (not its commit's), which is
+    /// what CI often stamps.
+    pub fn tag_object(&self, name: &str) -> String {
+        self.repo
+            .revparse_single(&format!("refs/tags/{name}"))
+            .unwrap()
+            .id()
+            .to_string()
+    }
 }

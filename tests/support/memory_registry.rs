@@ -155,13 +155,7 @@ pub fn recorded_push(
             config_read: true,
             ..ManifestRecord::bare(repository, digest, OCI_MANIFEST, at)
         }),
-        Write::PushTag {
-            repository: repository.into(),
-            tag: tag.into(),
-            digest: digest.into(),
-            at,
-            only_if_unknown: false,
-        },
+        Write::push(repository, tag, digest, at),
     ]
 }
 

@@ -19,13 +19,7 @@ fn body(name: &str) -> String {
 
 fn recorded(index: &dyn Index, tag: &str, digest: &str) {
     index
-        .apply(&[Write::PushTag {
-            repository: REPO.into(),
-            tag: tag.into(),
-            digest: digest.into(),
-            at: UnixMillis(1),
-            only_if_unknown: false,
-        }])
+        .apply(&[Write::push(REPO, tag, digest, UnixMillis(1))])
         .unwrap();
 }
 
