@@ -60,32 +60,35 @@ pub struct PullCount {
 #[derive(Default)]
 pub struct PullTally {
     /// `repository NUL reference` → (count, last pull). Only its own worker thread locks it.
-    counts: std::sync::Mutex<HashMap<String, (u64, UnixMillis)>>,
+    /// Seeded per map: the keys are names clients chose.
+    counts: std::sync::Mutex<HashMap<String, (u64, UnixMillis), foldhash::fast::RandomState>>,
 }
 
-thread_local! {
-    static TALLY_KEY: std::cell::RefCell<String> = const { std::cell::RefCell::new(String::new()) };
+/// The tally's key for one pulled reference, built once per request (one allocation).
+pub struct PullKey(String);
+
+impl PullKey {
+    pub fn new(repository: &str, reference: &str) -> Self {
+        let mut key = String::with_capacity(repository.len() + 1 + reference.len());
+        key.push_str(repository);
+        key.push('\0');
+        key.push_str(reference);
+        Self(key)
+    }
 }
 
 impl PullTally {
-    pub fn add(&self, repository: &str, reference: &str, at: UnixMillis) {
-        TALLY_KEY.with(|key| {
-            let mut key = key.borrow_mut();
-            key.clear();
-            key.push_str(repository);
-            key.push('\0');
-            key.push_str(reference);
-            let mut counts = self.counts.lock().unwrap_or_else(|e| e.into_inner());
-            match counts.get_mut(key.as_str()) {
-                Some((count, last)) => {
-                    *count += 1;
-                    *last = (*last).max(at);
-                }
-                None => {
-                    counts.insert(key.clone(), (1, at));
-                }
+    pub fn add(&self, key: PullKey, at: UnixMillis) {
+        let mut counts = self.counts.lock().unwrap_or_else(|e| e.into_inner());
+        match counts.get_mut(key.0.as_str()) {
+            Some((count, last)) => {
+                *count += 1;
+                *last = (*last).max(at);
             }
-        });
+            None => {
+                counts.insert(key.0, (1, at));
+            }
+        }
     }
 
     /// Hands everything counted so far to the writer.
@@ -253,9 +256,9 @@ mod tests {
         let (sender, mut receiver) = channel(16);
         let tally = PullTally::default();
         for at in [3, 9, 5] {
-            tally.add("team/app", "latest", UnixMillis(at));
+            tally.add(PullKey::new("team/app", "latest"), UnixMillis(at));
         }
-        tally.add("team/app", "sha256:abc", UnixMillis(4));
+        tally.add(PullKey::new("team/app", "sha256:abc"), UnixMillis(4));
         tally.hand_over(&sender);
         tally.hand_over(&sender);
         let Some(RegistryEvent::Pulls(mut pulls)) = receiver.rx.recv().await else {

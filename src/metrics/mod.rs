@@ -11,6 +11,7 @@
 use std::{cell::RefCell, collections::HashMap, sync::OnceLock};
 
 use ::metrics::{counter, gauge, histogram};
+use foldhash::fast::FixedState;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
 mod describe;
@@ -164,10 +165,11 @@ fn status_class(status: u16) -> &'static str {
 }
 
 /// A proxy worker's handles to its request series: the recorder's own lookup (hashing the
-/// name and labels under a lock) would otherwise run several times per proxied request.
+/// name and labels under a lock) would otherwise run several times per proxied request. The
+/// keys are the proxy's own static labels, so a fixed fast hash serves.
 struct ProxySeries {
-    requests: HashMap<(&'static str, &'static str, &'static str), ::metrics::Counter>,
-    durations: HashMap<&'static str, ::metrics::Histogram>,
+    requests: HashMap<(&'static str, &'static str, &'static str), ::metrics::Counter, FixedState>,
+    durations: HashMap<&'static str, ::metrics::Histogram, FixedState>,
     bytes_in: ::metrics::Counter,
     bytes_out: ::metrics::Counter,
 }
@@ -190,8 +192,8 @@ pub fn proxy_request(
     }
     PROXY_SERIES.with_borrow_mut(|series| {
         let series = series.get_or_insert_with(|| ProxySeries {
-            requests: HashMap::new(),
-            durations: HashMap::new(),
+            requests: HashMap::default(),
+            durations: HashMap::default(),
             bytes_in: counter!(PROXY_BYTES, "direction" => "in"),
             bytes_out: counter!(PROXY_BYTES, "direction" => "out"),
         });

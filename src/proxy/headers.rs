@@ -3,56 +3,83 @@
 
 use http::{
     HeaderMap, HeaderName, HeaderValue,
-    header::{CONNECTION, LINK, LOCATION},
+    header::{
+        CONNECTION, EXPECT, LINK, LOCATION, PROXY_AUTHENTICATE, PROXY_AUTHORIZATION, TE, TRAILER,
+        TRANSFER_ENCODING, UPGRADE,
+    },
 };
 
 use crate::upstream::UpstreamNames;
 
 /// Whether `name` is hop-by-hop, or `expect` (answered by the proxy's own server side; forwarding
 /// it would make the upstream wait for a continue that the client already got).
-fn is_hop_by_hop(name: &HeaderName) -> bool {
-    matches!(
-        name.as_str(),
-        "connection"
-            | "transfer-encoding"
-            | "te"
-            | "trailer"
-            | "upgrade"
-            | "proxy-authorization"
-            | "proxy-authenticate"
-            | "keep-alive"
-            | "proxy-connection"
-            | "expect"
-    )
+/// The headers that describe one connection, not the message (RFC 9110 §7.6.1), plus `expect`
+/// (hyper answers it towards the client itself).
+const HOP_BY_HOP: [HeaderName; 10] = [
+    CONNECTION,
+    TRANSFER_ENCODING,
+    TE,
+    TRAILER,
+    UPGRADE,
+    PROXY_AUTHORIZATION,
+    PROXY_AUTHENTICATE,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    EXPECT,
+];
+
+/// `name`'s place in [`HOP_BY_HOP`].
+fn hop_by_hop(name: &HeaderName) -> Option<usize> {
+    let position = match name.as_str() {
+        "connection" => 0,
+        "transfer-encoding" => 1,
+        "te" => 2,
+        "trailer" => 3,
+        "upgrade" => 4,
+        "proxy-authorization" => 5,
+        "proxy-authenticate" => 6,
+        "keep-alive" => 7,
+        "proxy-connection" => 8,
+        "expect" => 9,
+        _ => return None,
+    };
+    Some(position)
 }
 
-/// Removes hop-by-hop headers, including any the `Connection` header lists. One pass over the
-/// names, removing only what is there: most messages carry none, and this runs twice per request.
+/// Removes the hop-by-hop headers and those the `Connection` header names. Runs twice per
+/// proxied request, and nearly every message carries just `Connection: keep-alive`: one pass
+/// over the names finds them, and the usual `Connection` values parse no header names.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    if !headers.keys().any(is_hop_by_hop) {
+    let mut found = 0u16;
+    for name in headers.keys() {
+        if let Some(position) = hop_by_hop(name) {
+            found |= 1 << position;
+        }
+    }
+    if found == 0 {
         return;
     }
-    let mut doomed: Vec<HeaderName> = headers
-        .keys()
-        .filter(|n| is_hop_by_hop(n))
-        .cloned()
+    let listed: Vec<HeaderName> = headers
+        .get_all(CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .filter(|token| {
+            !token.eq_ignore_ascii_case("keep-alive") && !token.eq_ignore_ascii_case("close")
+        })
+        .filter_map(|token| HeaderName::from_bytes(token.as_bytes()).ok())
         .collect();
-    doomed.extend(
-        headers
-            .get_all(CONNECTION)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok()),
-    );
-    for name in doomed {
+    for (position, name) in HOP_BY_HOP.iter().enumerate() {
+        if found & (1 << position) != 0 {
+            headers.remove(name);
+        }
+    }
+    for name in listed {
         headers.remove(name);
     }
 }
 
-/// Rewrites `Location` and `Link` values that point at the upstream so they point at
-/// `client_origin` (`scheme://host[:port]` as the client addressed the proxy). Relative URLs and
-/// URLs of other hosts (a token realm, a CDN redirect for blobs) are left alone.
 pub fn rewrite_upstream_urls(headers: &mut HeaderMap, names: &UpstreamNames, client_origin: &str) {
     if let Some(value) = headers.get(LOCATION).and_then(|v| v.to_str().ok())
         && let Some(rewritten) = rewrite_url(value, names, client_origin)
@@ -142,6 +169,24 @@ mod tests {
         let mut left: Vec<&str> = headers.keys().map(|k| k.as_str()).collect();
         left.sort();
         assert_eq!(left, ["authorization", "content-length"]);
+    }
+
+    #[test]
+    fn the_usual_connection_values_name_no_header_and_others_still_go() {
+        let mut headers = HeaderMap::new();
+        headers.append(CONNECTION, HeaderValue::from_static("Keep-Alive"));
+        headers.append(CONNECTION, HeaderValue::from_static("close, X-Private"));
+        headers.insert("x-private", HeaderValue::from_static("1"));
+        headers.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        headers.insert("content-type", HeaderValue::from_static("text/plain"));
+        strip_hop_by_hop(&mut headers);
+        let left: Vec<&str> = headers.keys().map(|k| k.as_str()).collect();
+        assert_eq!(left, ["content-type"]);
+
+        let mut plain = HeaderMap::new();
+        plain.insert("content-type", HeaderValue::from_static("text/plain"));
+        strip_hop_by_hop(&mut plain);
+        assert_eq!(plain.len(), 1);
     }
 
     #[test]

@@ -13,12 +13,19 @@ pub enum Reference<'a> {
     Digest(&'a str),
 }
 
+impl<'a> Reference<'a> {
+    /// The tag or digest as the client wrote it.
+    pub fn as_str(&self) -> &'a str {
+        match *self {
+            Reference::Tag(tag) => tag,
+            Reference::Digest(digest) => digest,
+        }
+    }
+}
+
 impl fmt::Display for Reference<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Reference::Tag(tag) => f.write_str(tag),
-            Reference::Digest(digest) => f.write_str(digest),
-        }
+        f.write_str(self.as_str())
     }
 }
 

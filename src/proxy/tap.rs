@@ -12,7 +12,7 @@ use http::{HeaderMap, Method, StatusCode, header::CONTENT_TYPE};
 
 use super::route::{OciRoute, Reference};
 use crate::{
-    events::{EventSender, PullTally, RegistryEvent},
+    events::{EventSender, PullKey, PullTally, RegistryEvent},
     index::{UnixMillis, Write},
 };
 
@@ -65,10 +65,7 @@ pub enum Tap {
         repository: String,
         reference: OwnedReference,
     },
-    Pull {
-        repository: String,
-        reference: String,
-    },
+    Pull(PullKey),
 }
 
 pub enum OwnedReference {
@@ -102,10 +99,7 @@ impl Tap {
                     Reference::Digest(digest) => OwnedReference::Digest(digest.to_string()),
                 },
             },
-            Method::GET | Method::HEAD => Tap::Pull {
-                repository: name.to_string(),
-                reference: reference.to_string(),
-            },
+            Method::GET | Method::HEAD => Tap::Pull(PullKey::new(name, reference.as_str())),
             _ => Tap::Nothing,
         }
     }
@@ -166,10 +160,7 @@ impl Tap {
                 };
                 events.send(RegistryEvent::Record(vec![write]));
             }
-            Tap::Pull {
-                repository,
-                reference,
-            } if status == StatusCode::OK => pulls.add(&repository, &reference, UnixMillis::now()),
+            Tap::Pull(key) if status == StatusCode::OK => pulls.add(key, UnixMillis::now()),
             _ => {}
         }
     }
