@@ -2,8 +2,6 @@
 //!
 //! May call: `index`.
 
-use std::fmt::Write as _;
-
 use serde::{Deserialize, Serialize};
 
 use crate::index::{CommitLink, Index, IndexError, ManifestRecord, PullStats, TagRecord};
@@ -295,84 +293,6 @@ pub fn inspect(index: &dyn Index, reference: &str) -> Result<Inspection, Inspect
     })
 }
 
-/// Text table of tag views, one line per tag.
-pub fn tags_table(views: &[TagView]) -> String {
-    let mut rows = vec![[
-        "REPOSITORY".to_string(),
-        "TAG".into(),
-        "DIGEST".into(),
-        "KIND".into(),
-        "SIZE".into(),
-        "COMMIT".into(),
-        "PULLS".into(),
-    ]];
-    for v in views {
-        rows.push([
-            v.tag.repository.clone(),
-            if v.untagged {
-                "<none>".into()
-            } else {
-                v.tag.tag.clone()
-            },
-            short_digest(&v.tag.digest),
-            v.manifest
-                .as_ref()
-                .map_or("?".into(), |m| format!("{:?}", m.kind).to_lowercase()),
-            v.manifest
-                .as_ref()
-                .map_or("?".into(), |_| human_bytes(v.size)),
-            v.commits
-                .first()
-                .map_or("-".into(), |c| c.commit.chars().take(12).collect()),
-            v.pulls.map_or("0".into(), |p| p.count.to_string()),
-        ]);
-    }
-    render(&rows)
-}
-
-fn short_digest(digest: &str) -> String {
-    match digest.split_once(':') {
-        Some((algorithm, hex)) => format!("{algorithm}:{}", &hex[..hex.len().min(12)]),
-        None => digest.to_string(),
-    }
-}
-
-pub fn human_bytes(bytes: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut value = bytes as f64;
-    let mut unit = 0;
-    while value >= 1024.0 && unit < UNITS.len() - 1 {
-        value /= 1024.0;
-        unit += 1;
-    }
-    if unit == 0 {
-        format!("{bytes} B")
-    } else {
-        format!("{value:.1} {}", UNITS[unit])
-    }
-}
-
-pub fn render<const N: usize>(rows: &[[String; N]]) -> String {
-    let mut widths = [0usize; N];
-    for row in rows {
-        for (width, cell) in widths.iter_mut().zip(row) {
-            *width = (*width).max(cell.chars().count());
-        }
-    }
-    let mut out = String::new();
-    for row in rows {
-        for (i, (cell, width)) in row.iter().zip(widths).enumerate() {
-            if i + 1 == N {
-                let _ = write!(out, "{cell}");
-            } else {
-                let _ = write!(out, "{cell:<width$}  ");
-            }
-        }
-        out.push('\n');
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -389,7 +309,7 @@ mod tests {
         let index = in_memory();
         index.apply(&[push("team/app", "v1", D1)]).unwrap();
         let views = tags(&index, None, false).unwrap();
-        let table = tags_table(&views);
+        let table = crate::render::tags_table(&views);
         assert!(table.starts_with("REPOSITORY"), "{table}");
         assert!(
             table.contains("team/app") && table.contains("sha256:111111111111"),
@@ -407,7 +327,7 @@ mod tests {
             inspect(&index, "no-separator"),
             Err(InspectError::Reference(_))
         ));
-        assert_eq!(human_bytes(1536), "1.5 KiB");
+        assert_eq!(crate::render::human_bytes(1536), "1.5 KiB");
     }
 
     #[test]
@@ -462,7 +382,7 @@ mod tests {
             .map(|v| v.tag.digest.as_str())
             .collect();
         assert_eq!(untagged, [D2, D3, SIG]);
-        let table = tags_table(&all);
+        let table = crate::render::tags_table(&all);
         assert_eq!(table.matches("<none>").count(), 3, "{table}");
         assert!(table.contains("3.2 KiB"), "{table}");
         let inspection = inspect(&index, "team/app:v1").unwrap();

@@ -28,6 +28,7 @@ pub mod planning;
 pub mod policy;
 pub mod proxy;
 pub mod registry;
+pub mod render;
 pub mod scalar;
 pub mod server;
 pub mod sources;

@@ -54,6 +54,54 @@ impl LinkApi {
         }
     }
 
+    /// The digest (and tag, if one was named) the link is about. Evidence from a tag is about
+    /// that tag; a digest named here is about that digest in that repository — never every
+    /// repository holding the digest.
+    async fn subject(
+        &self,
+        repository: &str,
+        tag: Option<String>,
+        digest: Option<String>,
+    ) -> Result<(String, Option<String>), Answer> {
+        let repository = repository.to_string();
+        match (tag, digest) {
+            (Some(tag), None) if is_valid_tag(&tag) => {
+                let wanted = tag.clone();
+                match self
+                    .read(move |index| index.tag(&repository, &wanted))
+                    .await?
+                {
+                    Some(record) => Ok((record.digest, Some(tag))),
+                    None => Err(error(
+                        StatusCode::NOT_FOUND,
+                        "the index does not know that tag",
+                    )),
+                }
+            }
+            (None, Some(digest)) if is_content_digest(&digest) => {
+                let wanted = digest.clone();
+                match self
+                    .read(move |index| index.manifest(&repository, &wanted))
+                    .await?
+                {
+                    Some(_) => Ok((digest, None)),
+                    None => Err(error(
+                        StatusCode::NOT_FOUND,
+                        "the index does not hold that digest in that repository",
+                    )),
+                }
+            }
+            (None, Some(_)) => Err(error(
+                StatusCode::BAD_REQUEST,
+                "`digest` must be sha256:<64 hex digits> or sha512:<128 hex digits>",
+            )),
+            _ => Err(error(
+                StatusCode::BAD_REQUEST,
+                "give exactly one of a valid `tag` or `digest`",
+            )),
+        }
+    }
+
     pub async fn handle(&self, request: Request<Incoming>) -> Answer {
         let link: LinkRequest = match authorized_json(request, &self.token, "admin.linkToken").await
         {
@@ -69,51 +117,9 @@ impl LinkApi {
         if !commit_ok {
             return error(StatusCode::BAD_REQUEST, "commit must be 7 to 64 hex digits");
         }
-        // Evidence from a tag is about that tag; a digest named here is about that digest in
-        // that repository — never every repository holding the digest.
-        let repository = link.repository.clone();
-        let (digest, tag) = match (link.tag, link.digest) {
-            (Some(tag), None) if is_valid_tag(&tag) => {
-                let wanted = tag.clone();
-                match self
-                    .read(move |index| index.tag(&repository, &wanted))
-                    .await
-                {
-                    Ok(Some(record)) => (record.digest, Some(tag)),
-                    Ok(None) => {
-                        return error(StatusCode::NOT_FOUND, "the index does not know that tag");
-                    }
-                    Err(answer) => return answer,
-                }
-            }
-            (None, Some(digest)) if is_content_digest(&digest) => {
-                let wanted = digest.clone();
-                match self
-                    .read(move |index| index.manifest(&repository, &wanted))
-                    .await
-                {
-                    Ok(Some(_)) => (digest, None),
-                    Ok(None) => {
-                        return error(
-                            StatusCode::NOT_FOUND,
-                            "the index does not hold that digest in that repository",
-                        );
-                    }
-                    Err(answer) => return answer,
-                }
-            }
-            (None, Some(_)) => {
-                return error(
-                    StatusCode::BAD_REQUEST,
-                    "`digest` must be sha256:<64 hex digits> or sha512:<128 hex digits>",
-                );
-            }
-            _ => {
-                return error(
-                    StatusCode::BAD_REQUEST,
-                    "give exactly one of a valid `tag` or `digest`",
-                );
-            }
+        let (digest, tag) = match self.subject(&link.repository, link.tag, link.digest).await {
+            Ok(subject) => subject,
+            Err(answer) => return answer,
         };
         let commit = link.commit.to_ascii_lowercase();
         self.events

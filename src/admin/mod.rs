@@ -3,6 +3,7 @@
 //! `restore` (bearer token). Kept off the proxy listener so it can live on a private interface.
 //!
 //! May call: `upstream` (readiness probe), `index` and `events` (link API), `inspect` (views),
+//! `render` (tables),
 //! `planning`, `mirror`, `policy` and `sources` (plan/explain), `cleanup` and `registry`
 //! (apply/restore), `config`, `proxy` (the digest grammar, for the link API).
 

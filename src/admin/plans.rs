@@ -58,7 +58,7 @@ impl PlanApi {
         if table {
             (
                 StatusCode::OK,
-                Body::Text(planning::plan_table(&plan, show_kept)),
+                Body::Text(crate::render::plan_table(&plan, show_kept)),
             )
         } else {
             (StatusCode::OK, json(&plan))
@@ -80,7 +80,7 @@ impl PlanApi {
         match planning::explain(&plan, &reference) {
             Ok(explanation) if table => (
                 StatusCode::OK,
-                Body::Text(planning::explain_table(&explanation)),
+                Body::Text(crate::render::explain_table(&explanation)),
             ),
             Ok(explanation) => (StatusCode::OK, json(&explanation)),
             Err(unknown) => error(StatusCode::NOT_FOUND, unknown.to_string()),

@@ -122,7 +122,9 @@ pub fn history(
             serde_json::from_value(super::ask_serve(config, &path)?)?
         }
     };
-    super::emit(output, &entries, |entries| history::table(entries))
+    super::emit(output, &entries, |entries| {
+        regkeeper::render::history_table(entries)
+    })
 }
 
 /// `restore REPOSITORY:TAG|REPOSITORY@DIGEST [--run ID]`, or everything a run removed (`--run ID`

@@ -43,7 +43,7 @@ pub fn run(command: Command) -> anyhow::Result<()> {
                     serde_json::from_value(ask_serve(&config, &path)?)?
                 }
             };
-            emit(output, &views[..], regkeeper::inspect::tags_table)
+            emit(output, &views[..], regkeeper::render::tags_table)
         }
         Command::Inspect { config, reference } => {
             let config = Config::load(&config)?;
@@ -108,7 +108,7 @@ pub fn run(command: Command) -> anyhow::Result<()> {
                 regkeeper::planning::only_repositories(&mut plan, repo);
             }
             emit(output, &plan, |plan| {
-                regkeeper::planning::plan_table(plan, show_kept)
+                regkeeper::render::plan_table(plan, show_kept)
             })
         }
         Command::Explain {
@@ -125,7 +125,7 @@ pub fn run(command: Command) -> anyhow::Result<()> {
             }
             let plan = evaluate(&config, at, Details::All)?;
             let explanation = regkeeper::planning::explain(&plan, &reference)?;
-            emit(output, &explanation, regkeeper::planning::explain_table)
+            emit(output, &explanation, regkeeper::render::explain_table)
         }
         Command::Apply {
             config,

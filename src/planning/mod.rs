@@ -1,14 +1,10 @@
 //! One evaluation's I/O around the pure policy core: read the index snapshot and the git
-//! clones, then show the resulting plan (`regkeeper plan`) or one tag's verdicts
-//! (`regkeeper explain`) as a table or JSON.
+//! clones, then hand over the resulting plan (`regkeeper plan`) or one tag's verdicts
+//! (`regkeeper explain`); `render` lays them out as tables.
 //!
-//! Owns: loading inputs and rendering. May call: `config`, `index`, `policy`, `sources`,
-//! `mirror`, `inspect` (table layout).
+//! Owns: loading inputs. May call: `config`, `index`, `policy`, `sources`, `mirror`.
 
 mod gauges;
-mod render;
-
-pub use render::{explain_table, plan_table};
 
 use std::{collections::HashMap, time::Instant};
 
@@ -302,7 +298,7 @@ mod tests {
                 "kubernetes cluster prod could not be listed: everything in scope is kept".into(),
             ],
         };
-        let table = plan_table(&plan, true);
+        let table = crate::render::plan_table(&plan, true);
         assert_eq!(table.matches("could not be read").count(), 0, "{table}");
         assert_eq!(table.matches("could not be listed").count(), 1, "{table}");
         assert!(

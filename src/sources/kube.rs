@@ -127,30 +127,8 @@ pub async fn workload_images(
         list_all::<CronJob>(client, namespaces, &all),
     )?;
     let mut images = Vec::new();
-    for pod in pods {
-        let at = place(&pod, "Pod");
-        if let Some(spec) = &pod.spec {
-            pod_spec_images(spec, &at, &mut images);
-            for container in spec.ephemeral_containers.iter().flatten() {
-                push(
-                    &mut images,
-                    container.image.as_deref(),
-                    &at,
-                    &container.name,
-                );
-            }
-        }
-        if let Some(status) = &pod.status {
-            let statuses = [
-                &status.container_statuses,
-                &status.init_container_statuses,
-                &status.ephemeral_container_statuses,
-            ];
-            for status in statuses.into_iter().flatten().flatten() {
-                // The digest actually running, whatever tag the spec names.
-                push(&mut images, Some(&status.image_id), &at, &status.name);
-            }
-        }
+    for pod in &pods {
+        pod_images(pod, &mut images);
     }
     for object in deployments {
         let template = object.spec.as_ref().map(|s| &s.template);
@@ -192,6 +170,28 @@ pub async fn workload_images(
         template_images(template, &place(&cron, "CronJob"), &mut images);
     }
     Ok(images)
+}
+
+/// What a pod's spec names and, from its status, the digests actually running.
+fn pod_images(pod: &Pod, images: &mut Vec<WorkloadImage>) {
+    let at = place(pod, "Pod");
+    if let Some(spec) = &pod.spec {
+        pod_spec_images(spec, &at, images);
+        for container in spec.ephemeral_containers.iter().flatten() {
+            push(images, container.image.as_deref(), &at, &container.name);
+        }
+    }
+    if let Some(status) = &pod.status {
+        let statuses = [
+            &status.container_statuses,
+            &status.init_container_statuses,
+            &status.ephemeral_container_statuses,
+        ];
+        for status in statuses.into_iter().flatten().flatten() {
+            // The digest actually running, whatever tag the spec names.
+            push(images, Some(&status.image_id), &at, &status.name);
+        }
+    }
 }
 
 /// A Job whose `Complete` or `Failed` condition is true runs nothing any more.

@@ -2,9 +2,10 @@
 
 use std::{fmt::Write as _, sync::Arc};
 
-use super::{Explanation, format_time};
+use super::{columns, human_bytes};
 use crate::{
     index::UnixMillis,
+    planning::{Explanation, format_time},
     policy::{Action, Plan, RepositoryPlan},
 };
 
@@ -31,19 +32,19 @@ pub fn plan_table(plan: &Plan, show_kept: bool) -> String {
             repo.repository.clone(),
             repo.scope.clone().unwrap_or_else(|| "-".into()),
             repo.kept.tags.to_string(),
-            crate::inspect::human_bytes(repo.kept.bytes),
+            human_bytes(repo.kept.bytes),
             repo.deleted.tags.to_string(),
-            crate::inspect::human_bytes(repo.deleted.bytes),
+            human_bytes(repo.deleted.bytes),
         ]);
     }
-    out.push_str(&crate::inspect::render(&rows));
+    out.push_str(&columns(&rows));
     for repo in &plan.repositories {
         if repo.actions.is_empty() && !show_kept {
             continue;
         }
         let _ = writeln!(out, "\n{}:", repo.repository);
         if !repo.actions.is_empty() {
-            out.push_str(&indent(&crate::inspect::render(&deletion_rows(repo))));
+            out.push_str(&indent(&columns(&deletion_rows(repo))));
         }
         if show_kept {
             for tag in repo.tags.iter().filter(|t| t.keep) {
@@ -70,73 +71,10 @@ fn indent(table: &str) -> String {
 /// One row per action, newest push first (untagged manifests, which have no push of a tag,
 /// last).
 fn deletion_rows(repo: &RepositoryPlan) -> Vec<[String; 6]> {
-    let pushed_of = |tags: &[Arc<str>]| {
-        repo.tags
-            .iter()
-            .filter(|t| tags.iter().any(|name| **name == *t.tag))
-            .map(|t| t.pushed)
-            .max()
-    };
     let mut rows: Vec<(Option<UnixMillis>, [String; 6])> = repo
         .actions
         .iter()
-        .map(|action| match action {
-            Action::DeleteDigest {
-                digest,
-                tags,
-                bytes,
-                follows,
-                ..
-            } => {
-                let pushed = pushed_of(tags);
-                let tag = match tags.split_first() {
-                    Some((first, [])) => first.to_string(),
-                    Some((first, rest)) => format!("{first} (+{})", rest.len()),
-                    None => "-".into(),
-                };
-                let why = match (follows, tags.len()) {
-                    (Some(why), _) => why.clone(),
-                    (None, 0 | 1) => "no rule keeps it".into(),
-                    (None, _) => format!("with its tags {}", tags.join(", ")),
-                };
-                (
-                    pushed,
-                    [
-                        tag,
-                        short(digest),
-                        date(pushed),
-                        human(*bytes),
-                        "delete".into(),
-                        why,
-                    ],
-                )
-            }
-            Action::Untag { tag, digest } => {
-                let pushed = pushed_of(std::slice::from_ref(tag));
-                let row = [
-                    tag.to_string(),
-                    short(digest),
-                    date(pushed),
-                    "-".into(),
-                    "untag".into(),
-                    "the digest stays for other tags or uses".into(),
-                ];
-                (pushed, row)
-            }
-            Action::DeleteUntagged {
-                digest, bytes, why, ..
-            } => (
-                None,
-                [
-                    "-".into(),
-                    short(digest),
-                    "-".into(),
-                    human(*bytes),
-                    "delete".into(),
-                    why.clone(),
-                ],
-            ),
-        })
+        .map(|action| action_row(repo, action))
         .collect();
     // Newest first; equal times by tag, so the table is stable.
     rows.sort_by(|(a, ra), (b, rb)| b.cmp(a).then_with(|| ra[0].cmp(&rb[0])));
@@ -153,6 +91,74 @@ fn deletion_rows(repo: &RepositoryPlan) -> Vec<[String; 6]> {
         .collect()
 }
 
+/// The latest push of any of `tags`.
+fn pushed_of(repo: &RepositoryPlan, tags: &[Arc<str>]) -> Option<UnixMillis> {
+    repo.tags
+        .iter()
+        .filter(|t| tags.iter().any(|name| **name == *t.tag))
+        .map(|t| t.pushed)
+        .max()
+}
+
+/// One action's row, with the push time it sorts by.
+fn action_row(repo: &RepositoryPlan, action: &Action) -> (Option<UnixMillis>, [String; 6]) {
+    match action {
+        Action::DeleteDigest {
+            digest,
+            tags,
+            bytes,
+            follows,
+            ..
+        } => {
+            let pushed = pushed_of(repo, tags);
+            let tag = match tags.split_first() {
+                Some((first, [])) => first.to_string(),
+                Some((first, rest)) => format!("{first} (+{})", rest.len()),
+                None => "-".into(),
+            };
+            let why = match (follows, tags.len()) {
+                (Some(why), _) => why.clone(),
+                (None, 0 | 1) => "no rule keeps it".into(),
+                (None, _) => format!("with its tags {}", tags.join(", ")),
+            };
+            let row = [
+                tag,
+                short(digest),
+                date(pushed),
+                human_bytes(*bytes),
+                "delete".into(),
+                why,
+            ];
+            (pushed, row)
+        }
+        Action::Untag { tag, digest } => {
+            let pushed = pushed_of(repo, std::slice::from_ref(tag));
+            let row = [
+                tag.to_string(),
+                short(digest),
+                date(pushed),
+                "-".into(),
+                "untag".into(),
+                "the digest stays for other tags or uses".into(),
+            ];
+            (pushed, row)
+        }
+        Action::DeleteUntagged {
+            digest, bytes, why, ..
+        } => {
+            let row = [
+                "-".into(),
+                short(digest),
+                "-".into(),
+                human_bytes(*bytes),
+                "delete".into(),
+                why.clone(),
+            ];
+            (None, row)
+        }
+    }
+}
+
 fn short(digest: &str) -> String {
     let hex = digest.split_once(':').map_or(digest, |(_, hex)| hex);
     hex[..hex.len().min(12)].to_string()
@@ -165,10 +171,6 @@ fn date(at: Option<UnixMillis>) -> String {
             .trim_end_matches('Z')
             .to_string()
     })
-}
-
-fn human(bytes: u64) -> String {
-    crate::inspect::human_bytes(bytes)
 }
 
 pub fn explain_table(explanation: &Explanation) -> String {
