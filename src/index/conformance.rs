@@ -1,4 +1,4 @@
-//! The conformance suite: every case runs against the in-memory twin and against sled.
+//! The conformance suite: every case runs against the in-memory twin, sled and PostgreSQL.
 
 use std::collections::BTreeMap;
 
@@ -535,7 +535,30 @@ macro_rules! conformance {
                 super::$case(&crate::index::open_sled(&dir.path().join("index")).unwrap())
             })*
         }
+        mod postgres {
+            /// One server for every case (starting one takes seconds), a fresh database each.
+            #[test]
+            fn every_case() {
+                let server = crate::index::postgres::testing::TestPostgres::start();
+                $(
+                    eprintln!("case {}", stringify!($case));
+                    super::$case(&super::open_pg(&server.fresh_database()));
+                )*
+            }
+        }
     };
+}
+
+/// The shared engine on `url`, plain TCP (the test server offers no TLS).
+pub(crate) fn open_pg(url: &str) -> PgIndex {
+    open_postgres(&crate::index::postgres::PgOptions {
+        url: url.to_string(),
+        password: None,
+        tls: std::sync::Arc::new(crate::index::postgres::testing_tls()),
+        connections: 4,
+        connect_timeout: std::time::Duration::from_secs(10),
+    })
+    .unwrap()
 }
 
 conformance!(

@@ -13,7 +13,7 @@ use std::{
 
 use super::{
     IndexError,
-    kv::{KvPair, KvStore, KvWrite, MemoryKv, Visit},
+    kv::{Build, KvPair, KvRead, KvStore, KvWrite, MemoryKv, Visit, build_here},
 };
 
 #[derive(Default)]
@@ -51,13 +51,23 @@ impl FaultyKv {
     }
 }
 
-impl KvStore for FaultyKv {
+impl KvRead for FaultyKv {
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, IndexError> {
         self.live().get(key)
     }
 
     fn scan(&self, prefix: &[u8]) -> Result<Vec<KvPair>, IndexError> {
         self.live().scan(prefix)
+    }
+
+    fn is_empty(&self) -> Result<bool, IndexError> {
+        self.live().is_empty()
+    }
+}
+
+impl KvStore for FaultyKv {
+    fn transact(&self, build: &mut Build<'_>) -> Result<(), IndexError> {
+        build_here(self, build)
     }
 
     fn each(&self, prefix: &[u8], visit: &mut Visit<'_>) -> Result<(), IndexError> {

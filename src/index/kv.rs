@@ -14,10 +14,29 @@ pub type Visit<'a> = dyn FnMut(&[u8], &[u8]) -> Result<(), IndexError> + 'a;
 /// One key's new value (`None` deletes it).
 pub type KvWrite = (Vec<u8>, Option<Vec<u8>>);
 
-pub trait KvStore: Send + Sync {
+/// What a batch being built may read: the store itself, or the transaction a shared engine
+/// builds the batch in.
+pub trait KvRead {
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, IndexError>;
+    /// Several keys at once: one round trip on an engine behind a network.
+    fn get_many(&self, keys: &[Vec<u8>]) -> Result<Vec<Option<Vec<u8>>>, IndexError> {
+        keys.iter().map(|key| self.get(key)).collect()
+    }
     /// Every (key, value) whose key starts with `prefix`, in key order.
     fn scan(&self, prefix: &[u8]) -> Result<Vec<KvPair>, IndexError>;
+    /// Whether the store holds no key at all.
+    fn is_empty(&self) -> Result<bool, IndexError>;
+}
+
+/// Builds one batch from what it reads.
+pub type Build<'a> = dyn FnMut(&dyn KvRead) -> Result<Vec<KvWrite>, IndexError> + 'a;
+
+pub trait KvStore: KvRead + Send + Sync {
+    /// One read-modify-write batch: `build` reads through what it is handed and returns the
+    /// writes, applied atomically. A single-writer engine hands itself ([`build_here`]); a
+    /// shared engine reads inside a transaction and runs `build` again when another writer's
+    /// commit conflicted with it, so batches from several processes apply as if one at a time.
+    fn transact(&self, build: &mut Build<'_>) -> Result<(), IndexError>;
     /// Hands every (key, value) under `prefix` to `visit`, in key order, without collecting
     /// them: whole-index readers would otherwise hold every raw entry at once.
     fn each(&self, prefix: &[u8], visit: &mut Visit<'_>) -> Result<(), IndexError>;
@@ -40,6 +59,12 @@ pub trait KvStore: Send + Sync {
     }
 }
 
+/// [`KvStore::transact`] for an engine only this process writes (its callers serialize batches).
+pub fn build_here<K: KvStore>(kv: &K, build: &mut Build<'_>) -> Result<(), IndexError> {
+    let writes = build(kv)?;
+    kv.apply(writes)
+}
+
 /// Where a page of `prefix` after `after` starts: past `after`, or at the prefix.
 pub fn page_start(prefix: &[u8], after: Option<&[u8]>) -> std::ops::Bound<Vec<u8>> {
     match after {
@@ -54,7 +79,7 @@ pub struct MemoryKv {
     map: RwLock<BTreeMap<Vec<u8>, Vec<u8>>>,
 }
 
-impl KvStore for MemoryKv {
+impl KvRead for MemoryKv {
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, IndexError> {
         let map = self.map.read().unwrap_or_else(|e| e.into_inner());
         Ok(map.get(key).cloned())
@@ -67,6 +92,20 @@ impl KvStore for MemoryKv {
             .take_while(|(k, _)| k.starts_with(prefix))
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect())
+    }
+
+    fn is_empty(&self) -> Result<bool, IndexError> {
+        Ok(self
+            .map
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_empty())
+    }
+}
+
+impl KvStore for MemoryKv {
+    fn transact(&self, build: &mut Build<'_>) -> Result<(), IndexError> {
+        build_here(self, build)
     }
 
     fn each(&self, prefix: &[u8], visit: &mut Visit<'_>) -> Result<(), IndexError> {

@@ -2,13 +2,15 @@
 //! times, tag history, what each manifest is and refers to, the commits images were built from,
 //! and pull statistics.
 //!
-//! Owns: the [`Index`] trait, its sled implementation (the embedded default) and its in-memory
-//! twin, which share one implementation of the semantics ([`store::Store`]) over a small ordered
-//! key-value layer ([`kv::KvStore`]); a conformance suite runs against both.
+//! Owns: the [`Index`] trait, its sled implementation (the embedded default), its in-memory twin
+//! and the shared PostgreSQL engine (several replicas), which share one implementation of the
+//! semantics ([`store::Store`]) over a small ordered key-value layer ([`kv::KvStore`]); a
+//! conformance suite runs against all three.
 //! May call: nothing else in the crate. The proxy never calls it directly (see `events`).
 
 mod kv;
 mod model;
+pub mod postgres;
 mod sled_kv;
 mod store;
 
@@ -127,6 +129,12 @@ pub trait Index: Send + Sync {
 
 pub type SledIndex = Store<SledKv>;
 pub type MemoryIndex = Store<MemoryKv>;
+pub type PgIndex = Store<postgres::PgKv>;
+
+/// Connects to the shared index in PostgreSQL, migrating its schema first.
+pub fn open_postgres(options: &postgres::PgOptions) -> Result<PgIndex, IndexError> {
+    Store::new(postgres::PgKv::connect(options)?)
+}
 
 /// Opens (or creates) the embedded index at `path`.
 pub fn open_sled(path: &Path) -> Result<SledIndex, IndexError> {

@@ -9,7 +9,7 @@ use std::{
 
 use super::{
     IndexError,
-    kv::{KvPair, KvStore, KvWrite},
+    kv::{Build, KvPair, KvRead, KvStore, KvWrite, build_here},
 };
 
 pub struct SledKv {
@@ -92,7 +92,7 @@ impl SledKv {
     }
 }
 
-impl KvStore for SledKv {
+impl KvRead for SledKv {
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, IndexError> {
         Ok(self
             .db()?
@@ -109,6 +109,16 @@ impl KvStore for SledKv {
                     .map_err(|e| self.err(e))
             })
             .collect()
+    }
+
+    fn is_empty(&self) -> Result<bool, IndexError> {
+        Ok(self.db()?.is_empty())
+    }
+}
+
+impl KvStore for SledKv {
+    fn transact(&self, build: &mut Build<'_>) -> Result<(), IndexError> {
+        build_here(self, build)
     }
 
     fn each(&self, prefix: &[u8], visit: &mut super::kv::Visit<'_>) -> Result<(), IndexError> {

@@ -11,7 +11,7 @@ use writes::{Pending, apply_one};
 
 use super::{
     Index, IndexError,
-    kv::{KvStore, KvWrite},
+    kv::{KvRead, KvStore, KvWrite},
     model::{
         AuditEntry, CleanupLock, CleanupRun, CommitLink, LinkSource, ManifestRecord,
         PreviousDigest, PullStats, RestoreRecord, SyncState, TagRecord, UnixMillis, Write,
@@ -99,9 +99,10 @@ pub struct Store<K> {
 }
 
 impl<K: KvStore> Store<K> {
-    /// Checks (or, for an empty store, writes) the schema version.
+    /// Checks (or, for an empty store, writes) the schema version; in one batch, so processes
+    /// opening a shared store together agree on what they found.
     pub fn new(kv: K) -> Result<Self, IndexError> {
-        match kv.get(SCHEMA_KEY)? {
+        kv.transact(&mut |read| match read.get(SCHEMA_KEY)? {
             Some(bytes) => {
                 let version = <[u8; 4]>::try_from(bytes.as_slice())
                     .map(u32::from_be_bytes)
@@ -112,21 +113,18 @@ impl<K: KvStore> Store<K> {
                         supported: SCHEMA_VERSION,
                     });
                 }
+                Ok(Vec::new())
             }
-            None => {
-                if !kv.scan(b"")?.is_empty() {
-                    return Err(IndexError::Foreign {
-                        path: "the database".into(),
-                        why: "it holds data but no regkeeper schema version".into(),
-                    });
-                }
-                kv.apply(vec![(
-                    SCHEMA_KEY.to_vec(),
-                    Some(SCHEMA_VERSION.to_be_bytes().to_vec()),
-                )])?;
-                kv.flush()?;
-            }
-        }
+            None if !read.is_empty()? => Err(IndexError::Foreign {
+                path: "the database".into(),
+                why: "it holds data but no regkeeper schema version".into(),
+            }),
+            None => Ok(vec![(
+                SCHEMA_KEY.to_vec(),
+                Some(SCHEMA_VERSION.to_be_bytes().to_vec()),
+            )]),
+        })?;
+        kv.flush()?;
         Ok(Self {
             kv,
             writer: Mutex::new(()),
@@ -167,11 +165,14 @@ impl<K: KvStore> Store<K> {
 impl<K: KvStore> Index for Store<K> {
     fn apply(&self, writes: &[Write]) -> Result<(), IndexError> {
         let _writer = self.writer.lock().unwrap_or_else(|e| e.into_inner());
-        let mut pending = Pending::new(&self.kv);
-        for write in writes {
-            apply_one(&mut pending, write)?;
-        }
-        self.kv.apply(pending.into_writes())
+        self.kv.transact(&mut |read| {
+            let mut pending = Pending::new(read);
+            pending.prefetch(writes)?;
+            for write in writes {
+                apply_one(&mut pending, write)?;
+            }
+            Ok(pending.into_writes())
+        })
     }
 
     fn repositories(&self) -> Result<Vec<String>, IndexError> {

@@ -4,27 +4,52 @@
 use super::*;
 
 /// A batch being built: later writes see earlier ones.
-pub(super) struct Pending<'a, K> {
-    kv: &'a K,
+pub(super) struct Pending<'a> {
+    kv: &'a dyn KvRead,
     changes: HashMap<Vec<u8>, Option<Vec<u8>>>,
     order: Vec<Vec<u8>>,
+    /// What this batch read of the store: writes that would leave a key as read are dropped,
+    /// so concurrent writers of a shared engine conflict only where something changes.
+    read: HashMap<Vec<u8>, Option<Vec<u8>>>,
 }
 
-impl<'a, K: KvStore> Pending<'a, K> {
-    pub(super) fn new(kv: &'a K) -> Self {
+impl<'a> Pending<'a> {
+    pub(super) fn new(kv: &'a dyn KvRead) -> Self {
         Self {
             kv,
             changes: HashMap::new(),
             order: Vec::new(),
+            read: HashMap::new(),
         }
     }
 
-    fn get<T: DeserializeOwned>(&self, key: &[u8]) -> Result<Option<T>, IndexError> {
-        match self.changes.get(key) {
-            Some(Some(bytes)) => decode(key, bytes).map(Some),
-            Some(None) => Ok(None),
-            None => self.kv.get(key)?.map(|v| decode(key, &v)).transpose(),
+    /// Reads in one go the keys `writes` will look at first (a hint: any other read still
+    /// goes to the store).
+    pub(super) fn prefetch(&mut self, writes: &[Write]) -> Result<(), IndexError> {
+        let mut keys: Vec<Vec<u8>> = writes.iter().flat_map(first_reads).collect();
+        keys.sort();
+        keys.dedup();
+        keys.retain(|k| !self.read.contains_key(k));
+        if keys.is_empty() {
+            return Ok(());
         }
+        let values = self.kv.get_many(&keys)?;
+        self.read.extend(keys.into_iter().zip(values));
+        Ok(())
+    }
+
+    fn get<T: DeserializeOwned>(&mut self, key: &[u8]) -> Result<Option<T>, IndexError> {
+        let bytes = match self.changes.get(key) {
+            Some(value) => value.as_deref(),
+            None => {
+                if !self.read.contains_key(key) {
+                    let value = self.kv.get(key)?;
+                    self.read.insert(key.to_vec(), value);
+                }
+                self.read.get(key).and_then(|v| v.as_deref())
+            }
+        };
+        bytes.map(|v| decode(key, v)).transpose()
     }
 
     fn put<T: Serialize>(&mut self, key: Vec<u8>, value: &T) {
@@ -41,15 +66,16 @@ impl<'a, K: KvStore> Pending<'a, K> {
         }
     }
 
-    /// Keys under `prefix` as the batch would leave them.
-    fn keys_under(&self, prefix: &[u8]) -> Result<Vec<Vec<u8>>, IndexError> {
-        let mut keys: Vec<Vec<u8>> = self
-            .kv
-            .scan(prefix)?
-            .into_iter()
-            .map(|(k, _)| k)
-            .filter(|k| !matches!(self.changes.get(k), Some(None)))
-            .collect();
+    /// Keys under `prefix` as the batch would leave them; what the scan read is remembered, so
+    /// reading those keys next costs no further trip to the store.
+    fn keys_under(&mut self, prefix: &[u8]) -> Result<Vec<Vec<u8>>, IndexError> {
+        let mut keys = Vec::new();
+        for (k, v) in self.kv.scan(prefix)? {
+            if !matches!(self.changes.get(&k), Some(None)) {
+                keys.push(k.clone());
+            }
+            self.read.entry(k).or_insert(Some(v));
+        }
         keys.extend(
             self.changes
                 .iter()
@@ -62,23 +88,54 @@ impl<'a, K: KvStore> Pending<'a, K> {
     }
 
     pub(super) fn into_writes(mut self) -> Vec<KvWrite> {
+        let read = self.read;
         self.order
             .into_iter()
-            .map(|k| {
+            .filter_map(|k| {
                 let v = self.changes.remove(&k).flatten();
-                (k, v)
+                let unchanged = read.get(&k).is_some_and(|known| *known == v);
+                (!unchanged).then_some((k, v))
             })
             .collect()
     }
 }
 
-fn note_repository<K: KvStore>(pending: &mut Pending<'_, K>, repository: &str) {
+/// The keys a write reads before anything else.
+fn first_reads(write: &Write) -> Vec<Vec<u8>> {
+    match write {
+        Write::PushTag {
+            repository, tag, ..
+        } => vec![key(TAG, &[repository, tag]), key(REPOSITORY, &[repository])],
+        Write::PutManifest(record) => vec![
+            key(MANIFEST, &[&record.repository, &record.digest]),
+            key(REPOSITORY, &[&record.repository]),
+        ],
+        Write::SetConfig {
+            repository, digest, ..
+        } => vec![key(MANIFEST, &[repository, digest])],
+        Write::ForgetTag {
+            repository, tag, ..
+        }
+        | Write::DeleteTag {
+            repository, tag, ..
+        } => vec![key(TAG, &[repository, tag])],
+        Write::LinkCommit(link) => vec![link_key(link)],
+        Write::RecordPulls {
+            repository,
+            reference,
+            ..
+        } => vec![key(PULL, &[repository, reference])],
+        _ => Vec::new(),
+    }
+}
+
+fn note_repository(pending: &mut Pending<'_>, repository: &str) {
     pending.set(key(REPOSITORY, &[repository]), Some(encode(&())));
 }
 
 /// A tag stopped pointing to `digest` at `at`: the manifest (if recorded) remembers when.
-fn note_untagged<K: KvStore>(
-    pending: &mut Pending<'_, K>,
+fn note_untagged(
+    pending: &mut Pending<'_>,
     repository: &str,
     digest: &str,
     at: UnixMillis,
@@ -93,10 +150,7 @@ fn note_untagged<K: KvStore>(
 
 /// Long by design: one arm per [`Write`] variant; the arms with more than a few lines are
 /// functions of their own.
-pub(super) fn apply_one<K: KvStore>(
-    pending: &mut Pending<'_, K>,
-    write: &Write,
-) -> Result<(), IndexError> {
+pub(super) fn apply_one(pending: &mut Pending<'_>, write: &Write) -> Result<(), IndexError> {
     match write {
         Write::PushTag {
             repository,
@@ -197,8 +251,8 @@ pub(super) fn apply_one<K: KvStore>(
 
 /// A tag pushed (again): a new digest moves the old one into the tag's history and marks it
 /// untagged; `only_if_unknown` (sync) never overrides what a push recorded.
-fn push_tag<K: KvStore>(
-    pending: &mut Pending<'_, K>,
+fn push_tag(
+    pending: &mut Pending<'_>,
     repository: &str,
     tag: &str,
     digest: &str,
@@ -237,10 +291,7 @@ fn push_tag<K: KvStore>(
 
 /// A manifest (re)recorded. A digest names immutable content: what was read of its config
 /// still holds when the new record has not read it.
-fn put_manifest<K: KvStore>(
-    pending: &mut Pending<'_, K>,
-    record: &ManifestRecord,
-) -> Result<(), IndexError> {
+fn put_manifest(pending: &mut Pending<'_>, record: &ManifestRecord) -> Result<(), IndexError> {
     let key = key(MANIFEST, &[&record.repository, &record.digest]);
     let known = pending.get::<ManifestRecord>(&key)?.filter(|known| {
         known.config_read && !record.config_read && known.config_digest == record.config_digest
@@ -262,12 +313,19 @@ fn put_manifest<K: KvStore>(
 
 /// A commit link, kept as first written. Scoped links are stored per repository and tag: one
 /// digest's tags each keep their own evidence.
-fn link_commit<K: KvStore>(
-    pending: &mut Pending<'_, K>,
-    link: &CommitLink,
-) -> Result<(), IndexError> {
+fn link_commit(pending: &mut Pending<'_>, link: &CommitLink) -> Result<(), IndexError> {
+    let key = link_key(link);
+    if pending.get::<CommitLink>(&key)?.is_none() {
+        pending.put(key, link);
+    }
+    Ok(())
+}
+
+/// Where a commit link is stored: per digest, commit and source; a scoped link also per
+/// repository and tag.
+fn link_key(link: &CommitLink) -> Vec<u8> {
     let source = link_source_key(&link.source);
-    let key = match (&link.repository, &link.tag) {
+    match (&link.repository, &link.tag) {
         (None, _) => key(LINK, &[&link.digest, &link.commit, &source]),
         (Some(repository), tag) => key(
             LINK,
@@ -279,9 +337,5 @@ fn link_commit<K: KvStore>(
                 tag.as_deref().unwrap_or(""),
             ],
         ),
-    };
-    if pending.get::<CommitLink>(&key)?.is_none() {
-        pending.put(key, link);
     }
-    Ok(())
 }

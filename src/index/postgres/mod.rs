@@ -1,0 +1,398 @@
+//! The shared engine: the index's ordered key-value layer in PostgreSQL, for several replicas
+//! over one index. Every batch is one SERIALIZABLE transaction, run again when a concurrent
+//! writer's commit conflicts with it, so batches from many processes apply as if one at a
+//! time — the semantics the single-writer engines get from their one writer.
+//!
+//! The index's callers are synchronous (sled is), and some run on async workers; the client is
+//! async. So the engine owns a small runtime of its own: every call is a task there, and the
+//! caller waits on a plain channel — from any thread, without entering a runtime.
+
+mod schema;
+mod transaction;
+
+use std::{
+    future::Future,
+    sync::{Arc, mpsc},
+    time::Duration,
+};
+
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
+use tokio_postgres::error::SqlState;
+
+use super::{
+    IndexError,
+    kv::{Build, KvPair, KvRead, KvStore, KvWrite, Visit},
+};
+pub use schema::LATEST as SCHEMA;
+use transaction::Transaction;
+
+/// How to reach the database.
+#[derive(Clone)]
+pub struct PgOptions {
+    /// `postgres://user@host:port/db?sslmode=…` (libpq's URL or key=value form).
+    pub url: String,
+    /// Replaces the URL's password (read from a file, so it stays out of the config).
+    pub password: Option<String>,
+    /// Used when the server offers TLS (`sslmode=prefer`, the default) or the URL demands it.
+    pub tls: Arc<rustls::ClientConfig>,
+    /// Connections in the pool.
+    pub connections: usize,
+    /// How long a call waits for a connection (and for one to be made).
+    pub connect_timeout: Duration,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PgError {
+    #[error("{0}")]
+    Sql(#[from] tokio_postgres::Error),
+    #[error("no database connection: {0}")]
+    Pool(String),
+    #[error(
+        "the index database was migrated by a newer regkeeper (schema {found}, this build knows up to {supported}); upgrade regkeeper"
+    )]
+    NewerSchema { found: i32, supported: i32 },
+}
+
+impl PgError {
+    /// Another writer's commit conflicted: the batch runs again.
+    fn conflicted(&self) -> bool {
+        matches!(self, PgError::Sql(error) if matches!(
+            error.code(),
+            Some(code) if *code == SqlState::T_R_SERIALIZATION_FAILURE
+                || *code == SqlState::T_R_DEADLOCK_DETECTED
+        ))
+    }
+}
+
+impl From<PgError> for IndexError {
+    fn from(error: PgError) -> Self {
+        match error {
+            PgError::NewerSchema { found, supported } => IndexError::NewerSchema {
+                found: found.max(0) as u32,
+                supported: supported.max(0) as u32,
+            },
+            other => IndexError::Engine(format!("postgres: {}", chain(&other))),
+        }
+    }
+}
+
+/// The error and its causes on one line (tokio-postgres keeps the server's message in a
+/// source).
+fn chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let said = cause.to_string();
+        if !text.contains(&said) {
+            text.push_str(": ");
+            text.push_str(&said);
+        }
+        source = cause.source();
+    }
+    text
+}
+
+/// A batch that keeps conflicting is given up after this many runs (the caller retries later).
+const MAX_RUNS: u32 = 20;
+/// Rows per trip when a whole range is read.
+const FETCH: i32 = 1024;
+
+pub struct PgKv {
+    /// `None` only while dropping (shut down without waiting on a possibly async caller).
+    runtime: Option<tokio::runtime::Runtime>,
+    pool: Pool,
+}
+
+impl PgKv {
+    /// Connects and brings the schema up to date (or refuses a newer one).
+    pub fn connect(options: &PgOptions) -> Result<Self, IndexError> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("regkeeper-postgres")
+            .enable_all()
+            .build()
+            .map_err(|e| IndexError::Io("starting the database client".into(), e))?;
+        let mut config: tokio_postgres::Config =
+            options.url.parse().map_err(|e: tokio_postgres::Error| {
+                IndexError::Engine(format!("index.postgres.url: {e}"))
+            })?;
+        if let Some(password) = &options.password {
+            config.password(password.as_bytes());
+        }
+        config.connect_timeout(options.connect_timeout);
+        config.application_name("regkeeper");
+        let tls = tokio_postgres_rustls::MakeRustlsConnect::new((*options.tls).clone());
+        let manager = Manager::from_config(
+            config,
+            tls,
+            ManagerConfig {
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
+        let pool = Pool::builder(manager)
+            .max_size(options.connections.max(1))
+            .runtime(Runtime::Tokio1)
+            .wait_timeout(Some(options.connect_timeout))
+            .create_timeout(Some(options.connect_timeout))
+            .recycle_timeout(Some(options.connect_timeout))
+            .build()
+            .map_err(|e| IndexError::Engine(format!("postgres pool: {e}")))?;
+        let kv = Self {
+            runtime: Some(runtime),
+            pool,
+        };
+        let pool = kv.pool.clone();
+        kv.run(async move {
+            let mut client = pool.get().await.map_err(pool_error)?;
+            schema::migrate(&mut client).await
+        })?;
+        Ok(kv)
+    }
+
+    /// Runs `work` on the engine's runtime and waits for it, from any thread.
+    fn run<T: Send + 'static>(
+        &self,
+        work: impl Future<Output = Result<T, PgError>> + Send + 'static,
+    ) -> Result<T, IndexError> {
+        let (tx, rx) = mpsc::sync_channel(1);
+        self.handle().spawn(async move {
+            let _ = tx.send(work.await);
+        });
+        rx.recv()
+            .map_err(|_| IndexError::Engine("postgres: the database client stopped".into()))?
+            .map_err(IndexError::from)
+    }
+
+    fn handle(&self) -> &tokio::runtime::Handle {
+        match &self.runtime {
+            Some(runtime) => runtime.handle(),
+            None => unreachable!("the runtime is taken only when dropping"),
+        }
+    }
+
+    fn query_pairs(
+        &self,
+        sql: &'static str,
+        params: Vec<Vec<u8>>,
+        limit: Option<i64>,
+    ) -> Result<Vec<KvPair>, IndexError> {
+        let pool = self.pool.clone();
+        self.run(async move {
+            let client = pool.get().await.map_err(pool_error)?;
+            let statement = client.prepare_cached(sql).await?;
+            let rows = match limit {
+                Some(limit) => {
+                    let mut values: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> =
+                        params.iter().map(|p| p as _).collect();
+                    values.push(&limit);
+                    client.query(&statement, &values).await?
+                }
+                None => {
+                    let values: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> =
+                        params.iter().map(|p| p as _).collect();
+                    client.query(&statement, &values).await?
+                }
+            };
+            Ok(rows.iter().map(|row| (row.get(0), row.get(1))).collect())
+        })
+    }
+}
+
+fn pool_error(error: deadpool_postgres::PoolError) -> PgError {
+    match error {
+        deadpool_postgres::PoolError::Backend(error) => PgError::Sql(error),
+        other => PgError::Pool(other.to_string()),
+    }
+}
+
+impl Drop for PgKv {
+    fn drop(&mut self) {
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_background();
+        }
+    }
+}
+
+/// The first key after every key that starts with `prefix` (none: the range is open).
+fn prefix_end(prefix: &[u8]) -> Option<Vec<u8>> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < u8::MAX {
+            end.push(last + 1);
+            return Some(end);
+        }
+    }
+    None
+}
+
+/// `key >= $1 AND key < $2` for `prefix`, and the parameters: an open range when the prefix
+/// has no end.
+fn range(prefix: &[u8]) -> (Vec<u8>, Vec<u8>) {
+    // An empty upper bound with `OR` would defeat the index; every key is shorter than
+    // 1 MiB of 0xFF, so that serves as "no end".
+    let end = prefix_end(prefix).unwrap_or_else(|| vec![u8::MAX; 1 << 20]);
+    (prefix.to_vec(), end)
+}
+
+impl KvRead for PgKv {
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, IndexError> {
+        Ok(self
+            .query_pairs(
+                "SELECT key, value FROM regkeeper_kv WHERE key = $1",
+                vec![key.to_vec()],
+                None,
+            )?
+            .pop()
+            .map(|(_, v)| v))
+    }
+
+    fn get_many(&self, keys: &[Vec<u8>]) -> Result<Vec<Option<Vec<u8>>>, IndexError> {
+        let pool = self.pool.clone();
+        let wanted = keys.to_vec();
+        let found: std::collections::HashMap<Vec<u8>, Vec<u8>> = self.run(async move {
+            let client = pool.get().await.map_err(pool_error)?;
+            let statement = client
+                .prepare_cached("SELECT key, value FROM regkeeper_kv WHERE key = ANY($1)")
+                .await?;
+            let rows = client.query(&statement, &[&wanted]).await?;
+            Ok(rows.iter().map(|row| (row.get(0), row.get(1))).collect())
+        })?;
+        Ok(keys.iter().map(|k| found.get(k).cloned()).collect())
+    }
+
+    fn scan(&self, prefix: &[u8]) -> Result<Vec<KvPair>, IndexError> {
+        let (start, end) = range(prefix);
+        self.query_pairs(
+            "SELECT key, value FROM regkeeper_kv WHERE key >= $1 AND key < $2 ORDER BY key",
+            vec![start, end],
+            None,
+        )
+    }
+
+    fn is_empty(&self) -> Result<bool, IndexError> {
+        Ok(self
+            .query_pairs(
+                "SELECT key, value FROM regkeeper_kv LIMIT 1",
+                Vec::new(),
+                None,
+            )?
+            .is_empty())
+    }
+}
+
+impl KvStore for PgKv {
+    fn transact(&self, build: &mut Build<'_>) -> Result<(), IndexError> {
+        for run in 1..=MAX_RUNS {
+            let transaction = Transaction::begin(self.handle(), self.pool.clone())?;
+            let outcome = build(&transaction).and_then(|writes| transaction.commit(writes));
+            match outcome {
+                Ok(()) => return Ok(()),
+                Err(_) if transaction.conflicted() && run < MAX_RUNS => {
+                    // Back off a little, more each time and by a varying amount, so the
+                    // writers stop colliding.
+                    let jitter = std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .map_or(0, |t| u64::from(t.subsec_nanos()) % 1000);
+                    let millis = (u64::from(run) * 2).min(50);
+                    std::thread::sleep(Duration::from_micros(millis * 1000 + jitter * millis));
+                }
+                Err(error) => return Err(error),
+            }
+        }
+        Err(IndexError::Engine(format!(
+            "postgres: a batch conflicted with other writers {MAX_RUNS} times; given up"
+        )))
+    }
+
+    fn each(&self, prefix: &[u8], visit: &mut Visit<'_>) -> Result<(), IndexError> {
+        let (start, end) = range(prefix);
+        let pool = self.pool.clone();
+        // A few pages in flight: the reader never holds more, however large the range.
+        let (tx, rx) = mpsc::sync_channel::<Result<Vec<KvPair>, PgError>>(2);
+        self.handle().spawn(async move {
+            let streamed = async {
+                let mut client = pool.get().await.map_err(pool_error)?;
+                let transaction = client
+                    .build_transaction()
+                    .read_only(true)
+                    .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
+                    .start()
+                    .await?;
+                let portal = transaction
+                    .bind(
+                        "SELECT key, value FROM regkeeper_kv WHERE key >= $1 AND key < $2 ORDER BY key",
+                        &[&start, &end],
+                    )
+                    .await?;
+                loop {
+                    let rows = transaction.query_portal(&portal, FETCH).await?;
+                    let done = rows.len() < FETCH as usize;
+                    let page: Vec<KvPair> =
+                        rows.iter().map(|row| (row.get(0), row.get(1))).collect();
+                    if tx.send(Ok(page)).is_err() {
+                        return Ok(());
+                    }
+                    if done {
+                        return Ok(());
+                    }
+                }
+            };
+            if let Err(error) = streamed.await {
+                let _ = tx.send(Err(error));
+            }
+        });
+        for page in rx {
+            for (key, value) in page.map_err(IndexError::from)? {
+                visit(&key, &value)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn page(
+        &self,
+        prefix: &[u8],
+        after: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Vec<KvPair>, IndexError> {
+        let (start, end) = range(prefix);
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        match after {
+            Some(after) if after >= prefix => self.query_pairs(
+                "SELECT key, value FROM regkeeper_kv WHERE key > $1 AND key < $2 ORDER BY key LIMIT $3",
+                vec![after.to_vec(), end],
+                Some(limit),
+            ),
+            _ => self.query_pairs(
+                "SELECT key, value FROM regkeeper_kv WHERE key >= $1 AND key < $2 ORDER BY key LIMIT $3",
+                vec![start, end],
+                Some(limit),
+            ),
+        }
+    }
+
+    fn apply(&self, writes: Vec<KvWrite>) -> Result<(), IndexError> {
+        self.transact(&mut |_| Ok(writes.clone()))
+    }
+
+    fn flush(&self) -> Result<(), IndexError> {
+        // A committed transaction is durable.
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+pub mod testing;
+
+/// A client TLS config with no roots: for tests against a server that offers no TLS.
+#[cfg(test)]
+pub fn testing_tls() -> rustls::ClientConfig {
+    rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .unwrap_or_else(|_| unreachable!("ring supports the default versions"))
+        .with_root_certificates(rustls::RootCertStore::empty())
+        .with_no_client_auth()
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,257 @@
+//! What only a shared engine has to get right: several writers (replicas) at once, and the
+//! schema's versions. Against a real PostgreSQL.
+
+use std::{sync::Arc, thread};
+
+use super::{testing::TestPostgres, *};
+use crate::index::{
+    Index, ManifestKind, ManifestRecord, PgIndex, UnixMillis, Write, conformance::open_pg,
+    open_postgres,
+};
+
+const D: [&str; 3] = [
+    "sha256:1111111111111111111111111111111111111111111111111111111111111111",
+    "sha256:2222222222222222222222222222222222222222222222222222222222222222",
+    "sha256:3333333333333333333333333333333333333333333333333333333333333333",
+];
+
+fn manifest(repository: &str, digest: &str) -> ManifestRecord {
+    ManifestRecord {
+        repository: repository.into(),
+        digest: digest.into(),
+        media_type: "application/vnd.oci.image.manifest.v1+json".into(),
+        kind: ManifestKind::Image,
+        total_size: 1,
+        config_digest: None,
+        children: Vec::new(),
+        subject: None,
+        artifact_type: None,
+        created: None,
+        annotations: Default::default(),
+        labels: Default::default(),
+        recorded_at: UnixMillis(1),
+        untagged_at: None,
+        complete: true,
+        config_read: false,
+        problem: None,
+    }
+}
+
+#[test]
+fn prefix_ends_are_the_next_key_after_the_range() {
+    assert_eq!(prefix_end(b"t"), Some(b"u".to_vec()));
+    assert_eq!(prefix_end(b"ta\0"), Some(b"ta\x01".to_vec()));
+    assert_eq!(prefix_end(b"a\xff"), Some(b"b".to_vec()));
+    assert_eq!(prefix_end(b"\xff\xff"), None);
+    assert_eq!(prefix_end(b""), None);
+}
+
+/// Three replicas each hand over pull counts for the same tag, many times, all at once: every
+/// pull is counted once.
+#[test]
+fn pull_tallies_from_three_replicas_add_up() {
+    let server = TestPostgres::start();
+    let url = server.fresh_database();
+    let replicas: Vec<Arc<PgIndex>> = (0..3).map(|_| Arc::new(open_pg(&url))).collect();
+    let rounds = 60u64;
+    let writers: Vec<_> = replicas
+        .iter()
+        .enumerate()
+        .map(|(n, index)| {
+            let index = index.clone();
+            thread::spawn(move || {
+                for round in 0..rounds {
+                    index
+                        .apply(&[Write::RecordPulls {
+                            repository: "team/app".into(),
+                            reference: "latest".into(),
+                            count: n as u64 + 1,
+                            last: UnixMillis(round),
+                        }])
+                        .unwrap();
+                }
+            })
+        })
+        .collect();
+    for writer in writers {
+        writer.join().unwrap();
+    }
+    let stats = replicas[0].pulls("team/app", "latest").unwrap().unwrap();
+    assert_eq!(stats.count, rounds * (1 + 2 + 3));
+    assert_eq!(stats.last_pulled, UnixMillis(rounds - 1));
+}
+
+/// Two replicas record pushes of the same tag at once, each to its own digests: the tag ends
+/// on one of them and its history holds every other push, none lost to the race.
+#[test]
+fn two_writers_recording_the_same_tag_lose_no_history() {
+    let server = TestPostgres::start();
+    let url = server.fresh_database();
+    let (a, b) = (Arc::new(open_pg(&url)), Arc::new(open_pg(&url)));
+    let pushes = 40u64;
+    let writer = |index: Arc<PgIndex>, digests: [&'static str; 2], offset: u64| {
+        thread::spawn(move || {
+            for n in 0..pushes {
+                let digest = digests[(n % 2) as usize];
+                let at = UnixMillis(offset + n * 2);
+                index
+                    .apply(&[
+                        Write::PutManifest(manifest("team/app", digest)),
+                        Write::push("team/app", "v1", digest, at),
+                    ])
+                    .unwrap();
+            }
+        })
+    };
+    let first = writer(a.clone(), [D[0], D[1]], 1000);
+    let second = writer(b.clone(), [D[2], D[0]], 1001);
+    first.join().unwrap();
+    second.join().unwrap();
+    let tag = a.tag("team/app", "v1").unwrap().unwrap();
+    // Every push that changed the digest left one history entry; one in a row to the same
+    // digest did not. Serial application means consecutive entries differ.
+    assert!(!tag.history.is_empty());
+    for pair in tag.history.windows(2) {
+        assert_ne!(pair[0].digest, pair[1].digest, "{:?}", tag.history);
+    }
+    assert_ne!(tag.history.last().unwrap().digest, tag.digest);
+    assert_eq!(tag.last_pushed, UnixMillis(1001 + (pushes - 1) * 2));
+    // The first to commit created the tag.
+    assert!([UnixMillis(1000), UnixMillis(1001)].contains(&tag.first_pushed));
+    assert_eq!(b.tag("team/app", "v1").unwrap(), Some(tag));
+}
+
+/// A delete of a digest racing pushes of a tag to it: whichever commits second sees the first,
+/// so the index never keeps a tag pointing to a manifest it deleted, nor a manifest whose push
+/// it lost.
+#[test]
+fn a_delete_racing_a_push_leaves_one_of_the_two_orders() {
+    let server = TestPostgres::start();
+    let url = server.fresh_database();
+    let (a, b) = (Arc::new(open_pg(&url)), Arc::new(open_pg(&url)));
+    for round in 0..30 {
+        let tag = format!("t{round}");
+        a.apply(&[
+            Write::PutManifest(manifest("team/app", D[1])),
+            Write::push("team/app", "old", D[1], UnixMillis(1)),
+        ])
+        .unwrap();
+        let deleter = {
+            let a = a.clone();
+            thread::spawn(move || {
+                a.apply(&[Write::DeleteManifest {
+                    repository: "team/app".into(),
+                    digest: D[1].into(),
+                }])
+                .unwrap()
+            })
+        };
+        let pusher = {
+            let (b, tag) = (b.clone(), tag.clone());
+            thread::spawn(move || {
+                b.apply(&[
+                    Write::PutManifest(manifest("team/app", D[1])),
+                    Write::push("team/app", &tag, D[1], UnixMillis(2)),
+                ])
+                .unwrap()
+            })
+        };
+        deleter.join().unwrap();
+        pusher.join().unwrap();
+        let manifest = a.manifest("team/app", D[1]).unwrap();
+        let pushed = a.tag("team/app", &tag).unwrap();
+        let old = a.tag("team/app", "old").unwrap();
+        match manifest {
+            // The push came second: its manifest and tag are there.
+            Some(_) => assert!(pushed.is_some(), "round {round}: manifest without its push"),
+            // The delete came second: no tag points to what it deleted.
+            None => assert!(
+                pushed.is_none() && old.is_none(),
+                "round {round}: a tag points to a deleted manifest"
+            ),
+        }
+    }
+}
+
+#[test]
+fn a_database_a_newer_regkeeper_migrated_is_refused_and_left_alone() {
+    let server = TestPostgres::start();
+    let url = server.fresh_database();
+    drop(open_pg(&url));
+    let database = url.rsplit('/').next().unwrap();
+    server.sql(
+        database,
+        "INSERT INTO regkeeper_migrations (version) VALUES (999)",
+    );
+    let refused = open_postgres(&PgOptions {
+        url: url.clone(),
+        password: None,
+        tls: Arc::new(testing_tls()),
+        connections: 2,
+        connect_timeout: std::time::Duration::from_secs(10),
+    });
+    let error = refused
+        .err()
+        .expect("a newer schema is refused")
+        .to_string();
+    assert!(error.contains("newer regkeeper"), "{error}");
+    assert_eq!(
+        server
+            .sql(database, "SELECT max(version) FROM regkeeper_migrations")
+            .trim(),
+        "999"
+    );
+}
+
+/// Replicas starting together on an empty database: one migrates, the others wait for it and
+/// find the schema in place.
+#[test]
+fn replicas_starting_together_migrate_once() {
+    let server = TestPostgres::start();
+    let url = server.fresh_database();
+    let starters: Vec<_> = (0..4)
+        .map(|_| {
+            let url = url.clone();
+            thread::spawn(move || {
+                open_pg(&url)
+                    .apply(&[Write::push("team/app", "v1", D[0], UnixMillis(1))])
+                    .unwrap();
+            })
+        })
+        .collect();
+    for starter in starters {
+        starter.join().unwrap();
+    }
+    let database = url.rsplit('/').next().unwrap();
+    assert_eq!(
+        server
+            .sql(database, "SELECT count(*) FROM regkeeper_migrations")
+            .trim(),
+        SCHEMA.to_string()
+    );
+}
+
+/// The operator's question, in one query over the views.
+#[test]
+fn which_tags_point_to_a_digest_is_one_sql_query() {
+    let server = TestPostgres::start();
+    let url = server.fresh_database();
+    let index = open_pg(&url);
+    index
+        .apply(&[
+            Write::push("team/app", "v1", D[0], UnixMillis(1)),
+            Write::push("team/app", "v2", D[0], UnixMillis(2)),
+            Write::push("team/app", "v3", D[1], UnixMillis(3)),
+            Write::push("team/other", "v1", D[0], UnixMillis(4)),
+        ])
+        .unwrap();
+    let database = url.rsplit('/').next().unwrap();
+    let tags = server.sql(
+        database,
+        &format!(
+            "SELECT tag FROM regkeeper_tags WHERE repository = 'team/app' AND digest = '{}' ORDER BY tag",
+            D[0]
+        ),
+    );
+    assert_eq!(tags.lines().collect::<Vec<_>>(), ["v1", "v2"]);
+}

@@ -1,0 +1,199 @@
+//! One batch's transaction. The batch is built by synchronous code on the caller's thread; the
+//! transaction lives in a task on the engine's runtime, which answers the batch's reads and
+//! finally writes and commits. Dropped without a commit, the transaction rolls back.
+
+use std::{cell::Cell, collections::BTreeMap, sync::mpsc};
+
+use deadpool_postgres::Pool;
+use tokio::sync::mpsc as async_mpsc;
+use tokio_postgres::IsolationLevel;
+
+use super::{PgError, pool_error, range};
+use crate::index::{
+    IndexError,
+    kv::{KvPair, KvRead, KvWrite},
+};
+
+type Reply<T> = mpsc::SyncSender<Result<T, PgError>>;
+
+enum Request {
+    Get(Vec<Vec<u8>>, Reply<Vec<Option<Vec<u8>>>>),
+    Scan(Vec<u8>, Vec<u8>, Reply<Vec<KvPair>>),
+    Empty(Reply<bool>),
+    Commit(Vec<KvWrite>, Reply<()>),
+}
+
+pub struct Transaction {
+    requests: async_mpsc::UnboundedSender<Request>,
+    /// A read or the commit failed because another writer's commit conflicted.
+    conflicted: Cell<bool>,
+}
+
+fn stopped() -> IndexError {
+    IndexError::Engine("postgres: the transaction's task stopped".into())
+}
+
+impl Transaction {
+    /// Opens a SERIALIZABLE transaction on a pooled connection.
+    pub fn begin(handle: &tokio::runtime::Handle, pool: Pool) -> Result<Self, IndexError> {
+        let (requests, mut incoming) = async_mpsc::unbounded_channel();
+        let (ready, started) = mpsc::sync_channel(1);
+        handle.spawn(async move {
+            let mut client = match pool.get().await {
+                Ok(client) => client,
+                Err(error) => {
+                    let _ = ready.send(Err(pool_error(error)));
+                    return;
+                }
+            };
+            let transaction = match client
+                .build_transaction()
+                .isolation_level(IsolationLevel::Serializable)
+                .start()
+                .await
+            {
+                Ok(transaction) => transaction,
+                Err(error) => {
+                    let _ = ready.send(Err(error.into()));
+                    return;
+                }
+            };
+            let _ = ready.send(Ok(()));
+            while let Some(request) = incoming.recv().await {
+                match request {
+                    Request::Get(keys, reply) => {
+                        let _ = reply.send(get(&transaction, keys).await);
+                    }
+                    Request::Scan(start, end, reply) => {
+                        let _ = reply.send(scan(&transaction, start, end).await);
+                    }
+                    Request::Empty(reply) => {
+                        let _ = reply.send(empty(&transaction).await);
+                    }
+                    Request::Commit(writes, reply) => {
+                        let _ = reply.send(commit(transaction, writes).await);
+                        return;
+                    }
+                }
+            }
+        });
+        started.recv().map_err(|_| stopped())??;
+        Ok(Self {
+            requests,
+            conflicted: Cell::new(false),
+        })
+    }
+
+    pub fn conflicted(&self) -> bool {
+        self.conflicted.get()
+    }
+
+    fn ask<T>(&self, request: impl FnOnce(Reply<T>) -> Request) -> Result<T, IndexError> {
+        let (reply, answer) = mpsc::sync_channel(1);
+        self.requests.send(request(reply)).map_err(|_| stopped())?;
+        match answer.recv().map_err(|_| stopped())? {
+            Ok(value) => Ok(value),
+            Err(error) => {
+                if error.conflicted() {
+                    self.conflicted.set(true);
+                }
+                Err(error.into())
+            }
+        }
+    }
+
+    /// Writes the batch and commits.
+    pub fn commit(&self, writes: Vec<KvWrite>) -> Result<(), IndexError> {
+        self.ask(|reply| Request::Commit(writes, reply))
+    }
+}
+
+impl KvRead for Transaction {
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, IndexError> {
+        Ok(self.get_many(&[key.to_vec()])?.pop().flatten())
+    }
+
+    fn get_many(&self, keys: &[Vec<u8>]) -> Result<Vec<Option<Vec<u8>>>, IndexError> {
+        self.ask(|reply| Request::Get(keys.to_vec(), reply))
+    }
+
+    fn scan(&self, prefix: &[u8]) -> Result<Vec<KvPair>, IndexError> {
+        let (start, end) = range(prefix);
+        self.ask(|reply| Request::Scan(start, end, reply))
+    }
+
+    fn is_empty(&self) -> Result<bool, IndexError> {
+        self.ask(Request::Empty)
+    }
+}
+
+async fn empty(transaction: &deadpool_postgres::Transaction<'_>) -> Result<bool, PgError> {
+    let row = transaction
+        .query_one("SELECT NOT EXISTS (SELECT 1 FROM regkeeper_kv)", &[])
+        .await?;
+    Ok(row.get(0))
+}
+
+async fn get(
+    transaction: &deadpool_postgres::Transaction<'_>,
+    keys: Vec<Vec<u8>>,
+) -> Result<Vec<Option<Vec<u8>>>, PgError> {
+    let statement = transaction
+        .prepare_cached("SELECT key, value FROM regkeeper_kv WHERE key = ANY($1)")
+        .await?;
+    let rows = transaction.query(&statement, &[&keys]).await?;
+    let mut found: std::collections::HashMap<Vec<u8>, Vec<u8>> =
+        rows.iter().map(|row| (row.get(0), row.get(1))).collect();
+    Ok(keys.iter().map(|k| found.remove(k)).collect())
+}
+
+async fn scan(
+    transaction: &deadpool_postgres::Transaction<'_>,
+    start: Vec<u8>,
+    end: Vec<u8>,
+) -> Result<Vec<KvPair>, PgError> {
+    let statement = transaction
+        .prepare_cached(
+            "SELECT key, value FROM regkeeper_kv WHERE key >= $1 AND key < $2 ORDER BY key",
+        )
+        .await?;
+    let rows = transaction.query(&statement, &[&start, &end]).await?;
+    Ok(rows.iter().map(|row| (row.get(0), row.get(1))).collect())
+}
+
+async fn commit(
+    transaction: deadpool_postgres::Transaction<'_>,
+    writes: Vec<KvWrite>,
+) -> Result<(), PgError> {
+    // One value per key (the last), in key order: concurrent batches lock rows in the same
+    // order, and one statement never touches a row twice.
+    let writes: BTreeMap<Vec<u8>, Option<Vec<u8>>> = writes.into_iter().collect();
+    let (mut keys, mut values, mut gone) = (Vec::new(), Vec::new(), Vec::new());
+    for (key, value) in writes {
+        match value {
+            Some(value) => {
+                keys.push(key);
+                values.push(value);
+            }
+            None => gone.push(key),
+        }
+    }
+    if !gone.is_empty() {
+        let statement = transaction
+            .prepare_cached("DELETE FROM regkeeper_kv WHERE key = ANY($1)")
+            .await?;
+        transaction.execute(&statement, &[&gone]).await?;
+    }
+    if !keys.is_empty() {
+        let statement = transaction
+            .prepare_cached(
+                "INSERT INTO regkeeper_kv (key, value) \
+                 SELECT * FROM unnest($1::bytea[], $2::bytea[]) \
+                 ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            )
+            .await?;
+        transaction.execute(&statement, &[&keys, &values]).await?;
+    }
+    transaction.commit().await?;
+    Ok(())
+}
