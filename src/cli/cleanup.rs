@@ -8,7 +8,6 @@ use std::time::Duration;
 use regkeeper::{
     cleanup::{self, RunReport, history, restore as restoring},
     config::{CleanupMode, Config},
-    index::Index as _,
     planning::Source,
     registry::RegistryClient,
 };
@@ -73,8 +72,8 @@ pub fn apply(
             let mode = mode.unwrap_or(config.cleanup.mode);
             let report = runtime()?.block_on(cleanup::run_once(
                 config,
-                Source::Index(&index),
-                &index,
+                Source::Index(index.as_ref()),
+                index.as_ref(),
                 &client,
                 mode,
                 force,
@@ -110,7 +109,7 @@ pub fn history(
         })
         .transpose()?;
     let entries = match open_existing_index(config)? {
-        Local::Index(index) => history::timeline(&index, repository, since)?,
+        Local::Index(index) => history::timeline(index.as_ref(), repository, since)?,
         Local::Serving => {
             let mut path = "/api/v1/history?".to_string();
             if let Some(repository) = repository {
@@ -138,7 +137,12 @@ pub fn restore(
     let report: restoring::RestoreReport = match open_existing_index(config)? {
         Local::Index(index) => {
             let client = client(config)?;
-            runtime()?.block_on(restoring::restore_all(&client, &index, reference, run))?
+            runtime()?.block_on(restoring::restore_all(
+                &client,
+                index.as_ref(),
+                reference,
+                run,
+            ))?
         }
         Local::Serving => {
             let body = serde_json::json!({ "reference": reference, "run": run });

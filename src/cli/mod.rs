@@ -33,7 +33,7 @@ pub fn run(command: Command) -> anyhow::Result<()> {
             let config = Config::load(&config)?;
             let views = match open_existing_index(&config)? {
                 Local::Index(index) => {
-                    regkeeper::inspect::tags(&index, repository.as_deref(), all)?
+                    regkeeper::inspect::tags(index.as_ref(), repository.as_deref(), all)?
                 }
                 Local::Serving => {
                     let path = match &repository {
@@ -49,7 +49,7 @@ pub fn run(command: Command) -> anyhow::Result<()> {
             let config = Config::load(&config)?;
             let inspection = match open_existing_index(&config)? {
                 Local::Index(index) => {
-                    serde_json::to_value(regkeeper::inspect::inspect(&index, &reference)?)?
+                    serde_json::to_value(regkeeper::inspect::inspect(index.as_ref(), &reference)?)?
                 }
                 Local::Serving => ask_serve(
                     &config,
@@ -216,20 +216,24 @@ fn evaluate(
     };
     let loaded = runtime()?.block_on(regkeeper::planning::load(
         config,
-        regkeeper::planning::Source::Index(&index),
+        regkeeper::planning::Source::Index(index.as_ref()),
     ))?;
     Ok(regkeeper::planning::plan(config, &loaded, at, details))
 }
 
 /// Where a reading command reads from.
 enum Local {
-    Index(regkeeper::index::SledIndex),
+    Index(std::sync::Arc<dyn regkeeper::index::Index>),
     /// A running `serve` holds the index: ask it through its admin listener.
     Serving,
 }
 
 /// The index for a reading command: never creates one where there is none.
 fn open_existing_index(config: &Config) -> anyhow::Result<Local> {
+    // The shared index is opened by every replica and command at once.
+    if regkeeper::backend::is_shared(config) {
+        return Ok(Local::Index(regkeeper::backend::open(config)?));
+    }
     let path = &config.index.path;
     if !path.exists() {
         anyhow::bail!(
@@ -238,7 +242,7 @@ fn open_existing_index(config: &Config) -> anyhow::Result<Local> {
         );
     }
     match regkeeper::index::open_sled(path) {
-        Ok(index) => Ok(Local::Index(index)),
+        Ok(index) => Ok(Local::Index(std::sync::Arc::new(index))),
         Err(regkeeper::index::IndexError::InUse { .. }) => Ok(Local::Serving),
         Err(error) => Err(error.into()),
     }

@@ -3,7 +3,7 @@
 
 use std::{path::PathBuf, str::FromStr};
 
-use super::{Config, ConfigError, Credentials, TlsConfig};
+use super::{Config, ConfigError, Credentials, IndexBackend, PostgresConfig, TlsConfig};
 
 /// One overridable field: the variable, the config path it replaces, and how to apply it.
 pub struct EnvOverride {
@@ -32,6 +32,23 @@ fn tls(config: &mut Config) -> &mut TlsConfig {
         cert: PathBuf::new(),
         key: PathBuf::new(),
     })
+}
+
+fn parse_backend(text: &str) -> Result<IndexBackend, String> {
+    match text.to_ascii_lowercase().as_str() {
+        "sled" => Ok(IndexBackend::Sled),
+        "postgres" => Ok(IndexBackend::Postgres),
+        other => Err(format!(
+            "{other:?} is not an index backend (sled or postgres)"
+        )),
+    }
+}
+
+fn postgres(config: &mut Config) -> &mut PostgresConfig {
+    config
+        .index
+        .postgres
+        .get_or_insert_with(|| PostgresConfig::new(String::new()))
 }
 
 fn credentials(config: &mut Config) -> &mut Credentials {
@@ -123,6 +140,20 @@ pub const ENV_OVERRIDES: &[EnvOverride] = &[
         Some(v.into())),
     over!("REGKEEPER_INDEX_PATH", "index.path", |c, v| c.index.path =
         v.into()),
+    over!("REGKEEPER_INDEX_BACKEND", "index.backend", |c, v| c
+        .index
+        .backend =
+        parse_backend(v)?),
+    over!(
+        "REGKEEPER_INDEX_POSTGRES_URL",
+        "index.postgres.url",
+        |c, v| postgres(c).url = v.into()
+    ),
+    over!(
+        "REGKEEPER_INDEX_POSTGRES_PASSWORD_FILE",
+        "index.postgres.passwordFile",
+        |c, v| postgres(c).password_file = Some(v.into())
+    ),
     over!("REGKEEPER_INDEX_RECORD", "index.record", |c, v| c
         .index
         .record =

@@ -30,8 +30,8 @@ pub use retention::{
     werf_default_policies,
 };
 pub use sections::{
-    AdminConfig, Credentials, IndexConfig, Limits, LogConfig, LogFormat, SyncConfig, Timeouts,
-    TlsConfig, UpstreamConfig,
+    AdminConfig, Credentials, IndexBackend, IndexConfig, Limits, LogConfig, LogFormat,
+    PostgresConfig, SyncConfig, Timeouts, TlsConfig, UpstreamConfig,
 };
 pub use types::UpstreamUrl;
 
@@ -107,6 +107,7 @@ impl Config {
             credentials.password()?;
         }
         self.cleanup.validate()?;
+        self.validate_index_backend()?;
         for pattern in &self.index.tag_patterns {
             let named_commit = regex::Regex::new(pattern)
                 .map_err(|e| e.to_string())
@@ -125,6 +126,37 @@ impl Config {
         }
         self.retention.validate()?;
         self.validate_limits()
+    }
+
+    /// `backend: postgres` names a database that can be reached as configured.
+    fn validate_index_backend(&self) -> Result<(), ConfigError> {
+        let postgres = match (self.index.backend, &self.index.postgres) {
+            (IndexBackend::Sled, _) => return Ok(()),
+            (IndexBackend::Postgres, Some(postgres)) if !postgres.url.is_empty() => postgres,
+            (IndexBackend::Postgres, _) => {
+                return Err(ConfigError::Invalid {
+                    field: "index.postgres.url",
+                    message: "`backend: postgres` needs the database's URL (or REGKEEPER_INDEX_POSTGRES_URL)".into(),
+                });
+            }
+        };
+        if let Err(error) = postgres.url.parse::<tokio_postgres::Config>() {
+            return Err(ConfigError::Invalid {
+                field: "index.postgres.url",
+                message: error.to_string(),
+            });
+        }
+        postgres.password()?;
+        if let Some(bundle) = &postgres.ca_bundle {
+            readable("index.postgres.caBundle", bundle)?;
+        }
+        if !(1..=256).contains(&postgres.connections) {
+            return Err(ConfigError::Invalid {
+                field: "index.postgres.connections",
+                message: "must be between 1 and 256".into(),
+            });
+        }
+        Ok(())
     }
 
     /// The admin listener apart from the proxy's, and tokens long enough and distinct.

@@ -106,9 +106,15 @@ impl Default for AdminConfig {
 #[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct IndexConfig {
-    /// Directory of the embedded index database.
+    /// Where the index lives: `sled` (embedded, one replica) or `postgres` (shared by several).
+    #[serde(default)]
+    pub backend: IndexBackend,
+    /// Directory of the embedded index database (`backend: sled`).
     #[serde(default = "default_index_path")]
     pub path: PathBuf,
+    /// The shared index (`backend: postgres`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub postgres: Option<PostgresConfig>,
     /// Record pushes, deletes and pulls as traffic passes. Off: a plain proxy, no index opened.
     #[serde(default = "default_true")]
     pub record: bool,
@@ -118,9 +124,79 @@ pub struct IndexConfig {
     pub tag_patterns: Vec<String>,
 }
 
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum IndexBackend {
+    #[default]
+    Sled,
+    Postgres,
+}
+
+/// The shared index's database.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PostgresConfig {
+    /// `postgres://user@host:5432/db?sslmode=require` (libpq's URL or `key=value` form). TLS is
+    /// used when the server offers it (`sslmode=prefer`, the default) or the URL demands it.
+    pub url: String,
+    /// A file holding the password (a mounted secret), instead of one in the URL.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password_file: Option<PathBuf>,
+    /// Extra PEM CA certificates trusted for the database, on top of the public web roots.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_bundle: Option<PathBuf>,
+    /// Accept any database certificate. For labs only.
+    #[serde(default)]
+    pub insecure_skip_verify: bool,
+    /// Connections each process keeps to the database.
+    #[serde(default = "PostgresConfig::default_connections")]
+    pub connections: usize,
+    /// How long a call waits for a connection before it fails (and the caller retries later).
+    #[serde(default = "PostgresConfig::default_connect_timeout")]
+    pub connect_timeout: HumanDuration,
+}
+
+impl PostgresConfig {
+    /// `url` with every other setting at its default.
+    pub fn new(url: String) -> Self {
+        Self {
+            url,
+            password_file: None,
+            ca_bundle: None,
+            insecure_skip_verify: false,
+            connections: Self::default_connections(),
+            connect_timeout: Self::default_connect_timeout(),
+        }
+    }
+
+    fn default_connections() -> usize {
+        8
+    }
+    fn default_connect_timeout() -> HumanDuration {
+        HumanDuration::from_secs(5)
+    }
+
+    /// The password from `passwordFile`, if one is set.
+    pub fn password(&self) -> Result<Option<String>, ConfigError> {
+        self.password_file
+            .as_ref()
+            .map(|file| {
+                std::fs::read_to_string(file)
+                    .map(|p| p.trim_end_matches(['\r', '\n']).to_string())
+                    .map_err(|e| ConfigError::Invalid {
+                        field: "index.postgres.passwordFile",
+                        message: format!("{}: {e}", file.display()),
+                    })
+            })
+            .transpose()
+    }
+}
+
 impl Default for IndexConfig {
     fn default() -> Self {
         Self {
+            backend: IndexBackend::Sled,
+            postgres: None,
             path: default_index_path(),
             record: true,
             tag_patterns: Vec::new(),

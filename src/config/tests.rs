@@ -286,3 +286,38 @@ fn a_top_level_alternation_loads_with_a_warning_naming_the_field() {
     );
     assert!(warnings[0].contains("/^(main|3)$/"), "{warnings:?}");
 }
+
+#[test]
+fn the_shared_index_needs_a_url_and_takes_it_from_the_environment() {
+    let text = format!("{MINIMAL}index:\n  backend: postgres\n");
+    let error = load(&text, &[]).unwrap_err().to_string();
+    assert!(error.contains("index.postgres.url"), "{error}");
+
+    let config = load(
+        &text,
+        &[(
+            "REGKEEPER_INDEX_POSTGRES_URL",
+            "postgres://regkeeper@127.0.0.1:5432/regkeeper",
+        )],
+    )
+    .unwrap();
+    let postgres = config.index.postgres.unwrap();
+    assert_eq!(
+        postgres.url,
+        "postgres://regkeeper@127.0.0.1:5432/regkeeper"
+    );
+    assert_eq!(postgres.connections, 8);
+
+    let text = format!(
+        "{MINIMAL}index:\n  backend: postgres\n  postgres:\n    url: postgres://x@db/r\n    passwordFile: /nonexistent/password\n"
+    );
+    let error = load(&text, &[]).unwrap_err().to_string();
+    assert!(error.contains("index.postgres.passwordFile"), "{error}");
+
+    let text = format!("{MINIMAL}index:\n  backend: mysql\n");
+    let error = load(&text, &[]).unwrap_err().to_string();
+    assert!(
+        error.contains("line 4") && error.contains("mysql"),
+        "{error}"
+    );
+}

@@ -48,6 +48,9 @@ pub enum IndexError {
     BadRecord(String, String),
     #[error("index storage: {0}")]
     Engine(String),
+    /// The engine cannot be set up as configured (a password file, a CA bundle).
+    #[error("index settings: {0}")]
+    Settings(String),
     #[error("{0}: {1}")]
     Io(String, std::io::Error),
 }

@@ -9,7 +9,8 @@
 //! within the grace period).
 //!
 //! May call: `proxy`, `admin`, `upstream`, `tls`, `events`, `index`, `registry`, `configs`,
-//! `linking`, `sync`, `cleanup` (the schedule), `mirror`, `config`, `telemetry`.
+//! `linking`, `sync`, `cleanup` (the schedule), `mirror`, `config`, `telemetry`, `backend` (opening
+//! the index).
 
 use std::{net::TcpListener as StdTcpListener, sync::Arc, time::Duration};
 
@@ -20,7 +21,7 @@ use crate::{
     admin,
     config::Config,
     events,
-    index::{self, Index, IndexError},
+    index::{Index, IndexError},
     linking::Linker,
     mirror::Mirror,
     registry::{RegistryClient, RegistryError},
@@ -86,7 +87,7 @@ impl Recording {
             tracing::info!("index.record is off: proxying without recording");
             return Ok(None);
         }
-        let mirror = Arc::new(Mirror::new(Arc::new(index::open_sled(&config.index.path)?)));
+        let mirror = Arc::new(Mirror::new(crate::backend::open(config)?));
         let (events, receiver) = events::channel(EVENT_QUEUE);
         Ok(Some(Self {
             index: mirror.clone(),

@@ -9,7 +9,7 @@
 //! it completely recorded.
 //!
 //! Owns: the crawl and its progress. May call: `registry`, `index` (reads), `events` (writes),
-//! `manifest`, `linking`, `configs`, `config`, `tls`.
+//! `manifest`, `linking`, `configs`, `config`, `tls`, `backend` (opening the index).
 
 mod crawl;
 pub mod progress;
@@ -60,7 +60,7 @@ pub async fn once(config: &Config, progress: ProgressStyle) -> Result<SyncReport
     let tls =
         crate::tls::client_for_upstream(config).map_err(|e| SyncError::Setup(e.to_string()))?;
     let client = RegistryClient::new(config, tls).map_err(|e| SyncError::Setup(e.to_string()))?;
-    let index: Arc<dyn Index> = Arc::new(crate::index::open_sled(&config.index.path)?);
+    let index: Arc<dyn Index> = crate::backend::open(config)?;
     let (events, receiver) = crate::events::channel(WRITE_QUEUE);
     let (_finish, finish) = tokio::sync::oneshot::channel();
     let writer = tokio::spawn(crate::events::run_writer(
