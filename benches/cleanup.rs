@@ -137,7 +137,8 @@ fn measure(
         "log:\n  level: warn\nretention:\n  scopes:\n    - name: all\n      include: [\"**\"]\n      pushedWithin: 0s\n      untracked:\n        maxAge: 0s\ncleanup:\n  maxDeletions: 1000000\n  maxFraction: 1.0\n",
     );
     let config = Config::load(&config_path).unwrap();
-    let index = regkeeper::index::open_sled(&config.index.path).unwrap();
+    let index = std::sync::Arc::new(regkeeper::index::open_sled(&config.index.path).unwrap());
+    let leadership = regkeeper::backend::leadership(&config, index.clone());
     // What `sync` records for these pushes, written directly (sync's own speed is its bench).
     let at = UnixMillis(UnixMillis::now().0 - 86_400_000);
     let writes: Vec<Write> = images
@@ -172,9 +173,10 @@ fn measure(
         let report = runtime
             .block_on(cleanup::run_once(
                 &config,
-                Source::Index(&index),
-                &index,
+                Source::Index(index.as_ref()),
+                index.as_ref(),
                 &client,
+                &leadership,
                 mode,
                 false,
             ))

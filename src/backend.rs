@@ -2,7 +2,7 @@
 //! or the shared PostgreSQL database (`index.backend: postgres`, several replicas and commands
 //! from any machine).
 //!
-//! Owns: choosing and opening the engine. May call: `config`, `index`, `tls`.
+//! Owns: choosing and opening the engine. May call: `config`, `index`, `tls`, `leader`.
 
 use std::sync::Arc;
 
@@ -14,6 +14,12 @@ use crate::{
 /// Whether several processes may hold the index at once (no need to ask a running `serve`).
 pub fn is_shared(config: &Config) -> bool {
     config.index.backend == IndexBackend::Postgres
+}
+
+/// This process's claim to lead cleanup and sync over `index`: shared with the other
+/// replicas on PostgreSQL; alone (always the leader) on the embedded engine.
+pub fn leadership(config: &Config, index: Arc<dyn Index>) -> Arc<crate::leader::Leadership> {
+    crate::leader::Leadership::new(index, config.index.leader_lease.0, !is_shared(config))
 }
 
 /// Opens (or creates) the configured index.

@@ -20,6 +20,7 @@ pub mod index;
 pub mod inspect;
 #[cfg(test)]
 mod layers;
+pub mod leader;
 pub mod linking;
 pub mod manifest;
 pub mod metrics;

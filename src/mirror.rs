@@ -175,7 +175,10 @@ impl Mirror {
                 Write::SyncProgress(_)
                 | Write::Audit(_)
                 | Write::CleanupLock(_)
-                | Write::CleanupRan(_) => continue,
+                | Write::CleanupRan(_)
+                | Write::TakeLease { .. }
+                | Write::DropLease { .. }
+                | Write::Fence { .. } => continue,
             };
             if !state.dirty.contains(repository) {
                 state.dirty.insert(repository.clone());
@@ -294,6 +297,10 @@ impl Index for Mirror {
 
     fn last_cleanup(&self) -> Result<Option<crate::index::CleanupRun>, IndexError> {
         self.index.last_cleanup()
+    }
+
+    fn lease(&self, name: &str) -> Result<Option<crate::index::Lease>, IndexError> {
+        self.index.lease(name)
     }
 
     fn flush(&self) -> Result<(), IndexError> {

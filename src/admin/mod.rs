@@ -5,7 +5,8 @@
 //! May call: `upstream` (readiness probe), `index` and `events` (link API), `inspect` (views),
 //! `render` (tables),
 //! `planning`, `mirror`, `policy` and `sources` (plan/explain), `cleanup` and `registry`
-//! (apply/restore), `config`, `proxy` (the digest grammar, for the link API).
+//! (apply/restore), `leader` (apply runs as the leader), `config`, `proxy` (the digest grammar,
+//! for the link API).
 
 mod links;
 mod operations;

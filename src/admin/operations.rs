@@ -30,6 +30,7 @@ pub struct OperatorApi {
     pub config: Arc<Config>,
     pub mirror: Arc<Mirror>,
     pub client: Arc<RegistryClient>,
+    pub leadership: Arc<crate::leader::Leadership>,
 }
 
 #[derive(Deserialize, Default)]
@@ -81,10 +82,11 @@ impl OperatorApi {
             Ok(asked) => asked,
             Err(answer) => return answer,
         };
-        let (config, mirror, client) = (
+        let (config, mirror, client, leadership) = (
             self.config.clone(),
             self.mirror.clone(),
             self.client.clone(),
+            self.leadership.clone(),
         );
         let mode = asked.mode.unwrap_or(config.cleanup.mode);
         tracing::info!(
@@ -99,6 +101,7 @@ impl OperatorApi {
                 Source::Mirror(&mirror),
                 index,
                 &client,
+                &leadership,
                 mode,
                 asked.force,
             )

@@ -112,6 +112,9 @@ pub struct Executor<'a, R: Registry = RegistryClient> {
     pub planned_at: UnixMillis,
     /// What the clusters use now, read again during the run.
     guard: Option<&'a super::guard::UsageGuard<'a>>,
+    /// The leadership every audit write proves (enforcing runs): a leader that lost it
+    /// cannot write the `started` entry, and so never makes the call.
+    fence: Option<(&'a crate::leader::Leadership, crate::leader::Term)>,
     /// Repository → its tags in the index (name → digest), read after the plan, and again
     /// when the index has seen a tag pushed to the repository since (see `tags_on`).
     index_tags: Mutex<HashMap<String, IndexTags>>,
@@ -139,9 +142,19 @@ impl<'a, R: Registry> Executor<'a, R> {
             deadline,
             planned_at,
             guard: None,
+            fence: None,
             index_tags: Mutex::new(HashMap::new()),
             upstream_tags: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Proves `term` of `leadership` with every audit write.
+    pub fn fenced_by(
+        mut self,
+        fence: Option<(&'a crate::leader::Leadership, crate::leader::Term)>,
+    ) -> Self {
+        self.fence = fence;
+        self
     }
 
     /// Asks `guard` before each step whether a workload uses its image now.

@@ -6,7 +6,8 @@
 //! the DELETE/PUT calls.
 //!
 //! Owns: runs, the breaker, the executor, the tombstone method, history. May call: `config`,
-//! `index`, `planning`, `policy`, `registry`, `mirror` (the evaluation it runs over), `sources`
+//! `index`, `planning`, `policy`, `registry`, `mirror` (the evaluation it runs over), `leader`
+//! (only the leader deletes; its audit writes are fenced), `sources`
 //! (usage, re-read before deleting), `manifest` (digests and references of what it restores).
 
 pub mod breaker;
@@ -97,6 +98,7 @@ pub async fn run_once(
     source: Source<'_>,
     index: &dyn crate::index::Index,
     client: &RegistryClient,
+    leadership: &std::sync::Arc<crate::leader::Leadership>,
     mode: CleanupMode,
     force: bool,
 ) -> Result<RunReport, CleanupError> {
@@ -106,7 +108,7 @@ pub async fn run_once(
     // An enforcing run holds the lock from before its plan to its end (a dry run changes
     // nothing and takes none).
     let lock = match mode {
-        CleanupMode::Enforce => Some(recovery::acquire(index, client, &run).await?),
+        CleanupMode::Enforce => Some(recovery::acquire(index, client, &run, leadership).await?),
         CleanupMode::DryRun => None,
     };
     let loaded = planning::load(config, source).await?;
@@ -155,7 +157,8 @@ pub async fn run_once(
         config.cleanup.concurrency,
         clock + config.cleanup.deadline.0,
         started,
-    );
+    )
+    .fenced_by(lock.as_ref().map(|held| (leadership.as_ref(), held.term)));
     report.steps = execute(config, executor, steps).await;
     report.counts = executor::tally(&report.steps);
     for step in &report.steps {

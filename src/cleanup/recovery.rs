@@ -8,6 +8,7 @@
 use super::{CleanupError, tombstone};
 use crate::{
     index::{AuditAction, AuditEntry, AuditState, CleanupLock, Index, UnixMillis, Write},
+    leader::{Leadership, Term},
     registry::RegistryClient,
 };
 
@@ -19,6 +20,8 @@ static RUNNING: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 /// knows from it that there is something to settle.
 pub struct Held<'a> {
     index: &'a dyn Index,
+    /// The leadership term the run holds the lock in; its audit entries are fenced by it.
+    pub term: Term,
     _running: tokio::sync::MutexGuard<'static, ()>,
 }
 
@@ -34,15 +37,24 @@ impl Held<'_> {
     }
 }
 
-/// Takes the lock for `run`, settling what an interrupted run left first.
+/// Takes the lock for `run` — only as the leader of the processes sharing the index —
+/// settling what an interrupted run left first.
 pub async fn acquire<'a>(
     index: &'a dyn Index,
     client: &RegistryClient,
     run: &str,
+    leadership: &std::sync::Arc<Leadership>,
 ) -> Result<Held<'a>, CleanupError> {
     let running = RUNNING.try_lock().map_err(|_| {
         CleanupError::Unavailable(
             "another cleanup run is in progress; this one did not start".into(),
+        )
+    })?;
+    // A lock found below is then never a live run's: the leader that left it lost the lease.
+    let term = leadership.claim()?.ok_or_else(|| {
+        CleanupError::Unavailable(
+            "another regkeeper process sharing the index leads cleanup; this run did not start"
+                .into(),
         )
     })?;
     // Only an unfinished run leaves steps `started`; the audit log is read only then.
@@ -52,23 +64,31 @@ pub async fn acquire<'a>(
             pid = stale.pid,
             "the previous cleanup run did not finish: settling what it left"
         );
-        let settled = settle(index, client).await?;
+        let settled = settle(index, client, &leadership.fence(term)).await?;
         tracing::info!(settled, "interrupted cleanup steps settled");
     }
-    index.apply(&[Write::CleanupLock(Some(CleanupLock {
-        run: run.to_string(),
-        pid: std::process::id(),
-        started: UnixMillis::now(),
-    }))])?;
+    index.apply(&[
+        leadership.fence(term),
+        Write::CleanupLock(Some(CleanupLock {
+            run: run.to_string(),
+            pid: std::process::id(),
+            started: UnixMillis::now(),
+        })),
+    ])?;
     index.flush()?;
     Ok(Held {
         index,
+        term,
         _running: running,
     })
 }
 
-/// Settles every `started` entry; returns how many.
-pub async fn settle(index: &dyn Index, client: &RegistryClient) -> Result<usize, CleanupError> {
+/// Settles every `started` entry, each record behind `fence`; returns how many.
+pub async fn settle(
+    index: &dyn Index,
+    client: &RegistryClient,
+    fence: &Write,
+) -> Result<usize, CleanupError> {
     let open: Vec<AuditEntry> = index
         .audit()?
         .into_iter()
@@ -98,7 +118,8 @@ pub async fn settle(index: &dyn Index, client: &RegistryClient) -> Result<usize,
             }
             AuditAction::Untag => settle_untag(client, entry).await?,
         };
-        let mut writes: Vec<Write> = write.into_iter().collect();
+        let mut writes: Vec<Write> = vec![fence.clone()];
+        writes.extend(write);
         writes.push(Write::Audit(AuditEntry {
             state,
             detail,

@@ -23,6 +23,8 @@ pub struct Schedule {
     pub config: Arc<Config>,
     pub mirror: Arc<Mirror>,
     pub client: Arc<RegistryClient>,
+    /// Only the leader of the processes sharing the index runs scheduled cleanups.
+    pub leadership: Arc<crate::leader::Leadership>,
 }
 
 /// Runs cleanups until `stop` turns true. A run under way is abandoned there; the next start
@@ -41,12 +43,28 @@ pub async fn run_periodic(schedule: Schedule, mut stop: watch::Receiver<bool>) {
             _ = stop.wait_for(|stopped| *stopped) => return,
             () = tokio::time::sleep(wait) => {}
         }
+        match schedule.leadership.claim() {
+            Ok(Some(_)) => {}
+            Ok(None) => {
+                tracing::debug!("another process sharing the index leads; it runs cleanup");
+                wait = when.next_wait(false, UnixMillis::now());
+                continue;
+            }
+            Err(error) => {
+                tracing::warn!(%error, "cannot tell who leads (the index is unreachable); cleanup waits");
+                wait = when
+                    .next_wait(false, UnixMillis::now())
+                    .min(RETRY_AFTER_FAILURE);
+                continue;
+            }
+        }
         let index: &dyn Index = schedule.mirror.as_ref();
         let run = super::run_once(
             &schedule.config,
             Source::Mirror(&schedule.mirror),
             index,
             &schedule.client,
+            &schedule.leadership,
             schedule.config.cleanup.mode,
             false,
         );

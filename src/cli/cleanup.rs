@@ -70,14 +70,20 @@ pub fn apply(
         Local::Index(index) => {
             let client = client(config)?;
             let mode = mode.unwrap_or(config.cleanup.mode);
+            // Takes part in the leadership of the processes sharing the index: an enforcing
+            // run starts only as the leader, and gives the lease back when done.
+            let leadership = regkeeper::backend::leadership(config, index.clone());
             let report = runtime()?.block_on(cleanup::run_once(
                 config,
                 Source::Index(index.as_ref()),
                 index.as_ref(),
                 &client,
+                &leadership,
                 mode,
                 force,
-            ))?;
+            ));
+            leadership.resign();
+            let report = report?;
             index.flush()?;
             report
         }

@@ -115,6 +115,10 @@ pub struct IndexConfig {
     /// The shared index (`backend: postgres`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub postgres: Option<PostgresConfig>,
+    /// How long the leader's lease (cleanup and sync run on one process) lasts unrenewed: a
+    /// leader that died is replaced after this, at the next schedule.
+    #[serde(default = "default_leader_lease")]
+    pub leader_lease: HumanDuration,
     /// Record pushes, deletes and pulls as traffic passes. Off: a plain proxy, no index opened.
     #[serde(default = "default_true")]
     pub record: bool,
@@ -197,6 +201,7 @@ impl Default for IndexConfig {
         Self {
             backend: IndexBackend::Sled,
             postgres: None,
+            leader_lease: default_leader_lease(),
             path: default_index_path(),
             record: true,
             tag_patterns: Vec::new(),
@@ -364,6 +369,9 @@ impl std::str::FromStr for LogFormat {
 
 fn default_admin_listen() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], 9090))
+}
+fn default_leader_lease() -> HumanDuration {
+    HumanDuration::from_secs(30)
 }
 fn default_index_path() -> PathBuf {
     PathBuf::from("regkeeper-index")

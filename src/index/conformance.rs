@@ -524,6 +524,102 @@ fn pages_cover_everything_once_in_order(index: &dyn Index) {
     assert_eq!(steps.len(), 14);
 }
 
+fn take(index: &dyn Index, holder: &str, at: u64, until: u64) -> Lease {
+    index
+        .apply(&[Write::TakeLease {
+            name: "leader".into(),
+            holder: holder.into(),
+            at: UnixMillis(at),
+            until: UnixMillis(until),
+            exclusive: false,
+        }])
+        .unwrap();
+    index.lease("leader").unwrap().unwrap()
+}
+
+/// A fenced audit entry: written only while `holder` leads at `epoch`.
+fn fenced(index: &dyn Index, holder: &str, epoch: u64, at: u64) -> Result<(), IndexError> {
+    let entry = AuditEntry {
+        run: format!("run-{holder}-{at}"),
+        seq: 0,
+        at: UnixMillis(at),
+        repository: "team/app".into(),
+        tags: vec!["v1".into()],
+        digest: D1.into(),
+        action: AuditAction::DeleteDigest,
+        state: AuditState::Started,
+        detail: String::new(),
+        reasons: Vec::new(),
+        media_type: String::new(),
+        manifest_base64: String::new(),
+    };
+    index.apply(&[
+        Write::Fence {
+            name: "leader".into(),
+            holder: holder.into(),
+            epoch,
+            at: UnixMillis(at),
+        },
+        Write::Audit(entry),
+    ])
+}
+
+fn leases_pass_on_expiry_and_fence_out_the_holder_that_lost_one(index: &dyn Index) {
+    assert_eq!(take(index, "a", 0, 100).holder, "a");
+    assert_eq!(take(index, "b", 50, 150).holder, "a", "held, not expired");
+    let renewed = take(index, "a", 60, 160);
+    assert_eq!((renewed.epoch, renewed.expires), (1, UnixMillis(160)));
+    fenced(index, "a", 1, 100).unwrap();
+
+    let taken = take(index, "b", 170, 270);
+    assert_eq!((taken.holder.as_str(), taken.epoch), ("b", 2));
+    let refused = fenced(index, "a", 1, 171).unwrap_err();
+    assert!(matches!(refused, IndexError::Fenced(_)), "{refused}");
+    let runs: Vec<String> = index.audit().unwrap().into_iter().map(|e| e.run).collect();
+    assert_eq!(runs, ["run-a-100"], "a fenced batch writes nothing");
+    fenced(index, "b", 2, 200).unwrap();
+    assert!(
+        matches!(fenced(index, "b", 2, 300), Err(IndexError::Fenced(_))),
+        "expired"
+    );
+
+    index
+        .apply(&[Write::DropLease {
+            name: "leader".into(),
+            holder: "a".into(),
+        }])
+        .unwrap();
+    assert_eq!(
+        index.lease("leader").unwrap().unwrap().holder,
+        "b",
+        "not a's to drop"
+    );
+    index
+        .apply(&[Write::DropLease {
+            name: "leader".into(),
+            holder: "b".into(),
+        }])
+        .unwrap();
+    let next = take(index, "a", 280, 380);
+    assert_eq!(
+        (next.holder.as_str(), next.epoch),
+        ("a", 3),
+        "epochs only count up"
+    );
+    // The only process on the index takes over a live lease: its holder is gone.
+    index
+        .apply(&[Write::TakeLease {
+            name: "leader".into(),
+            holder: "c".into(),
+            at: UnixMillis(290),
+            until: UnixMillis(390),
+            exclusive: true,
+        }])
+        .unwrap();
+    let lease = index.lease("leader").unwrap().unwrap();
+    assert_eq!((lease.holder.as_str(), lease.epoch), ("c", 4));
+}
+
 macro_rules! conformance {
     ($($case:ident),* $(,)?) => {
         mod memory {
@@ -579,6 +675,7 @@ conformance!(
     manifests_remember_when_they_lost_a_tag,
     restores_are_kept_per_repository_and_reference,
     pages_cover_everything_once_in_order,
+    leases_pass_on_expiry_and_fence_out_the_holder_that_lost_one,
 );
 
 /// Opens again after a drop in this process: sled's background flusher may hold the file lock a

@@ -23,7 +23,7 @@ use std::path::Path;
 
 pub use kv::{KvStore, MemoryKv};
 pub use model::{
-    AuditAction, AuditEntry, AuditState, CleanupLock, CleanupRun, CommitLink, ConfigFacts,
+    AuditAction, AuditEntry, AuditState, CleanupLock, CleanupRun, CommitLink, ConfigFacts, Lease,
     LinkSource, ManifestKind, ManifestRecord, PreviousDigest, PullStats, RestoreRecord, SyncState,
     TagRecord, UnixMillis, Write,
 };
@@ -48,6 +48,9 @@ pub enum IndexError {
     BadRecord(String, String),
     #[error("index storage: {0}")]
     Engine(String),
+    /// A [`Write::Fence`] failed: the writer does not (or no longer) lead.
+    #[error("not the leader: {0}")]
+    Fenced(String),
     /// The engine cannot be set up as configured (a password file, a CA bundle).
     #[error("index settings: {0}")]
     Settings(String),
@@ -114,6 +117,8 @@ pub trait Index: Send + Sync {
     fn cleanup_lock(&self) -> Result<Option<CleanupLock>, IndexError>;
     /// How the last cleanup run ended.
     fn last_cleanup(&self) -> Result<Option<CleanupRun>, IndexError>;
+    /// Lease `name`, taken or expired.
+    fn lease(&self, name: &str) -> Result<Option<Lease>, IndexError>;
     /// Makes everything applied so far durable.
     fn flush(&self) -> Result<(), IndexError>;
     /// Starts over from what is durable after writes failed (see `events`, which replays

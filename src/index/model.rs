@@ -289,6 +289,15 @@ pub struct CleanupLock {
     pub started: UnixMillis,
 }
 
+/// Who leads the replicas sharing an index (runs cleanup and sync), until when. A takeover
+/// bumps the epoch, so a leader that lost the lease can tell — and is told, by [`Write::Fence`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Lease {
+    pub holder: String,
+    pub epoch: u64,
+    pub expires: UnixMillis,
+}
+
 /// The last cleanup run's outcome (for the schedule and metrics).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CleanupRun {
@@ -357,6 +366,29 @@ pub enum Write {
     CleanupRan(CleanupRun),
     /// `restore` put a manifest back (the latest restore of a reference replaces earlier ones).
     Restored(RestoreRecord),
+    /// Takes lease `name` for `holder` until `until`, when it is free, expired at `at`, or
+    /// already `holder`'s (then renewed) — or whoever holds it, when `exclusive` (the writer
+    /// holds the whole index, so any other holder is a process that is gone). A takeover bumps
+    /// the epoch. Otherwise nothing changes.
+    TakeLease {
+        name: String,
+        holder: String,
+        at: UnixMillis,
+        until: UnixMillis,
+        exclusive: bool,
+    },
+    /// Gives lease `name` up, if `holder` holds it.
+    DropLease { name: String, holder: String },
+    /// Fails the whole batch unless `holder` holds lease `name` at `epoch`, unexpired at `at`:
+    /// written with an audit entry, it proves leadership in the same batch as the record of a
+    /// deletion about to happen, so a leader that lost the lease (paused past it, cut off)
+    /// cannot record — and so cannot make — another deletion.
+    Fence {
+        name: String,
+        holder: String,
+        epoch: u64,
+        at: UnixMillis,
+    },
     /// Pulls seen since the last batch.
     RecordPulls {
         repository: String,

@@ -13,7 +13,7 @@ use super::{
     Index, IndexError,
     kv::{KvRead, KvStore, KvWrite},
     model::{
-        AuditEntry, CleanupLock, CleanupRun, CommitLink, LinkSource, ManifestRecord,
+        AuditEntry, CleanupLock, CleanupRun, CommitLink, Lease, LinkSource, ManifestRecord,
         PreviousDigest, PullStats, RestoreRecord, SyncState, TagRecord, UnixMillis, Write,
     },
 };
@@ -37,6 +37,7 @@ const LINK: u8 = b'c';
 const PULL: u8 = b'p';
 const AUDIT: u8 = b'a';
 const RESTORE: u8 = b'x';
+const LEASE: u8 = b'l';
 
 /// `kind` + parts joined by NUL (which no repository, tag, digest or commit contains).
 fn key(kind: u8, parts: &[&str]) -> Vec<u8> {
@@ -281,6 +282,10 @@ impl<K: KvStore> Index for Store<K> {
 
     fn last_cleanup(&self) -> Result<Option<CleanupRun>, IndexError> {
         self.read(CLEANUP_RUN_KEY)
+    }
+
+    fn lease(&self, name: &str) -> Result<Option<Lease>, IndexError> {
+        self.read(&key(LEASE, &[name]))
     }
 
     fn flush(&self) -> Result<(), IndexError> {

@@ -51,6 +51,7 @@ pub(super) fn admin_state(
                 config: shared.clone(),
                 mirror: recording.mirror.clone(),
                 client: client.clone(),
+                leadership: recording.leadership.clone(),
             }),
             _ => None,
         },
@@ -94,6 +95,7 @@ impl Background {
         let Recording {
             index,
             mirror,
+            leadership,
             events,
             receiver,
         } = recording;
@@ -113,6 +115,7 @@ impl Background {
                 config,
                 mirror,
                 client: self.client.clone(),
+                leadership: leadership.clone(),
             },
             self.stop.clone(),
         ));
@@ -131,6 +134,7 @@ impl Background {
                 linker: self.linker.clone(),
                 interval,
                 concurrency,
+                leadership,
             },
             self.stop,
         ));

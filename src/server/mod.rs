@@ -9,7 +9,7 @@
 //! within the grace period).
 //!
 //! May call: `proxy`, `admin`, `upstream`, `tls`, `events`, `index`, `registry`, `configs`,
-//! `linking`, `sync`, `cleanup` (the schedule), `mirror`, `config`, `telemetry`, `backend` (opening
+//! `linking`, `sync`, `cleanup` (the schedule), `mirror`, `config`, `telemetry`, `leader`, `backend` (opening
 //! the index).
 
 use std::{net::TcpListener as StdTcpListener, sync::Arc, time::Duration};
@@ -76,6 +76,8 @@ const POOL_SWEEP_PERIOD: Duration = Duration::from_secs(5);
 struct Recording {
     index: Arc<dyn Index>,
     mirror: Arc<Mirror>,
+    /// This process's claim to lead cleanup and sync among those sharing the index.
+    leadership: Arc<crate::leader::Leadership>,
     events: events::EventSender,
     receiver: events::EventReceiver,
 }
@@ -89,9 +91,11 @@ impl Recording {
         }
         let mirror = Arc::new(Mirror::new(crate::backend::open(config)?));
         let (events, receiver) = events::channel(EVENT_QUEUE);
+        let leadership = crate::backend::leadership(config, mirror.clone());
         Ok(Some(Self {
             index: mirror.clone(),
             mirror,
+            leadership,
             events,
             receiver,
         }))
@@ -154,6 +158,7 @@ pub fn serve(config: Config) -> Result<(), ServeError> {
         health: index_health,
         stop: stop_rx.clone(),
     };
+    let leadership = recording.as_ref().map(|r| r.leadership.clone());
     let writer = recording.map(|recording| background.spawn(&control, recording, writer_finish));
     control.spawn(metrics_upkeep());
     let admin_addr = config.admin.listen;
@@ -173,6 +178,10 @@ pub fn serve(config: Config) -> Result<(), ServeError> {
     })?;
     for thread in threads {
         let _ = thread.join();
+    }
+    // Another replica need not wait for the lease to expire.
+    if let Some(leadership) = leadership {
+        leadership.resign();
     }
     // The workers are gone: the writer applies what is still queued, flushes and ends.
     let _ = finish_writer.send(());

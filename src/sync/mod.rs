@@ -9,7 +9,8 @@
 //! it completely recorded.
 //!
 //! Owns: the crawl and its progress. May call: `registry`, `index` (reads), `events` (writes),
-//! `manifest`, `linking`, `configs`, `config`, `tls`, `backend` (opening the index).
+//! `manifest`, `linking`, `configs`, `config`, `tls`, `backend` (opening the index), `leader`
+//! (only the leader syncs on schedule).
 
 mod crawl;
 pub mod progress;

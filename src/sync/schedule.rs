@@ -26,6 +26,8 @@ pub struct Schedule {
     pub linker: Linker,
     pub interval: Duration,
     pub concurrency: usize,
+    /// Only the leader of the processes sharing the index syncs.
+    pub leadership: Arc<crate::leader::Leadership>,
 }
 
 /// Runs syncs on schedule until `stop` turns true (a run in progress is abandoned there and
@@ -44,6 +46,19 @@ pub async fn run_periodic(schedule: Schedule, mut stop: watch::Receiver<bool>) {
         tokio::select! {
             _ = stop.wait_for(|stopped| *stopped) => return,
             () = tokio::time::sleep(wait) => {}
+        }
+        match schedule.leadership.claim() {
+            Ok(Some(_)) => {}
+            Ok(None) => {
+                tracing::debug!("another process sharing the index leads; it syncs");
+                wait = schedule.interval;
+                continue;
+            }
+            Err(error) => {
+                tracing::warn!(%error, "cannot tell who leads (the index is unreachable); sync waits");
+                wait = schedule.interval.min(RETRY_AFTER_FAILURE);
+                continue;
+            }
         }
         let run = super::run(
             &schedule.client,

@@ -1119,7 +1119,9 @@ fn back_to_back_runs_keep_their_own_ids_entries_and_restores() {
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let mut runs = Vec::new();
     {
-        let index = regkeeper::index::open_sled(&case.work.path().join("index")).unwrap();
+        let index = std::sync::Arc::new(
+            regkeeper::index::open_sled(&case.work.path().join("index")).unwrap(),
+        );
         let long_ago = regkeeper::index::UnixMillis(1);
         for (i, digest) in digests.iter().enumerate() {
             // Each run finds one more image, recorded just before it.

@@ -33,7 +33,7 @@ fn run(tag_delete: TagDelete) -> (MemoryRegistry, RunReport, String) {
     let registry = runtime.block_on(MemoryRegistry::start(tag_delete));
     let work = tempfile::tempdir().unwrap();
     let config = Config::load(&cli_config(work.path(), &registry.url, RULES)).unwrap();
-    let index = regkeeper::index::in_memory();
+    let index = std::sync::Arc::new(regkeeper::index::in_memory());
     let long_ago = UnixMillis(UnixMillis::now().0 - 86_400_000);
     let mut x = String::new();
     for (tag, name) in [

@@ -25,7 +25,7 @@ fn an_untagged_manifest_deleted_by_someone_else_is_forgotten() {
         "      untaggedManifests:\n        maxAge: 0s\n      untracked:\n",
     );
     let config = Config::load(&cli_config(work.path(), &registry.url, &rules)).unwrap();
-    let index = regkeeper::index::in_memory();
+    let index = std::sync::Arc::new(regkeeper::index::in_memory());
     let long_ago = UnixMillis(UnixMillis::now().0 - 86_400_000);
     // Known to the index as pushed and then untagged (the tag forgotten); never in this registry.
     let lost = "sha256:1111111111111111111111111111111111111111111111111111111111111111";

@@ -241,22 +241,26 @@ pub fn cli_config(dir: &std::path::Path, upstream_url: &str, extra: &str) -> Pat
 
 /// One cleanup run in this process against `config`'s upstream, over `index` (which the test
 /// filled), as `regkeeper apply --mode MODE` would run it.
-pub fn run_cleanup(
+pub fn run_cleanup<I: regkeeper::index::Index + 'static>(
     runtime: &tokio::runtime::Runtime,
     config: &regkeeper::config::Config,
-    index: &dyn regkeeper::index::Index,
+    index: &std::sync::Arc<I>,
     mode: regkeeper::config::CleanupMode,
 ) -> regkeeper::cleanup::RunReport {
     let tls = regkeeper::tls::client_for_upstream(config).unwrap();
     let client = regkeeper::registry::RegistryClient::new(config, tls).unwrap();
-    runtime
+    let leadership = regkeeper::backend::leadership(config, index.clone());
+    let report = runtime
         .block_on(regkeeper::cleanup::run_once(
             config,
-            regkeeper::planning::Source::Index(index),
-            index,
+            regkeeper::planning::Source::Index(index.as_ref()),
+            index.as_ref(),
             &client,
+            &leadership,
             mode,
             false,
         ))
-        .unwrap()
+        .unwrap();
+    leadership.resign();
+    report
 }

@@ -43,7 +43,8 @@ impl<R: Registry> Executor<'_, R> {
             ),
             None => (String::new(), String::new()),
         };
-        self.index.apply(&[Write::Audit(AuditEntry {
+        let fence = self.fence.map(|(leadership, term)| leadership.fence(term));
+        let audit = Write::Audit(AuditEntry {
             run: self.run.clone(),
             seq: step.seq,
             at: UnixMillis::now(),
@@ -56,7 +57,9 @@ impl<R: Registry> Executor<'_, R> {
             reasons: step.reasons.clone(),
             media_type,
             manifest_base64,
-        })])?;
+        });
+        let writes: Vec<Write> = fence.into_iter().chain([audit]).collect();
+        self.index.apply(&writes)?;
         if state == AuditState::Started {
             // On disk before the call it announces: a crash must not lose the record of a
             // deletion that happened.

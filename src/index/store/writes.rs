@@ -125,6 +125,9 @@ fn first_reads(write: &Write) -> Vec<Vec<u8>> {
             reference,
             ..
         } => vec![key(PULL, &[repository, reference])],
+        Write::TakeLease { name, .. }
+        | Write::DropLease { name, .. }
+        | Write::Fence { name, .. } => vec![key(LEASE, &[name])],
         _ => Vec::new(),
     }
 }
@@ -233,6 +236,27 @@ pub(super) fn apply_one(pending: &mut Pending<'_>, write: &Write) -> Result<(), 
                 pending.remove(key(TAG, &[repository, tag]));
             }
         }
+        Write::TakeLease {
+            name,
+            holder,
+            at,
+            until,
+            exclusive,
+        } => take_lease(pending, name, holder, (*at, *until), *exclusive)?,
+        Write::DropLease { name, holder } => {
+            // Kept, expired: the next holder's epoch still counts up.
+            let key = key(LEASE, &[name]);
+            if let Some(mut lease) = pending.get::<Lease>(&key)?.filter(|l| l.holder == *holder) {
+                lease.expires = UnixMillis(0);
+                pending.put(key, &lease);
+            }
+        }
+        Write::Fence {
+            name,
+            holder,
+            epoch,
+            at,
+        } => fence(pending, name, holder, *epoch, *at)?,
         Write::RecordPulls {
             repository,
             reference,
@@ -337,5 +361,56 @@ fn link_key(link: &CommitLink) -> Vec<u8> {
                 tag.as_deref().unwrap_or(""),
             ],
         ),
+    }
+}
+
+/// The lease for `holder`: renewed if theirs, taken over (a new epoch) if free, expired, or
+/// `exclusive`.
+fn take_lease(
+    pending: &mut Pending<'_>,
+    name: &str,
+    holder: &str,
+    (at, until): (UnixMillis, UnixMillis),
+    exclusive: bool,
+) -> Result<(), IndexError> {
+    let key = key(LEASE, &[name]);
+    let current = pending.get::<Lease>(&key)?;
+    let epoch = match &current {
+        Some(lease) if lease.holder == holder => lease.epoch,
+        Some(lease) if lease.expires > at && !exclusive => return Ok(()),
+        Some(lease) => lease.epoch + 1,
+        None => 1,
+    };
+    pending.put(
+        key,
+        &Lease {
+            holder: holder.to_string(),
+            epoch,
+            expires: until,
+        },
+    );
+    Ok(())
+}
+
+/// Fails the batch unless `holder` still holds the lease at `epoch`, unexpired at `at`.
+fn fence(
+    pending: &mut Pending<'_>,
+    name: &str,
+    holder: &str,
+    epoch: u64,
+    at: UnixMillis,
+) -> Result<(), IndexError> {
+    match pending.get::<Lease>(&key(LEASE, &[name]))? {
+        Some(lease) if lease.holder == holder && lease.epoch == epoch && lease.expires > at => {
+            Ok(())
+        }
+        Some(lease) if lease.holder == holder && lease.epoch == epoch => Err(IndexError::Fenced(
+            format!("the {name} lease expired before this write"),
+        )),
+        Some(lease) => Err(IndexError::Fenced(format!(
+            "the {name} lease passed to {} (epoch {})",
+            lease.holder, lease.epoch
+        ))),
+        None => Err(IndexError::Fenced(format!("nobody holds the {name} lease"))),
     }
 }
