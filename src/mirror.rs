@@ -12,6 +12,8 @@
 //! the policy's plain data needs). May call: `index`, `policy::snapshot`.
 
 pub mod read;
+#[cfg(test)]
+mod shared;
 
 use std::{
     collections::{BTreeSet, HashMap},
@@ -43,6 +45,9 @@ struct State {
     dirty: BTreeSet<String>,
     /// Digests linked to commits since the last refresh.
     linked: HashSet<String>,
+    /// Where the index's change log was read to (a shared index, which other processes
+    /// write too).
+    cursor: Option<u64>,
 }
 
 impl Mirror {
@@ -68,6 +73,7 @@ impl Mirror {
     /// repositories written since.
     pub fn snapshot(&self) -> Result<Snapshot, IndexError> {
         let _turn = self.refreshing.lock().unwrap_or_else(|e| e.into_inner());
+        let cursor = self.state().cursor;
         if !self.is_warm() {
             // Marks made during the read stay: the next refresh reads those repositories again.
             {
@@ -76,13 +82,32 @@ impl Mirror {
                 state.linked.clear();
             }
             let started = std::time::Instant::now();
+            // Taken first: what others write during the read is read again next time.
+            let cursor = self.index.change_cursor()?;
             let whole = read::snapshot(self.index.as_ref())?;
             tracing::info!(
                 repositories = whole.repositories.len(),
                 seconds = started.elapsed().as_secs_f64(),
                 "index mirror read"
             );
-            self.state().snapshot = Some(whole);
+            let mut state = self.state();
+            state.snapshot = Some(whole);
+            state.cursor = cursor;
+        } else if let Some(cursor) = cursor {
+            let changes = self.index.changes_after(cursor)?;
+            let mut state = self.state();
+            if changes.lost {
+                tracing::warn!(
+                    "the index's change log was pruned past this replica's copy; reading it whole again"
+                );
+                state.snapshot = None;
+                drop(state);
+                drop(_turn);
+                return self.snapshot();
+            }
+            state.dirty.extend(changes.repositories);
+            state.linked.extend(changes.linked);
+            state.cursor = Some(changes.cursor);
         }
         let (mut dirty, linked, current) = {
             let mut state = self.state();
@@ -301,6 +326,14 @@ impl Index for Mirror {
 
     fn lease(&self, name: &str) -> Result<Option<crate::index::Lease>, IndexError> {
         self.index.lease(name)
+    }
+
+    fn change_cursor(&self) -> Result<Option<u64>, IndexError> {
+        self.index.change_cursor()
+    }
+
+    fn changes_after(&self, cursor: u64) -> Result<crate::index::Changes, IndexError> {
+        self.index.changes_after(cursor)
     }
 
     fn flush(&self) -> Result<(), IndexError> {

@@ -638,23 +638,11 @@ macro_rules! conformance {
                 let server = crate::index::postgres::testing::TestPostgres::start();
                 $(
                     eprintln!("case {}", stringify!($case));
-                    super::$case(&super::open_pg(&server.fresh_database()));
+                    super::$case(&crate::index::postgres::open_for_tests(&server.fresh_database()));
                 )*
             }
         }
     };
-}
-
-/// The shared engine on `url`, plain TCP (the test server offers no TLS).
-pub(crate) fn open_pg(url: &str) -> PgIndex {
-    open_postgres(&crate::index::postgres::PgOptions {
-        url: url.to_string(),
-        password: None,
-        tls: std::sync::Arc::new(crate::index::postgres::testing_tls()),
-        connections: 4,
-        connect_timeout: std::time::Duration::from_secs(10),
-    })
-    .unwrap()
 }
 
 conformance!(

@@ -28,6 +28,15 @@ pub trait KvRead {
     fn is_empty(&self) -> Result<bool, IndexError>;
 }
 
+/// What [`KvStore::changes_after`] found.
+pub struct KeyChanges {
+    /// Where the next read goes on from.
+    pub cursor: u64,
+    pub keys: Vec<Vec<u8>>,
+    /// The log no longer reaches back to the cursor asked for (it was pruned).
+    pub lost: bool,
+}
+
 /// Builds one batch from what it reads.
 pub type Build<'a> = dyn FnMut(&dyn KvRead) -> Result<Vec<KvWrite>, IndexError> + 'a;
 
@@ -52,6 +61,21 @@ pub trait KvStore: KvRead + Send + Sync {
     fn apply(&self, writes: Vec<KvWrite>) -> Result<(), IndexError>;
     /// Makes applied batches durable.
     fn flush(&self) -> Result<(), IndexError>;
+    /// Where the log of changes made by any writer ends now; `None` for an engine only this
+    /// process writes (it sees every change it makes).
+    fn change_cursor(&self) -> Result<Option<u64>, IndexError> {
+        Ok(None)
+    }
+
+    /// The keys changed after `cursor` (by any writer, in commit order), up to `limit` batches.
+    fn changes_after(&self, cursor: u64, _limit: usize) -> Result<KeyChanges, IndexError> {
+        Ok(KeyChanges {
+            cursor,
+            keys: Vec::new(),
+            lost: false,
+        })
+    }
+
     /// Starts over from what is durable, after writes failed (an engine that keeps an I/O
     /// error for good is replaced by a fresh handle). Nothing to do by default.
     fn reopen(&self) -> Result<(), IndexError> {

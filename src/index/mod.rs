@@ -119,6 +119,19 @@ pub trait Index: Send + Sync {
     fn last_cleanup(&self) -> Result<Option<CleanupRun>, IndexError>;
     /// Lease `name`, taken or expired.
     fn lease(&self, name: &str) -> Result<Option<Lease>, IndexError>;
+    /// Where the log of changes by every writer ends now: `None` when only this process
+    /// writes the index (it sees its own writes as it makes them).
+    fn change_cursor(&self) -> Result<Option<u64>, IndexError> {
+        Ok(None)
+    }
+    /// What any writer changed after `cursor`: the repositories and linked digests to read
+    /// again, and where to go on from.
+    fn changes_after(&self, cursor: u64) -> Result<Changes, IndexError> {
+        Ok(Changes {
+            cursor,
+            ..Changes::default()
+        })
+    }
     /// Makes everything applied so far durable.
     fn flush(&self) -> Result<(), IndexError>;
     /// Starts over from what is durable after writes failed (see `events`, which replays
@@ -133,6 +146,17 @@ pub trait Index: Send + Sync {
     fn tag_pushes(&self, _repository: &str) -> Option<u64> {
         None
     }
+}
+
+/// What [`Index::changes_after`] found.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Changes {
+    pub cursor: u64,
+    pub repositories: std::collections::BTreeSet<String>,
+    /// Digests linked to commits (their repositories hold them).
+    pub linked: std::collections::BTreeSet<String>,
+    /// The log no longer reaches back that far: read everything again.
+    pub lost: bool,
 }
 
 pub type SledIndex = Store<SledKv>;

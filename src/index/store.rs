@@ -93,6 +93,35 @@ fn link_source_key(source: &LinkSource) -> String {
     }
 }
 
+/// Batches read from the change log per trip.
+const CHANGE_PAGE: usize = 10_000;
+
+/// Notes what a changed key means to a reader of the index: its repository, or the digest a
+/// commit link is about.
+fn changed(key: &[u8], changes: &mut super::Changes) {
+    let Some((&kind, rest)) = key.split_first() else {
+        return;
+    };
+    let mut parts = rest.split(|b| *b == 0).map(|p| String::from_utf8_lossy(p));
+    match kind {
+        REPOSITORY | TAG | MANIFEST | PULL | RESTORE => {
+            if let Some(repository) = parts.next() {
+                changes.repositories.insert(repository.into_owned());
+            }
+        }
+        LINK => {
+            if let Some(digest) = parts.next() {
+                changes.linked.insert(digest.into_owned());
+            }
+            // A scoped link names its repository too (digest, commit, source, repository, tag).
+            if let Some(repository) = parts.nth(2) {
+                changes.repositories.insert(repository.into_owned());
+            }
+        }
+        _ => {}
+    }
+}
+
 pub struct Store<K> {
     kv: K,
     /// Batches are read-modify-write: one at a time.
@@ -286,6 +315,29 @@ impl<K: KvStore> Index for Store<K> {
 
     fn lease(&self, name: &str) -> Result<Option<Lease>, IndexError> {
         self.read(&key(LEASE, &[name]))
+    }
+
+    fn change_cursor(&self) -> Result<Option<u64>, IndexError> {
+        self.kv.change_cursor()
+    }
+
+    fn changes_after(&self, cursor: u64) -> Result<super::Changes, IndexError> {
+        let mut changes = super::Changes {
+            cursor,
+            ..Default::default()
+        };
+        loop {
+            let page = self.kv.changes_after(changes.cursor, CHANGE_PAGE)?;
+            changes.lost |= page.lost;
+            for key in &page.keys {
+                changed(key, &mut changes);
+            }
+            let done = page.cursor == changes.cursor;
+            changes.cursor = page.cursor;
+            if done {
+                return Ok(changes);
+            }
+        }
     }
 
     fn flush(&self) -> Result<(), IndexError> {

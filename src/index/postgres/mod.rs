@@ -21,7 +21,7 @@ use tokio_postgres::error::SqlState;
 
 use super::{
     IndexError,
-    kv::{Build, KvPair, KvRead, KvStore, KvWrite, Visit},
+    kv::{Build, KeyChanges, KvPair, KvRead, KvStore, KvWrite, Visit},
 };
 pub use schema::LATEST as SCHEMA;
 use transaction::Transaction;
@@ -91,6 +91,9 @@ fn chain(error: &dyn std::error::Error) -> String {
     }
     text
 }
+
+/// One batch in the change log: its sequence number and the keys it changed.
+type ChangeRow = (i64, Vec<Vec<u8>>);
 
 /// A batch that keeps conflicting is given up after this many runs (the caller retries later).
 const MAX_RUNS: u32 = 20;
@@ -379,10 +382,61 @@ impl KvStore for PgKv {
         // A committed transaction is durable.
         Ok(())
     }
+
+    fn change_cursor(&self) -> Result<Option<u64>, IndexError> {
+        let pool = self.pool.clone();
+        let seq: i64 = self.run(async move {
+            let client = pool.get().await.map_err(pool_error)?;
+            let row = client
+                .query_one("SELECT coalesce(max(seq), 0) FROM regkeeper_changes", &[])
+                .await?;
+            Ok(row.get(0))
+        })?;
+        Ok(Some(seq.max(0) as u64))
+    }
+
+    fn changes_after(&self, cursor: u64, limit: usize) -> Result<KeyChanges, IndexError> {
+        let pool = self.pool.clone();
+        let after = i64::try_from(cursor).unwrap_or(i64::MAX);
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let (rows, pruned): (Vec<ChangeRow>, i64) = self.run(async move {
+            let client = pool.get().await.map_err(pool_error)?;
+            let pruned: i64 = client
+                .query_one("SELECT upto FROM regkeeper_changes_pruned", &[])
+                .await?
+                .get(0);
+            let rows = client
+                .query(
+                    "SELECT seq, keys FROM regkeeper_changes WHERE seq > $1 ORDER BY seq LIMIT $2",
+                    &[&after, &limit],
+                )
+                .await?;
+            Ok((rows.iter().map(|r| (r.get(0), r.get(1))).collect(), pruned))
+        })?;
+        let next = rows.last().map_or(cursor, |(seq, _)| *seq as u64);
+        Ok(KeyChanges {
+            cursor: next,
+            keys: rows.into_iter().flat_map(|(_, keys)| keys).collect(),
+            lost: after < pruned,
+        })
+    }
 }
 
 #[cfg(test)]
 pub mod testing;
+
+/// The shared engine on `url`, plain TCP (the test server offers no TLS).
+#[cfg(test)]
+pub fn open_for_tests(url: &str) -> super::PgIndex {
+    super::open_postgres(&PgOptions {
+        url: url.to_string(),
+        password: None,
+        tls: Arc::new(testing_tls()),
+        connections: 4,
+        connect_timeout: Duration::from_secs(10),
+    })
+    .unwrap_or_else(|e| panic!("opening {url}: {e}"))
+}
 
 /// A client TLS config with no roots: for tests against a server that offers no TLS.
 #[cfg(test)]

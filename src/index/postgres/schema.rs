@@ -11,9 +11,10 @@ use tokio_postgres::Client;
 use super::PgError;
 
 /// `(version, SQL)`, in order. Never edit a released one: add the next.
-const MIGRATIONS: &[(i32, &str)] = &[(
-    1,
-    r"
+const MIGRATIONS: &[(i32, &str)] = &[
+    (
+        1,
+        r"
 CREATE TABLE regkeeper_kv (
     key bytea PRIMARY KEY,
     value bytea NOT NULL
@@ -54,7 +55,26 @@ SELECT regkeeper_json(value) ->> 'run' AS run,
 FROM regkeeper_kv
 WHERE key >= '\x61'::bytea AND key < '\x62'::bytea;
 ",
-)];
+    ),
+    (
+        2,
+        r"
+-- What each batch changed, in commit order (commits append under one lock): replicas keep
+-- their in-memory copy current by reading on from where they were.
+CREATE TABLE regkeeper_changes (
+    seq bigserial PRIMARY KEY,
+    at timestamptz NOT NULL DEFAULT now(),
+    keys bytea[] NOT NULL
+);
+-- The log is pruned; a reader from before this has to read everything again.
+CREATE TABLE regkeeper_changes_pruned (
+    only_row boolean PRIMARY KEY DEFAULT true CHECK (only_row),
+    upto bigint NOT NULL
+);
+INSERT INTO regkeeper_changes_pruned (upto) VALUES (0);
+",
+    ),
+];
 
 /// The layout this build writes.
 pub const LATEST: i32 = MIGRATIONS[MIGRATIONS.len() - 1].0;

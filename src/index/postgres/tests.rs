@@ -5,8 +5,7 @@ use std::{sync::Arc, thread};
 
 use super::{testing::TestPostgres, *};
 use crate::index::{
-    Index, ManifestKind, ManifestRecord, PgIndex, UnixMillis, Write, conformance::open_pg,
-    open_postgres,
+    Index, ManifestKind, ManifestRecord, PgIndex, UnixMillis, Write, open_postgres,
 };
 
 const D: [&str; 3] = [
@@ -52,7 +51,7 @@ fn prefix_ends_are_the_next_key_after_the_range() {
 fn pull_tallies_from_three_replicas_add_up() {
     let server = TestPostgres::start();
     let url = server.fresh_database();
-    let replicas: Vec<Arc<PgIndex>> = (0..3).map(|_| Arc::new(open_pg(&url))).collect();
+    let replicas: Vec<Arc<PgIndex>> = (0..3).map(|_| Arc::new(open_for_tests(&url))).collect();
     let rounds = 60u64;
     let writers: Vec<_> = replicas
         .iter()
@@ -87,7 +86,10 @@ fn pull_tallies_from_three_replicas_add_up() {
 fn two_writers_recording_the_same_tag_lose_no_history() {
     let server = TestPostgres::start();
     let url = server.fresh_database();
-    let (a, b) = (Arc::new(open_pg(&url)), Arc::new(open_pg(&url)));
+    let (a, b) = (
+        Arc::new(open_for_tests(&url)),
+        Arc::new(open_for_tests(&url)),
+    );
     let pushes = 40u64;
     let writer = |index: Arc<PgIndex>, digests: [&'static str; 2], offset: u64| {
         thread::spawn(move || {
@@ -128,7 +130,10 @@ fn two_writers_recording_the_same_tag_lose_no_history() {
 fn a_delete_racing_a_push_leaves_one_of_the_two_orders() {
     let server = TestPostgres::start();
     let url = server.fresh_database();
-    let (a, b) = (Arc::new(open_pg(&url)), Arc::new(open_pg(&url)));
+    let (a, b) = (
+        Arc::new(open_for_tests(&url)),
+        Arc::new(open_for_tests(&url)),
+    );
     for round in 0..30 {
         let tag = format!("t{round}");
         a.apply(&[
@@ -177,7 +182,7 @@ fn a_delete_racing_a_push_leaves_one_of_the_two_orders() {
 fn a_database_a_newer_regkeeper_migrated_is_refused_and_left_alone() {
     let server = TestPostgres::start();
     let url = server.fresh_database();
-    drop(open_pg(&url));
+    drop(open_for_tests(&url));
     let database = url.rsplit('/').next().unwrap();
     server.sql(
         database,
@@ -213,7 +218,7 @@ fn replicas_starting_together_migrate_once() {
         .map(|_| {
             let url = url.clone();
             thread::spawn(move || {
-                open_pg(&url)
+                open_for_tests(&url)
                     .apply(&[Write::push("team/app", "v1", D[0], UnixMillis(1))])
                     .unwrap();
             })
@@ -236,7 +241,7 @@ fn replicas_starting_together_migrate_once() {
 fn which_tags_point_to_a_digest_is_one_sql_query() {
     let server = TestPostgres::start();
     let url = server.fresh_database();
-    let index = open_pg(&url);
+    let index = open_for_tests(&url);
     index
         .apply(&[
             Write::push("team/app", "v1", D[0], UnixMillis(1)),

@@ -168,6 +168,11 @@ async fn commit(
     // One value per key (the last), in key order: concurrent batches lock rows in the same
     // order, and one statement never touches a row twice.
     let writes: BTreeMap<Vec<u8>, Option<Vec<u8>>> = writes.into_iter().collect();
+    if writes.is_empty() {
+        transaction.commit().await?;
+        return Ok(());
+    }
+    let changed: Vec<Vec<u8>> = writes.keys().cloned().collect();
     let (mut keys, mut values, mut gone) = (Vec::new(), Vec::new(), Vec::new());
     for (key, value) in writes {
         match value {
@@ -194,6 +199,36 @@ async fn commit(
             .await?;
         transaction.execute(&statement, &[&keys, &values]).await?;
     }
+    // Last, under one lock held to the commit: the log's order is the commits' order, so a
+    // reader going on from a sequence number misses nothing committed later.
+    transaction
+        .execute("SELECT pg_advisory_xact_lock($1)", &[&CHANGES_LOCK])
+        .await?;
+    let statement = transaction
+        .prepare_cached("INSERT INTO regkeeper_changes (keys) VALUES ($1) RETURNING seq")
+        .await?;
+    let seq: i64 = transaction.query_one(&statement, &[&changed]).await?.get(0);
+    if seq % PRUNE_EVERY == 0 {
+        prune(&transaction).await?;
+    }
     transaction.commit().await?;
+    Ok(())
+}
+
+/// Serializes the appends to the change log (any fixed number).
+const CHANGES_LOCK: i64 = 0x0072_6b63_6861_6e67;
+/// Every this many batches, the log drops what is older than [`KEEP_CHANGES`].
+const PRUNE_EVERY: i64 = 1024;
+/// How far back the change log reaches: a replica further behind reads everything again.
+const KEEP_CHANGES: &str = "1 hour";
+
+async fn prune(transaction: &deadpool_postgres::Transaction<'_>) -> Result<(), PgError> {
+    let sql = format!(
+        "WITH gone AS (DELETE FROM regkeeper_changes WHERE at < now() - interval '{KEEP_CHANGES}' \
+         RETURNING seq) \
+         UPDATE regkeeper_changes_pruned SET upto = greatest(upto, (SELECT max(seq) FROM gone)) \
+         WHERE EXISTS (SELECT 1 FROM gone)"
+    );
+    transaction.execute(&sql, &[]).await?;
     Ok(())
 }
