@@ -13,6 +13,7 @@ mod operator;
 mod plan;
 mod recording;
 mod references;
+mod replicas;
 mod sync;
 mod tls;
 mod transfers;

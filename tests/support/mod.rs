@@ -7,6 +7,7 @@ pub mod git;
 pub mod http;
 pub mod image;
 pub mod memory_registry;
+pub mod postgres;
 pub mod process;
 pub mod registry;
 pub mod regkeeper;
