@@ -140,6 +140,11 @@ pub const ENV_OVERRIDES: &[EnvOverride] = &[
         Some(v.into())),
     over!("REGKEEPER_INDEX_PATH", "index.path", |c, v| c.index.path =
         v.into()),
+    over!(
+        "REGKEEPER_INDEX_LEADER_LEASE",
+        "index.leaderLease",
+        |c, v| c.index.leader_lease = parse(v)?
+    ),
     over!("REGKEEPER_INDEX_BACKEND", "index.backend", |c, v| c
         .index
         .backend =

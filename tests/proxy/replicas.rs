@@ -61,8 +61,16 @@ fn two_replicas_record_into_one_index_that_every_command_reads() {
     let mut layout = Layout::new(work.path());
     images(&mut layout, &["one", "two"]);
     let src = |tag: &str| format!("oci:{}:{tag}", layout.dir.display());
-    skopeo_copy(&src("one"), &format!("docker://{}/team/app:via-a", a.host()), &[]);
-    skopeo_copy(&src("two"), &format!("docker://{}/team/app:via-b", b.host()), &[]);
+    skopeo_copy(
+        &src("one"),
+        &format!("docker://{}/team/app:via-a", a.host()),
+        &[],
+    );
+    skopeo_copy(
+        &src("two"),
+        &format!("docker://{}/team/app:via-b", b.host()),
+        &[],
+    );
     // Pulled through B what A pushed: the same registry behind both.
     remote_digest(&format!("docker://{}/team/app:via-a", b.host()));
 
@@ -131,4 +139,118 @@ fn pushes_and_pulls_go_on_while_the_database_is_down_and_are_recorded_after() {
             )
         },
     );
+}
+
+/// Who holds the leader lease: the replica whose pid is in the holder's name.
+fn leader<'a>(
+    postgres: &TestPostgres,
+    database: &str,
+    replicas: &[&'a Regkeeper],
+) -> Option<&'a Regkeeper> {
+    let holder = postgres.sql(
+        database,
+        "SELECT regkeeper_json(value) ->> 'holder' FROM regkeeper_kv \
+         WHERE key = '\\x6c6c6561646572'::bytea \
+         AND (regkeeper_json(value) ->> 'expires')::bigint > extract(epoch FROM now()) * 1000",
+    );
+    let pid = holder.trim().split('/').nth(1)?.to_string();
+    replicas
+        .iter()
+        .copied()
+        .find(|r| r.pid().to_string() == pid)
+}
+
+fn runs_started(proxy: &Regkeeper) -> usize {
+    proxy.logs().matches("cleanup run starts").count()
+}
+
+/// Two replicas with the same cleanup schedule: only the leader runs it. Paused (SIGSTOP) past
+/// its lease, the leader is replaced; resumed, it runs no more cleanups, and what the new
+/// leader deletes is deleted once.
+#[test]
+fn one_of_two_replicas_runs_the_schedule_and_a_paused_leader_is_replaced() {
+    let postgres = TestPostgres::start();
+    let url = postgres.fresh_database();
+    let database = url.rsplit('/').next().unwrap().to_string();
+    let registry = Registry::start();
+    let extra = format!("{}  mode: enforce\n  interval: 1s\n", crate::cleanup::RULES);
+    let env = shared_index(&url);
+    let mut env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    env.push(("REGKEEPER_INDEX_LEADER_LEASE", "2s"));
+    let a = Regkeeper::start_full(&registry.url(), &extra, &env);
+    let b = Regkeeper::start_full(&registry.url(), &extra, &env);
+    wait_until(
+        Duration::from_secs(30),
+        Duration::from_millis(200),
+        || runs_started(&a) + runs_started(&b) >= 4,
+        || format!("no scheduled runs:\n{}\n{}", a.logs(), b.logs()),
+    );
+    let first = leader(&postgres, &database, &[&a, &b]).expect("a leader");
+    let other = if std::ptr::eq(first, &a) { &b } else { &a };
+    assert_eq!(
+        runs_started(other),
+        0,
+        "only the leader runs:\n{}",
+        other.logs()
+    );
+
+    first.signal("STOP");
+    wait_until(
+        Duration::from_secs(30),
+        Duration::from_millis(200),
+        || runs_started(other) > 0,
+        || format!("the other replica never took over:\n{}", other.logs()),
+    );
+    // The new leader deletes what no rule keeps, pushed now.
+    let work = tempfile::tempdir().unwrap();
+    let mut layout = Layout::new(work.path());
+    images(&mut layout, &["doomed"]);
+    skopeo_copy(
+        &format!("oci:{}:doomed", layout.dir.display()),
+        &format!("docker://{}/team/app:old-doomed", other.host()),
+        &[],
+    );
+    let exists = |tag: &str| {
+        std::process::Command::new("skopeo")
+            .args(["inspect", "--tls-verify=false", "--raw"])
+            .arg(format!("docker://{}/team/app:{tag}", registry.addr))
+            .output()
+            .unwrap()
+            .status
+            .success()
+    };
+    wait_until(
+        Duration::from_secs(30),
+        Duration::from_millis(200),
+        || !exists("old-doomed"),
+        || format!("the new leader never cleaned up:\n{}", other.logs()),
+    );
+
+    let before = runs_started(first);
+    first.signal("CONT");
+    wait_until(
+        Duration::from_secs(15),
+        Duration::from_millis(200),
+        || {
+            first.logs().contains("passed to another process")
+                || first.logs().contains("leads; it runs cleanup")
+        },
+        || format!("the resumed leader never noticed:\n{}", first.logs()),
+    );
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(
+        runs_started(first),
+        before,
+        "the replaced leader ran again:\n{}",
+        first.logs()
+    );
+    let history = run_cli(&other.config_path(), &["history", "--output", "json"], &env).expect_ok();
+    let entries: Value = serde_json::from_str(&history).unwrap();
+    let done = entries
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["state"] == "done")
+        .count();
+    assert_eq!(done, 1, "one deletion, recorded once: {entries:#}");
 }

@@ -3,6 +3,7 @@
 #[path = "../../src/index/postgres/testing.rs"]
 mod testing;
 
+#[allow(unused_imports)]
 pub use testing::TestPostgres;
 
 /// The overrides that put a `regkeeper` process on the shared index at `url`.

@@ -162,6 +162,16 @@ impl Regkeeper {
         assert!(status.success());
     }
 
+    /// Sends `signal` (`STOP`, `CONT`, …).
+    pub fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(self.pid().to_string())
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
     /// `kill -9`: no shutdown code runs.
     pub fn kill_hard(&mut self) {
         let mut guard = self.child.take().expect("running");

@@ -199,3 +199,39 @@ async fn nothing_starts_after_the_deadline() {
     assert!(registry.calls().is_empty());
     assert!(registry.has(REPO, &old));
 }
+
+/// A leader that lost the lease (paused past it; another took over) writes no `started`
+/// entry, and so makes no call that deletes: the fence fails the entry's batch.
+#[tokio::test]
+async fn a_leader_that_lost_the_lease_deletes_nothing() {
+    let registry = FakeRegistry::default();
+    let old = registry.put(REPO, &["old"], &body("old"));
+    let index: std::sync::Arc<dyn Index> = std::sync::Arc::new(in_memory());
+    recorded(index.as_ref(), "old", &old);
+    let ttl = Duration::from_millis(200);
+    let paused = crate::leader::Leadership::new(index.clone(), ttl, false);
+    let term = paused.claim().unwrap().expect("the lease is free");
+    // Paused past the lease (no renewal ran): another process takes over.
+    std::thread::sleep(ttl * 2);
+    let other = crate::leader::Leadership::new(index.clone(), Duration::from_secs(30), false);
+    assert!(other.claim().unwrap().is_some());
+
+    let fenced_out = executor(&registry, index.as_ref(), soon()).fenced_by(Some((&paused, term)));
+    let (outcome, detail) =
+        run_one(&fenced_out, step(AuditAction::DeleteDigest, &old, &["old"])).await;
+    assert_eq!(outcome, StepOutcome::Failed, "{detail}");
+    assert!(detail.contains("not the leader"), "{detail}");
+    assert!(registry.has(REPO, &old));
+    assert!(
+        registry.calls().iter().all(|c| !c.starts_with("DELETE")),
+        "{:?}",
+        registry.calls()
+    );
+    assert!(index.audit().unwrap().is_empty(), "nothing recorded");
+
+    // The same run, still leading, goes ahead.
+    let leading = executor(&registry, index.as_ref(), soon())
+        .fenced_by(Some((&other, other.claim().unwrap().unwrap())));
+    let (outcome, _) = run_one(&leading, step(AuditAction::DeleteDigest, &old, &["old"])).await;
+    assert_eq!(outcome, StepOutcome::Deleted);
+}
