@@ -1,8 +1,13 @@
-//! Index write throughput through the batching writer into sled (issue 3 target: ≥ 20,000
-//! manifest records/s). Each record is what one recorded push writes: the manifest, its tag and a
-//! commit link. Run: `cargo bench --bench index` (`-- --records N`).
+//! Index write throughput through the batching writer, into sled and into PostgreSQL (a real
+//! server started here, fsync on; skipped when Debian's `postgresql` is not installed). Each
+//! record is what one recorded push writes: the manifest, its tag and a commit link. Targets:
+//! sled ≥ 20,000 records/s, PostgreSQL ≥ 50,000. Run: `cargo bench --bench index`
+//! (`-- --records N`).
 
 use std::{collections::BTreeMap, sync::Arc, time::Instant};
+
+#[path = "../src/index/postgres/testing.rs"]
+mod testing;
 
 use regkeeper::{
     events::{self, BatchPolicy, RegistryEvent},
@@ -16,7 +21,23 @@ fn main() {
         .find(|w| w[0] == "--records")
         .map_or(100_000, |w| w[1].parse().expect("--records N"));
     let dir = tempfile::tempdir().unwrap();
-    let index: Arc<dyn Index> = Arc::new(index::open_sled(&dir.path().join("index")).unwrap());
+    let sled: Arc<dyn Index> = Arc::new(index::open_sled(&dir.path().join("index")).unwrap());
+    let sled_rate = write(sled, records, "sled");
+    let Some(_) = testing::server_binaries() else {
+        println!("postgresql not installed: the PostgreSQL side is skipped");
+        return;
+    };
+    let server = testing::TestPostgres::start_durable();
+    let url = server.fresh_database();
+    let options =
+        regkeeper::backend::options(&regkeeper::config::PostgresConfig::new(url)).unwrap();
+    let postgres: Arc<dyn Index> = Arc::new(index::open_postgres(&options).unwrap());
+    let postgres_rate = write(postgres, records, "postgres");
+    println!("postgres / sled: {:.2}x", postgres_rate / sled_rate);
+}
+
+/// Records `records` pushes through the batching writer into `index`; records/s.
+fn write(index: Arc<dyn Index>, records: u64, name: &str) -> f64 {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -83,9 +104,10 @@ fn main() {
     index.flush().unwrap();
     let secs = started.elapsed().as_secs_f64();
     println!(
-        "index write: {records} manifest records in {secs:.2}s = {:.0} records/s ({} batches, {} failed)",
+        "index write ({name}): {records} manifest records in {secs:.2}s = {:.0} records/s ({} batches, {} failed)",
         records as f64 / secs,
         stats.batches,
         stats.failed_batches
     );
+    records as f64 / secs
 }

@@ -130,6 +130,11 @@ pub(crate) enum Command {
         #[arg(long, short, value_enum, default_value_t = Output::Table)]
         output: Output,
     },
+    /// Work on an index as a whole.
+    Index {
+        #[command(subcommand)]
+        command: IndexCommand,
+    },
     /// Validate a configuration and print the effective result (file + environment overrides).
     CheckConfig {
         #[arg(long, short, env = "REGKEEPER_CONFIG")]
@@ -137,6 +142,21 @@ pub(crate) enum Command {
         /// Also list every REGKEEPER_* override variable and the field it sets.
         #[arg(long)]
         env: bool,
+    },
+}
+
+#[derive(Subcommand)]
+pub(crate) enum IndexCommand {
+    /// Copy a whole index — tags, manifests, links, pulls, the audit log — from one engine to
+    /// another: `sled:PATH` or `postgres:URL` (password in the URL, or from the file named by
+    /// REGKEEPER_INDEX_POSTGRES_PASSWORD_FILE). The target must be empty; an interrupted copy
+    /// goes on where it stopped when run again. Both sides are compared at the end. Stop
+    /// `serve` on a sled source first (sled has one writer).
+    Copy {
+        #[arg(long)]
+        from: String,
+        #[arg(long)]
+        to: String,
     },
 }
 

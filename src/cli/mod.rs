@@ -3,13 +3,14 @@
 //! admin listener), on one runtime.
 
 pub mod cleanup;
+mod index_copy;
 
 use regkeeper::{
     config::{Config, ENV_OVERRIDES},
     policy::Details,
 };
 
-use crate::{Command, EnforceWouldStop, Output};
+use crate::{Command, EnforceWouldStop, IndexCommand, Output};
 
 /// Long by design: a dispatch table, one arm per command, each arm a call into the command's
 /// module (or the local-index-or-serve helpers below).
@@ -162,6 +163,9 @@ pub fn run(command: Command) -> anyhow::Result<()> {
             regkeeper::telemetry::init(&config.log);
             cleanup::restore(&config, reference.as_deref(), run.as_deref(), output)
         }
+        Command::Index {
+            command: IndexCommand::Copy { from, to },
+        } => index_copy::run(&from, &to),
         Command::CheckConfig { config, env } => {
             let config = Config::load(&config)?;
             for warning in config.warnings() {

@@ -8,6 +8,7 @@
 //! conformance suite runs against all three.
 //! May call: nothing else in the crate. The proxy never calls it directly (see `events`).
 
+pub mod copy;
 mod kv;
 mod model;
 pub mod postgres;
@@ -21,7 +22,7 @@ pub mod faulty;
 
 use std::path::Path;
 
-pub use kv::{KvStore, MemoryKv};
+pub use kv::{KvRead, KvStore, MemoryKv};
 pub use model::{
     AuditAction, AuditEntry, AuditState, CleanupLock, CleanupRun, CommitLink, ConfigFacts, Lease,
     LinkSource, ManifestKind, ManifestRecord, PreviousDigest, PullStats, RestoreRecord, SyncState,

@@ -26,7 +26,7 @@ const VALUE_VERSION: u8 = 1;
 /// A tag keeps at most this many earlier digests.
 const MAX_TAG_HISTORY: usize = 100;
 
-const SCHEMA_KEY: &[u8] = b"\0schema";
+pub(super) const SCHEMA_KEY: &[u8] = b"\0schema";
 const SYNC_KEY: &[u8] = b"\0sync";
 const CLEANUP_LOCK_KEY: &[u8] = b"\0cleanup-lock";
 const CLEANUP_RUN_KEY: &[u8] = b"\0cleanup-run";

@@ -254,3 +254,91 @@ fn one_of_two_replicas_runs_the_schedule_and_a_paused_leader_is_replaced() {
         .count();
     assert_eq!(done, 1, "one deletion, recorded once: {entries:#}");
 }
+
+/// An index recorded by one sled replica moves to PostgreSQL and back whole — tags, manifests,
+/// the audit log — and each copy is compared with its source.
+#[test]
+fn an_index_moves_from_sled_to_postgres_and_back() {
+    let postgres = TestPostgres::start();
+    let url = postgres.fresh_database();
+    let registry = Registry::start();
+    let mut proxy = Regkeeper::start(&registry.url());
+    let work = tempfile::tempdir().unwrap();
+    let mut layout = Layout::new(work.path());
+    images(&mut layout, &["one", "two", "three"]);
+    for name in ["one", "two", "three"] {
+        skopeo_copy(
+            &format!("oci:{}:{name}", layout.dir.display()),
+            &format!("docker://{}/team/app:{name}", proxy.host()),
+            &[],
+        );
+    }
+    proxy.terminate();
+    assert!(proxy.wait());
+    let sled = format!("sled:{}", proxy.index_path().display());
+    let copy = |from: &str, to: &str| {
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_regkeeper"))
+            .args(["index", "copy", "--from", from, "--to", to])
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+        assert!(
+            output.status.success(),
+            "{stdout}\n{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        stdout
+    };
+    let said = copy(&sled, &format!("postgres:{url}"));
+    assert!(said.contains("identical"), "{said}");
+    let back = work.path().join("back");
+    let said = copy(
+        &format!("postgres:{url}"),
+        &format!("sled:{}", back.display()),
+    );
+    assert!(said.contains("identical"), "{said}");
+
+    let database = url.rsplit('/').next().unwrap();
+    let tags = postgres.sql(
+        database,
+        "SELECT tag FROM regkeeper_tags WHERE repository = 'team/app' ORDER BY tag",
+    );
+    assert_eq!(tags.lines().collect::<Vec<_>>(), ["one", "three", "two"]);
+    {
+        use regkeeper::index::Index as _;
+        let original = regkeeper::index::open_sled(&proxy.index_path()).unwrap();
+        let returned = regkeeper::index::open_sled(&back).unwrap();
+        assert_eq!(
+            original.tags("team/app").unwrap(),
+            returned.tags("team/app").unwrap()
+        );
+    }
+    // Into a target that holds data already: refused, nothing merged. (sled's background
+    // flusher may hold the source's lock a moment after the handles above are dropped.)
+    let mut refused = None;
+    for _ in 0..100 {
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_regkeeper"))
+            .args([
+                "index",
+                "copy",
+                "--from",
+                &sled,
+                "--to",
+                &format!("postgres:{url}"),
+            ])
+            .output()
+            .unwrap();
+        if !String::from_utf8_lossy(&output.stderr).contains("in use") {
+            refused = Some(output);
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let refused = refused.expect("the source index is free again");
+    assert!(!refused.status.success());
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("not empty"),
+        "{}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
+}

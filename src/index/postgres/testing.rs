@@ -14,6 +14,8 @@ use std::{
 pub struct TestPostgres {
     dir: tempfile::TempDir,
     port: u16,
+    /// fsync on, as in production (benchmarks); tests run without it.
+    durable: bool,
     child: Option<Child>,
     bin: PathBuf,
     databases: std::sync::atomic::AtomicUsize,
@@ -62,8 +64,17 @@ fn free_port() -> u16 {
 }
 
 impl TestPostgres {
-    /// Creates a cluster (user `regkeeper`, trust auth) and starts it.
+    /// Creates a cluster (user `regkeeper`, trust auth) and starts it, without fsync.
     pub fn start() -> Self {
+        Self::create(false)
+    }
+
+    /// With fsync on: what a benchmark measures against.
+    pub fn start_durable() -> Self {
+        Self::create(true)
+    }
+
+    fn create(durable: bool) -> Self {
         let bin = server_binaries().expect(
             "PostgreSQL server binaries under /usr/lib/postgresql (apt-get install postgresql)",
         );
@@ -103,6 +114,7 @@ impl TestPostgres {
         let mut server = Self {
             dir,
             port: free_port(),
+            durable,
             child: None,
             bin,
             databases: Default::default(),
@@ -120,7 +132,15 @@ impl TestPostgres {
             .arg(&data)
             .args(["-h", "127.0.0.1", "-p", &self.port.to_string(), "-k"])
             .arg(&data)
-            .args(["-c", "fsync=off", "-c", "max_connections=200"])
+            .args([
+                "-c",
+                if self.durable {
+                    "fsync=on"
+                } else {
+                    "fsync=off"
+                },
+            ])
+            .args(["-c", "max_connections=200"])
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
