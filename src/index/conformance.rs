@@ -12,7 +12,7 @@ fn push(repository: &str, tag: &str, digest: &str, at: u64) -> Write {
     Write::push(repository, tag, digest, UnixMillis(at))
 }
 
-fn manifest(repository: &str, digest: &str) -> ManifestRecord {
+pub(crate) fn manifest(repository: &str, digest: &str) -> ManifestRecord {
     ManifestRecord {
         repository: repository.into(),
         digest: digest.into(),

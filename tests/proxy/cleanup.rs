@@ -69,13 +69,7 @@ impl Case {
 
     /// Whether `repository:tag` resolves upstream.
     fn exists(&self, reference: &str) -> bool {
-        std::process::Command::new("skopeo")
-            .args(["inspect", "--tls-verify=false", "--raw"])
-            .arg(self.reference(reference))
-            .output()
-            .unwrap()
-            .status
-            .success()
+        crate::support::image::resolves(&self.reference(reference))
     }
 
     fn regkeeper(&self, args: &[&str]) -> crate::support::regkeeper::Cli {
@@ -509,13 +503,7 @@ fn serve_runs_cleanups_on_its_schedule_over_what_it_recorded() {
         &format!("{rules}  mode: enforce\n  interval: 1s\n"),
     );
     let mut layout = Layout::new(&work.path().join("layout"));
-    for name in ["a", "b"] {
-        let image = layout.add_image(&ImageSpec {
-            layers: vec![tar_gz_layer("name.txt", name.as_bytes(), false)],
-            ..ImageSpec::default()
-        });
-        layout.tag(name, &image);
-    }
+    layout.add_named(&["a", "b"]);
     let src = |name: &str| format!("oci:{}:{name}", layout.dir.display());
     skopeo_copy(
         &src("a"),
@@ -528,13 +516,7 @@ fn serve_runs_cleanups_on_its_schedule_over_what_it_recorded() {
         &[],
     );
     let gone = |tag: &str| {
-        !std::process::Command::new("skopeo")
-            .args(["inspect", "--tls-verify=false", "--raw"])
-            .arg(format!("docker://{}/team/app:{tag}", registry.addr))
-            .output()
-            .unwrap()
-            .status
-            .success()
+        !crate::support::image::resolves(&format!("docker://{}/team/app:{tag}", registry.addr))
     };
     wait_until(
         Duration::from_secs(60),
@@ -641,13 +623,7 @@ fn serve_runs_cleanups_at_the_times_of_a_cron_schedule() {
 
 /// Whether the registry still has manifest `digest` in `repository`.
 pub(crate) fn has_manifest(registry: &Registry, repository: &str, digest: &str) -> bool {
-    std::process::Command::new("skopeo")
-        .args(["inspect", "--tls-verify=false", "--raw"])
-        .arg(format!("docker://{}/{repository}@{digest}", registry.addr))
-        .output()
-        .unwrap()
-        .status
-        .success()
+    crate::support::image::resolves(&format!("docker://{}/{repository}@{digest}", registry.addr))
 }
 
 /// PUTs an SBOM referrer of `subject` (an OCI manifest with `subject`), tagged the cosign way.

@@ -88,13 +88,7 @@ impl Setup {
     }
 
     fn resolves(&self, reference: &str) -> bool {
-        std::process::Command::new("skopeo")
-            .args(["inspect", "--tls-verify=false", "--raw"])
-            .arg(format!("docker://{}/{reference}", self.registry.addr))
-            .output()
-            .unwrap()
-            .status
-            .success()
+        crate::support::image::resolves(&format!("docker://{}/{reference}", self.registry.addr))
     }
 }
 
@@ -282,13 +276,7 @@ async fn evidence_from_a_tag_speaks_for_that_tag_only() {
     .expect_ok();
     let report: Value = serde_json::from_str(&out).unwrap();
     let resolves = |reference: &str| {
-        std::process::Command::new("skopeo")
-            .args(["inspect", "--tls-verify=false", "--raw"])
-            .arg(format!("docker://{}/{reference}", registry.addr))
-            .output()
-            .unwrap()
-            .status
-            .success()
+        crate::support::image::resolves(&format!("docker://{}/{reference}", registry.addr))
     };
     assert!(
         resolves("team/app:prod"),

@@ -7,7 +7,7 @@ use serde_json::Value;
 
 use crate::support::{
     Registry, Regkeeper,
-    image::{ImageSpec, Layout, remote_digest, skopeo_copy, tar_gz_layer},
+    image::{Layout, remote_digest, resolves, skopeo_copy},
     postgres::{TestPostgres, shared_index},
     process::wait_until,
     regkeeper::run_cli,
@@ -37,16 +37,6 @@ fn tags(proxy: &Regkeeper, url: &str, repository: &str) -> Vec<String> {
     tags
 }
 
-fn images(layout: &mut Layout, names: &[&str]) {
-    for name in names {
-        let image = layout.add_image(&ImageSpec {
-            layers: vec![tar_gz_layer("name.txt", name.as_bytes(), false)],
-            ..ImageSpec::default()
-        });
-        layout.tag(name, &image);
-    }
-}
-
 /// Pushes through either replica land in the one index; the CLI reads it while both serve;
 /// a plan on one replica holds what the other recorded.
 #[test]
@@ -59,7 +49,7 @@ fn two_replicas_record_into_one_index_that_every_command_reads() {
     let b = replica(&registry, &url, rules);
     let work = tempfile::tempdir().unwrap();
     let mut layout = Layout::new(work.path());
-    images(&mut layout, &["one", "two"]);
+    layout.add_named(&["one", "two"]);
     let src = |tag: &str| format!("oci:{}:{tag}", layout.dir.display());
     skopeo_copy(
         &src("one"),
@@ -100,7 +90,7 @@ fn pushes_and_pulls_go_on_while_the_database_is_down_and_are_recorded_after() {
     let work = tempfile::tempdir().unwrap();
     let mut layout = Layout::new(work.path());
     let names = ["before", "during-1", "during-2", "during-3"];
-    images(&mut layout, &names);
+    layout.add_named(&names);
     let src = |tag: &str| format!("oci:{}:{tag}", layout.dir.display());
     let dst = |tag: &str| format!("docker://{}/team/app:{tag}", proxy.host());
     skopeo_copy(&src("before"), &dst("before"), &[]);
@@ -204,21 +194,13 @@ fn one_of_two_replicas_runs_the_schedule_and_a_paused_leader_is_replaced() {
     // The new leader deletes what no rule keeps, pushed now.
     let work = tempfile::tempdir().unwrap();
     let mut layout = Layout::new(work.path());
-    images(&mut layout, &["doomed"]);
+    layout.add_named(&["doomed"]);
     skopeo_copy(
         &format!("oci:{}:doomed", layout.dir.display()),
         &format!("docker://{}/team/app:old-doomed", other.host()),
         &[],
     );
-    let exists = |tag: &str| {
-        std::process::Command::new("skopeo")
-            .args(["inspect", "--tls-verify=false", "--raw"])
-            .arg(format!("docker://{}/team/app:{tag}", registry.addr))
-            .output()
-            .unwrap()
-            .status
-            .success()
-    };
+    let exists = |tag: &str| resolves(&format!("docker://{}/team/app:{tag}", registry.addr));
     wait_until(
         Duration::from_secs(30),
         Duration::from_millis(200),
@@ -265,7 +247,7 @@ fn an_index_moves_from_sled_to_postgres_and_back() {
     let mut proxy = Regkeeper::start(&registry.url());
     let work = tempfile::tempdir().unwrap();
     let mut layout = Layout::new(work.path());
-    images(&mut layout, &["one", "two", "three"]);
+    layout.add_named(&["one", "two", "three"]);
     for name in ["one", "two", "three"] {
         skopeo_copy(
             &format!("oci:{}:{name}", layout.dir.display()),

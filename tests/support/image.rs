@@ -186,6 +186,17 @@ impl Layout {
     }
 
     /// Points `tag` at `blob` in `index.json`.
+    /// One distinct single-layer image per name, tagged by its name.
+    pub fn add_named(&mut self, names: &[&str]) {
+        for name in names {
+            let image = self.add_image(&ImageSpec {
+                layers: vec![tar_gz_layer("name.txt", name.as_bytes(), false)],
+                ..ImageSpec::default()
+            });
+            self.tag(name, &image);
+        }
+    }
+
     pub fn tag(&mut self, tag: &str, blob: &Blob) {
         let mut d = blob.descriptor();
         d["annotations"] = json!({ "org.opencontainers.image.ref.name": tag });
@@ -227,6 +238,16 @@ pub fn skopeo_copy(from: &str, to: &str, extra: &[&str]) {
     args.extend_from_slice(extra);
     args.extend_from_slice(&[from, to]);
     skopeo(&args);
+}
+
+/// Whether `reference` (`docker://…`) resolves at its registry.
+pub fn resolves(reference: &str) -> bool {
+    Command::new("skopeo")
+        .args(["inspect", "--tls-verify=false", "--raw", reference])
+        .output()
+        .unwrap()
+        .status
+        .success()
 }
 
 /// The digest of what `reference` resolves to, per the registry (raw manifest bytes).

@@ -4,37 +4,13 @@
 use std::{sync::Arc, thread};
 
 use super::{testing::TestPostgres, *};
-use crate::index::{
-    Index, ManifestKind, ManifestRecord, PgIndex, UnixMillis, Write, open_postgres,
-};
+use crate::index::{Index, PgIndex, UnixMillis, Write, conformance::manifest, open_postgres};
 
 const D: [&str; 3] = [
     "sha256:1111111111111111111111111111111111111111111111111111111111111111",
     "sha256:2222222222222222222222222222222222222222222222222222222222222222",
     "sha256:3333333333333333333333333333333333333333333333333333333333333333",
 ];
-
-fn manifest(repository: &str, digest: &str) -> ManifestRecord {
-    ManifestRecord {
-        repository: repository.into(),
-        digest: digest.into(),
-        media_type: "application/vnd.oci.image.manifest.v1+json".into(),
-        kind: ManifestKind::Image,
-        total_size: 1,
-        config_digest: None,
-        children: Vec::new(),
-        subject: None,
-        artifact_type: None,
-        created: None,
-        annotations: Default::default(),
-        labels: Default::default(),
-        recorded_at: UnixMillis(1),
-        untagged_at: None,
-        complete: true,
-        config_read: false,
-        problem: None,
-    }
-}
 
 #[test]
 fn prefix_ends_are_the_next_key_after_the_range() {
