@@ -62,6 +62,13 @@ pub async fn once(config: &Config, progress: ProgressStyle) -> Result<SyncReport
         crate::tls::client_for_upstream(config).map_err(|e| SyncError::Setup(e.to_string()))?;
     let client = RegistryClient::new(config, tls).map_err(|e| SyncError::Setup(e.to_string()))?;
     let index: Arc<dyn Index> = crate::backend::open(config)?;
+    // One sync at a time across the processes sharing the index.
+    let leadership = crate::backend::leadership(config, index.clone());
+    if leadership.claim()?.is_none() {
+        return Err(SyncError::Setup(
+            "another regkeeper process sharing the index leads, and syncs on its schedule; this sync did not start".into(),
+        ));
+    }
     let (events, receiver) = crate::events::channel(WRITE_QUEUE);
     let (_finish, finish) = tokio::sync::oneshot::channel();
     let writer = tokio::spawn(crate::events::run_writer(
@@ -76,6 +83,7 @@ pub async fn once(config: &Config, progress: ProgressStyle) -> Result<SyncReport
         progress,
     };
     let report = run(&client, index, &events, &linker, &options).await;
+    leadership.resign();
     drop(events);
     let stats = writer
         .await

@@ -324,3 +324,64 @@ fn an_index_moves_from_sled_to_postgres_and_back() {
         String::from_utf8_lossy(&refused.stderr)
     );
 }
+
+/// Three replicas take pushes in turn; one is killed (`kill -9`) mid-burst. A client whose
+/// push failed there pushes again through the next replica; once the survivors' writers have
+/// written what they queued, and one `sync` has run, the index holds every tag the registry
+/// holds.
+#[test]
+fn a_replica_killed_mid_burst_loses_no_tag_after_a_sync() {
+    let postgres = TestPostgres::start();
+    let url = postgres.fresh_database();
+    let registry = Registry::start();
+    let mut replicas: Vec<Regkeeper> = (0..3).map(|_| replica(&registry, &url, "")).collect();
+    let work = tempfile::tempdir().unwrap();
+    let mut layout = Layout::new(work.path());
+    let names: Vec<String> = (0..24).map(|i| format!("build-{i}")).collect();
+    let names: Vec<&str> = names.iter().map(String::as_str).collect();
+    layout.add_named(&names);
+    for (i, name) in names.iter().enumerate() {
+        if i == 10 {
+            // Killed while it takes this push (10 goes to replica 1).
+            let pid = replicas[1].pid();
+            std::thread::spawn(move || {
+                std::thread::sleep(Duration::from_millis(30));
+                let _ = std::process::Command::new("kill")
+                    .args(["-KILL", &pid.to_string()])
+                    .status();
+            });
+        }
+        let src = format!("oci:{}:{name}", layout.dir.display());
+        // Round robin; a push that fails is made again through the next replica.
+        let pushed = (0..replicas.len()).any(|attempt| {
+            let target = &replicas[(i + attempt) % replicas.len()];
+            try_push(&src, &format!("docker://{}/team/app:{name}", target.host()))
+        });
+        assert!(pushed, "{name} could not be pushed through any replica");
+    }
+    let env = shared_index(&url);
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    for survivor in [0, 2] {
+        replicas[survivor].terminate();
+        assert!(replicas[survivor].wait(), "{}", replicas[survivor].logs());
+    }
+    run_cli(&replicas[0].config_path(), &["sync"], &env).expect_ok();
+    let mut expected: Vec<String> = names.iter().map(|n| n.to_string()).collect();
+    expected.sort();
+    assert_eq!(tags(&replicas[0], &url, "team/app"), expected);
+}
+
+/// A skopeo push that may fail (its target was killed): whether it succeeded.
+fn try_push(from: &str, to: &str) -> bool {
+    std::process::Command::new("skopeo")
+        .args([
+            "copy",
+            "--src-tls-verify=false",
+            "--dest-tls-verify=false",
+            "--retry-times",
+            "0",
+        ])
+        .args([from, to])
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
