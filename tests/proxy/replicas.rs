@@ -385,3 +385,130 @@ fn try_push(from: &str, to: &str) -> bool {
         .output()
         .is_ok_and(|o| o.status.success())
 }
+
+/// Traffic through a balancer while each of three replicas is stopped (SIGTERM) and started
+/// again in turn: no push and no pull fails. Prints the pulls' p99 in steady state and during
+/// the restart.
+#[test]
+fn a_rolling_restart_behind_a_balancer_fails_no_request() {
+    use std::sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    };
+    let postgres = TestPostgres::start();
+    let url = postgres.fresh_database();
+    let registry = Registry::start();
+    let env = shared_index(&url);
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let extra = "timeouts:\n  shutdownGrace: 10s\n";
+    let mut replicas: Vec<Regkeeper> = (0..3)
+        .map(|_| Regkeeper::start_full(&registry.url(), extra, &env))
+        .collect();
+    let addrs: Vec<std::net::SocketAddr> = replicas.iter().map(|r| r.addr).collect();
+    let balancer = crate::support::balancer::Balancer::start(&addrs);
+    let work = tempfile::tempdir().unwrap();
+    let mut layout = Layout::new(work.path());
+    let names: Vec<String> = (0..400).map(|i| format!("r{i}")).collect();
+    let name_refs: Vec<&str> = names.iter().map(String::as_str).collect();
+    layout.add_named(&name_refs[..1]);
+    skopeo_copy(
+        &format!("oci:{}:r0", layout.dir.display()),
+        &format!("docker://{}/team/app:r0", balancer.host()),
+        &[],
+    );
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let restarting = Arc::new(AtomicBool::new(false));
+    // Pulls: a manifest GET in a loop, timed, marked by phase.
+    let pulls = {
+        let (stop, restarting) = (stop.clone(), restarting.clone());
+        let url = format!("http://{}/v2/team/app/manifests/r0", balancer.host());
+        std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            let client = crate::support::http::HttpClient::default();
+            let (mut steady, mut during, mut failed) = (Vec::new(), Vec::new(), Vec::new());
+            while !stop.load(Ordering::SeqCst) {
+                let started = std::time::Instant::now();
+                let answer = runtime.block_on(client.try_send(
+                    http::Method::GET,
+                    &url,
+                    &[("accept", "application/vnd.oci.image.manifest.v1+json")],
+                    crate::support::http::empty(),
+                ));
+                let took = started.elapsed();
+                match answer {
+                    Some(answer) if answer.status == 200 => {
+                        if restarting.load(Ordering::SeqCst) {
+                            during.push(took);
+                        } else {
+                            steady.push(took);
+                        }
+                    }
+                    other => failed.push(other.map(|a| a.status.as_u16())),
+                }
+            }
+            (steady, during, failed)
+        })
+    };
+    // Pushes: one image after another, each through the balancer.
+    let pushes = {
+        let stop = stop.clone();
+        let dir = layout.dir.clone();
+        let host = balancer.host();
+        let mut layout = layout;
+        layout.add_named(&name_refs[1..]);
+        let names = names.clone();
+        std::thread::spawn(move || {
+            let mut pushed = Vec::new();
+            for name in &names[1..] {
+                if stop.load(Ordering::SeqCst) {
+                    break;
+                }
+                let ok = try_push(
+                    &format!("oci:{}:{name}", dir.display()),
+                    &format!("docker://{host}/team/app:{name}"),
+                );
+                pushed.push((name.clone(), ok));
+            }
+            pushed
+        })
+    };
+    std::thread::sleep(Duration::from_secs(3));
+    restarting.store(true, Ordering::SeqCst);
+    for (i, addr) in addrs.iter().enumerate() {
+        replicas[i].terminate();
+        assert!(replicas[i].wait(), "{}", replicas[i].logs());
+        replicas[i] = Regkeeper::start_at(*addr, &registry.url(), extra, &env);
+        std::thread::sleep(Duration::from_secs(1));
+    }
+    restarting.store(false, Ordering::SeqCst);
+    std::thread::sleep(Duration::from_secs(1));
+    stop.store(true, Ordering::SeqCst);
+    let (steady, during, failed) = pulls.join().unwrap();
+    let pushed = pushes.join().unwrap();
+    assert!(failed.is_empty(), "failed pulls: {failed:?}");
+    let failed_pushes: Vec<&String> = pushed
+        .iter()
+        .filter(|(_, ok)| !ok)
+        .map(|(n, _)| n)
+        .collect();
+    assert!(failed_pushes.is_empty(), "failed pushes: {failed_pushes:?}");
+    assert!(
+        !during.is_empty() && pushed.len() > 3,
+        "traffic ran during the restart"
+    );
+    let p99 = |mut times: Vec<Duration>| {
+        times.sort();
+        times[(times.len() * 99 / 100).min(times.len() - 1)]
+    };
+    println!(
+        "rolling restart: {} pulls, {} pushes, 0 failed; pull p99 steady {:?}, during the restart {:?}",
+        steady.len() + during.len(),
+        pushed.len(),
+        p99(steady),
+        p99(during)
+    );
+}

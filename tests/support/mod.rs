@@ -3,6 +3,7 @@
 //! layouts written by hand, skopeo, and a raw HTTP client.
 #![allow(dead_code)]
 
+pub mod balancer;
 pub mod git;
 pub mod http;
 pub mod image;

@@ -34,8 +34,18 @@ impl Regkeeper {
 
     /// Extra config and `REGKEEPER_*` overrides together.
     pub fn start_full(upstream_url: &str, extra: &str, env: &[(&str, &str)]) -> Self {
-        let dir = tempfile::tempdir().unwrap();
         let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        Self::start_at(addr, upstream_url, extra, env)
+    }
+
+    /// Listening on `addr` (a replica restarted where the balancer expects it).
+    pub fn start_at(
+        addr: SocketAddr,
+        upstream_url: &str,
+        extra: &str,
+        env: &[(&str, &str)],
+    ) -> Self {
+        let dir = tempfile::tempdir().unwrap();
         let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
         let config = dir.path().join("regkeeper.yaml");
         fs::write(
