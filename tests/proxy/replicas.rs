@@ -77,6 +77,16 @@ fn two_replicas_record_into_one_index_that_every_command_reads() {
     let (status, plan) = b.admin_text("/api/v1/plan?format=json&showKept=true");
     assert_eq!(status, 200, "{plan}");
     assert!(plan.contains("via-a"), "{plan}");
+    // The other reading commands open the shared index themselves while both replicas serve.
+    let env = shared_index(&url);
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let cli = |args: &[&str]| run_cli(&a.config_path(), args, &env).expect_ok();
+    let plan = cli(&["plan", "--output", "json", "--show-kept"]);
+    assert!(plan.contains("via-a") && plan.contains("via-b"), "{plan}");
+    assert!(cli(&["inspect", "team/app:via-b"]).contains("team/app"));
+    assert_eq!(cli(&["history", "--output", "json"]).trim(), "[]");
+    let dry_run = cli(&["apply", "--output", "json"]);
+    assert!(dry_run.contains("\"mode\""), "{dry_run}");
 }
 
 /// The database away for ten seconds: pushes and pulls through the proxy go on unharmed, and
@@ -235,6 +245,15 @@ fn one_of_two_replicas_runs_the_schedule_and_a_paused_leader_is_replaced() {
         .filter(|e| e["state"] == "done")
         .count();
     assert_eq!(done, 1, "one deletion, recorded once: {entries:#}");
+    // An enforcing apply from the command line takes part in the leadership: refused while a
+    // replica leads.
+    let refused = run_cli(&other.config_path(), &["apply", "--mode", "enforce"], &env);
+    assert!(!refused.ok, "{}", refused.stdout);
+    assert!(
+        refused.stderr.contains("leads cleanup"),
+        "{}",
+        refused.stderr
+    );
 }
 
 /// An index recorded by one sled replica moves to PostgreSQL and back whole — tags, manifests,
