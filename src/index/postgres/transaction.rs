@@ -172,7 +172,6 @@ async fn commit(
         transaction.commit().await?;
         return Ok(());
     }
-    let changed: Vec<Vec<u8>> = writes.keys().cloned().collect();
     let (mut keys, mut values, mut gone) = (Vec::new(), Vec::new(), Vec::new());
     for (key, value) in writes {
         match value {
@@ -205,9 +204,15 @@ async fn commit(
         .execute("SELECT pg_advisory_xact_lock($1)", &[&CHANGES_LOCK])
         .await?;
     let statement = transaction
-        .prepare_cached("INSERT INTO regkeeper_changes (keys) VALUES ($1) RETURNING seq")
+        .prepare_cached(
+            "INSERT INTO regkeeper_changes (keys) VALUES (array_cat($1::bytea[], $2::bytea[])) \
+             RETURNING seq",
+        )
         .await?;
-    let seq: i64 = transaction.query_one(&statement, &[&changed]).await?.get(0);
+    let seq: i64 = transaction
+        .query_one(&statement, &[&keys, &gone])
+        .await?
+        .get(0);
     if seq % PRUNE_EVERY == 0 {
         prune(&transaction).await?;
     }

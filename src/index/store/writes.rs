@@ -3,23 +3,26 @@
 
 use super::*;
 
+/// Keys of one batch, hashed fast: they are the index's own (tens of thousands per batch).
+type KeyMap = HashMap<Vec<u8>, Option<Vec<u8>>, foldhash::fast::RandomState>;
+
 /// A batch being built: later writes see earlier ones.
 pub(super) struct Pending<'a> {
     kv: &'a dyn KvRead,
-    changes: HashMap<Vec<u8>, Option<Vec<u8>>>,
+    changes: KeyMap,
     order: Vec<Vec<u8>>,
     /// What this batch read of the store: writes that would leave a key as read are dropped,
     /// so concurrent writers of a shared engine conflict only where something changes.
-    read: HashMap<Vec<u8>, Option<Vec<u8>>>,
+    read: KeyMap,
 }
 
 impl<'a> Pending<'a> {
     pub(super) fn new(kv: &'a dyn KvRead) -> Self {
         Self {
             kv,
-            changes: HashMap::new(),
+            changes: KeyMap::default(),
             order: Vec::new(),
-            read: HashMap::new(),
+            read: KeyMap::default(),
         }
     }
 
