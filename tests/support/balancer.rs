@@ -1,12 +1,12 @@
-//! nginx (Debian's `nginx-light`) as the round-robin balancer in front of several replicas:
-//! a request whose replica refuses the connection or resets it goes to the next one.
+//! nginx as the round-robin balancer in front of several replicas: a request whose replica
+//! refuses the connection or resets it goes to the next one.
 
-use std::{
-    net::SocketAddr,
-    process::{Command, Stdio},
+use std::net::SocketAddr;
+
+use super::{
+    nginx::{nginx_binary, nginx_head, spawn_nginx},
+    process::{Guard, free_port},
 };
-
-use super::process::{Guard, free_port, wait_for_port};
 
 pub struct Balancer {
     pub addr: SocketAddr,
@@ -16,36 +16,16 @@ pub struct Balancer {
 
 impl Balancer {
     pub fn start(backends: &[SocketAddr]) -> Self {
-        let binary = ["/usr/sbin/nginx", "/usr/bin/nginx"]
-            .into_iter()
-            .find(|p| std::path::Path::new(p).exists())
-            .expect("nginx (apt-get install nginx-light)");
+        let binary = nginx_binary().expect("nginx (apt-get install nginx-light)");
         let dir = tempfile::tempdir().unwrap();
         let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-        let d = dir.path().display();
+        let d = dir.path().display().to_string();
         let servers: String = backends
             .iter()
             .map(|b| format!("    server {b} max_fails=0;\n"))
             .collect();
-        let root = Command::new("id")
-            .arg("-u")
-            .output()
-            .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0");
         let conf = format!(
-            r#"{user}
-worker_processes 1;
-master_process off;
-daemon off;
-pid {d}/nginx.pid;
-error_log {d}/error.log warn;
-events {{ worker_connections 4096; }}
-http {{
-  access_log {d}/access.log;
-  client_body_temp_path {d}/body;
-  proxy_temp_path {d}/proxy;
-  fastcgi_temp_path {d}/fastcgi;
-  uwsgi_temp_path {d}/uwsgi;
-  scgi_temp_path {d}/scgi;
+            r#"{head}
   upstream replicas {{
 {servers}  }}
   server {{
@@ -65,24 +45,13 @@ http {{
   }}
 }}
 "#,
-            user = if root { "user root;" } else { "" },
+            head = nginx_head(&d, &format!("{d}/access.log")),
         );
-        std::fs::write(dir.path().join("nginx.conf"), conf).unwrap();
-        let log = dir.path().join("stderr.log");
-        let mut child = Command::new(binary)
-            .arg("-p")
-            .arg(dir.path())
-            .arg("-c")
-            .arg(dir.path().join("nginx.conf"))
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .unwrap();
-        wait_for_port(addr, &mut child, "nginx", &log);
+        let child = spawn_nginx(binary, dir.path(), &conf, addr).expect("nginx starts");
         Self {
             addr,
             _dir: dir,
-            _child: Guard(child),
+            _child: child,
         }
     }
 

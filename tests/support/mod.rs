@@ -8,6 +8,7 @@ pub mod git;
 pub mod http;
 pub mod image;
 pub mod memory_registry;
+pub mod nginx;
 pub mod postgres;
 pub mod process;
 pub mod registry;
