@@ -14,6 +14,7 @@ mod model;
 pub mod postgres;
 mod sled_kv;
 mod store;
+mod write;
 
 #[cfg(test)]
 mod conformance;
@@ -26,10 +27,11 @@ pub use kv::{KvRead, KvStore, MemoryKv};
 pub use model::{
     AuditAction, AuditEntry, AuditState, CleanupLock, CleanupRun, CommitLink, ConfigFacts, Lease,
     LinkSource, ManifestKind, ManifestRecord, PreviousDigest, PullStats, RestoreRecord, SyncState,
-    TagRecord, UnixMillis, Write,
+    TagRecord, UnixMillis,
 };
 pub use sled_kv::SledKv;
 pub use store::{SCHEMA_VERSION, Store};
+pub use write::Write;
 
 #[derive(Debug, thiserror::Error)]
 pub enum IndexError {

@@ -5,16 +5,17 @@ use std::{collections::HashMap, sync::Mutex};
 
 use serde::{Serialize, de::DeserializeOwned};
 
+mod lease;
 mod writes;
 
 use writes::{Pending, apply_one};
 
 use super::{
-    Index, IndexError,
+    Index, IndexError, Write,
     kv::{KvRead, KvStore, KvWrite},
     model::{
         AuditEntry, CleanupLock, CleanupRun, CommitLink, Lease, LinkSource, ManifestRecord,
-        PreviousDigest, PullStats, RestoreRecord, SyncState, TagRecord, UnixMillis, Write,
+        PreviousDigest, PullStats, RestoreRecord, SyncState, TagRecord, UnixMillis,
     },
 };
 

@@ -41,7 +41,7 @@ impl<'a> Pending<'a> {
         Ok(())
     }
 
-    fn get<T: DeserializeOwned>(&mut self, key: &[u8]) -> Result<Option<T>, IndexError> {
+    pub(super) fn get<T: DeserializeOwned>(&mut self, key: &[u8]) -> Result<Option<T>, IndexError> {
         let bytes = match self.changes.get(key) {
             Some(value) => value.as_deref(),
             None => {
@@ -55,7 +55,7 @@ impl<'a> Pending<'a> {
         bytes.map(|v| decode(key, v)).transpose()
     }
 
-    fn put<T: Serialize>(&mut self, key: Vec<u8>, value: &T) {
+    pub(super) fn put<T: Serialize>(&mut self, key: Vec<u8>, value: &T) {
         self.set(key, Some(encode(value)));
     }
 
@@ -245,7 +245,7 @@ pub(super) fn apply_one(pending: &mut Pending<'_>, write: &Write) -> Result<(), 
             at,
             until,
             exclusive,
-        } => take_lease(pending, name, holder, (*at, *until), *exclusive)?,
+        } => super::lease::take_lease(pending, name, holder, (*at, *until), *exclusive)?,
         Write::DropLease { name, holder } => {
             // Kept, expired: the next holder's epoch still counts up.
             let key = key(LEASE, &[name]);
@@ -259,7 +259,7 @@ pub(super) fn apply_one(pending: &mut Pending<'_>, write: &Write) -> Result<(), 
             holder,
             epoch,
             at,
-        } => fence(pending, name, holder, *epoch, *at)?,
+        } => super::lease::fence(pending, name, holder, *epoch, *at)?,
         Write::RecordPulls {
             repository,
             reference,
@@ -364,56 +364,5 @@ fn link_key(link: &CommitLink) -> Vec<u8> {
                 tag.as_deref().unwrap_or(""),
             ],
         ),
-    }
-}
-
-/// The lease for `holder`: renewed if theirs, taken over (a new epoch) if free, expired, or
-/// `exclusive`.
-fn take_lease(
-    pending: &mut Pending<'_>,
-    name: &str,
-    holder: &str,
-    (at, until): (UnixMillis, UnixMillis),
-    exclusive: bool,
-) -> Result<(), IndexError> {
-    let key = key(LEASE, &[name]);
-    let current = pending.get::<Lease>(&key)?;
-    let epoch = match &current {
-        Some(lease) if lease.holder == holder => lease.epoch,
-        Some(lease) if lease.expires > at && !exclusive => return Ok(()),
-        Some(lease) => lease.epoch + 1,
-        None => 1,
-    };
-    pending.put(
-        key,
-        &Lease {
-            holder: holder.to_string(),
-            epoch,
-            expires: until,
-        },
-    );
-    Ok(())
-}
-
-/// Fails the batch unless `holder` still holds the lease at `epoch`, unexpired at `at`.
-fn fence(
-    pending: &mut Pending<'_>,
-    name: &str,
-    holder: &str,
-    epoch: u64,
-    at: UnixMillis,
-) -> Result<(), IndexError> {
-    match pending.get::<Lease>(&key(LEASE, &[name]))? {
-        Some(lease) if lease.holder == holder && lease.epoch == epoch && lease.expires > at => {
-            Ok(())
-        }
-        Some(lease) if lease.holder == holder && lease.epoch == epoch => Err(IndexError::Fenced(
-            format!("the {name} lease expired before this write"),
-        )),
-        Some(lease) => Err(IndexError::Fenced(format!(
-            "the {name} lease passed to {} (epoch {})",
-            lease.holder, lease.epoch
-        ))),
-        None => Err(IndexError::Fenced(format!("nobody holds the {name} lease"))),
     }
 }

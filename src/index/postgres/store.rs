@@ -1,0 +1,197 @@
+//! The key-value contract on PostgreSQL: point and range reads, whole ranges streamed a page at
+//! a time, batches as SERIALIZABLE transactions run again on conflict, and the change log.
+
+use std::{sync::mpsc, time::Duration};
+
+use super::{
+    ChangeRow, FETCH, MAX_RUNS, PgError, PgKv, pool_error, range, transaction::Transaction,
+};
+use crate::index::{
+    IndexError,
+    kv::{Build, KeyChanges, KvPair, KvRead, KvStore, KvWrite, Visit},
+};
+
+impl KvRead for PgKv {
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, IndexError> {
+        Ok(self
+            .query_pairs(
+                "SELECT key, value FROM regkeeper_kv WHERE key = $1",
+                vec![key.to_vec()],
+                None,
+            )?
+            .pop()
+            .map(|(_, v)| v))
+    }
+
+    fn get_many(&self, keys: &[Vec<u8>]) -> Result<Vec<Option<Vec<u8>>>, IndexError> {
+        let pool = self.pool.clone();
+        let wanted = keys.to_vec();
+        let found: std::collections::HashMap<Vec<u8>, Vec<u8>> = self.run(async move {
+            let client = pool.get().await.map_err(pool_error)?;
+            let statement = client
+                .prepare_cached("SELECT key, value FROM regkeeper_kv WHERE key = ANY($1)")
+                .await?;
+            let rows = client.query(&statement, &[&wanted]).await?;
+            Ok(rows.iter().map(|row| (row.get(0), row.get(1))).collect())
+        })?;
+        Ok(keys.iter().map(|k| found.get(k).cloned()).collect())
+    }
+
+    fn scan(&self, prefix: &[u8]) -> Result<Vec<KvPair>, IndexError> {
+        let (start, end) = range(prefix);
+        self.query_pairs(
+            "SELECT key, value FROM regkeeper_kv WHERE key >= $1 AND key < $2 ORDER BY key",
+            vec![start, end],
+            None,
+        )
+    }
+
+    fn is_empty(&self) -> Result<bool, IndexError> {
+        Ok(self
+            .query_pairs(
+                "SELECT key, value FROM regkeeper_kv LIMIT 1",
+                Vec::new(),
+                None,
+            )?
+            .is_empty())
+    }
+}
+
+impl KvStore for PgKv {
+    fn transact(&self, build: &mut Build<'_>) -> Result<(), IndexError> {
+        for run in 1..=MAX_RUNS {
+            let transaction = Transaction::begin(self.handle(), self.pool.clone())?;
+            let outcome = build(&transaction).and_then(|writes| transaction.commit(writes));
+            match outcome {
+                Ok(()) => return Ok(()),
+                Err(_) if transaction.conflicted() && run < MAX_RUNS => {
+                    // Back off a little, more each time and by a varying amount, so the
+                    // writers stop colliding.
+                    let jitter = std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .map_or(0, |t| u64::from(t.subsec_nanos()) % 1000);
+                    let millis = (u64::from(run) * 2).min(50);
+                    std::thread::sleep(Duration::from_micros(millis * 1000 + jitter * millis));
+                }
+                Err(error) => return Err(error),
+            }
+        }
+        Err(IndexError::Engine(format!(
+            "postgres: a batch conflicted with other writers {MAX_RUNS} times; given up"
+        )))
+    }
+
+    fn each(&self, prefix: &[u8], visit: &mut Visit<'_>) -> Result<(), IndexError> {
+        let (start, end) = range(prefix);
+        let pool = self.pool.clone();
+        // A few pages in flight: the reader never holds more, however large the range.
+        let (tx, rx) = mpsc::sync_channel::<Result<Vec<KvPair>, PgError>>(2);
+        self.handle().spawn(async move {
+            let streamed = async {
+                let mut client = pool.get().await.map_err(pool_error)?;
+                let transaction = client
+                    .build_transaction()
+                    .read_only(true)
+                    .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
+                    .start()
+                    .await?;
+                let portal = transaction
+                    .bind(
+                        "SELECT key, value FROM regkeeper_kv WHERE key >= $1 AND key < $2 ORDER BY key",
+                        &[&start, &end],
+                    )
+                    .await?;
+                loop {
+                    let rows = transaction.query_portal(&portal, FETCH).await?;
+                    let done = rows.len() < FETCH as usize;
+                    let page: Vec<KvPair> =
+                        rows.iter().map(|row| (row.get(0), row.get(1))).collect();
+                    if tx.send(Ok(page)).is_err() {
+                        return Ok(());
+                    }
+                    if done {
+                        return Ok(());
+                    }
+                }
+            };
+            if let Err(error) = streamed.await {
+                let _ = tx.send(Err(error));
+            }
+        });
+        for page in rx {
+            for (key, value) in page.map_err(IndexError::from)? {
+                visit(&key, &value)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn page(
+        &self,
+        prefix: &[u8],
+        after: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Vec<KvPair>, IndexError> {
+        let (start, end) = range(prefix);
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        match after {
+            Some(after) if after >= prefix => self.query_pairs(
+                "SELECT key, value FROM regkeeper_kv WHERE key > $1 AND key < $2 ORDER BY key LIMIT $3",
+                vec![after.to_vec(), end],
+                Some(limit),
+            ),
+            _ => self.query_pairs(
+                "SELECT key, value FROM regkeeper_kv WHERE key >= $1 AND key < $2 ORDER BY key LIMIT $3",
+                vec![start, end],
+                Some(limit),
+            ),
+        }
+    }
+
+    fn apply(&self, writes: Vec<KvWrite>) -> Result<(), IndexError> {
+        self.transact(&mut |_| Ok(writes.clone()))
+    }
+
+    fn flush(&self) -> Result<(), IndexError> {
+        // A committed transaction is durable.
+        Ok(())
+    }
+
+    fn change_cursor(&self) -> Result<Option<u64>, IndexError> {
+        let pool = self.pool.clone();
+        let seq: i64 = self.run(async move {
+            let client = pool.get().await.map_err(pool_error)?;
+            let row = client
+                .query_one("SELECT coalesce(max(seq), 0) FROM regkeeper_changes", &[])
+                .await?;
+            Ok(row.get(0))
+        })?;
+        Ok(Some(seq.max(0) as u64))
+    }
+
+    fn changes_after(&self, cursor: u64, limit: usize) -> Result<KeyChanges, IndexError> {
+        let pool = self.pool.clone();
+        let after = i64::try_from(cursor).unwrap_or(i64::MAX);
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let (rows, pruned): (Vec<ChangeRow>, i64) = self.run(async move {
+            let client = pool.get().await.map_err(pool_error)?;
+            let pruned: i64 = client
+                .query_one("SELECT upto FROM regkeeper_changes_pruned", &[])
+                .await?
+                .get(0);
+            let rows = client
+                .query(
+                    "SELECT seq, keys FROM regkeeper_changes WHERE seq > $1 ORDER BY seq LIMIT $2",
+                    &[&after, &limit],
+                )
+                .await?;
+            Ok((rows.iter().map(|r| (r.get(0), r.get(1))).collect(), pruned))
+        })?;
+        let next = rows.last().map_or(cursor, |(seq, _)| *seq as u64);
+        Ok(KeyChanges {
+            cursor: next,
+            keys: rows.into_iter().flat_map(|(_, keys)| keys).collect(),
+            lost: after < pruned,
+        })
+    }
+}
