@@ -54,12 +54,7 @@ impl Credentials {
     pub fn password(&self) -> Result<String, ConfigError> {
         match (&self.password, &self.password_file) {
             (Some(password), _) => Ok(password.clone()),
-            (None, Some(file)) => std::fs::read_to_string(file)
-                .map(|p| p.trim_end_matches(['\r', '\n']).to_string())
-                .map_err(|e| ConfigError::Invalid {
-                    field: "upstream.credentials.passwordFile",
-                    message: format!("{}: {e}", file.display()),
-                }),
+            (None, Some(file)) => secret_file("upstream.credentials.passwordFile", file),
             (None, None) => Err(ConfigError::Invalid {
                 field: "upstream.credentials",
                 message: "needs `password` or `passwordFile`".into(),
@@ -184,14 +179,7 @@ impl PostgresConfig {
     pub fn password(&self) -> Result<Option<String>, ConfigError> {
         self.password_file
             .as_ref()
-            .map(|file| {
-                std::fs::read_to_string(file)
-                    .map(|p| p.trim_end_matches(['\r', '\n']).to_string())
-                    .map_err(|e| ConfigError::Invalid {
-                        field: "index.postgres.passwordFile",
-                        message: format!("{}: {e}", file.display()),
-                    })
-            })
+            .map(|file| secret_file("index.postgres.passwordFile", file))
             .transpose()
     }
 }
@@ -370,6 +358,16 @@ impl std::str::FromStr for LogFormat {
 fn default_admin_listen() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], 9090))
 }
+/// A secret from a file (a mounted Kubernetes secret); trailing newlines are not part of it.
+fn secret_file(field: &'static str, file: &std::path::Path) -> Result<String, ConfigError> {
+    std::fs::read_to_string(file)
+        .map(|p| p.trim_end_matches(['\r', '\n']).to_string())
+        .map_err(|e| ConfigError::Invalid {
+            field,
+            message: format!("{}: {e}", file.display()),
+        })
+}
+
 fn default_leader_lease() -> HumanDuration {
     HumanDuration::from_secs(30)
 }

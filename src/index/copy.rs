@@ -75,19 +75,18 @@ pub fn copy(
     })
 }
 
-/// A target holding anything but a schema version would be merged into: refused.
+/// A target holding anything but a schema version would be merged into: refused. Its first two
+/// keys tell (a fresh store holds the schema version at most).
 fn refuse_unless_fresh(to: &dyn KvStore) -> Result<(), IndexError> {
-    let mut other = None;
-    to.each(b"", &mut |key, _| {
-        if key != super::store::SCHEMA_KEY && other.is_none() {
-            other = Some(String::from_utf8_lossy(key).replace('\0', "/"));
-        }
-        Ok(())
-    })?;
-    match other {
+    let first = to.page(b"", None, 2)?;
+    match first
+        .iter()
+        .find(|(key, _)| key != super::store::SCHEMA_KEY)
+    {
         None => Ok(()),
-        Some(key) => Err(IndexError::Settings(format!(
-            "the target index is not empty (it holds {key}, among others): copy into an empty one"
+        Some((key, _)) => Err(IndexError::Settings(format!(
+            "the target index is not empty (it holds {}, among others): copy into an empty one",
+            String::from_utf8_lossy(key).replace('\0', "/")
         ))),
     }
 }

@@ -204,12 +204,14 @@ fn one_of_two_replicas_runs_the_schedule_and_a_paused_leader_is_replaced() {
     // The new leader deletes what no rule keeps, pushed now.
     let work = tempfile::tempdir().unwrap();
     let mut layout = Layout::new(work.path());
-    layout.add_named(&["doomed"]);
-    skopeo_copy(
-        &format!("oci:{}:doomed", layout.dir.display()),
-        &format!("docker://{}/team/app:old-doomed", other.host()),
-        &[],
-    );
+    layout.add_named(&["doomed", "kept"]);
+    for (image, tag) in [("doomed", "old-doomed"), ("kept", "keep-kept")] {
+        skopeo_copy(
+            &format!("oci:{}:{image}", layout.dir.display()),
+            &format!("docker://{}/team/app:{tag}", other.host()),
+            &[],
+        );
+    }
     let exists = |tag: &str| resolves(&format!("docker://{}/team/app:{tag}", registry.addr));
     wait_until(
         Duration::from_secs(30),
@@ -217,6 +219,9 @@ fn one_of_two_replicas_runs_the_schedule_and_a_paused_leader_is_replaced() {
         || !exists("old-doomed"),
         || format!("the new leader never cleaned up:\n{}", other.logs()),
     );
+    // What a rule keeps still resolves and pulls whole on the registry.
+    assert!(exists("keep-kept"));
+    remote_digest(&format!("docker://{}/team/app:keep-kept", registry.addr));
 
     let before = runs_started(first);
     first.signal("CONT");

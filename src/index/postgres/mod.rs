@@ -228,9 +228,10 @@ fn prefix_end(prefix: &[u8]) -> Option<Vec<u8>> {
 /// `key >= $1 AND key < $2` for `prefix`, and the parameters: an open range when the prefix
 /// has no end.
 fn range(prefix: &[u8]) -> (Vec<u8>, Vec<u8>) {
-    // An empty upper bound with `OR` would defeat the index; every key is shorter than
-    // 1 MiB of 0xFF, so that serves as "no end".
-    let end = prefix_end(prefix).unwrap_or_else(|| vec![u8::MAX; 1 << 20]);
+    // An optional upper bound (`OR $2 IS NULL`) would keep the index from bounding the scan.
+    // A btree entry cannot exceed a third of an 8 KiB page, so no stored key reaches 8 KiB of
+    // 0xFF: that serves as "no end".
+    let end = prefix_end(prefix).unwrap_or_else(|| vec![u8::MAX; 8192]);
     (prefix.to_vec(), end)
 }
 

@@ -67,32 +67,41 @@ fn two_writers_recording_the_same_tag_lose_no_history() {
         Arc::new(open_for_tests(&url)),
     );
     let pushes = 40u64;
-    let writer = |index: Arc<PgIndex>, digests: [&'static str; 2], offset: u64| {
+    // Every push its own digest: each must leave one trace, the tag's digest or a history entry.
+    let digest = |writer: u64, n: u64| format!("sha256:{:064x}", writer << 32 | n);
+    let writer = |index: Arc<PgIndex>, id: u64, offset: u64| {
         thread::spawn(move || {
             for n in 0..pushes {
-                let digest = digests[(n % 2) as usize];
+                let digest = digest(id, n);
                 let at = UnixMillis(offset + n * 2);
                 index
                     .apply(&[
-                        Write::PutManifest(manifest("team/app", digest)),
-                        Write::push("team/app", "v1", digest, at),
+                        Write::PutManifest(manifest("team/app", &digest)),
+                        Write::push("team/app", "v1", digest.as_str(), at),
                     ])
                     .unwrap();
             }
         })
     };
-    let first = writer(a.clone(), [D[0], D[1]], 1000);
-    let second = writer(b.clone(), [D[2], D[0]], 1001);
+    let first = writer(a.clone(), 1, 1000);
+    let second = writer(b.clone(), 2, 1001);
     first.join().unwrap();
     second.join().unwrap();
     let tag = a.tag("team/app", "v1").unwrap().unwrap();
-    // Every push that changed the digest left one history entry; one in a row to the same
-    // digest did not. Serial application means consecutive entries differ.
+    // Serial application: consecutive entries differ, and no push was lost to the race.
     assert!(!tag.history.is_empty());
     for pair in tag.history.windows(2) {
         assert_ne!(pair[0].digest, pair[1].digest, "{:?}", tag.history);
     }
     assert_ne!(tag.history.last().unwrap().digest, tag.digest);
+    let mut seen: Vec<String> = tag.history.iter().map(|h| h.digest.clone()).collect();
+    seen.push(tag.digest.clone());
+    seen.sort();
+    let mut pushed: Vec<String> = (0..pushes)
+        .flat_map(|n| [digest(1, n), digest(2, n)])
+        .collect();
+    pushed.sort();
+    assert_eq!(seen, pushed, "every push left its trace");
     assert_eq!(tag.last_pushed, UnixMillis(1001 + (pushes - 1) * 2));
     // The first to commit created the tag.
     assert!([UnixMillis(1000), UnixMillis(1001)].contains(&tag.first_pushed));
