@@ -2,7 +2,7 @@
 //! server started here, fsync on; skipped when Debian's `postgresql` is not installed). Each
 //! record is what one recorded push writes: the manifest, its tag and a commit link. Targets:
 //! sled ≥ 20,000 records/s, PostgreSQL ≥ 50,000. Run: `cargo bench --bench index`
-//! (`-- --records N`).
+//! (`-- --records N`, `-- --only sled|postgres`).
 
 use std::{collections::BTreeMap, sync::Arc, time::Instant};
 
@@ -20,9 +20,19 @@ fn main() {
         .windows(2)
         .find(|w| w[0] == "--records")
         .map_or(100_000, |w| w[1].parse().expect("--records N"));
+    let only = args
+        .windows(2)
+        .find(|w| w[0] == "--only")
+        .map(|w| w[1].clone());
+    let wanted = |name: &str| only.as_deref().is_none_or(|only| only == name);
     let dir = tempfile::tempdir().unwrap();
-    let sled: Arc<dyn Index> = Arc::new(index::open_sled(&dir.path().join("index")).unwrap());
-    let sled_rate = write(sled, records, "sled");
+    let sled_rate = wanted("sled").then(|| {
+        let sled: Arc<dyn Index> = Arc::new(index::open_sled(&dir.path().join("index")).unwrap());
+        write(sled, records, "sled")
+    });
+    if !wanted("postgres") {
+        return;
+    }
     let Some(_) = testing::server_binaries() else {
         println!("postgresql not installed: the PostgreSQL side is skipped");
         return;
@@ -33,7 +43,9 @@ fn main() {
         regkeeper::backend::options(&regkeeper::config::PostgresConfig::new(url)).unwrap();
     let postgres: Arc<dyn Index> = Arc::new(index::open_postgres(&options).unwrap());
     let postgres_rate = write(postgres, records, "postgres");
-    println!("postgres / sled: {:.2}x", postgres_rate / sled_rate);
+    if let Some(sled_rate) = sled_rate {
+        println!("postgres / sled: {:.2}x", postgres_rate / sled_rate);
+    }
 }
 
 /// Records `records` pushes through the batching writer into `index`; records/s.

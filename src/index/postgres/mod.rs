@@ -51,12 +51,16 @@ pub enum PgError {
 }
 
 impl PgError {
-    /// Another writer's commit conflicted: the batch runs again.
+    /// Another writer's commit conflicted: the batch runs again. A unique violation counts:
+    /// keys this batch read as absent are inserted without `ON CONFLICT`, so another writer
+    /// inserting one of them first is a conflict like any other (PostgreSQL usually reports it
+    /// as a serialization failure already).
     fn conflicted(&self) -> bool {
         matches!(self, PgError::Sql(error) if matches!(
             error.code(),
             Some(code) if *code == SqlState::T_R_SERIALIZATION_FAILURE
                 || *code == SqlState::T_R_DEADLOCK_DETECTED
+                || *code == SqlState::UNIQUE_VIOLATION
         ))
     }
 }
@@ -241,14 +245,18 @@ pub mod testing;
 /// The shared engine on `url`, plain TCP (the test server offers no TLS).
 #[cfg(test)]
 pub fn open_for_tests(url: &str) -> super::PgIndex {
-    super::open_postgres(&PgOptions {
+    super::open_postgres(&test_options(url)).unwrap_or_else(|e| panic!("opening {url}: {e}"))
+}
+
+#[cfg(test)]
+fn test_options(url: &str) -> PgOptions {
+    PgOptions {
         url: url.to_string(),
         password: None,
         tls: Arc::new(testing_tls()),
         connections: 4,
         connect_timeout: Duration::from_secs(10),
-    })
-    .unwrap_or_else(|e| panic!("opening {url}: {e}"))
+    }
 }
 
 /// A client TLS config with no roots: for tests against a server that offers no TLS.

@@ -4,7 +4,9 @@
 use std::{sync::Arc, thread};
 
 use super::{testing::TestPostgres, *};
-use crate::index::{Index, PgIndex, UnixMillis, Write, conformance::manifest, open_postgres};
+use crate::index::{
+    Index, PgIndex, UnixMillis, Write, conformance::manifest, kv::KvRead, open_postgres,
+};
 
 const D: [&str; 3] = [
     "sha256:1111111111111111111111111111111111111111111111111111111111111111",
@@ -244,4 +246,28 @@ fn which_tags_point_to_a_digest_is_one_sql_query() {
         ),
     );
     assert_eq!(tags.lines().collect::<Vec<_>>(), ["v1", "v2"]);
+}
+
+/// Two batches both read a key as absent and both insert it: the commit that comes second
+/// fails as a conflict (run again), not as an error that would drop its batch.
+#[test]
+fn two_batches_inserting_a_key_both_read_as_absent_conflict() {
+    let server = TestPostgres::start();
+    let url = server.fresh_database();
+    let kv = PgKv::connect(&test_options(&url)).unwrap();
+    let first = transaction::Transaction::begin(kv.handle(), kv.pool.clone()).unwrap();
+    let second = transaction::Transaction::begin(kv.handle(), kv.pool.clone()).unwrap();
+    let key = b"tteam/app\0new".to_vec();
+    assert_eq!(first.get_many(std::slice::from_ref(&key)).unwrap(), [None]);
+    assert_eq!(second.get_many(std::slice::from_ref(&key)).unwrap(), [None]);
+    first
+        .commit(vec![(key.clone(), Some(b"first".to_vec()))])
+        .unwrap();
+    assert!(
+        second
+            .commit(vec![(key.clone(), Some(b"second".to_vec()))])
+            .is_err()
+    );
+    assert!(second.conflicted());
+    assert_eq!(kv.get(&key).unwrap(), Some(b"first".to_vec()));
 }

@@ -2,7 +2,11 @@
 //! transaction lives in a task on the engine's runtime, which answers the batch's reads and
 //! finally writes and commits. Dropped without a commit, the transaction rolls back.
 
-use std::{cell::Cell, collections::BTreeMap, sync::mpsc};
+use std::{
+    cell::Cell,
+    collections::{BTreeMap, HashSet},
+    sync::mpsc,
+};
 
 use deadpool_postgres::Pool;
 use tokio::sync::mpsc as async_mpsc;
@@ -59,10 +63,13 @@ impl Transaction {
                 }
             };
             let _ = ready.send(Ok(()));
+            // Keys read and not found: the commit inserts them without `ON CONFLICT`, which
+            // costs PostgreSQL half as much per row as an upsert.
+            let mut absent = HashSet::new();
             while let Some(request) = incoming.recv().await {
                 match request {
                     Request::Get(keys, reply) => {
-                        let _ = reply.send(get(&transaction, keys).await);
+                        let _ = reply.send(get(&transaction, keys, &mut absent).await);
                     }
                     Request::Scan(start, end, reply) => {
                         let _ = reply.send(scan(&transaction, start, end).await);
@@ -71,7 +78,7 @@ impl Transaction {
                         let _ = reply.send(empty(&transaction).await);
                     }
                     Request::Commit(writes, reply) => {
-                        let _ = reply.send(commit(transaction, writes).await);
+                        let _ = reply.send(commit(transaction, writes, absent).await);
                         return;
                     }
                 }
@@ -137,6 +144,7 @@ async fn empty(transaction: &deadpool_postgres::Transaction<'_>) -> Result<bool,
 async fn get(
     transaction: &deadpool_postgres::Transaction<'_>,
     keys: Vec<Vec<u8>>,
+    absent: &mut HashSet<Vec<u8>>,
 ) -> Result<Vec<Option<Vec<u8>>>, PgError> {
     let statement = transaction
         .prepare_cached("SELECT key, value FROM regkeeper_kv WHERE key = ANY($1)")
@@ -144,7 +152,14 @@ async fn get(
     let rows = transaction.query(&statement, &[&keys]).await?;
     let mut found: std::collections::HashMap<Vec<u8>, Vec<u8>> =
         rows.iter().map(|row| (row.get(0), row.get(1))).collect();
-    Ok(keys.iter().map(|k| found.remove(k)).collect())
+    let values: Vec<Option<Vec<u8>>> = keys.iter().map(|k| found.remove(k)).collect();
+    absent.extend(
+        keys.into_iter()
+            .zip(&values)
+            .filter(|(_, value)| value.is_none())
+            .map(|(key, _)| key),
+    );
+    Ok(values)
 }
 
 async fn scan(
@@ -164,6 +179,7 @@ async fn scan(
 async fn commit(
     transaction: deadpool_postgres::Transaction<'_>,
     writes: Vec<KvWrite>,
+    absent: HashSet<Vec<u8>>,
 ) -> Result<(), PgError> {
     // One value per key (the last), in key order: concurrent batches lock rows in the same
     // order, and one statement never touches a row twice.
@@ -172,13 +188,11 @@ async fn commit(
         transaction.commit().await?;
         return Ok(());
     }
-    let (mut keys, mut values, mut gone) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut new, mut changed, mut gone) = (Rows::default(), Rows::default(), Vec::new());
     for (key, value) in writes {
         match value {
-            Some(value) => {
-                keys.push(key);
-                values.push(value);
-            }
+            Some(value) if absent.contains(&key) => new.push(key, value),
+            Some(value) => changed.push(key, value),
             None => gone.push(key),
         }
     }
@@ -188,15 +202,25 @@ async fn commit(
             .await?;
         transaction.execute(&statement, &[&gone]).await?;
     }
-    if !keys.is_empty() {
-        let statement = transaction
-            .prepare_cached(
-                "INSERT INTO regkeeper_kv (key, value) \
-                 SELECT * FROM unnest($1::bytea[], $2::bytea[]) \
-                 ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-            )
-            .await?;
-        transaction.execute(&statement, &[&keys, &values]).await?;
+    for (rows, sql) in [
+        (
+            &new,
+            "INSERT INTO regkeeper_kv (key, value) \
+                SELECT * FROM unnest($1::bytea[], $2::bytea[])",
+        ),
+        (
+            &changed,
+            "INSERT INTO regkeeper_kv (key, value) \
+                    SELECT * FROM unnest($1::bytea[], $2::bytea[]) \
+                    ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+        ),
+    ] {
+        if !rows.keys.is_empty() {
+            let statement = transaction.prepare_cached(sql).await?;
+            transaction
+                .execute(&statement, &[&rows.keys, &rows.values])
+                .await?;
+        }
     }
     // Last, under one lock held to the commit: the log's order is the commits' order, so a
     // reader going on from a sequence number misses nothing committed later.
@@ -210,7 +234,7 @@ async fn commit(
         )
         .await?;
     let seq: i64 = transaction
-        .query_one(&statement, &[&keys, &gone])
+        .query_one(&statement, &[&[new.keys, changed.keys].concat(), &gone])
         .await?
         .get(0);
     if seq % PRUNE_EVERY == 0 {
@@ -218,6 +242,20 @@ async fn commit(
     }
     transaction.commit().await?;
     Ok(())
+}
+
+/// Keys and values side by side, as the `unnest` statements take them.
+#[derive(Default)]
+struct Rows {
+    keys: Vec<Vec<u8>>,
+    values: Vec<Vec<u8>>,
+}
+
+impl Rows {
+    fn push(&mut self, key: Vec<u8>, value: Vec<u8>) {
+        self.keys.push(key);
+        self.values.push(value);
+    }
 }
 
 /// Serializes the appends to the change log (any fixed number).
