@@ -12,6 +12,10 @@
 //! maintenance` or `fetch.writeCommitGraph` does; `-- --no-commit-graph` measures without it.
 //! `-- --cleanup-words` evaluates as a cleanup run does (every verdict worded for the tags it
 //! removes, for the audit log) instead of as `plan` does.
+//!
+//! `-- --postgres` measures the shared index instead: a real PostgreSQL (fsync on) is started,
+//! the generated sled index is copied into it with `index copy`'s code, and the measuring child
+//! reads it from there — the first read is the cold read of a replica starting.
 
 use std::{
     collections::HashMap,
@@ -22,8 +26,11 @@ use std::{
     time::Instant,
 };
 
+#[path = "../src/index/postgres/testing.rs"]
+mod testing;
+
 use regkeeper::{
-    config::RetentionConfig,
+    config::{PostgresConfig, RetentionConfig},
     index::{self, CommitLink, Index, LinkSource, ManifestKind, ManifestRecord, UnixMillis, Write},
     mirror::Mirror,
     policy::{self, InUse, Inputs, Usage},
@@ -106,15 +113,21 @@ fn main() {
         "plan benchmark: {} tags in {} repositories, {} commits, {} refs, {} in-use references",
         scale.tags, scale.repos, scale.commits, scale.refs, scale.in_use
     );
+    // Held to the end: the child reads from this server.
+    let postgres = args
+        .iter()
+        .any(|a| a == "--postgres")
+        .then(|| copy_to_postgres(&dir.join("index")));
     let without_graph = args.iter().any(|a| a == "--no-commit-graph");
     if without_graph {
         std::fs::rename(&graph_file, &aside).unwrap();
     }
-    let status = Command::new(std::env::current_exe().unwrap())
-        .args(&args[1..])
-        .arg("--measure")
-        .status()
-        .unwrap();
+    let mut child = Command::new(std::env::current_exe().unwrap());
+    child.args(&args[1..]).arg("--measure");
+    if let Some((_, url)) = &postgres {
+        child.args(["--postgres-url", url]);
+    }
+    let status = child.status().unwrap();
     if without_graph {
         std::fs::rename(&aside, &graph_file).unwrap();
     }
@@ -261,6 +274,28 @@ fn generate_index(path: &Path, scale: &Scale, commits: &[String]) {
     index.flush().unwrap();
 }
 
+/// A PostgreSQL server holding a copy of the sled index at `sled`, and the database's URL.
+fn copy_to_postgres(sled: &Path) -> (testing::TestPostgres, String) {
+    assert!(
+        testing::server_binaries().is_some(),
+        "--postgres needs Debian's postgresql package"
+    );
+    let server = testing::TestPostgres::start_durable();
+    let url = server.fresh_database();
+    let started = Instant::now();
+    let from = index::SledKv::open(sled).unwrap();
+    let options = regkeeper::backend::options(&PostgresConfig::new(url.clone())).unwrap();
+    let to = index::postgres::PgKv::connect(&options).unwrap();
+    let report = index::copy::copy(&from, &to, &mut |_| {}).unwrap();
+    assert!(report.verified, "the copy differs from the sled index");
+    println!(
+        "copied {} entries into PostgreSQL in {:.0}s",
+        report.entries,
+        started.elapsed().as_secs_f64()
+    );
+    (server, url)
+}
+
 fn rss_mib(field: &str) -> f64 {
     std::fs::read_to_string("/proc/self/status")
         .unwrap_or_default()
@@ -274,8 +309,15 @@ fn measure(dir: &Path, scale: &Scale) {
     // `serve` keeps the index in memory (the mirror): it is read whole once at start, then an
     // evaluation re-reads only repositories written since. Measure both: the first read, and
     // the snapshot of a steady-state evaluation after 1,000 pushes into 10 repositories.
+    let args: Vec<String> = std::env::args().collect();
     let started = Instant::now();
-    let index: Arc<dyn Index> = Arc::new(index::open_sled(&dir.join("index")).unwrap());
+    let index: Arc<dyn Index> = match args.windows(2).find(|w| w[0] == "--postgres-url") {
+        Some(w) => {
+            let options = regkeeper::backend::options(&PostgresConfig::new(w[1].clone())).unwrap();
+            Arc::new(index::open_postgres(&options).unwrap())
+        }
+        None => Arc::new(index::open_sled(&dir.join("index")).unwrap()),
+    };
     let mirror = Mirror::new(index);
     mirror.snapshot().unwrap();
     let first_read = started.elapsed().as_secs_f64();

@@ -9,7 +9,9 @@
 //! - manifest `HEAD` with keep-alive over 64 concurrent connections (requests/s);
 //! - capacity: `GET` of a fixed manifest from a fast upstream through regkeeper vs nginx, with
 //!   two upstreams: the in-bench hyper server, and nginx serving the manifest as a static file
-//!   (its own process); requests/s and requests per CPU-second of the proxy;
+//!   (its own process); requests/s and requests per CPU-second of the proxy; and regkeeper
+//!   recording into a real PostgreSQL (fsync on; when Debian's `postgresql` is installed)
+//!   against recording off;
 //! - regkeeper's peak RSS while 8 uploads of 256 MiB run at once.
 //!
 //! Run: `cargo bench --bench proxy` (`-- --quick` for a short smoke run). Needs `docker-registry`;
@@ -129,6 +131,19 @@ async fn run(settings: Settings) {
         &format!("{workers}log:\n  level: info\n  requests: true\n"),
         &[("REGKEEPER_INDEX_RECORD", "false")],
     );
+    // The shared index: the same proxy recording into PostgreSQL instead of sled.
+    let postgres = support::postgres::server_binaries()
+        .map(|_| support::postgres::TestPostgres::start_durable());
+    let fast_proxy_postgres = postgres.as_ref().map(|server| {
+        let url = server.fresh_database();
+        let overrides = support::postgres::shared_index(&url);
+        let env: Vec<(&str, &str)> = overrides.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        Regkeeper::start_full(
+            &fast.url(),
+            &format!("{workers}log:\n  level: info\n  requests: true\n"),
+            &env,
+        )
+    });
     let capacity_path = "/v2/fast/app/manifests/latest";
     // nginx as the static upstream, proxied by regkeeper and by nginx alike.
     let nginx_static = NginxStatic::start(capacity_path, FAST_MANIFEST);
@@ -221,6 +236,15 @@ async fn run(settings: Settings) {
         let (rate, per_cpu) =
             hammer_counting_cpu(fast_proxy.addr, fast_proxy.pid(), capacity_path, &settings).await;
         table.add("capacity: recording on / off (ratio)", "proxy", rate / off);
+        if let Some(shared) = &fast_proxy_postgres {
+            let (on_postgres, _) =
+                hammer_counting_cpu(shared.addr, shared.pid(), capacity_path, &settings).await;
+            table.add(
+                "capacity: recording into PostgreSQL / off (ratio)",
+                "proxy",
+                on_postgres / off,
+            );
+        }
         table.add("capacity GET, fast upstream (req/s)", "proxy", rate);
         table.add("capacity GET (req per proxy CPU-s)", "proxy", per_cpu);
         if let Some(nginx) = &nginx {

@@ -25,6 +25,7 @@ pub mod linking;
 pub mod manifest;
 pub mod metrics;
 pub mod mirror;
+pub mod notifications;
 pub mod oci_error;
 pub mod planning;
 pub mod policy;

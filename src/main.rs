@@ -30,6 +30,10 @@ pub(crate) enum Command {
     Serve {
         #[arg(long, short, env = "REGKEEPER_CONFIG")]
         config: PathBuf,
+        /// Run next to the registry instead of in front of it: no proxy listener; the index
+        /// learns from the registry's notifications (`admin.notificationToken`) and `sync`.
+        #[arg(long, env = "REGKEEPER_NO_PROXY")]
+        no_proxy: bool,
     },
     /// List the tags the index knows (all repositories, or one), with digest, kind, size, commit
     /// and pulls. Reads the index, or asks `serve` (its admin listener) while it holds it.

@@ -6,7 +6,7 @@
 //! `render` (tables),
 //! `planning`, `mirror`, `policy` and `sources` (plan/explain), `cleanup` and `registry`
 //! (apply/restore), `leader` (apply runs as the leader), `config`, `proxy` (the digest grammar,
-//! for the link API).
+//! for the link API), `notifications` (the registry's notifications).
 
 mod links;
 mod operations;
@@ -52,6 +52,9 @@ pub struct AdminState {
     pub index_health: Option<crate::events::IndexHealth>,
     /// Index views (tags, inspect, history) served at once; more are refused with 503.
     pub views: Arc<Semaphore>,
+    /// The registry's notifications; `None` without `admin.notificationToken` or when
+    /// recording is off.
+    pub notifications: Option<Arc<crate::notifications::Notifications>>,
 }
 
 /// Index views served at once: each holds a blocking thread while it reads a page, and a
@@ -86,6 +89,46 @@ impl AdminState {
     /// A view's slot; `None` when all are taken (answer [`busy`]).
     fn view_slot(&self) -> Option<tokio::sync::OwnedSemaphorePermit> {
         self.views.clone().try_acquire_owned().ok()
+    }
+}
+
+/// One notification delivery: recorded whole (200), refused (400, 401, 413), or to be retried
+/// (503).
+async fn notify(
+    notifications: &crate::notifications::Notifications,
+    request: Request<Incoming>,
+) -> request::Answer {
+    let body = match request::authorized_body(
+        request,
+        &notifications.token,
+        "admin.notificationToken",
+        crate::notifications::MAX_BODY,
+    )
+    .await
+    {
+        Ok(body) => body,
+        Err(answer) => return answer,
+    };
+    match notifications.deliver(&body).await {
+        Ok(outcome) => {
+            crate::metrics::notifications("recorded", outcome.recorded as u64);
+            crate::metrics::notifications("duplicate", outcome.duplicates as u64);
+            crate::metrics::notifications("skipped", outcome.skipped as u64);
+            (StatusCode::OK, serde_json::json!(outcome))
+        }
+        Err(error) => {
+            let status = error.status();
+            crate::metrics::notifications(
+                if status.is_server_error() {
+                    "retry"
+                } else {
+                    "refused"
+                },
+                1,
+            );
+            tracing::warn!(%error, "notification not recorded");
+            request::error(status, error.to_string())
+        }
     }
 }
 
@@ -154,6 +197,20 @@ async fn route(request: Request<Incoming>, state: &AdminState) -> Response<Admin
                 ),
             };
             json(status, &body)
+        }
+        "/api/v1/notifications" => {
+            let (status, value) = match (&state.notifications, request.method()) {
+                (Some(notifications), &http::Method::POST) => notify(notifications, request).await,
+                (Some(_), _) => (
+                    StatusCode::METHOD_NOT_ALLOWED,
+                    serde_json::json!({ "error": "use POST" }),
+                ),
+                (None, _) => (
+                    StatusCode::NOT_FOUND,
+                    serde_json::json!({ "error": "notifications are disabled: set admin.notificationToken (and keep index.record on)" }),
+                ),
+            };
+            json(status, &value)
         }
         path @ ("/api/v1/apply" | "/api/v1/restore") => {
             let (status, body) = match (&state.operator, request.method()) {

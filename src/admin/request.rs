@@ -24,27 +24,35 @@ pub async fn authorized_json<T: DeserializeOwned>(
     token: &str,
     token_name: &str,
 ) -> Result<Option<T>, Answer> {
-    if !bearer_is(&request, token) {
-        return Err(error(
-            StatusCode::UNAUTHORIZED,
-            format!("a valid bearer token ({token_name}) is required"),
-        ));
-    }
-    let body: Bytes = match Limited::new(request.into_body(), MAX_BODY).collect().await {
-        Ok(body) => body.to_bytes(),
-        Err(_) => {
-            return Err(error(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "request body too large",
-            ));
-        }
-    };
+    let body = authorized_body(request, token, token_name, MAX_BODY).await?;
     if body.iter().all(u8::is_ascii_whitespace) {
         return Ok(None);
     }
     serde_json::from_slice(&body)
         .map(Some)
         .map_err(|e| error(StatusCode::BAD_REQUEST, format!("bad JSON: {e}")))
+}
+
+/// The body of `request`, at most `max` bytes (413 beyond), once its bearer token is `token`.
+pub async fn authorized_body(
+    request: Request<Incoming>,
+    token: &str,
+    token_name: &str,
+    max: usize,
+) -> Result<Bytes, Answer> {
+    if !bearer_is(&request, token) {
+        return Err(error(
+            StatusCode::UNAUTHORIZED,
+            format!("a valid bearer token ({token_name}) is required"),
+        ));
+    }
+    match Limited::new(request.into_body(), max).collect().await {
+        Ok(body) => Ok(body.to_bytes()),
+        Err(_) => Err(error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("request body over {max} bytes"),
+        )),
+    }
 }
 
 /// Whether `request` carries `Authorization: Bearer <token>`.

@@ -16,13 +16,18 @@ use crate::{Command, EnforceWouldStop, IndexCommand, Output};
 /// module (or the local-index-or-serve helpers below).
 pub fn run(command: Command) -> anyhow::Result<()> {
     match command {
-        Command::Serve { config } => {
+        Command::Serve { config, no_proxy } => {
             let config = Config::load(&config)?;
             regkeeper::telemetry::init(&config.log);
             for warning in config.warnings() {
                 tracing::warn!(%warning, "configuration");
             }
-            regkeeper::server::serve(config)?;
+            let mode = if no_proxy {
+                regkeeper::server::Mode::Sidecar
+            } else {
+                regkeeper::server::Mode::Proxy
+            };
+            regkeeper::server::serve(config, mode)?;
             Ok(())
         }
         Command::Tags {

@@ -138,6 +138,11 @@ pub const ENV_OVERRIDES: &[EnvOverride] = &[
         .admin
         .read_token =
         Some(v.into())),
+    over!(
+        "REGKEEPER_ADMIN_NOTIFICATION_TOKEN",
+        "admin.notificationToken",
+        |c, v| c.admin.notification_token = Some(v.into())
+    ),
     over!("REGKEEPER_INDEX_PATH", "index.path", |c, v| c.index.path =
         v.into()),
     over!(

@@ -171,6 +171,7 @@ impl Config {
             ("admin.linkToken", &self.admin.link_token),
             ("admin.operatorToken", &self.admin.operator_token),
             ("admin.readToken", &self.admin.read_token),
+            ("admin.notificationToken", &self.admin.notification_token),
         ] {
             if token.as_ref().is_some_and(|t| t.len() < 16) {
                 return Err(ConfigError::Invalid {
@@ -184,6 +185,15 @@ impl Config {
             return Err(ConfigError::Invalid {
                 field: "admin.operatorToken",
                 message: "must differ from admin.linkToken (pipelines hold that one)".into(),
+            });
+        }
+        if self.admin.operator_token.is_some()
+            && self.admin.operator_token == self.admin.notification_token
+        {
+            return Err(ConfigError::Invalid {
+                field: "admin.operatorToken",
+                message: "must differ from admin.notificationToken (the registry holds that one)"
+                    .into(),
             });
         }
         Ok(())

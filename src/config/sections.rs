@@ -85,6 +85,11 @@ pub struct AdminConfig {
     /// `REGKEEPER_ADMIN_READ_TOKEN`.
     #[serde(default, skip_serializing)]
     pub read_token: Option<String>,
+    /// Bearer token for `POST /api/v1/notifications`, where the registry sends its
+    /// notifications (Distribution's `notifications.endpoints`, a Harbor webhook); unset
+    /// disables the endpoint. Prefer `REGKEEPER_ADMIN_NOTIFICATION_TOKEN`.
+    #[serde(default, skip_serializing)]
+    pub notification_token: Option<String>,
 }
 
 impl Default for AdminConfig {
@@ -94,6 +99,7 @@ impl Default for AdminConfig {
             link_token: None,
             operator_token: None,
             read_token: None,
+            notification_token: None,
         }
     }
 }

@@ -59,6 +59,10 @@ pub(super) fn describe() {
         INDEX_DROPPED,
         "Index events dropped because a queue was full (sync repairs them), by queue"
     );
+    describe_counter!(
+        NOTIFICATIONS,
+        "Registry notification events by outcome (recorded, duplicate, skipped, refused, retry)"
+    );
     describe_histogram!(
         INDEX_BATCH,
         Unit::Seconds,

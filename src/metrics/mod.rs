@@ -50,6 +50,7 @@ pub const DELETABLE_BYTES: &str = "regkeeper_plan_deletable_bytes";
 pub const SOURCE_UP: &str = "regkeeper_source_up";
 pub const SOURCE_SUCCESS: &str = "regkeeper_source_last_success_timestamp_seconds";
 pub const MISSING_IMAGES: &str = "regkeeper_workload_images_missing";
+pub const NOTIFICATIONS: &str = "regkeeper_notification_events_total";
 pub const BUILD_INFO: &str = "regkeeper_build_info";
 
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
@@ -106,6 +107,9 @@ fn from_zero() {
     gauge!(INDEX_PENDING).set(0.0);
     for queue in ["events", "configs", "retry"] {
         counter!(INDEX_DROPPED, "queue" => queue).increment(0);
+    }
+    for outcome in NOTIFICATION_OUTCOMES {
+        counter!(NOTIFICATIONS, "outcome" => outcome).increment(0);
     }
     for cause in [
         "skipped-changed",
@@ -224,6 +228,14 @@ pub fn client_error(cause: &'static str) {
 
 pub fn upstream_error(cause: &'static str) {
     counter!(UPSTREAM_ERRORS, "cause" => cause).increment(1);
+}
+
+/// What became of notification events: recorded, duplicate (a retry), skipped (nothing to
+/// record), refused (a bad delivery) or retry (answered 503; the sender delivers it again).
+const NOTIFICATION_OUTCOMES: [&str; 5] = ["recorded", "duplicate", "skipped", "refused", "retry"];
+
+pub fn notifications(outcome: &'static str, count: u64) {
+    counter!(NOTIFICATIONS, "outcome" => outcome).increment(count);
 }
 
 pub fn dropped_event(queue: &'static str) {

@@ -98,6 +98,17 @@ impl Call {
     }
 }
 
+fn own_user_agent() -> HeaderValue {
+    let mut id = [0u8; 16];
+    let _ = getrandom::fill(&mut id);
+    let id: String = id.iter().map(|b| format!("{b:02x}")).collect();
+    HeaderValue::from_str(&format!(
+        "regkeeper/{} (id={id})",
+        env!("CARGO_PKG_VERSION")
+    ))
+    .unwrap_or_else(|_| HeaderValue::from_static("regkeeper"))
+}
+
 pub struct RegistryClient {
     http: HttpClient,
     /// `scheme://authority` of the upstream.
@@ -106,6 +117,9 @@ pub struct RegistryClient {
     timeout: Duration,
     /// Whether the upstream removes a tag alone on a tag `DELETE`, once cleanup has probed it.
     tag_deletion: tokio::sync::OnceCell<bool>,
+    /// `regkeeper/VERSION (id=…)`, the id random per client: the registry's notifications
+    /// name it for regkeeper's own reads, which no client can then pass off as its own.
+    user_agent: HeaderValue,
 }
 
 impl RegistryClient {
@@ -113,6 +127,11 @@ impl RegistryClient {
     /// client per upstream).
     pub fn tag_deletion(&self) -> &tokio::sync::OnceCell<bool> {
         &self.tag_deletion
+    }
+
+    /// The `User-Agent` this client sends (unique to it).
+    pub fn user_agent(&self) -> &str {
+        self.user_agent.to_str().unwrap_or_default()
     }
 
     /// `tls` is `tls::client_for_upstream`'s result (shared with the proxy's upstream pool).
@@ -144,6 +163,7 @@ impl RegistryClient {
             auth: auth::Authenticator::new(credentials).map_err(RegistryError::Credentials)?,
             timeout: config.timeouts.upstream_response.0,
             tag_deletion: tokio::sync::OnceCell::new(),
+            user_agent: own_user_agent(),
         })
     }
 
@@ -285,7 +305,10 @@ impl RegistryClient {
             what: what.to_string(),
             why: format!("bad URL {url:?}: {e}"),
         })?;
-        let mut request = Request::builder().method(call.method.clone()).uri(uri);
+        let mut request = Request::builder()
+            .method(call.method.clone())
+            .uri(uri)
+            .header(http::header::USER_AGENT, self.user_agent.clone());
         if let Some(accept) = call.accept {
             request = request.header(ACCEPT, HeaderValue::from_static(accept));
         }

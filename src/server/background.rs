@@ -25,9 +25,22 @@ pub(super) fn admin_state(
     client: &Arc<RegistryClient>,
     recording: Option<&Recording>,
     index_health: &events::IndexHealth,
+    linker: &Linker,
 ) -> Arc<admin::AdminState> {
     let config = &**shared;
     Arc::new(admin::AdminState {
+        notifications: match (&config.admin.notification_token, recording) {
+            (Some(token), Some(recording)) => {
+                Some(Arc::new(crate::notifications::Notifications::new(
+                    token.clone(),
+                    client.clone(),
+                    recording.index.clone(),
+                    recording.events.clone(),
+                    Arc::new(linker.clone()),
+                )))
+            }
+            _ => None,
+        },
         index_health: recording.map(|_| index_health.clone()),
         upstream,
         links: match (&config.admin.link_token, recording) {

@@ -9,7 +9,8 @@
 //! within the grace period).
 //!
 //! May call: `proxy`, `admin`, `upstream`, `tls`, `events`, `index`, `registry`, `configs`,
-//! `linking`, `sync`, `cleanup` (the schedule), `mirror`, `config`, `telemetry`, `leader`, `backend` (opening
+//! `linking`, `sync`, `cleanup` (the schedule), `mirror`, `config`, `telemetry`, `leader`,
+//! `notifications`, `backend` (opening
 //! the index).
 
 use std::{net::TcpListener as StdTcpListener, sync::Arc, time::Duration};
@@ -102,8 +103,17 @@ impl Recording {
     }
 }
 
+/// How `serve` stands to the registry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// In front of it: the proxy listener records pushes and pulls as they pass.
+    Proxy,
+    /// Next to it (`--no-proxy`): no proxy listener; notifications and `sync` feed the index.
+    Sidecar,
+}
+
 /// Runs until a shutdown signal; returns once connections are drained or the grace period ends.
-pub fn serve(config: Config) -> Result<(), ServeError> {
+pub fn serve(config: Config, mode: Mode) -> Result<(), ServeError> {
     if let Err(error) = crate::metrics::install() {
         tracing::warn!(%error, "metrics recorder not installed; /metrics stays empty");
     }
@@ -116,7 +126,10 @@ pub fn serve(config: Config) -> Result<(), ServeError> {
         Some(tls) => Some(TlsAcceptor::from(tls::server_config(&tls.cert, &tls.key)?)),
         None => None,
     };
-    let proxy_listener = bind(config.listen)?;
+    let proxy_listener = match mode {
+        Mode::Proxy => Some(bind(config.listen)?),
+        Mode::Sidecar => None,
+    };
     let admin_listener = bind(config.admin.listen)?;
     // Each worker gets a sibling with its own pool.
     let upstream = Upstream::with_connector(&config, connector)?;
@@ -128,27 +141,40 @@ pub fn serve(config: Config) -> Result<(), ServeError> {
         &client,
         recording.as_ref(),
         &index_health,
+        &linker,
     );
     let (stop_tx, stop_rx) = watch::channel(false);
-    let threads = spawn_workers(
-        &config,
-        &proxy_listener,
-        &upstream,
-        tls.clone(),
-        recording.as_ref().map(|r| r.events.clone()),
-        &stop_rx,
-    )?;
+    let threads = match &proxy_listener {
+        Some(listener) => spawn_workers(
+            &config,
+            listener,
+            &upstream,
+            tls.clone(),
+            recording.as_ref().map(|r| r.events.clone()),
+            &stop_rx,
+        )?,
+        None => Vec::new(),
+    };
     drop(proxy_listener);
 
     let scheme = if tls.is_some() { "https" } else { "http" };
-    tracing::info!(
-        listen = %config.listen,
-        admin = %config.admin.listen,
-        upstream = %config.upstream.url,
-        workers = threads.len(),
-        "regkeeper serving: push to {scheme}://{}",
-        config.listen
-    );
+    match mode {
+        Mode::Proxy => tracing::info!(
+            listen = %config.listen,
+            admin = %config.admin.listen,
+            upstream = %config.upstream.url,
+            workers = threads.len(),
+            "regkeeper serving: push to {scheme}://{}",
+            config.listen
+        ),
+        Mode::Sidecar => tracing::info!(
+            admin = %config.admin.listen,
+            upstream = %config.upstream.url,
+            notifications = config.admin.notification_token.is_some(),
+            "regkeeper serving next to the registry (no proxy): notifications to http://{}/api/v1/notifications",
+            config.admin.listen
+        ),
+    }
     let control = control_runtime()?;
     let (finish_writer, writer_finish) = tokio::sync::oneshot::channel();
     let background = Background {

@@ -28,7 +28,7 @@ pub(super) struct Crawl<'a> {
     pub(super) linker: &'a Linker,
     pub(super) requests: Semaphore,
     pub(super) counters: Counters,
-    pub(super) configs: ConfigCache,
+    pub(super) configs: &'a ConfigCache,
 }
 
 /// Manifests of one repository fetched in this run, by digest: the first tag on a digest
@@ -224,7 +224,7 @@ impl Crawl<'_> {
         }
     }
 
-    async fn fetch(
+    pub(super) async fn fetch(
         &self,
         repository: &str,
         reference: &str,
@@ -237,7 +237,7 @@ impl Crawl<'_> {
 
     /// The writes recording `fetched` (its config read, its children fetched when the index
     /// lacks them), pushed onto `writes`; returns its record.
-    async fn manifest(
+    pub(super) async fn manifest(
         &self,
         repository: &str,
         fetched: &FetchedManifest,

@@ -13,6 +13,7 @@
 //! (only the leader syncs on schedule).
 
 mod crawl;
+pub mod notified;
 pub mod progress;
 pub mod schedule;
 
@@ -206,6 +207,7 @@ pub async fn run(
         tracing::info!(after, "sync resumes an interrupted run");
     }
 
+    let configs = ConfigCache::new(CONFIG_CACHE);
     let crawl = Crawl {
         client,
         index: index.as_ref(),
@@ -213,7 +215,7 @@ pub async fn run(
         linker,
         requests: Semaphore::new(options.concurrency.max(1)),
         counters: Counters::default(),
-        configs: ConfigCache::new(CONFIG_CACHE),
+        configs: &configs,
     };
     let listed_at = UnixMillis::now();
     let repositories = crawl.catalog(resumed_after.as_deref()).await?;

@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod balancer;
+pub mod gate;
 pub mod git;
 pub mod http;
 pub mod image;

@@ -4,7 +4,7 @@
 mod testing;
 
 #[allow(unused_imports)]
-pub use testing::TestPostgres;
+pub use testing::{TestPostgres, server_binaries};
 
 /// The overrides that put a `regkeeper` process on the shared index at `url`.
 pub fn shared_index(url: &str) -> [(&'static str, String); 2] {

@@ -33,6 +33,11 @@ impl Registry {
         Self::start_config("info", "")
     }
 
+    /// Logging every request, with `extra` appended to the config.
+    pub fn start_logging_with(extra: &str) -> Self {
+        Self::start_config("info", extra)
+    }
+
     /// `(method, path)` of every request answered so far (a registry from `start_logging`).
     pub fn requests(&self) -> Vec<(String, String)> {
         let log = fs::read_to_string(self.dir.path().join("registry.log")).unwrap_or_default();

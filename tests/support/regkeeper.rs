@@ -45,8 +45,31 @@ impl Regkeeper {
         extra: &str,
         env: &[(&str, &str)],
     ) -> Self {
-        let dir = tempfile::tempdir().unwrap();
         let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        Self::spawn(addr, admin, upstream_url, extra, env, false)
+    }
+
+    /// `serve --no-proxy` next to the upstream, its admin listener on `admin` (which the
+    /// registry's notifications were pointed at before it started).
+    pub fn start_sidecar(
+        admin: SocketAddr,
+        upstream_url: &str,
+        extra: &str,
+        env: &[(&str, &str)],
+    ) -> Self {
+        let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        Self::spawn(addr, admin, upstream_url, extra, env, true)
+    }
+
+    fn spawn(
+        addr: SocketAddr,
+        admin: SocketAddr,
+        upstream_url: &str,
+        extra: &str,
+        env: &[(&str, &str)],
+        sidecar: bool,
+    ) -> Self {
+        let dir = tempfile::tempdir().unwrap();
         let config = dir.path().join("regkeeper.yaml");
         fs::write(
             &config,
@@ -65,12 +88,18 @@ impl Regkeeper {
             .arg("serve")
             .arg("--config")
             .arg(&config)
+            .args(sidecar.then_some("--no-proxy"))
             .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(fs::File::create(&log).unwrap())
             .spawn()
             .expect("spawn regkeeper");
-        wait_for_port(addr, &mut child, "regkeeper", &log);
+        wait_for_port(
+            if sidecar { admin } else { addr },
+            &mut child,
+            "regkeeper",
+            &log,
+        );
         Self {
             addr,
             admin,

@@ -1,0 +1,213 @@
+//! Registry notifications as a way in, besides the proxy: `POST /api/v1/notifications` on the
+//! admin listener takes CNCF Distribution's envelope and Harbor's webhook, behind its own bearer
+//! token (`admin.notificationToken`). Pushes are recorded through the same writer as the
+//! proxy's taps, the manifests and configs read with regkeeper's own credentials (as `sync`
+//! does); pulls feed `pulledWithin`; deletes update the index.
+//!
+//! A delivery is recorded whole or not at all: when a pushed manifest cannot be read, the answer
+//! is 503 and nothing of the delivery is kept, so the sender's retry records it once. Events
+//! already recorded (a retry whose first answer was lost) are recognised by their id and not
+//! counted again.
+//!
+//! May call: `sync` (reading a notified push), `events`, `index`, `registry`, `linking`,
+//! `configs`, `proxy` (the name grammar), `manifest` (media types).
+
+mod payload;
+mod recent;
+
+use std::sync::{Arc, Mutex};
+
+use http::StatusCode;
+
+pub use payload::{Deleted, Delivery, Event, Notice, PayloadError, read};
+use recent::Recent;
+
+use crate::{
+    configs::ConfigCache,
+    events::{EventSender, RegistryEvent},
+    index::{Index, UnixMillis, Write},
+    linking::Linker,
+    registry::RegistryClient,
+    sync::notified::Reader,
+};
+
+/// Largest delivery read: Distribution sends a few events at a time, Harbor one artifact.
+pub const MAX_BODY: usize = 1024 * 1024;
+/// Event ids remembered, so a delivery retried after its answer was lost counts once.
+const REMEMBERED: usize = 100_000;
+/// Image configs remembered across deliveries.
+const CONFIG_CACHE: usize = 4096;
+
+/// What one delivery did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Outcome {
+    pub recorded: usize,
+    pub duplicates: usize,
+    pub skipped: usize,
+}
+
+/// Why a delivery was not recorded.
+#[derive(Debug, thiserror::Error)]
+pub enum NotificationError {
+    #[error(transparent)]
+    Payload(#[from] PayloadError),
+    #[error("the pushed manifest {repository}@{digest} cannot be read from the upstream: {cause}")]
+    Upstream {
+        repository: String,
+        digest: String,
+        cause: String,
+    },
+}
+
+impl NotificationError {
+    /// What the sender is told: its payload is wrong (do not retry), or retry later.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            NotificationError::Payload(_) => StatusCode::BAD_REQUEST,
+            NotificationError::Upstream { .. } => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+}
+
+pub struct Notifications {
+    pub token: String,
+    client: Arc<RegistryClient>,
+    index: Arc<dyn Index>,
+    events: EventSender,
+    linker: Arc<Linker>,
+    configs: ConfigCache,
+    recent: Mutex<Recent>,
+}
+
+impl Notifications {
+    pub fn new(
+        token: String,
+        client: Arc<RegistryClient>,
+        index: Arc<dyn Index>,
+        events: EventSender,
+        linker: Arc<Linker>,
+    ) -> Self {
+        Self {
+            token,
+            client,
+            index,
+            events,
+            linker,
+            configs: ConfigCache::new(CONFIG_CACHE),
+            recent: Mutex::new(Recent::new(REMEMBERED)),
+        }
+    }
+
+    fn recent(&self) -> std::sync::MutexGuard<'_, Recent> {
+        self.recent.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Records one delivery's body.
+    pub async fn deliver(&self, body: &[u8]) -> Result<Outcome, NotificationError> {
+        let delivery = read(body, UnixMillis::now(), self.client.user_agent())?;
+        // Claimed before any await: the same events delivered twice at once count once.
+        let (fresh, duplicates): (Vec<Event>, Vec<Event>) = {
+            let mut recent = self.recent();
+            delivery
+                .events
+                .into_iter()
+                .partition(|event| recent.claim(&event.id))
+        };
+        let ids: Vec<String> = fresh.iter().map(|e| e.id.clone()).collect();
+        let writes = match self.writes(&fresh).await {
+            Ok(writes) => writes,
+            Err(error) => {
+                // Nothing kept: the retry must find these events new.
+                let mut recent = self.recent();
+                for id in &ids {
+                    recent.release(id);
+                }
+                return Err(error);
+            }
+        };
+        if !writes.is_empty() {
+            self.events
+                .send_or_wait(RegistryEvent::Record(writes))
+                .await;
+        }
+        Ok(Outcome {
+            recorded: fresh.len(),
+            duplicates: duplicates.len(),
+            skipped: delivery.skipped,
+        })
+    }
+
+    /// The delivery's writes, in its order; pulls summed per reference.
+    async fn writes(&self, events: &[Event]) -> Result<Vec<Write>, NotificationError> {
+        let reader = Reader {
+            client: &self.client,
+            index: self.index.as_ref(),
+            events: &self.events,
+            linker: &self.linker,
+            configs: &self.configs,
+        };
+        let mut writes = Vec::new();
+        let mut pulls: Vec<(String, String, u64, UnixMillis)> = Vec::new();
+        for event in events {
+            match &event.notice {
+                Notice::Push {
+                    repository,
+                    digest,
+                    tag,
+                    at,
+                } => match reader.push(repository, digest, tag.as_deref(), *at).await {
+                    Ok(Some(found)) => writes.extend(found),
+                    // Deleted since it was pushed: its delete event follows.
+                    Ok(None) => {}
+                    Err(error) => {
+                        return Err(NotificationError::Upstream {
+                            repository: repository.clone(),
+                            digest: digest.clone(),
+                            cause: error.to_string(),
+                        });
+                    }
+                },
+                Notice::Pull {
+                    repository,
+                    reference,
+                    at,
+                } => match pulls
+                    .iter_mut()
+                    .find(|(r, f, _, _)| r == repository && f == reference)
+                {
+                    Some((_, _, count, last)) => {
+                        *count += 1;
+                        *last = (*last).max(*at);
+                    }
+                    None => pulls.push((repository.clone(), reference.clone(), 1, *at)),
+                },
+                Notice::Delete {
+                    repository,
+                    target,
+                    at,
+                } => writes.push(match target {
+                    Deleted::Digest(digest) => Write::DeleteManifest {
+                        repository: repository.clone(),
+                        digest: digest.clone(),
+                    },
+                    Deleted::Tag(tag) => Write::DeleteTag {
+                        repository: repository.clone(),
+                        tag: tag.clone(),
+                        at: *at,
+                    },
+                }),
+            }
+        }
+        writes.extend(
+            pulls
+                .into_iter()
+                .map(|(repository, reference, count, last)| Write::RecordPulls {
+                    repository,
+                    reference,
+                    count,
+                    last,
+                }),
+        );
+        Ok(writes)
+    }
+}
