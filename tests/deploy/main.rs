@@ -45,7 +45,7 @@ fn named<'a>(docs: &'a [Value], kind: &str, name: &str) -> Option<&'a Value> {
 /// The regkeeper workload (a StatefulSet or a Deployment).
 fn workload(docs: &[Value]) -> &Value {
     docs.iter()
-        .find(|d| (d["kind"] == "StatefulSet" || d["kind"] == "Deployment"))
+        .find(|d| d["kind"] == "StatefulSet" || d["kind"] == "Deployment")
         .expect("a workload")
 }
 
