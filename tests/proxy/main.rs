@@ -9,6 +9,7 @@ mod cleanup;
 mod cli;
 mod faults;
 mod idle;
+mod monitoring;
 mod notifications;
 mod operator;
 mod plan;

@@ -12,6 +12,7 @@ pub mod memory_registry;
 pub mod nginx;
 pub mod postgres;
 pub mod process;
+pub mod prometheus;
 pub mod registry;
 pub mod regkeeper;
 
