@@ -2,7 +2,9 @@
 //! admin listener takes CNCF Distribution's envelope and Harbor's webhook, behind its own bearer
 //! token (`admin.notificationToken`). Pushes are recorded through the same writer as the
 //! proxy's taps, the manifests and configs read with regkeeper's own credentials (as `sync`
-//! does); pulls feed `pulledWithin`; deletes update the index.
+//! does); pulls feed `pulledWithin`; deletes update the index once the upstream confirms them:
+//! a notification saying a tag is gone, while the registry still serves it, must not turn the
+//! tag's image into an untagged manifest a cleanup could remove.
 //!
 //! A delivery is recorded whole or not at all: when a pushed manifest cannot be read, the answer
 //! is 503 and nothing of the delivery is kept, so the sender's retry records it once. Events
@@ -51,10 +53,10 @@ pub struct Outcome {
 pub enum NotificationError {
     #[error(transparent)]
     Payload(#[from] PayloadError),
-    #[error("the pushed manifest {repository}@{digest} cannot be read from the upstream: {cause}")]
+    #[error("{repository}:{reference} cannot be checked at the upstream: {cause}")]
     Upstream {
         repository: String,
-        digest: String,
+        reference: String,
         cause: String,
     },
 }
@@ -137,6 +139,49 @@ impl Notifications {
         })
     }
 
+    /// The write a notified delete makes, once the upstream confirms the manifest or tag is
+    /// gone; `None` when it still serves it (pushed again since, or the notice is wrong).
+    async fn confirmed_delete(
+        &self,
+        repository: &str,
+        target: &Deleted,
+        at: UnixMillis,
+    ) -> Result<Option<Write>, NotificationError> {
+        let reference = match target {
+            Deleted::Digest(digest) => digest,
+            Deleted::Tag(tag) => tag,
+        };
+        let found = self
+            .client
+            .manifest_digest(repository, reference)
+            .await
+            .map_err(|error| NotificationError::Upstream {
+                repository: repository.to_string(),
+                reference: reference.clone(),
+                cause: error.to_string(),
+            })?;
+        if found.is_some() {
+            tracing::info!(
+                repository,
+                reference,
+                "a notified delete is not confirmed by the upstream; the index keeps it"
+            );
+            return Ok(None);
+        }
+        let repository = repository.to_string();
+        Ok(Some(match target {
+            Deleted::Digest(digest) => Write::DeleteManifest {
+                repository,
+                digest: digest.clone(),
+            },
+            Deleted::Tag(tag) => Write::DeleteTag {
+                repository,
+                tag: tag.clone(),
+                at,
+            },
+        }))
+    }
+
     /// The delivery's writes, in its order; pulls summed per reference.
     async fn writes(&self, events: &[Event]) -> Result<Vec<Write>, NotificationError> {
         let reader = Reader {
@@ -162,7 +207,7 @@ impl Notifications {
                     Err(error) => {
                         return Err(NotificationError::Upstream {
                             repository: repository.clone(),
-                            digest: digest.clone(),
+                            reference: digest.clone(),
                             cause: error.to_string(),
                         });
                     }
@@ -185,17 +230,7 @@ impl Notifications {
                     repository,
                     target,
                     at,
-                } => writes.push(match target {
-                    Deleted::Digest(digest) => Write::DeleteManifest {
-                        repository: repository.clone(),
-                        digest: digest.clone(),
-                    },
-                    Deleted::Tag(tag) => Write::DeleteTag {
-                        repository: repository.clone(),
-                        tag: tag.clone(),
-                        at: *at,
-                    },
-                }),
+                } => writes.extend(self.confirmed_delete(repository, target, *at).await?),
             }
         }
         writes.extend(

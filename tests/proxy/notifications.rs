@@ -201,6 +201,31 @@ async fn deliveries_are_idempotent_and_bad_ones_change_nothing() {
         .await;
     assert_eq!(answer.status, 401);
 
+    // A push notified for an image the registry has, then a delete the registry does not
+    // confirm: the index records the push and keeps the tag.
+    let layout_dir = tempfile::tempdir().unwrap();
+    let mut layout = Layout::new(layout_dir.path());
+    let image = layout.add_image(&ImageSpec::default());
+    layout.tag("image", &image);
+    let reference = format!("docker://{}/team/app:kept", registry.addr);
+    skopeo_copy(
+        &format!("oci:{}:image", layout.dir.display()),
+        &reference,
+        &[],
+    );
+    let pushed = remote_digest(&reference);
+    let event = |id: &str, action: &str| {
+        format!(
+            r#"{{"events":[{{"id":"{id}","action":"{action}","target":{{"mediaType":"application/vnd.oci.image.manifest.v1+json","repository":"team/app","tag":"kept","digest":"{pushed}","url":"http://registry/v2/team/app/manifests/{pushed}"}}}}]}}"#
+        )
+    };
+    for (id, action) in [("push-1", "push"), ("delete-1", "delete")] {
+        let answer = client
+            .send(Method::POST, &url, &headers, full(event(id, action)))
+            .await;
+        assert_eq!(answer.status, 200, "{action}: {:?}", answer.body);
+    }
+
     assert_eq!(
         metric(
             &metrics(admin).await,
@@ -212,4 +237,9 @@ async fn deliveries_are_idempotent_and_bad_ones_change_nothing() {
     assert!(sidecar.wait(), "{}", sidecar.logs());
     let index = index::open_sled(&sidecar.index_path()).unwrap();
     assert_eq!(index.pulls("team/app", "v1").unwrap().unwrap().count, 2);
+    let kept = index
+        .tag("team/app", "kept")
+        .unwrap()
+        .expect("the tag stays");
+    assert_eq!(kept.digest, pushed);
 }
