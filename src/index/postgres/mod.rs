@@ -48,6 +48,9 @@ pub enum PgError {
         "the index database was migrated by a newer regkeeper (schema {found}, this build knows up to {supported}); upgrade regkeeper"
     )]
     NewerSchema { found: i32, supported: i32 },
+    /// The connection broke while COMMIT was under way: the batch may or may not have landed.
+    #[error("the answer to COMMIT was lost: {0}")]
+    CommitUnknown(tokio_postgres::Error),
 }
 
 impl PgError {

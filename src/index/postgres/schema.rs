@@ -74,6 +74,17 @@ CREATE TABLE regkeeper_changes_pruned (
 INSERT INTO regkeeper_changes_pruned (upto) VALUES (0);
 ",
     ),
+    (
+        3,
+        r"
+-- Each committed batch's id, kept an hour: a writer that lost the answer to its COMMIT asks
+-- here whether the batch landed, instead of applying it a second time.
+CREATE TABLE regkeeper_batches (
+    id bytea PRIMARY KEY,
+    at timestamptz NOT NULL DEFAULT now()
+);
+",
+    ),
 ];
 
 /// The layout this build writes.

@@ -64,6 +64,14 @@ impl KvStore for PgKv {
             let outcome = build(&transaction).and_then(|writes| transaction.commit(writes));
             match outcome {
                 Ok(()) => return Ok(()),
+                Err(error) if transaction.outcome_unknown() => {
+                    match self.settle(transaction.id()) {
+                        Some(true) => return Ok(()),
+                        // It did not land and now never will: running it again is safe.
+                        Some(false) if run < MAX_RUNS => continue,
+                        _ => return Err(error),
+                    }
+                }
                 Err(_) if transaction.conflicted() && run < MAX_RUNS => {
                     // Back off a little, more each time and by a varying amount, so the
                     // writers stop colliding.
@@ -193,5 +201,34 @@ impl KvStore for PgKv {
             keys: rows.into_iter().flat_map(|(_, keys)| keys).collect(),
             lost: after < pruned,
         })
+    }
+}
+
+/// Tries to settle a lost COMMIT answer this many times, a second apart, while the database
+/// comes back.
+const SETTLE_TRIES: u32 = 10;
+
+impl PgKv {
+    /// Whether the batch `id` landed (`None`: the database could not be asked). A batch whose
+    /// COMMIT answer was lost must not be applied again if it landed: pull counts would double.
+    fn settle(&self, id: &[u8]) -> Option<bool> {
+        for attempt in 1..=SETTLE_TRIES {
+            let pool = self.pool.clone();
+            let id = id.to_vec();
+            match self.run(async move { super::transaction::landed(&pool, &id).await }) {
+                Ok(landed) => {
+                    tracing::warn!(landed, "the answer to a batch's COMMIT was lost; settled");
+                    return Some(landed);
+                }
+                Err(error) if attempt < SETTLE_TRIES => {
+                    tracing::warn!(%error, attempt, "settling a lost COMMIT answer");
+                    std::thread::sleep(Duration::from_secs(1));
+                }
+                Err(error) => {
+                    tracing::error!(%error, "a lost COMMIT answer could not be settled");
+                }
+            }
+        }
+        None
     }
 }

@@ -271,3 +271,90 @@ fn two_batches_inserting_a_key_both_read_as_absent_conflict() {
     assert!(second.conflicted());
     assert_eq!(kv.get(&key).unwrap(), Some(b"first".to_vec()));
 }
+
+/// Forwards to PostgreSQL; armed, it passes the next `COMMIT` on and then cuts the connection
+/// before the answer comes back: the writer never learns whether its batch landed.
+struct CommitCutter {
+    port: u16,
+    armed: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl CommitCutter {
+    fn start(target: u16) -> Self {
+        use std::{
+            io::{Read, Write as _},
+            net::{Shutdown, TcpListener, TcpStream},
+            sync::atomic::Ordering,
+        };
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let armed = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let cut = armed.clone();
+        thread::spawn(move || {
+            for client in listener.incoming().flatten() {
+                let Ok(server) = TcpStream::connect(("127.0.0.1", target)) else {
+                    continue;
+                };
+                let (mut from_server, mut to_client) =
+                    (server.try_clone().unwrap(), client.try_clone().unwrap());
+                thread::spawn(move || {
+                    let _ = std::io::copy(&mut from_server, &mut to_client);
+                    let _ = to_client.shutdown(Shutdown::Both);
+                });
+                let (mut from_client, mut to_server, cut) = (client, server, cut.clone());
+                thread::spawn(move || {
+                    let mut buffer = vec![0u8; 64 * 1024];
+                    while let Ok(read) = from_client.read(&mut buffer) {
+                        if read == 0 || to_server.write_all(&buffer[..read]).is_err() {
+                            break;
+                        }
+                        let commit = buffer[..read].windows(7).any(|w| w == b"COMMIT\0");
+                        if commit && cut.swap(false, Ordering::SeqCst) {
+                            // The client's side goes at once; the server still gets to commit,
+                            // and its answer finds the connection gone.
+                            let _ = from_client.shutdown(Shutdown::Both);
+                            thread::sleep(std::time::Duration::from_millis(300));
+                            let _ = to_server.shutdown(Shutdown::Both);
+                            break;
+                        }
+                    }
+                });
+            }
+        });
+        Self { port, armed }
+    }
+}
+
+/// The answer to a batch's COMMIT is lost after the batch landed: the writer settles it through
+/// the batch's id and reports success, and the pull it recorded counts once (a blind retry
+/// would count it twice).
+#[test]
+fn a_batch_whose_commit_answer_is_lost_is_applied_exactly_once() {
+    let server = TestPostgres::start();
+    let url = server.fresh_database();
+    let port: u16 = url
+        .rsplit_once(':')
+        .and_then(|(_, rest)| rest.split('/').next())
+        .and_then(|p| p.parse().ok())
+        .unwrap();
+    let cutter = CommitCutter::start(port);
+    let through = url.replace(&format!(":{port}/"), &format!(":{}/", cutter.port));
+    let index = open_for_tests(&through);
+    let pull = || Write::RecordPulls {
+        repository: "team/app".into(),
+        reference: "v1".into(),
+        count: 1,
+        last: UnixMillis(1),
+    };
+    index.apply(&[pull()]).unwrap();
+    cutter
+        .armed
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    index.apply(&[pull()]).unwrap();
+    assert!(
+        !cutter.armed.load(std::sync::atomic::Ordering::SeqCst),
+        "no COMMIT was cut"
+    );
+    let direct = open_for_tests(&url);
+    assert_eq!(direct.pulls("team/app", "v1").unwrap().unwrap().count, 2);
+}

@@ -31,6 +31,10 @@ pub struct Transaction {
     requests: async_mpsc::UnboundedSender<Request>,
     /// A read or the commit failed because another writer's commit conflicted.
     conflicted: Cell<bool>,
+    /// The connection broke during COMMIT: whether the batch landed is in `regkeeper_batches`.
+    unknown: Cell<bool>,
+    /// Written with the batch, so a lost COMMIT answer can be settled.
+    id: Vec<u8>,
 }
 
 fn stopped() -> IndexError {
@@ -40,6 +44,10 @@ fn stopped() -> IndexError {
 impl Transaction {
     /// Opens a SERIALIZABLE transaction on a pooled connection.
     pub fn begin(handle: &tokio::runtime::Handle, pool: Pool) -> Result<Self, IndexError> {
+        let mut id = vec![0u8; 16];
+        getrandom::fill(&mut id)
+            .map_err(|e| IndexError::Engine(format!("postgres: no random batch id: {e}")))?;
+        let batch = id.clone();
         let (requests, mut incoming) = async_mpsc::unbounded_channel();
         let (ready, started) = mpsc::sync_channel(1);
         handle.spawn(async move {
@@ -78,7 +86,7 @@ impl Transaction {
                         let _ = reply.send(empty(&transaction).await);
                     }
                     Request::Commit(writes, reply) => {
-                        let _ = reply.send(commit(transaction, writes, absent).await);
+                        let _ = reply.send(commit(transaction, writes, absent, batch).await);
                         return;
                     }
                 }
@@ -88,11 +96,22 @@ impl Transaction {
         Ok(Self {
             requests,
             conflicted: Cell::new(false),
+            unknown: Cell::new(false),
+            id,
         })
     }
 
     pub fn conflicted(&self) -> bool {
         self.conflicted.get()
+    }
+
+    /// Whether the commit's outcome is unknown (its answer was lost).
+    pub fn outcome_unknown(&self) -> bool {
+        self.unknown.get()
+    }
+
+    pub fn id(&self) -> &[u8] {
+        &self.id
     }
 
     fn ask<T>(&self, request: impl FnOnce(Reply<T>) -> Request) -> Result<T, IndexError> {
@@ -103,6 +122,9 @@ impl Transaction {
             Err(error) => {
                 if error.conflicted() {
                     self.conflicted.set(true);
+                }
+                if matches!(error, PgError::CommitUnknown(_)) {
+                    self.unknown.set(true);
                 }
                 Err(error.into())
             }
@@ -180,6 +202,7 @@ async fn commit(
     transaction: deadpool_postgres::Transaction<'_>,
     writes: Vec<KvWrite>,
     absent: HashSet<Vec<u8>>,
+    id: Vec<u8>,
 ) -> Result<(), PgError> {
     // One value per key (the last), in key order: concurrent batches lock rows in the same
     // order, and one statement never touches a row twice.
@@ -240,8 +263,35 @@ async fn commit(
     if seq % PRUNE_EVERY == 0 {
         prune(&transaction).await?;
     }
-    transaction.commit().await?;
-    Ok(())
+    let statement = transaction
+        .prepare_cached("INSERT INTO regkeeper_batches (id) VALUES ($1)")
+        .await?;
+    transaction.execute(&statement, &[&id]).await?;
+    finish(transaction).await
+}
+
+/// COMMIT; an answer that never came (no SQL state: the connection broke) leaves the outcome
+/// unknown, which the caller settles through the batch's id.
+async fn finish(transaction: deadpool_postgres::Transaction<'_>) -> Result<(), PgError> {
+    match transaction.commit().await {
+        Ok(()) => Ok(()),
+        Err(error) if error.code().is_none() => Err(PgError::CommitUnknown(error)),
+        Err(error) => Err(error.into()),
+    }
+}
+
+/// Whether the batch `id` landed, asked on a fresh connection once its transaction is over: the
+/// insert waits for a transaction still holding the id, and once it is in, that batch can never
+/// land later. A batch is written exactly once either way.
+pub async fn landed(pool: &Pool, id: &[u8]) -> Result<bool, PgError> {
+    let client = pool.get().await.map_err(super::pool_error)?;
+    let inserted = client
+        .execute(
+            "INSERT INTO regkeeper_batches (id) VALUES ($1) ON CONFLICT (id) DO NOTHING",
+            &[&id],
+        )
+        .await?;
+    Ok(inserted == 0)
 }
 
 /// Keys and values side by side, as the `unnest` statements take them.
@@ -272,6 +322,8 @@ async fn prune(transaction: &deadpool_postgres::Transaction<'_>) -> Result<(), P
          UPDATE regkeeper_changes_pruned SET upto = greatest(upto, (SELECT max(seq) FROM gone)) \
          WHERE EXISTS (SELECT 1 FROM gone)"
     );
+    transaction.execute(&sql, &[]).await?;
+    let sql = format!("DELETE FROM regkeeper_batches WHERE at < now() - interval '{KEEP_CHANGES}'");
     transaction.execute(&sql, &[]).await?;
     Ok(())
 }
