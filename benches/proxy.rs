@@ -222,9 +222,20 @@ async fn run(settings: Settings) {
             table.add("manifest HEAD 64 conns (req/s)", side, rate);
         }
     }
-    for _ in (0..settings.rounds).filter(|_| phase("capacity")) {
+    for round in (0..settings.rounds).filter(|_| phase("capacity")) {
         let rate = hammer(fast.addr, Method::GET, capacity_path, &settings).await;
         table.add("capacity GET, fast upstream (req/s)", "direct", rate);
+        // The PostgreSQL-recording proxy goes first in every other round: a ratio must not
+        // carry the order the proxies were measured in.
+        let shared_first = round % 2 == 1;
+        let mut on_postgres = None;
+        if shared_first && let Some(shared) = &fast_proxy_postgres {
+            on_postgres = Some(
+                hammer_counting_cpu(shared.addr, shared.pid(), capacity_path, &settings)
+                    .await
+                    .0,
+            );
+        }
         let (off, _) = hammer_counting_cpu(
             fast_proxy_plain.addr,
             fast_proxy_plain.pid(),
@@ -236,17 +247,22 @@ async fn run(settings: Settings) {
         let (rate, per_cpu) =
             hammer_counting_cpu(fast_proxy.addr, fast_proxy.pid(), capacity_path, &settings).await;
         table.add("capacity: recording on / off (ratio)", "proxy", rate / off);
-        if let Some(shared) = &fast_proxy_postgres {
-            let (on_postgres, _) =
-                hammer_counting_cpu(shared.addr, shared.pid(), capacity_path, &settings).await;
+        table.add("capacity GET, fast upstream (req/s)", "proxy", rate);
+        table.add("capacity GET (req per proxy CPU-s)", "proxy", per_cpu);
+        if !shared_first && let Some(shared) = &fast_proxy_postgres {
+            on_postgres = Some(
+                hammer_counting_cpu(shared.addr, shared.pid(), capacity_path, &settings)
+                    .await
+                    .0,
+            );
+        }
+        if let Some(on_postgres) = on_postgres {
             table.add(
                 "capacity: recording into PostgreSQL / off (ratio)",
                 "proxy",
                 on_postgres / off,
             );
         }
-        table.add("capacity GET, fast upstream (req/s)", "proxy", rate);
-        table.add("capacity GET (req per proxy CPU-s)", "proxy", per_cpu);
         if let Some(nginx) = &nginx {
             let (rate, per_cpu) =
                 hammer_counting_cpu(nginx.fast_addr, nginx.pid(), capacity_path, &settings).await;
