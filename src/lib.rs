@@ -2,7 +2,8 @@
 //! what Git and Kubernetes no longer need.
 //!
 //! Layers, each allowed to call only those below it:
-//! `server` → `proxy`, `admin` → `upstream` → `tls`; `configs` → `events` → `index`;
+//! `server` → `proxy`, `admin` → `upstream` → `tls`; `admin` → `notifications` → `sync`;
+//! `configs` → `events` → `index`;
 //! `planning` → `sources` → `policy`; `config` → `calendar`; `index`, `oci_error`,
 //! `metrics` and `calendar` are leaves. The proxy reaches the index only through `events`.
 //! Each module's header says what it "May call:"; `layers` (a test) holds the code to those
