@@ -26,7 +26,7 @@ use recent::Recent;
 
 use crate::{
     configs::ConfigCache,
-    events::{EventSender, RegistryEvent},
+    events::{EventSender, PullCount, RegistryEvent},
     index::{Index, UnixMillis, Write},
     linking::Linker,
     registry::RegistryClient,
@@ -107,22 +107,20 @@ impl Notifications {
     /// Records one delivery's body.
     pub async fn deliver(&self, body: &[u8]) -> Result<Outcome, NotificationError> {
         let delivery = read(body, UnixMillis::now(), self.client.user_agent())?;
+        let delivery_len = delivery.events.len();
         // Claimed before any await: the same events delivered twice at once count once.
-        let (fresh, duplicates): (Vec<Event>, Vec<Event>) = {
+        let mut fresh = delivery.events;
+        {
             let mut recent = self.recent();
-            delivery
-                .events
-                .into_iter()
-                .partition(|event| recent.claim(&event.id))
-        };
-        let ids: Vec<String> = fresh.iter().map(|e| e.id.clone()).collect();
-        let writes = match self.writes(&fresh).await {
-            Ok(writes) => writes,
+            fresh.retain(|event| recent.claim(&event.id));
+        }
+        let (writes, pulls) = match self.writes(&fresh).await {
+            Ok(found) => found,
             Err(error) => {
                 // Nothing kept: the retry must find these events new.
                 let mut recent = self.recent();
-                for id in &ids {
-                    recent.release(id);
+                for event in &fresh {
+                    recent.release(&event.id);
                 }
                 return Err(error);
             }
@@ -132,9 +130,13 @@ impl Notifications {
                 .send_or_wait(RegistryEvent::Record(writes))
                 .await;
         }
+        if !pulls.is_empty() {
+            // The writer sums pulls per reference, as it does the proxy's tallies.
+            self.events.send_or_wait(RegistryEvent::Pulls(pulls)).await;
+        }
         Ok(Outcome {
             recorded: fresh.len(),
-            duplicates: duplicates.len(),
+            duplicates: delivery_len - fresh.len(),
             skipped: delivery.skipped,
         })
     }
@@ -147,17 +149,14 @@ impl Notifications {
         target: &Deleted,
         at: UnixMillis,
     ) -> Result<Option<Write>, NotificationError> {
-        let reference = match target {
-            Deleted::Digest(digest) => digest,
-            Deleted::Tag(tag) => tag,
-        };
+        let reference = target.reference();
         let found = self
             .client
             .manifest_digest(repository, reference)
             .await
             .map_err(|error| NotificationError::Upstream {
                 repository: repository.to_string(),
-                reference: reference.clone(),
+                reference: reference.to_string(),
                 cause: error.to_string(),
             })?;
         if found.is_some() {
@@ -182,8 +181,11 @@ impl Notifications {
         }))
     }
 
-    /// The delivery's writes, in its order; pulls summed per reference.
-    async fn writes(&self, events: &[Event]) -> Result<Vec<Write>, NotificationError> {
+    /// The delivery's writes, in its order, and its pulls.
+    async fn writes(
+        &self,
+        events: &[Event],
+    ) -> Result<(Vec<Write>, Vec<PullCount>), NotificationError> {
         let reader = Reader {
             client: &self.client,
             index: self.index.as_ref(),
@@ -192,7 +194,7 @@ impl Notifications {
             configs: &self.configs,
         };
         let mut writes = Vec::new();
-        let mut pulls: Vec<(String, String, u64, UnixMillis)> = Vec::new();
+        let mut pulls = Vec::new();
         for event in events {
             match &event.notice {
                 Notice::Push {
@@ -216,16 +218,12 @@ impl Notifications {
                     repository,
                     reference,
                     at,
-                } => match pulls
-                    .iter_mut()
-                    .find(|(r, f, _, _)| r == repository && f == reference)
-                {
-                    Some((_, _, count, last)) => {
-                        *count += 1;
-                        *last = (*last).max(*at);
-                    }
-                    None => pulls.push((repository.clone(), reference.clone(), 1, *at)),
-                },
+                } => pulls.push(PullCount {
+                    repository: repository.clone(),
+                    reference: reference.clone(),
+                    count: 1,
+                    last: *at,
+                }),
                 Notice::Delete {
                     repository,
                     target,
@@ -233,16 +231,6 @@ impl Notifications {
                 } => writes.extend(self.confirmed_delete(repository, target, *at).await?),
             }
         }
-        writes.extend(
-            pulls
-                .into_iter()
-                .map(|(repository, reference, count, last)| Write::RecordPulls {
-                    repository,
-                    reference,
-                    count,
-                    last,
-                }),
-        );
-        Ok(writes)
+        Ok((writes, pulls))
     }
 }

@@ -6,7 +6,6 @@
 //! actions regkeeper has no use for are skipped and counted.
 
 use serde::Deserialize;
-use sha2::{Digest as _, Sha256};
 
 use crate::{
     index::UnixMillis,
@@ -41,6 +40,16 @@ pub enum Notice {
 pub enum Deleted {
     Digest(String),
     Tag(String),
+}
+
+impl Deleted {
+    /// The manifest reference it names.
+    pub fn reference(&self) -> &str {
+        match self {
+            Deleted::Digest(digest) => digest,
+            Deleted::Tag(tag) => tag,
+        }
+    }
 }
 
 /// A notification event: what it says, and what names it (a retried delivery names it again).
@@ -245,7 +254,7 @@ fn harbor(webhook: Webhook, body: &[u8], now: UnixMillis) -> Result<Delivery, Pa
         Some(seconds) if seconds > 0 => UnixMillis((seconds as u64).saturating_mul(1000)).min(now),
         _ => now,
     };
-    let body_id = hex(&Sha256::digest(body));
+    let body_id = crate::manifest::sha256_digest(body);
     for (index, resource) in data.resources.into_iter().enumerate() {
         let bad = |why: String| PayloadError::Event { index, why };
         let repository = repository(&data.repository.repo_full_name).map_err(bad)?;
@@ -326,10 +335,6 @@ fn timestamp(text: Option<&str>, now: UnixMillis) -> UnixMillis {
     text.and_then(|t| t.parse::<jiff::Timestamp>().ok())
         .and_then(|t| u64::try_from(t.as_millisecond()).ok())
         .map_or(now, |millis| UnixMillis(millis).min(now))
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 #[cfg(test)]

@@ -55,20 +55,9 @@ async fn query(client: &HttpClient, prometheus: &Prometheus, expr: &str) -> Valu
     let url = format!(
         "http://{}/api/v1/query?query={}",
         prometheus.addr,
-        urlencode(expr)
+        regkeeper::registry::query_escape(expr)
     );
     client.send(Method::GET, &url, &[], empty()).await.json()
-}
-
-fn urlencode(text: &str) -> String {
-    text.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
 }
 
 #[tokio::test]

@@ -536,3 +536,39 @@ fn a_rolling_restart_behind_a_balancer_fails_no_request() {
         p99(during)
     );
 }
+
+/// The answer to a batch's COMMIT is lost after the batch landed (the connection is cut right
+/// after COMMIT goes out): the writer settles it through the batch's id and reports success, and
+/// the pull it recorded counts once — a blind retry would count it twice.
+#[test]
+fn a_batch_whose_commit_answer_is_lost_is_applied_exactly_once() {
+    use regkeeper::{
+        config::PostgresConfig,
+        index::{Index, UnixMillis, Write},
+    };
+    let server = TestPostgres::start();
+    let url = server.fresh_database();
+    let port: u16 = url
+        .rsplit_once(':')
+        .and_then(|(_, rest)| rest.split('/').next())
+        .and_then(|p| p.parse().ok())
+        .unwrap();
+    let gate = crate::support::gate::Gate::open_to(format!("127.0.0.1:{port}").parse().unwrap());
+    let open = |url: &str| {
+        let options = regkeeper::backend::options(&PostgresConfig::new(url.to_string())).unwrap();
+        regkeeper::index::open_postgres(&options).unwrap()
+    };
+    let index = open(&url.replace(&format!(":{port}/"), &format!(":{}/", gate.addr.port())));
+    let pull = || Write::RecordPulls {
+        repository: "team/app".into(),
+        reference: "v1".into(),
+        count: 1,
+        last: UnixMillis(1),
+    };
+    index.apply(&[pull()]).unwrap();
+    gate.cut_after(b"COMMIT\0");
+    index.apply(&[pull()]).unwrap();
+    assert!(!gate.cut_pending(), "no COMMIT was cut");
+    let direct = open(&url);
+    assert_eq!(direct.pulls("team/app", "v1").unwrap().unwrap().count, 2);
+}

@@ -252,12 +252,12 @@ async fn commit(
         .await?;
     let statement = transaction
         .prepare_cached(
-            "INSERT INTO regkeeper_changes (keys) VALUES (array_cat($1::bytea[], $2::bytea[])) \
-             RETURNING seq",
+            "INSERT INTO regkeeper_changes (keys) \
+             VALUES (array_cat(array_cat($1::bytea[], $2::bytea[]), $3::bytea[])) RETURNING seq",
         )
         .await?;
     let seq: i64 = transaction
-        .query_one(&statement, &[&[new.keys, changed.keys].concat(), &gone])
+        .query_one(&statement, &[&new.keys, &changed.keys, &gone])
         .await?
         .get(0);
     if seq % PRUNE_EVERY == 0 {
