@@ -54,6 +54,25 @@ fn arg(args: &[String], name: &str, default: usize) -> usize {
         .unwrap_or(default)
 }
 
+/// The `t`th tag's digest: as evenly spread as a real SHA-256 (readers split the index by
+/// digest ranges, so digests sharing a long prefix would measure something no registry holds).
+fn digest_of(t: usize) -> String {
+    let word = |k: u64| {
+        // splitmix64
+        let mut z = (t as u64 * 4 + k).wrapping_add(0x9E37_79B9_7F4A_7C15);
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    };
+    format!(
+        "sha256:{:016x}{:016x}{:016x}{:016x}",
+        word(0),
+        word(1),
+        word(2),
+        word(3)
+    )
+}
+
 struct Lcg(u64);
 impl Lcg {
     fn next(&mut self, bound: usize) -> usize {
@@ -75,7 +94,8 @@ fn main() {
         in_use: arg(&args, "--in-use", 20_000),
     };
     let dir = PathBuf::from(format!(
-        "/var/tmp/regkeeper-bench-plan/{}t-{}r-{}c-{}refs",
+        // `v2`: digests spread as real ones are.
+        "/var/tmp/regkeeper-bench-plan/v2-{}t-{}r-{}c-{}refs",
         scale.tags, scale.repos, scale.commits, scale.refs
     ));
     if args.iter().any(|a| a == "--measure") {
@@ -230,7 +250,7 @@ fn generate_index(path: &Path, scale: &Scale, commits: &[String]) {
     let started = Instant::now();
     for t in 0..scale.tags {
         let repository = format!("team/app-{:04}", t % scale.repos);
-        let digest = format!("sha256:{:064x}", t as u64 * 0x9E37_79B9_7F4A_7C15);
+        let digest = digest_of(t);
         let pushed = UnixMillis((NOW as u64 - 3 * 3600 - rng.next(200 * 86_400) as u64) * 1000);
         batch.push(Write::PutManifest(ManifestRecord {
             kind: ManifestKind::Image,
@@ -376,9 +396,9 @@ fn measure(dir: &Path, scale: &Scale) {
         let t = rng.next(scale.tags);
         let reference = if i % 4 == 0 {
             format!(
-                "registry.example.com/team/app-{:04}@sha256:{:064x}",
+                "registry.example.com/team/app-{:04}@{}",
                 t % scale.repos,
-                t as u64 * 0x9E37_79B9_7F4A_7C15
+                digest_of(t)
             )
         } else {
             format!(

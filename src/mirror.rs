@@ -22,8 +22,8 @@ use std::{
 
 use crate::{
     index::{
-        AuditEntry, CommitLink, Index, IndexError, ManifestRecord, PullStats, RestoreRecord,
-        SyncState, TagRecord, Write,
+        AuditEntry, CommitLink, DigestRange, Index, IndexError, ManifestRecord, PullStats,
+        RestoreRecord, SyncState, TagRecord, Write,
     },
     policy::{HashSet, Snapshot},
 };
@@ -287,9 +287,10 @@ impl Index for Mirror {
 
     fn each_commit_link(
         &self,
+        digests: DigestRange<'_>,
         visit: &mut dyn FnMut(CommitLink) -> Result<(), IndexError>,
     ) -> Result<(), IndexError> {
-        self.index.each_commit_link(visit)
+        self.index.each_commit_link(digests, visit)
     }
 
     fn repository_pulls(&self, repository: &str) -> Result<Vec<(String, PullStats)>, IndexError> {
@@ -438,7 +439,11 @@ mod tests {
         mirror.snapshot().unwrap();
         for i in 0..50 {
             let repository = format!("r{}", i % 7);
-            let digest = format!("sha256:{}", i % 13);
+            // Short digests sit on the readers' range bounds; long ones spread over them.
+            let digest = match i % 2 {
+                0 => format!("sha256:{}", i % 13),
+                _ => format!("sha256:{:x}{:063x}", i % 16, i % 5),
+            };
             let mut writes = push(&repository, &format!("t{}", i % 11), &digest);
             writes.push(link(&digest, &format!("{:07x}", i)));
             mirror.apply(&writes).unwrap();
@@ -469,5 +474,33 @@ mod tests {
                 .collect::<Vec<_>>()
         };
         assert_eq!(shape(&mirrored), shape(&fresh));
+    }
+
+    #[test]
+    fn a_whole_read_with_an_unreadable_link_fails_instead_of_waiting() {
+        use crate::index::{KvStore, MemoryKv, Store};
+        let index = Store::new(MemoryKv::default()).unwrap();
+        let digest = format!("sha256:7{:063x}", 1);
+        let mut writes = push("a", "t", &digest);
+        writes.push(link(&digest, "abcdef0"));
+        index.apply(&writes).unwrap();
+        // One link range cannot be read; every other reader would wait for it.
+        let mut key = b"c".to_vec();
+        key.extend_from_slice(digest.as_bytes());
+        key.extend_from_slice(b"\0garbage");
+        index
+            .kv_for_tests()
+            .apply(vec![(key, Some(b"\x01{not json".to_vec()))])
+            .unwrap();
+        // A reader that waits forever is the failure: give up on it long before CI would.
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = tx.send(super::read::snapshot(&index).err().map(|e| e.to_string()));
+        });
+        let error = rx
+            .recv_timeout(std::time::Duration::from_secs(60))
+            .expect("the whole read returns instead of waiting for the link it failed to read")
+            .expect("an unreadable link is an error");
+        assert!(error.contains("unreadable"), "{error}");
     }
 }

@@ -347,7 +347,7 @@ fn whole_index_scans_see_every_link_and_pull(index: &dyn Index) {
         .unwrap();
     let mut links: Vec<(String, String)> = Vec::new();
     index
-        .each_commit_link(&mut |l| {
+        .each_commit_link(DigestRange::ALL, &mut |l| {
             links.push((l.digest, l.commit));
             Ok(())
         })
@@ -364,6 +364,69 @@ fn whole_index_scans_see_every_link_and_pull(index: &dyn Index) {
 
 /// A manifest remembers when a tag last stopped pointing to it: moved on (push), deleted, or
 /// found gone by sync (as of its listing); a new push of the manifest itself starts afresh.
+/// Readers split the links between threads by digest range: each link is read exactly once,
+/// in the range that contains its digest, whatever the digests look like.
+fn commit_links_split_by_digest_range_cover_each_link_once(index: &dyn Index) {
+    let digests = [
+        "",
+        "md5:ff",
+        "sha256:",
+        "sha256:0a",
+        "sha256:1",
+        "sha256:1\u{1}",
+        "sha256:10",
+        "sha256:7f",
+        "sha256:8",
+        "sha256:80",
+        "sha256:ff",
+        "sha512:00",
+        "\u{10FFFF}",
+    ];
+    let writes: Vec<Write> = digests
+        .iter()
+        .flat_map(|digest| {
+            ["aaaaaaa", "bbbbbbb"].map(|commit| {
+                Write::LinkCommit(CommitLink {
+                    digest: (*digest).into(),
+                    commit: commit.into(),
+                    source: LinkSource::Api,
+                    learned_at: UnixMillis(1),
+                    repository: None,
+                    tag: None,
+                })
+            })
+        })
+        .collect();
+    index.apply(&writes).unwrap();
+    let bounds = [None, Some("sha256:1"), Some("sha256:8"), Some("sha3"), None];
+    let mut seen: Vec<(String, String)> = Vec::new();
+    for pair in bounds.windows(2) {
+        let range = DigestRange {
+            from: pair[0],
+            until: pair[1],
+        };
+        index
+            .each_commit_link(range, &mut |link| {
+                assert!(range.contains(&link.digest), "{range:?} gave {link:?}");
+                seen.push((link.digest, link.commit));
+                Ok(())
+            })
+            .unwrap();
+    }
+    seen.sort();
+    let mut expected: Vec<(String, String)> = digests
+        .iter()
+        .flat_map(|d| {
+            [
+                (d.to_string(), "aaaaaaa".into()),
+                (d.to_string(), "bbbbbbb".into()),
+            ]
+        })
+        .collect();
+    expected.sort();
+    assert_eq!(seen, expected);
+}
+
 fn manifests_remember_when_they_lost_a_tag(index: &dyn Index) {
     let untagged_at = |digest: &str| index.manifest("a", digest).unwrap().unwrap().untagged_at;
     index
@@ -660,6 +723,7 @@ conformance!(
     forgetting_a_tag_spares_pushes_sync_could_not_have_seen,
     sync_progress_is_stored,
     whole_index_scans_see_every_link_and_pull,
+    commit_links_split_by_digest_range_cover_each_link_once,
     manifests_remember_when_they_lost_a_tag,
     restores_are_kept_per_repository_and_reference,
     pages_cover_everything_once_in_order,

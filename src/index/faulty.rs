@@ -70,8 +70,13 @@ impl KvStore for FaultyKv {
         build_here(self, build)
     }
 
-    fn each(&self, prefix: &[u8], visit: &mut Visit<'_>) -> Result<(), IndexError> {
-        self.live().each(prefix, visit)
+    fn each_in(
+        &self,
+        start: &[u8],
+        end: Option<&[u8]>,
+        visit: &mut Visit<'_>,
+    ) -> Result<(), IndexError> {
+        self.live().each_in(start, end, visit)
     }
 
     fn page(

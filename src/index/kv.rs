@@ -48,7 +48,17 @@ pub trait KvStore: KvRead + Send + Sync {
     fn transact(&self, build: &mut Build<'_>) -> Result<(), IndexError>;
     /// Hands every (key, value) under `prefix` to `visit`, in key order, without collecting
     /// them: whole-index readers would otherwise hold every raw entry at once.
-    fn each(&self, prefix: &[u8], visit: &mut Visit<'_>) -> Result<(), IndexError>;
+    fn each(&self, prefix: &[u8], visit: &mut Visit<'_>) -> Result<(), IndexError> {
+        self.each_in(prefix, prefix_end(prefix).as_deref(), visit)
+    }
+    /// As [`each`](Self::each), for the keys from `start` up to (not including) `end` (`None`:
+    /// to the last key): whole-index readers split a range between threads.
+    fn each_in(
+        &self,
+        start: &[u8],
+        end: Option<&[u8]>,
+        visit: &mut Visit<'_>,
+    ) -> Result<(), IndexError>;
     /// Up to `limit` (key, value) under `prefix` whose key is greater than `after`, in key
     /// order: readers that page through a large range hold one page, and no lock between pages.
     fn page(
@@ -132,11 +142,16 @@ impl KvStore for MemoryKv {
         build_here(self, build)
     }
 
-    fn each(&self, prefix: &[u8], visit: &mut Visit<'_>) -> Result<(), IndexError> {
+    fn each_in(
+        &self,
+        start: &[u8],
+        end: Option<&[u8]>,
+        visit: &mut Visit<'_>,
+    ) -> Result<(), IndexError> {
         let map = self.map.read().unwrap_or_else(|e| e.into_inner());
         for (k, v) in map
-            .range(prefix.to_vec()..)
-            .take_while(|(k, _)| k.starts_with(prefix))
+            .range(start.to_vec()..)
+            .take_while(|(k, _)| end.is_none_or(|end| k.as_slice() < end))
         {
             visit(k, v)?;
         }
@@ -172,4 +187,16 @@ impl KvStore for MemoryKv {
     fn flush(&self) -> Result<(), IndexError> {
         Ok(())
     }
+}
+
+/// The first key after every key that starts with `prefix` (none: the range is open).
+pub fn prefix_end(prefix: &[u8]) -> Option<Vec<u8>> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < u8::MAX {
+            end.push(last + 1);
+            return Some(end);
+        }
+    }
+    None
 }

@@ -61,6 +61,26 @@ pub enum IndexError {
     Io(String, std::io::Error),
 }
 
+/// Digests from `from` (included) up to `until` (not included), compared as strings; `None`
+/// leaves that end open. Every link of one digest falls in the same range.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct DigestRange<'a> {
+    pub from: Option<&'a str>,
+    pub until: Option<&'a str>,
+}
+
+impl DigestRange<'_> {
+    /// Every digest.
+    pub const ALL: DigestRange<'static> = DigestRange {
+        from: None,
+        until: None,
+    };
+
+    pub fn contains(&self, digest: &str) -> bool {
+        self.from.is_none_or(|from| digest >= from) && self.until.is_none_or(|until| digest < until)
+    }
+}
+
 /// What the rest of regkeeper asks of the index. Reads see only whole batches.
 pub trait Index: Send + Sync {
     /// Applies `writes` in order, atomically: after a crash either all of them are there or none.
@@ -94,11 +114,13 @@ pub trait Index: Send + Sync {
     fn commit_links(&self, digest: &str) -> Result<Vec<CommitLink>, IndexError>;
     /// Pulls of a tag or digest in a repository.
     fn pulls(&self, repository: &str, reference: &str) -> Result<Option<PullStats>, IndexError>;
-    /// Hands every commit link to `visit`, in key order (digest, commit, source): one scan for
-    /// whole-index readers like the plan, instead of a lookup per digest, and without holding
-    /// them all at once.
+    /// Hands every commit link of the digests in `digests` to `visit`, in key order (digest,
+    /// commit, source): one scan for whole-index readers like the plan, instead of a lookup per
+    /// digest, and without holding them all at once. Disjoint ranges split the work between
+    /// threads.
     fn each_commit_link(
         &self,
+        digests: DigestRange<'_>,
         visit: &mut dyn FnMut(CommitLink) -> Result<(), IndexError>,
     ) -> Result<(), IndexError>;
     /// Pulls of every tag and digest of `repository` that was pulled: (reference, stats).

@@ -121,8 +121,15 @@ impl KvStore for SledKv {
         build_here(self, build)
     }
 
-    fn each(&self, prefix: &[u8], visit: &mut super::kv::Visit<'_>) -> Result<(), IndexError> {
-        for item in self.db()?.scan_prefix(prefix) {
+    fn each_in(
+        &self,
+        start: &[u8],
+        end: Option<&[u8]>,
+        visit: &mut super::kv::Visit<'_>,
+    ) -> Result<(), IndexError> {
+        use std::ops::Bound;
+        let end = end.map_or(Bound::Unbounded, Bound::Excluded);
+        for item in self.db()?.range::<&[u8], _>((Bound::Included(start), end)) {
             let (k, v) = item.map_err(|e| self.err(e))?;
             visit(&k, &v)?;
         }

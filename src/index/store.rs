@@ -11,7 +11,7 @@ mod writes;
 use writes::{Pending, apply_one};
 
 use super::{
-    Index, IndexError, Write,
+    DigestRange, Index, IndexError, Write,
     kv::{KvRead, KvStore, KvWrite},
     model::{
         AuditEntry, CleanupLock, CleanupRun, CommitLink, Lease, LinkSource, ManifestRecord,
@@ -265,9 +265,17 @@ impl<K: KvStore> Index for Store<K> {
 
     fn each_commit_link(
         &self,
+        digests: DigestRange<'_>,
         visit: &mut dyn FnMut(CommitLink) -> Result<(), IndexError>,
     ) -> Result<(), IndexError> {
-        self.kv.each(&[LINK], &mut |k, v| visit(decode(k, v)?))
+        // A link's key is its digest then NUL (below any byte of a digest), so keys order as
+        // their digests do against a bound that has no NUL.
+        let start = digests.from.map_or_else(|| vec![LINK], |d| key(LINK, &[d]));
+        let end = digests
+            .until
+            .map_or_else(|| vec![LINK + 1], |d| key(LINK, &[d]));
+        self.kv
+            .each_in(&start, Some(&end), &mut |k, v| visit(decode(k, v)?))
     }
 
     fn repository_pulls(&self, repository: &str) -> Result<Vec<(String, PullStats)>, IndexError> {

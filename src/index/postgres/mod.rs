@@ -20,7 +20,10 @@ use std::{
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use tokio_postgres::error::SqlState;
 
-use super::{IndexError, kv::KvPair};
+use super::{
+    IndexError,
+    kv::{KvPair, prefix_end},
+};
 pub use schema::LATEST as SCHEMA;
 
 /// How to reach the database.
@@ -220,26 +223,17 @@ impl Drop for PgKv {
     }
 }
 
-/// The first key after every key that starts with `prefix` (none: the range is open).
-fn prefix_end(prefix: &[u8]) -> Option<Vec<u8>> {
-    let mut end = prefix.to_vec();
-    while let Some(last) = end.pop() {
-        if last < u8::MAX {
-            end.push(last + 1);
-            return Some(end);
-        }
-    }
-    None
-}
-
 /// `key >= $1 AND key < $2` for `prefix`, and the parameters: an open range when the prefix
 /// has no end.
 fn range(prefix: &[u8]) -> (Vec<u8>, Vec<u8>) {
-    // An optional upper bound (`OR $2 IS NULL`) would keep the index from bounding the scan.
-    // A btree entry cannot exceed a third of an 8 KiB page, so no stored key reaches 8 KiB of
-    // 0xFF: that serves as "no end".
-    let end = prefix_end(prefix).unwrap_or_else(|| vec![u8::MAX; 8192]);
-    (prefix.to_vec(), end)
+    (prefix.to_vec(), bound(prefix_end(prefix)))
+}
+
+/// The upper bound of a range: an open one as a key past every stored key. An optional bound
+/// (`OR $2 IS NULL`) would keep the index from bounding the scan; a btree entry cannot exceed a
+/// third of an 8 KiB page, so no stored key reaches 8 KiB of 0xFF.
+fn bound(end: Option<Vec<u8>>) -> Vec<u8> {
+    end.unwrap_or_else(|| vec![u8::MAX; 8192])
 }
 
 #[cfg(test)]

@@ -4,7 +4,7 @@
 use std::{sync::mpsc, time::Duration};
 
 use super::{
-    ChangeRow, FETCH, MAX_RUNS, PgError, PgKv, pool_error, range, transaction::Transaction,
+    ChangeRow, FETCH, MAX_RUNS, PgError, PgKv, bound, pool_error, range, transaction::Transaction,
 };
 use crate::index::{
     IndexError,
@@ -89,8 +89,13 @@ impl KvStore for PgKv {
         )))
     }
 
-    fn each(&self, prefix: &[u8], visit: &mut Visit<'_>) -> Result<(), IndexError> {
-        let (start, end) = range(prefix);
+    fn each_in(
+        &self,
+        start: &[u8],
+        end: Option<&[u8]>,
+        visit: &mut Visit<'_>,
+    ) -> Result<(), IndexError> {
+        let (start, end) = (start.to_vec(), bound(end.map(<[u8]>::to_vec)));
         let pool = self.pool.clone();
         // A few pages in flight: the reader never holds more, however large the range.
         let (tx, rx) = mpsc::sync_channel::<Result<Vec<KvPair>, PgError>>(2);
