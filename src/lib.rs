@@ -10,6 +10,12 @@
 //! lines and to having no cycle.
 #![forbid(unsafe_code)]
 
+/// jemalloc: glibc's malloc was a sixth of the CPU of a replica's cold read and fragments
+/// between threads (jemalloc: 20% less CPU, lower peak; mimalloc measured slower here).
+/// Declared in the library, so benches and tests measure what the binary runs.
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 pub mod admin;
 pub mod backend;
 pub mod calendar;
