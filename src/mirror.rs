@@ -293,6 +293,13 @@ impl Index for Mirror {
         self.index.each_commit_link(digests, visit)
     }
 
+    fn repository_records(
+        &self,
+        repository: &str,
+    ) -> Result<crate::index::RepositoryRecords, IndexError> {
+        self.index.repository_records(repository)
+    }
+
     fn repository_pulls(&self, repository: &str) -> Result<Vec<(String, PullStats)>, IndexError> {
         self.index.repository_pulls(repository)
     }

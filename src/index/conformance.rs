@@ -472,6 +472,58 @@ fn manifests_remember_when_they_lost_a_tag(index: &dyn Index) {
     assert_eq!(untagged_at(D2), None);
 }
 
+/// The one-trip read of a repository answers what the separate reads answer, and nothing of a
+/// repository whose name extends it.
+fn a_repository_read_together_equals_its_separate_reads(index: &dyn Index) {
+    let mut writes = Vec::new();
+    for repository in ["a", "ab", "b"] {
+        writes.extend([
+            Write::PutManifest(manifest(repository, D1)),
+            Write::PutManifest(manifest(repository, D2)),
+            push(repository, "v1", D1, 1),
+            push(repository, "v2", D2, 2),
+            Write::RecordPulls {
+                repository: repository.into(),
+                reference: "v1".into(),
+                count: 3,
+                last: UnixMillis(9),
+            },
+            Write::Restored(crate::index::RestoreRecord {
+                repository: repository.into(),
+                tag: Some("v2".into()),
+                digest: D2.into(),
+                from_run: "r1".into(),
+                at: UnixMillis(4),
+            }),
+        ]);
+    }
+    index.apply(&writes).unwrap();
+    for repository in ["a", "ab", "c"] {
+        let together = index.repository_records(repository).unwrap();
+        let separate = RepositoryRecords {
+            tags: index.tags(repository).unwrap(),
+            manifests: index.manifests(repository).unwrap(),
+            pulls: index.repository_pulls(repository).unwrap(),
+            restores: index.restores(Some(repository)).unwrap(),
+        };
+        assert_eq!(
+            format!("{together:?}"),
+            format!("{separate:?}"),
+            "{repository}"
+        );
+    }
+    let a = index.repository_records("a").unwrap();
+    assert_eq!(
+        (
+            a.tags.len(),
+            a.manifests.len(),
+            a.pulls.len(),
+            a.restores.len()
+        ),
+        (2, 2, 1, 1)
+    );
+}
+
 fn restores_are_kept_per_repository_and_reference(index: &dyn Index) {
     let restored = |repository: &str, tag: Option<&str>, run: &str, at: u64| {
         Write::Restored(crate::index::RestoreRecord {
@@ -726,6 +778,7 @@ conformance!(
     commit_links_split_by_digest_range_cover_each_link_once,
     manifests_remember_when_they_lost_a_tag,
     restores_are_kept_per_repository_and_reference,
+    a_repository_read_together_equals_its_separate_reads,
     pages_cover_everything_once_in_order,
     leases_pass_on_expiry_and_fence_out_the_holder_that_lost_one,
 );

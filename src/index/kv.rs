@@ -24,6 +24,10 @@ pub trait KvRead {
     }
     /// Every (key, value) whose key starts with `prefix`, in key order.
     fn scan(&self, prefix: &[u8]) -> Result<Vec<KvPair>, IndexError>;
+    /// [`scan`](Self::scan) of each prefix: one round trip on an engine behind a network.
+    fn scan_many(&self, prefixes: &[Vec<u8>]) -> Result<Vec<Vec<KvPair>>, IndexError> {
+        prefixes.iter().map(|prefix| self.scan(prefix)).collect()
+    }
     /// Whether the store holds no key at all.
     fn is_empty(&self) -> Result<bool, IndexError>;
 }

@@ -61,6 +61,15 @@ pub enum IndexError {
     Io(String, std::io::Error),
 }
 
+/// What [`Index::repository_records`] reads.
+#[derive(Debug, Default)]
+pub struct RepositoryRecords {
+    pub tags: Vec<TagRecord>,
+    pub manifests: Vec<ManifestRecord>,
+    pub pulls: Vec<(String, PullStats)>,
+    pub restores: Vec<RestoreRecord>,
+}
+
 /// Digests from `from` (included) up to `until` (not included), compared as strings; `None`
 /// leaves that end open. Every link of one digest falls in the same range.
 #[derive(Clone, Copy, Debug, Default)]
@@ -125,6 +134,9 @@ pub trait Index: Send + Sync {
     ) -> Result<(), IndexError>;
     /// Pulls of every tag and digest of `repository` that was pulled: (reference, stats).
     fn repository_pulls(&self, repository: &str) -> Result<Vec<(String, PullStats)>, IndexError>;
+    /// Everything a plan reads of `repository` (as `tags`, `manifests`, `repository_pulls` and
+    /// `restores` answer), read together: one round trip on a shared engine.
+    fn repository_records(&self, repository: &str) -> Result<RepositoryRecords, IndexError>;
     /// What `restore` put back in `repository` (in every repository when `None`), the latest
     /// restore per tag or digest.
     fn restores(&self, repository: Option<&str>) -> Result<Vec<RestoreRecord>, IndexError>;

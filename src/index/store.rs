@@ -11,8 +11,8 @@ mod writes;
 use writes::{Pending, apply_one};
 
 use super::{
-    DigestRange, Index, IndexError, Write,
-    kv::{KvRead, KvStore, KvWrite},
+    DigestRange, Index, IndexError, RepositoryRecords, Write,
+    kv::{KvPair, KvRead, KvStore, KvWrite},
     model::{
         AuditEntry, CleanupLock, CleanupRun, CommitLink, Lease, LinkSource, ManifestRecord,
         PreviousDigest, PullStats, RestoreRecord, SyncState, TagRecord, UnixMillis,
@@ -185,12 +185,23 @@ impl<K: KvStore> Store<K> {
     }
 
     fn read_all<T: DeserializeOwned>(&self, prefix: &[u8]) -> Result<Vec<T>, IndexError> {
-        self.kv
-            .scan(prefix)?
-            .iter()
-            .map(|(k, v)| decode(k, v))
-            .collect()
+        decode_all(&self.kv.scan(prefix)?)
     }
+}
+
+fn decode_all<T: DeserializeOwned>(pairs: &[KvPair]) -> Result<Vec<T>, IndexError> {
+    pairs.iter().map(|(k, v)| decode(k, v)).collect()
+}
+
+/// Pull counters under `prefix`: (the reference after the prefix, stats).
+fn decode_pulls(prefix: &[u8], pairs: &[KvPair]) -> Result<Vec<(String, PullStats)>, IndexError> {
+    pairs
+        .iter()
+        .map(|(k, v)| {
+            let reference = String::from_utf8_lossy(&k[prefix.len()..]).into_owned();
+            decode(k, v).map(|stats| (reference, stats))
+        })
+        .collect()
 }
 
 impl<K: KvStore> Index for Store<K> {
@@ -280,14 +291,19 @@ impl<K: KvStore> Index for Store<K> {
 
     fn repository_pulls(&self, repository: &str) -> Result<Vec<(String, PullStats)>, IndexError> {
         let prefix = prefix(PULL, &[repository]);
-        self.kv
-            .scan(&prefix)?
-            .iter()
-            .map(|(k, v)| {
-                let reference = String::from_utf8_lossy(&k[prefix.len()..]).into_owned();
-                decode(k, v).map(|stats| (reference, stats))
-            })
-            .collect()
+        decode_pulls(&prefix, &self.kv.scan(&prefix)?)
+    }
+
+    fn repository_records(&self, repository: &str) -> Result<RepositoryRecords, IndexError> {
+        let prefixes = [TAG, MANIFEST, PULL, RESTORE].map(|kind| prefix(kind, &[repository]));
+        let mut scanned = self.kv.scan_many(&prefixes)?.into_iter();
+        let mut next = || scanned.next().unwrap_or_default();
+        Ok(RepositoryRecords {
+            tags: decode_all(&next())?,
+            manifests: decode_all(&next())?,
+            pulls: decode_pulls(&prefixes[2], &next())?,
+            restores: decode_all(&next())?,
+        })
     }
 
     fn sync_state(&self) -> Result<Option<SyncState>, IndexError> {

@@ -95,14 +95,15 @@ struct Read<'a> {
 /// Made compact as soon as it is read (links are attached later): the records as read are
 /// several times larger.
 fn read_repository(index: &dyn Index, repository: &str) -> Result<RepositorySnapshot, IndexError> {
+    let records = index.repository_records(repository)?;
     Ok(RepositorySnapshot::from_records(
         repository,
-        index.tags(repository)?,
-        index.manifests(repository)?,
+        records.tags,
+        records.manifests,
         |_| None,
-        index.repository_pulls(repository)?,
+        records.pulls,
     )
-    .with_restores(index.restores(Some(repository))?))
+    .with_restores(records.restores))
 }
 
 /// Runs `job(n)` on `threads` threads and collects what each returned (the first error, if
@@ -165,12 +166,7 @@ pub fn repository(
     known: Option<&RepositorySnapshot>,
     relinked: &HashSet<String>,
 ) -> Result<RepositorySnapshot, IndexError> {
-    let tags = index.tags(repository)?;
-    let manifests = index.manifests(repository)?;
-    let pulls = index.repository_pulls(repository)?;
-    let restores = index.restores(Some(repository))?;
-    let mut repo = RepositorySnapshot::from_records(repository, tags, manifests, |_| None, pulls)
-        .with_restores(restores);
+    let mut repo = read_repository(index, repository)?;
     let mut failed = None;
     repo.attach_with(repository, |digest, visit| {
         if let Some(known) = known.filter(|_| !relinked.contains(digest))
