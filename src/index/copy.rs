@@ -65,6 +65,7 @@ pub fn copy(
     flush(&mut batch, &mut copied)?;
     to.apply(vec![(PROGRESS_KEY.to_vec(), None)])?;
     to.flush()?;
+    to.settle_after_bulk_load()?;
     let (source, source_entries) = fingerprint(from)?;
     let (target, target_entries) = fingerprint(to)?;
     Ok(CopyReport {

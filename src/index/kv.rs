@@ -95,6 +95,12 @@ pub trait KvStore: KvRead + Send + Sync {
     fn reopen(&self) -> Result<(), IndexError> {
         Ok(())
     }
+
+    /// Brings the store to the state it settles in by itself after a bulk load (a whole
+    /// index copied in), so the first readers do not pay for it. Nothing to do by default.
+    fn settle_after_bulk_load(&self) -> Result<(), IndexError> {
+        Ok(())
+    }
 }
 
 /// [`KvStore::transact`] for an engine only this process writes (its callers serialize batches).

@@ -211,6 +211,20 @@ impl KvStore for PgKv {
         self.transact(&mut |_| Ok(writes.clone()))
     }
 
+    fn settle_after_bulk_load(&self) -> Result<(), IndexError> {
+        // What autovacuum would do in a while, and what PostgreSQL's documentation asks for
+        // after populating a table: rows just written make their first reader set their hint
+        // bits (writing pages back), and the planner has no statistics for them yet.
+        let pool = self.pool.clone();
+        self.run(async move {
+            let client = pool.get().await.map_err(pool_error)?;
+            client
+                .batch_execute("VACUUM (ANALYZE) regkeeper_kv")
+                .await?;
+            Ok(())
+        })
+    }
+
     fn flush(&self) -> Result<(), IndexError> {
         // A committed transaction is durable.
         Ok(())
