@@ -225,25 +225,20 @@ async fn commit(
             .await?;
         transaction.execute(&statement, &[&gone]).await?;
     }
-    for (rows, sql) in [
-        (
-            &new,
-            "INSERT INTO regkeeper_kv (key, value) \
-                SELECT * FROM unnest($1::bytea[], $2::bytea[])",
-        ),
-        (
-            &changed,
-            "INSERT INTO regkeeper_kv (key, value) \
+    if !new.keys.is_empty() {
+        insert(&transaction, &new).await?;
+    }
+    if !changed.keys.is_empty() {
+        let statement = transaction
+            .prepare_cached(
+                "INSERT INTO regkeeper_kv (key, value) \
                     SELECT * FROM unnest($1::bytea[], $2::bytea[]) \
                     ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-        ),
-    ] {
-        if !rows.keys.is_empty() {
-            let statement = transaction.prepare_cached(sql).await?;
-            transaction
-                .execute(&statement, &[&rows.keys, &rows.values])
-                .await?;
-        }
+            )
+            .await?;
+        transaction
+            .execute(&statement, &[&changed.keys, &changed.values])
+            .await?;
     }
     // Last, under one lock held to the commit: the log's order is the commits' order, so a
     // reader going on from a sequence number misses nothing committed later.
@@ -268,6 +263,26 @@ async fn commit(
         .await?;
     transaction.execute(&statement, &[&id]).await?;
     finish(transaction).await
+}
+
+/// Keys the batch read as absent, with binary COPY: PostgreSQL inserts them in multi-row
+/// steps. Another writer having inserted one first is a unique violation, which counts as a
+/// conflict (the batch runs again).
+async fn insert(
+    transaction: &deadpool_postgres::Transaction<'_>,
+    rows: &Rows,
+) -> Result<(), PgError> {
+    use tokio_postgres::{binary_copy::BinaryCopyInWriter, types::Type};
+    let sink = transaction
+        .copy_in("COPY regkeeper_kv (key, value) FROM STDIN (FORMAT binary)")
+        .await?;
+    let writer = BinaryCopyInWriter::new(sink, &[Type::BYTEA, Type::BYTEA]);
+    let mut writer = std::pin::pin!(writer);
+    for (key, value) in rows.keys.iter().zip(&rows.values) {
+        writer.as_mut().write(&[key, value]).await?;
+    }
+    writer.finish().await?;
+    Ok(())
 }
 
 /// COMMIT; an answer that never came (no SQL state: the connection broke) leaves the outcome
