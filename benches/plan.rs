@@ -54,23 +54,10 @@ fn arg(args: &[String], name: &str, default: usize) -> usize {
         .unwrap_or(default)
 }
 
-/// The `t`th tag's digest: as evenly spread as a real SHA-256 (readers split the index by
-/// digest ranges, so digests sharing a long prefix would measure something no registry holds).
+/// The `t`th tag's digest, a real SHA-256 (readers split the index by digest ranges, so
+/// digests sharing a long prefix would measure something no registry holds).
 fn digest_of(t: usize) -> String {
-    let word = |k: u64| {
-        // splitmix64
-        let mut z = (t as u64 * 4 + k).wrapping_add(0x9E37_79B9_7F4A_7C15);
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    };
-    format!(
-        "sha256:{:016x}{:016x}{:016x}{:016x}",
-        word(0),
-        word(1),
-        word(2),
-        word(3)
-    )
+    regkeeper::manifest::sha256_digest(t.to_string().as_bytes())
 }
 
 struct Lcg(u64);
@@ -94,8 +81,8 @@ fn main() {
         in_use: arg(&args, "--in-use", 20_000),
     };
     let dir = PathBuf::from(format!(
-        // `v2`: digests spread as real ones are.
-        "/var/tmp/regkeeper-bench-plan/v2-{}t-{}r-{}c-{}refs",
+        // `v3`: digests are real SHA-256s.
+        "/var/tmp/regkeeper-bench-plan/v3-{}t-{}r-{}c-{}refs",
         scale.tags, scale.repos, scale.commits, scale.refs
     ));
     if args.iter().any(|a| a == "--measure") {

@@ -295,14 +295,22 @@ impl<K: KvStore> Index for Store<K> {
     }
 
     fn repository_records(&self, repository: &str) -> Result<RepositoryRecords, IndexError> {
-        let prefixes = [TAG, MANIFEST, PULL, RESTORE].map(|kind| prefix(kind, &[repository]));
-        let mut scanned = self.kv.scan_many(&prefixes)?.into_iter();
-        let mut next = || scanned.next().unwrap_or_default();
+        let pulls_prefix = prefix(PULL, &[repository]);
+        let prefixes = [
+            prefix(TAG, &[repository]),
+            prefix(MANIFEST, &[repository]),
+            pulls_prefix.clone(),
+            prefix(RESTORE, &[repository]),
+        ];
+        let [tags, manifests, pulls, restores]: [Vec<KvPair>; 4] =
+            self.kv.scan_many(&prefixes)?.try_into().map_err(|_| {
+                IndexError::Engine("a scan of four ranges answered another count".into())
+            })?;
         Ok(RepositoryRecords {
-            tags: decode_all(&next())?,
-            manifests: decode_all(&next())?,
-            pulls: decode_pulls(&prefixes[2], &next())?,
-            restores: decode_all(&next())?,
+            tags: decode_all(&tags)?,
+            manifests: decode_all(&manifests)?,
+            pulls: decode_pulls(&pulls_prefix, &pulls)?,
+            restores: decode_all(&restores)?,
         })
     }
 

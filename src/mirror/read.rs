@@ -2,7 +2,7 @@
 //! index (for a mirror's first load, or a command's plan) or one repository (a mirror's refresh).
 
 use std::sync::{
-    Arc, Mutex,
+    Arc,
     atomic::{AtomicUsize, Ordering},
 };
 
@@ -45,7 +45,8 @@ pub fn snapshot(index: &dyn Index) -> Result<Snapshot, IndexError> {
         .chain(repositories.iter().map(Piece::Repository))
         .collect();
     let next = AtomicUsize::new(0);
-    let reads = on_threads(crate::policy::workers() * READERS_PER_CORE, |_| {
+    let readers = crate::policy::workers() * READERS_PER_CORE;
+    let reads = on_threads((0..readers).collect(), |_| {
         let mut read = Read::default();
         while let Some(piece) = pieces.get(next.fetch_add(1, Ordering::Relaxed)) {
             match piece {
@@ -67,11 +68,8 @@ pub fn snapshot(index: &dyn Index) -> Result<Snapshot, IndexError> {
     }
     // Matching each repository's digests against a million links is a second of hashing.
     let chunk = read.len().div_ceil(crate::policy::workers()).max(1);
-    let chunks = Mutex::new(read.chunks_mut(chunk).collect::<Vec<_>>());
-    on_threads(crate::policy::workers(), |_| {
-        while let Some(chunk) = chunks.lock().unwrap_or_else(|e| e.into_inner()).pop() {
-            attach_all(chunk, &links);
-        }
+    on_threads(read.chunks_mut(chunk).collect(), |chunk| {
+        attach_all(chunk, &links);
         Ok(())
     })?;
     // Freeing a million links takes the better part of a second; nobody waits for it.
@@ -106,16 +104,17 @@ fn read_repository(index: &dyn Index, repository: &str) -> Result<RepositorySnap
     .with_restores(records.restores))
 }
 
-/// Runs `job(n)` on `threads` threads and collects what each returned (the first error, if
-/// any).
-fn on_threads<T: Send>(
-    threads: usize,
-    job: impl Fn(usize) -> Result<T, IndexError> + Sync,
+/// Runs `job` on each item, a thread each, and collects what each returned (the first error,
+/// if any).
+fn on_threads<I: Send, T: Send>(
+    items: Vec<I>,
+    job: impl Fn(I) -> Result<T, IndexError> + Sync,
 ) -> Result<Vec<T>, IndexError> {
     std::thread::scope(|scope| {
         let job = &job;
-        let running: Vec<_> = (0..threads.max(1))
-            .map(|n| scope.spawn(move || job(n)))
+        let running: Vec<_> = items
+            .into_iter()
+            .map(|item| scope.spawn(move || job(item)))
             .collect();
         running
             .into_iter()
