@@ -54,7 +54,8 @@ fn write(index: Arc<dyn Index>, records: u64, name: &str) -> f64 {
         .enable_all()
         .build()
         .unwrap();
-    let (sender, receiver) = events::channel(16_384);
+    // The queue `serve` gives its writer.
+    let (sender, receiver) = events::channel(regkeeper::server::EVENT_QUEUE);
     let started = Instant::now();
     let stats = runtime.block_on(async {
         let (_finish, finish_rx) = tokio::sync::oneshot::channel();

@@ -154,6 +154,22 @@ impl Mirror {
         Ok(snapshot.clone())
     }
 
+    /// What a batch applied through the mirror changes in it.
+    fn applied(&self, writes: &[Write]) {
+        self.mark(writes);
+        let mut pushes = self.pushes.lock().unwrap_or_else(|e| e.into_inner());
+        for write in writes {
+            if let Write::PushTag { repository, .. } = write {
+                match pushes.get_mut(repository) {
+                    Some(count) => *count += 1,
+                    None => {
+                        pushes.insert(repository.clone(), 1);
+                    }
+                }
+            }
+        }
+    }
+
     fn mark(&self, writes: &[Write]) {
         let mut state = self.state();
         if state.snapshot.is_none() && self.refreshing.try_lock().is_ok() {
@@ -215,19 +231,16 @@ impl Mirror {
 impl Index for Mirror {
     fn apply(&self, writes: &[Write]) -> Result<(), IndexError> {
         self.index.apply(writes)?;
-        self.mark(writes);
-        let mut pushes = self.pushes.lock().unwrap_or_else(|e| e.into_inner());
-        for write in writes {
-            if let Write::PushTag { repository, .. } = write {
-                match pushes.get_mut(repository) {
-                    Some(count) => *count += 1,
-                    None => {
-                        pushes.insert(repository.clone(), 1);
-                    }
-                }
-            }
-        }
+        self.applied(writes);
         Ok(())
+    }
+
+    fn apply_each(&self, batches: &[Vec<Write>]) -> (usize, Result<(), IndexError>) {
+        let (done, result) = self.index.apply_each(batches);
+        batches[..done]
+            .iter()
+            .for_each(|writes| self.applied(writes));
+        (done, result)
     }
 
     fn tag_pushes(&self, repository: &str) -> Option<u64> {

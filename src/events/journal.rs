@@ -118,10 +118,10 @@ impl Journal {
         self.pending_writes
     }
 
-    /// Queues `writes` and applies everything queued, in order — unless a failing index is
+    /// Queues the batches and applies everything queued, in order — unless a failing index is
     /// not due for another try (`force` tries anyway: shutdown).
-    pub fn write(&mut self, index: &dyn Index, writes: Vec<Write>, force: bool) -> Outcome {
-        if !writes.is_empty() {
+    pub fn write(&mut self, index: &dyn Index, batches: Vec<Vec<Write>>, force: bool) -> Outcome {
+        for writes in batches.into_iter().filter(|writes| !writes.is_empty()) {
             self.queue(writes);
         }
         if let Some((at, _)) = self.retry
@@ -198,15 +198,17 @@ impl Journal {
             }
             self.unflushed_writes = 0;
         }
-        while let Some(batch) = self.pending.front() {
+        if !self.pending.is_empty() {
             let started = Instant::now();
-            index.apply(batch)?;
-            crate::metrics::index_batch(started.elapsed().as_secs_f64());
-            if let Some(batch) = self.pending.pop_front() {
+            let (done, result) = index.apply_each(self.pending.make_contiguous());
+            let seconds = started.elapsed().as_secs_f64() / done.max(1) as f64;
+            for batch in self.pending.drain(..done) {
+                crate::metrics::index_batch(seconds);
                 self.pending_writes -= batch.len();
                 self.unflushed_writes += batch.len();
                 self.unflushed.push_back(batch);
             }
+            result?;
         }
         if self.unflushed_writes > MAX_UNFLUSHED_WRITES || self.last_flush.elapsed() >= FLUSH_EVERY
         {

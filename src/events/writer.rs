@@ -16,6 +16,10 @@ use crate::{
     manifest,
 };
 
+/// When the writer is behind, it takes up to this many batches of what waits at once: a shared
+/// index builds the next while the one before commits.
+const MAX_BATCHES_AT_ONCE: usize = 8;
+
 /// How the writer batches.
 #[derive(Clone, Copy, Debug)]
 pub struct BatchPolicy {
@@ -98,9 +102,27 @@ pub async fn run_writer(
                 Ok(None) | Err(_) => break,
             }
         }
-        stats.events += events.len() as u64;
-        let batch = std::mem::take(&mut events);
-        journal = write(journal, &index, batch, &recorder, &mut stats).await;
+        let mut batches = vec![std::mem::take(&mut events)];
+        // Behind: what already waits goes too, in more batches, which the index overlaps.
+        while batches.len() < MAX_BATCHES_AT_ONCE && batches[0].len() == policy.max_events {
+            let mut more = Vec::with_capacity(policy.max_events);
+            while more.len() < policy.max_events {
+                match receiver.rx.try_recv() {
+                    Ok(event) => more.push(event),
+                    Err(_) => break,
+                }
+            }
+            let full = more.len() == policy.max_events;
+            if !more.is_empty() {
+                batches.push(more);
+            }
+            if !full {
+                break;
+            }
+        }
+        stats.events += batches.iter().map(|b| b.len() as u64).sum::<u64>();
+        journal = write(journal, &index, batches, &recorder, &mut stats).await;
+        events = Vec::with_capacity(policy.max_events);
     }
     // One last try for what waits, then make it durable.
     let index_now = index.clone();
@@ -130,16 +152,21 @@ pub async fn run_writer(
 async fn write(
     journal: Journal,
     index: &Arc<dyn Index>,
-    events: Vec<RegistryEvent>,
+    batches: Vec<Vec<RegistryEvent>>,
     recorder: &Recorder,
     stats: &mut WriterStats,
 ) -> Journal {
     let index = index.clone();
     let linker = recorder.linker.clone();
     let health = recorder.health.clone();
+    stats.batches += batches.len().max(1) as u64;
     let result = tokio::task::spawn_blocking(move || {
         let mut journal = journal;
-        let (writes, jobs) = fold(events, &linker);
+        let (writes, jobs): (Vec<_>, Vec<_>) = batches
+            .into_iter()
+            .map(|events| fold(events, &linker))
+            .unzip();
+        let jobs: Vec<ConfigJob> = jobs.into_iter().flatten().collect();
         let outcome = journal.write(index.as_ref(), writes, false);
         // A config already read for this digest (an earlier push) is not read again.
         let jobs: Vec<ConfigJob> = match outcome {
@@ -157,7 +184,6 @@ async fn write(
         (journal, outcome, jobs)
     })
     .await;
-    stats.batches += 1;
     match result {
         Ok((journal, outcome, jobs)) => {
             if outcome == Outcome::Failing {

@@ -735,6 +735,70 @@ fn leases_pass_on_expiry_and_fence_out_the_holder_that_lost_one(index: &dyn Inde
     assert_eq!((lease.holder.as_str(), lease.epoch), ("c", 4));
 }
 
+/// Batches applied together (a shared engine overlaps them, each read on top of the one
+/// before) end as the same batches applied one by one; a failing batch stops the ones after.
+fn batches_applied_together_equal_them_one_by_one(index: &dyn Index) {
+    let pulls = |count| Write::RecordPulls {
+        repository: "a".into(),
+        reference: "v1".into(),
+        count,
+        last: UnixMillis(count),
+    };
+    let batches = vec![
+        vec![
+            Write::PutManifest(manifest("a", D1)),
+            push("a", "v1", D1, 1),
+            pulls(2),
+        ],
+        // Reads what the batch before wrote: the tag it moves, the manifest it untags, the
+        // tally it adds to.
+        vec![
+            Write::PutManifest(manifest("a", D2)),
+            push("a", "v1", D2, 2),
+            pulls(3),
+        ],
+        // Scans the tags the batches before wrote.
+        vec![
+            Write::DeleteManifest {
+                repository: "a".into(),
+                digest: D2.into(),
+            },
+            push("a", "v2", D1, 3),
+            pulls(4),
+        ],
+        // Fenced by a lease nobody holds: fails.
+        vec![
+            Write::Fence {
+                name: "leader".into(),
+                holder: "nobody".into(),
+                epoch: 1,
+                at: UnixMillis(4),
+            },
+            push("a", "v3", D1, 4),
+        ],
+        vec![push("a", "v4", D1, 5)],
+    ];
+    let (done, result) = index.apply_each(&batches);
+    assert_eq!(done, 3);
+    assert!(result.is_err());
+    let one_by_one = in_memory();
+    for writes in &batches[..3] {
+        one_by_one.apply(writes).unwrap();
+    }
+    assert_eq!(
+        format!("{:?}", index.repository_records("a").unwrap()),
+        format!("{:?}", one_by_one.repository_records("a").unwrap())
+    );
+    let tags: Vec<String> = index
+        .tags("a")
+        .unwrap()
+        .into_iter()
+        .map(|t| t.tag)
+        .collect();
+    assert_eq!(tags, ["v2"]);
+    assert_eq!(index.pulls("a", "v1").unwrap().map(|p| p.count), Some(9));
+}
+
 macro_rules! conformance {
     ($($case:ident),* $(,)?) => {
         mod memory {
@@ -781,6 +845,7 @@ conformance!(
     a_repository_read_together_equals_its_separate_reads,
     pages_cover_everything_once_in_order,
     leases_pass_on_expiry_and_fence_out_the_holder_that_lost_one,
+    batches_applied_together_equal_them_one_by_one,
 );
 
 /// Opens again after a drop in this process: sled's background flusher may hold the file lock a

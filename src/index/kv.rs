@@ -50,6 +50,17 @@ pub trait KvStore: KvRead + Send + Sync {
     /// shared engine reads inside a transaction and runs `build` again when another writer's
     /// commit conflicted with it, so batches from several processes apply as if one at a time.
     fn transact(&self, build: &mut Build<'_>) -> Result<(), IndexError>;
+    /// [`transact`](Self::transact) for each batch, in order; how many were applied before the
+    /// first that failed, and its error. A shared engine overlaps them: the next batch is read
+    /// and built while the one before commits.
+    fn transact_each(&self, builds: &mut [&mut Build<'_>]) -> (usize, Result<(), IndexError>) {
+        for (done, build) in builds.iter_mut().enumerate() {
+            if let Err(error) = self.transact(build) {
+                return (done, Err(error));
+            }
+        }
+        (builds.len(), Ok(()))
+    }
     /// Hands every (key, value) under `prefix` to `visit`, in key order, without collecting
     /// them: whole-index readers would otherwise hold every raw entry at once.
     fn each(&self, prefix: &[u8], visit: &mut Visit<'_>) -> Result<(), IndexError> {

@@ -94,6 +94,16 @@ impl DigestRange<'_> {
 pub trait Index: Send + Sync {
     /// Applies `writes` in order, atomically: after a crash either all of them are there or none.
     fn apply(&self, writes: &[Write]) -> Result<(), IndexError>;
+    /// [`apply`](Self::apply) for each batch, in order; how many were applied before the first
+    /// that failed, and its error. A shared engine overlaps them (the writer's throughput).
+    fn apply_each(&self, batches: &[Vec<Write>]) -> (usize, Result<(), IndexError>) {
+        for (done, writes) in batches.iter().enumerate() {
+            if let Err(error) = self.apply(writes) {
+                return (done, Err(error));
+            }
+        }
+        (batches.len(), Ok(()))
+    }
     fn repositories(&self) -> Result<Vec<String>, IndexError>;
     /// The repository's tags, ordered by tag name.
     fn tags(&self, repository: &str) -> Result<Vec<TagRecord>, IndexError>;

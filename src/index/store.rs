@@ -12,7 +12,7 @@ use writes::{Pending, apply_one};
 
 use super::{
     DigestRange, Index, IndexError, RepositoryRecords, Write,
-    kv::{KvPair, KvRead, KvStore, KvWrite},
+    kv::{Build, KvPair, KvRead, KvStore, KvWrite},
     model::{
         AuditEntry, CleanupLock, CleanupRun, CommitLink, Lease, LinkSource, ManifestRecord,
         PreviousDigest, PullStats, RestoreRecord, SyncState, TagRecord, UnixMillis,
@@ -42,7 +42,8 @@ const LEASE: u8 = b'l';
 
 /// `kind` + parts joined by NUL (which no repository, tag, digest or commit contains).
 fn key(kind: u8, parts: &[&str]) -> Vec<u8> {
-    let mut key = vec![kind];
+    let mut key = Vec::with_capacity(parts.iter().map(|p| p.len() + 1).sum::<usize>() + 1);
+    key.push(kind);
     for (i, part) in parts.iter().enumerate() {
         if i > 0 {
             key.push(0);
@@ -60,7 +61,9 @@ fn prefix(kind: u8, parts: &[&str]) -> Vec<u8> {
 }
 
 fn encode<T: Serialize>(value: &T) -> Vec<u8> {
-    let mut bytes = vec![VALUE_VERSION];
+    // Most records are a few hundred bytes: grown from one byte, each would be copied 8 times.
+    let mut bytes = Vec::with_capacity(512);
+    bytes.push(VALUE_VERSION);
     // Serializing these plain structs to JSON cannot fail.
     serde_json::to_writer(&mut bytes, value).unwrap_or_default();
     bytes
@@ -204,17 +207,31 @@ fn decode_pulls(prefix: &[u8], pairs: &[KvPair]) -> Result<Vec<(String, PullStat
         .collect()
 }
 
+/// The key-value writes of one batch, from what it reads.
+fn build(read: &dyn KvRead, writes: &[Write]) -> Result<Vec<KvWrite>, IndexError> {
+    let mut pending = Pending::new(read);
+    pending.prefetch(writes)?;
+    for write in writes {
+        apply_one(&mut pending, write)?;
+    }
+    Ok(pending.into_writes())
+}
+
 impl<K: KvStore> Index for Store<K> {
     fn apply(&self, writes: &[Write]) -> Result<(), IndexError> {
         let _writer = self.writer.lock().unwrap_or_else(|e| e.into_inner());
-        self.kv.transact(&mut |read| {
-            let mut pending = Pending::new(read);
-            pending.prefetch(writes)?;
-            for write in writes {
-                apply_one(&mut pending, write)?;
-            }
-            Ok(pending.into_writes())
-        })
+        self.kv.transact(&mut |read| build(read, writes))
+    }
+
+    fn apply_each(&self, batches: &[Vec<Write>]) -> (usize, Result<(), IndexError>) {
+        let _writer = self.writer.lock().unwrap_or_else(|e| e.into_inner());
+        let mut builds: Vec<_> = batches
+            .iter()
+            .map(|writes| move |read: &dyn KvRead| build(read, writes))
+            .collect();
+        let mut builds: Vec<&mut Build<'_>> =
+            builds.iter_mut().map(|b| b as &mut Build<'_>).collect();
+        self.kv.transact_each(&mut builds)
     }
 
     fn repositories(&self) -> Result<Vec<String>, IndexError> {

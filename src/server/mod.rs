@@ -61,7 +61,7 @@ const CONFIG_QUEUE: usize = 4096;
 const CONFIG_READERS: usize = 4;
 
 /// Events the proxy may queue ahead of the index writer before it starts dropping them.
-const EVENT_QUEUE: usize = 65_536;
+pub const EVENT_QUEUE: usize = 65_536;
 
 /// How often a proxy worker writes out its buffered log lines.
 const LOG_FLUSH_PERIOD: Duration = Duration::from_millis(100);

@@ -1,12 +1,16 @@
 //! The shared engine: the index's ordered key-value layer in PostgreSQL, for several replicas
-//! over one index. Every batch is one SERIALIZABLE transaction, run again when a concurrent
-//! writer's commit conflicts with it, so batches from many processes apply as if one at a
-//! time — the semantics the single-writer engines get from their one writer.
+//! over one index. A batch is read in a snapshot and written under one lock all writers take,
+//! after checking that nothing it read changed meanwhile (see [`pipeline`]), so batches from
+//! many processes apply as if one at a time — the semantics the single-writer engines get
+//! from their one writer.
 //!
 //! The index's callers are synchronous (sled is), and some run on async workers; the client is
 //! async. So the engine owns a small runtime of its own: every call is a task there, and the
 //! caller waits on a plain channel — from any thread, without entering a runtime.
 
+mod commit;
+mod pipeline;
+mod reads;
 mod schema;
 mod store;
 mod transaction;

@@ -3,9 +3,7 @@
 
 use std::{sync::mpsc, time::Duration};
 
-use super::{
-    ChangeRow, FETCH, MAX_RUNS, PgError, PgKv, bound, pool_error, range, transaction::Transaction,
-};
+use super::{ChangeRow, FETCH, PgError, PgKv, bound, pool_error, range};
 use crate::index::{
     IndexError,
     kv::{Build, KeyChanges, KvPair, KvRead, KvStore, KvWrite, Visit},
@@ -105,34 +103,11 @@ impl KvRead for PgKv {
 
 impl KvStore for PgKv {
     fn transact(&self, build: &mut Build<'_>) -> Result<(), IndexError> {
-        for run in 1..=MAX_RUNS {
-            let transaction = Transaction::begin(self.handle(), self.pool.clone())?;
-            let outcome = build(&transaction).and_then(|writes| transaction.commit(writes));
-            match outcome {
-                Ok(()) => return Ok(()),
-                Err(error) if transaction.outcome_unknown() => {
-                    match self.settle(transaction.id()) {
-                        Some(true) => return Ok(()),
-                        // It did not land and now never will: running it again is safe.
-                        Some(false) if run < MAX_RUNS => continue,
-                        _ => return Err(error),
-                    }
-                }
-                Err(_) if transaction.conflicted() && run < MAX_RUNS => {
-                    // Back off a little, more each time and by a varying amount, so the
-                    // writers stop colliding.
-                    let jitter = std::time::SystemTime::now()
-                        .duration_since(std::time::UNIX_EPOCH)
-                        .map_or(0, |t| u64::from(t.subsec_nanos()) % 1000);
-                    let millis = (u64::from(run) * 2).min(50);
-                    std::thread::sleep(Duration::from_micros(millis * 1000 + jitter * millis));
-                }
-                Err(error) => return Err(error),
-            }
-        }
-        Err(IndexError::Engine(format!(
-            "postgres: a batch conflicted with other writers {MAX_RUNS} times; given up"
-        )))
+        self.pipelined(&mut [build]).1
+    }
+
+    fn transact_each(&self, builds: &mut [&mut Build<'_>]) -> (usize, Result<(), IndexError>) {
+        self.pipelined(builds)
     }
 
     fn each_in(
@@ -276,11 +251,11 @@ const SETTLE_TRIES: u32 = 10;
 impl PgKv {
     /// Whether the batch `id` landed (`None`: the database could not be asked). A batch whose
     /// COMMIT answer was lost must not be applied again if it landed: pull counts would double.
-    fn settle(&self, id: &[u8]) -> Option<bool> {
+    pub(super) fn settle(&self, id: &[u8]) -> Option<bool> {
         for attempt in 1..=SETTLE_TRIES {
             let pool = self.pool.clone();
             let id = id.to_vec();
-            match self.run(async move { super::transaction::landed(&pool, &id).await }) {
+            match self.run(async move { super::commit::landed(&pool, &id).await }) {
                 Ok(landed) => {
                     tracing::warn!(landed, "the answer to a batch's COMMIT was lost; settled");
                     return Some(landed);

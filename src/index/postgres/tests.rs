@@ -5,7 +5,10 @@ use std::{sync::Arc, thread};
 
 use super::{testing::TestPostgres, *};
 use crate::index::{
-    Index, PgIndex, UnixMillis, Write, conformance::manifest, kv::KvRead, open_postgres,
+    Index, PgIndex, UnixMillis, Write,
+    conformance::manifest,
+    kv::{KvRead, KvStore},
+    open_postgres,
 };
 
 const D: [&str; 3] = [
@@ -248,26 +251,115 @@ fn which_tags_point_to_a_digest_is_one_sql_query() {
     assert_eq!(tags.lines().collect::<Vec<_>>(), ["v1", "v2"]);
 }
 
-/// Two batches both read a key as absent and both insert it: the commit that comes second
-/// fails as a conflict (run again), not as an error that would drop its batch.
+/// A key another writer inserted behind the change log's back (a writer taking no lock) is a
+/// unique violation when the batch that read it as absent inserts it: a conflict, run again —
+/// and run again, the batch sees the key.
 #[test]
-fn two_batches_inserting_a_key_both_read_as_absent_conflict() {
+fn a_key_inserted_behind_the_log_is_a_conflict_then_seen() {
     let server = TestPostgres::start();
     let url = server.fresh_database();
     let kv = PgKv::connect(&test_options(&url)).unwrap();
-    let first = transaction::Transaction::begin(kv.handle(), kv.pool.clone()).unwrap();
-    let second = transaction::Transaction::begin(kv.handle(), kv.pool.clone()).unwrap();
     let key = b"tteam/app\0new".to_vec();
-    assert_eq!(first.get_many(std::slice::from_ref(&key)).unwrap(), [None]);
-    assert_eq!(second.get_many(std::slice::from_ref(&key)).unwrap(), [None]);
-    first
-        .commit(vec![(key.clone(), Some(b"first".to_vec()))])
+    let database = url.rsplit('/').next().unwrap();
+    let mut runs = Vec::new();
+    kv.transact(&mut |read| {
+        let found = read.get(&key)?;
+        if runs.is_empty() {
+            server.sql(
+                database,
+                "INSERT INTO regkeeper_kv (key, value) VALUES ('\\x747465616d2f617070006e6577', 'behind')",
+            );
+        }
+        runs.push(found.clone());
+        Ok(match found {
+            None => vec![(key.clone(), Some(b"mine".to_vec()))],
+            Some(_) => Vec::new(),
+        })
+    })
+    .unwrap();
+    assert_eq!(runs.len(), 2, "{runs:?}");
+    assert_eq!(runs[0], None);
+    assert_eq!(kv.get(&key).unwrap(), Some(b"behind".to_vec()));
+}
+
+/// Runs a batch that reads `read` and writes `written` = what it read + "!", while another
+/// replica, during the first build, sets `changed`: how many times the batch was built.
+fn builds_while_another_writes(read: &[u8], changed: &[u8]) -> (usize, Option<Vec<u8>>) {
+    let server = TestPostgres::start();
+    let url = server.fresh_database();
+    let kv = PgKv::connect(&test_options(&url)).unwrap();
+    let other = PgKv::connect(&test_options(&url)).unwrap();
+    kv.apply(vec![(read.to_vec(), Some(b"before".to_vec()))])
         .unwrap();
-    assert!(
-        second
-            .commit(vec![(key.clone(), Some(b"second".to_vec()))])
-            .is_err()
-    );
-    assert!(second.conflicted());
-    assert_eq!(kv.get(&key).unwrap(), Some(b"first".to_vec()));
+    let mut builds = 0;
+    kv.transact(&mut |reads| {
+        builds += 1;
+        let seen = reads.get(read)?.unwrap_or_default();
+        if builds == 1 {
+            other.apply(vec![(changed.to_vec(), Some(b"other".to_vec()))])?;
+        }
+        Ok(vec![(
+            b"written".to_vec(),
+            Some([seen, b"!".to_vec()].concat()),
+        )])
+    })
+    .unwrap();
+    (builds, kv.get(b"written").unwrap())
+}
+
+/// A batch is read without a lock; a key it read that another writer changed before it took
+/// the writers' lock makes it build again, on what is there now.
+#[test]
+fn a_batch_whose_read_another_writer_changed_is_built_again() {
+    let (builds, written) = builds_while_another_writes(b"shared", b"shared");
+    assert_eq!(builds, 2);
+    assert_eq!(written, Some(b"other!".to_vec()));
+}
+
+/// Another writer's commit that touches nothing the batch read leaves its build standing.
+#[test]
+fn a_batch_another_writer_did_not_touch_is_built_once() {
+    let (builds, written) = builds_while_another_writes(b"shared", b"elsewhere");
+    assert_eq!(builds, 1);
+    assert_eq!(written, Some(b"before!".to_vec()));
+}
+
+/// Batches applied together overlap — the next read on top of the one still committing —
+/// and another replica writing in between makes the affected one build again: the result is
+/// as if each ran alone, in order.
+#[test]
+fn overlapped_batches_with_another_writer_between_end_as_if_one_at_a_time() {
+    let server = TestPostgres::start();
+    let url = server.fresh_database();
+    let kv = PgKv::connect(&test_options(&url)).unwrap();
+    let other = PgKv::connect(&test_options(&url)).unwrap();
+    let counter = b"counter".to_vec();
+    let runs = std::cell::Cell::new(0);
+    let add = |read: &dyn KvRead| -> Result<Vec<crate::index::kv::KvWrite>, IndexError> {
+        runs.set(runs.get() + 1);
+        if runs.get() == 2 {
+            // While the first batch commits and the second is read: another replica adds 100.
+            let now = other
+                .get(&counter)?
+                .map_or(0, |v| u64::from_be_bytes(v.try_into().unwrap()));
+            other.apply(vec![(
+                counter.clone(),
+                Some((now + 100).to_be_bytes().to_vec()),
+            )])?;
+        }
+        let now = read
+            .get(&counter)?
+            .map_or(0, |v| u64::from_be_bytes(v.try_into().unwrap()));
+        Ok(vec![(
+            counter.clone(),
+            Some((now + 1).to_be_bytes().to_vec()),
+        )])
+    };
+    let (mut a, mut b, mut c) = (add, add, add);
+    let (done, result) = kv.transact_each(&mut [&mut a, &mut b, &mut c]);
+    result.unwrap();
+    assert_eq!(done, 3);
+    let total = u64::from_be_bytes(kv.get(&counter).unwrap().unwrap().try_into().unwrap());
+    // The other replica's 100 may land before the first batch or between two: never lost.
+    assert_eq!(total, 103, "after {} builds", runs.get());
 }

@@ -1,35 +1,45 @@
-//! One batch's transaction. The batch is built by synchronous code on the caller's thread; the
-//! transaction lives in a task on the engine's runtime, which answers the batch's reads and
-//! finally writes and commits. Dropped without a commit, the transaction rolls back.
+//! One batch's transaction on a pooled connection. The batch is built by synchronous code on
+//! the caller's thread; the transaction lives in a task on the engine's runtime, which answers
+//! the batch's reads and, under the writers' lock, writes and commits. Dropped without a
+//! commit, the transaction rolls back.
 
-use std::{
-    cell::Cell,
-    collections::{BTreeMap, HashSet},
-    sync::mpsc,
-};
+use std::{cell::Cell, sync::mpsc};
 
 use deadpool_postgres::Pool;
 use tokio::sync::mpsc as async_mpsc;
 use tokio_postgres::IsolationLevel;
 
-use super::{PgError, pool_error, range};
+use super::{PgError, commit, pool_error, reads::KeySet};
 use crate::index::{
     IndexError,
-    kv::{KvPair, KvRead, KvWrite},
+    kv::{KvPair, KvWrite},
 };
 
 type Reply<T> = mpsc::SyncSender<Result<T, PgError>>;
 
+/// What a transaction is for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// The read phase of a batch: a consistent snapshot, no lock, and where the change log
+    /// ended in it. Never commits.
+    Snapshot,
+    /// Reads, writes and commits holding the writers' lock, taken before anything is read:
+    /// no other writer commits in between, so what the batch reads stays true until it commits.
+    Locked,
+}
+
 enum Request {
     Get(Vec<Vec<u8>>, Reply<Vec<Option<Vec<u8>>>>),
     Scan(Vec<u8>, Vec<u8>, Reply<Vec<KvPair>>),
-    Empty(Reply<bool>),
-    Commit(Vec<KvWrite>, Reply<()>),
+    Empty(Vec<Vec<u8>>, Reply<bool>),
+    Commit(Vec<KvWrite>, KeySet, Reply<Option<i64>>),
 }
 
 pub struct Transaction {
     requests: async_mpsc::UnboundedSender<Request>,
-    /// A read or the commit failed because another writer's commit conflicted.
+    /// Where the change log ended in the snapshot ([`Mode::Snapshot`]).
+    head: i64,
+    /// The commit failed because another writer's conflicted with it.
     conflicted: Cell<bool>,
     /// The connection broke during COMMIT: whether the batch landed is in `regkeeper_batches`.
     unknown: Cell<bool>,
@@ -41,12 +51,21 @@ fn stopped() -> IndexError {
     IndexError::Engine("postgres: the transaction's task stopped".into())
 }
 
+/// A batch's id: random, so two processes never share one.
+pub fn batch_id() -> Result<Vec<u8>, IndexError> {
+    let mut id = vec![0u8; 16];
+    getrandom::fill(&mut id)
+        .map_err(|e| IndexError::Engine(format!("postgres: no random batch id: {e}")))?;
+    Ok(id)
+}
+
 impl Transaction {
-    /// Opens a SERIALIZABLE transaction on a pooled connection.
-    pub fn begin(handle: &tokio::runtime::Handle, pool: Pool) -> Result<Self, IndexError> {
-        let mut id = vec![0u8; 16];
-        getrandom::fill(&mut id)
-            .map_err(|e| IndexError::Engine(format!("postgres: no random batch id: {e}")))?;
+    pub fn begin(
+        handle: &tokio::runtime::Handle,
+        pool: Pool,
+        mode: Mode,
+    ) -> Result<Self, IndexError> {
+        let id = batch_id()?;
         let batch = id.clone();
         let (requests, mut incoming) = async_mpsc::unbounded_channel();
         let (ready, started) = mpsc::sync_channel(1);
@@ -58,47 +77,67 @@ impl Transaction {
                     return;
                 }
             };
-            let transaction = match client
-                .build_transaction()
-                .isolation_level(IsolationLevel::Serializable)
-                .start()
-                .await
-            {
+            let opened = match mode {
+                Mode::Snapshot => client
+                    .build_transaction()
+                    .isolation_level(IsolationLevel::RepeatableRead)
+                    .read_only(true)
+                    .start()
+                    .await
+                    .map_err(PgError::from),
+                Mode::Locked => commit::begin_locked(&mut client).await,
+            };
+            let transaction = match opened {
                 Ok(transaction) => transaction,
                 Err(error) => {
-                    let _ = ready.send(Err(error.into()));
+                    let _ = ready.send(Err(error));
                     return;
                 }
             };
-            let _ = ready.send(Ok(()));
-            // Keys read and not found: the commit inserts them without `ON CONFLICT`, which
-            // costs PostgreSQL half as much per row as an upsert.
-            let mut absent = HashSet::new();
+            let head = match mode {
+                // The first statement takes the snapshot the batch reads in.
+                Mode::Snapshot => commit::head(&transaction).await,
+                Mode::Locked => Ok(0),
+            };
+            let failed = head.is_err();
+            let _ = ready.send(head);
+            if failed {
+                return;
+            }
             while let Some(request) = incoming.recv().await {
                 match request {
                     Request::Get(keys, reply) => {
-                        let _ = reply.send(get(&transaction, keys, &mut absent).await);
+                        let _ = reply.send(get(&transaction, keys).await);
                     }
                     Request::Scan(start, end, reply) => {
                         let _ = reply.send(scan(&transaction, start, end).await);
                     }
-                    Request::Empty(reply) => {
-                        let _ = reply.send(empty(&transaction).await);
+                    Request::Empty(except, reply) => {
+                        let _ = reply.send(empty(&transaction, except).await);
                     }
-                    Request::Commit(writes, reply) => {
-                        let _ = reply.send(commit(transaction, writes, absent, batch).await);
+                    Request::Commit(writes, absent, reply) => {
+                        let written = commit::write(&transaction, writes, &absent, &batch).await;
+                        let _ = reply.send(match written {
+                            Ok(seq) => commit::finish(transaction).await.map(|()| seq),
+                            Err(error) => Err(error),
+                        });
                         return;
                     }
                 }
             }
         });
-        started.recv().map_err(|_| stopped())??;
+        let head = started.recv().map_err(|_| stopped())??;
         Ok(Self {
             requests,
+            head,
             conflicted: Cell::new(false),
             unknown: Cell::new(false),
             id,
         })
+    }
+
+    pub fn head(&self) -> i64 {
+        self.head
     }
 
     pub fn conflicted(&self) -> bool {
@@ -131,34 +170,35 @@ impl Transaction {
         }
     }
 
-    /// Writes the batch and commits.
-    pub fn commit(&self, writes: Vec<KvWrite>) -> Result<(), IndexError> {
-        self.ask(|reply| Request::Commit(writes, reply))
-    }
-}
-
-impl KvRead for Transaction {
-    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, IndexError> {
-        Ok(self.get_many(&[key.to_vec()])?.pop().flatten())
-    }
-
-    fn get_many(&self, keys: &[Vec<u8>]) -> Result<Vec<Option<Vec<u8>>>, IndexError> {
+    pub fn get_many(&self, keys: &[Vec<u8>]) -> Result<Vec<Option<Vec<u8>>>, IndexError> {
         self.ask(|reply| Request::Get(keys.to_vec(), reply))
     }
 
-    fn scan(&self, prefix: &[u8]) -> Result<Vec<KvPair>, IndexError> {
-        let (start, end) = range(prefix);
+    pub fn scan(&self, start: Vec<u8>, end: Vec<u8>) -> Result<Vec<KvPair>, IndexError> {
         self.ask(|reply| Request::Scan(start, end, reply))
     }
 
-    fn is_empty(&self) -> Result<bool, IndexError> {
-        self.ask(Request::Empty)
+    /// Whether no key but those in `except` is stored.
+    pub fn empty_except(&self, except: Vec<Vec<u8>>) -> Result<bool, IndexError> {
+        self.ask(|reply| Request::Empty(except, reply))
+    }
+
+    /// Writes the batch and commits ([`Mode::Locked`] only); `absent` are keys it read as
+    /// absent. The change log's sequence number of the batch (`None`: it changed nothing).
+    pub fn commit(&self, writes: Vec<KvWrite>, absent: KeySet) -> Result<Option<i64>, IndexError> {
+        self.ask(|reply| Request::Commit(writes, absent, reply))
     }
 }
 
-async fn empty(transaction: &deadpool_postgres::Transaction<'_>) -> Result<bool, PgError> {
+async fn empty(
+    transaction: &deadpool_postgres::Transaction<'_>,
+    except: Vec<Vec<u8>>,
+) -> Result<bool, PgError> {
     let row = transaction
-        .query_one("SELECT NOT EXISTS (SELECT 1 FROM regkeeper_kv)", &[])
+        .query_one(
+            "SELECT NOT EXISTS (SELECT 1 FROM regkeeper_kv WHERE key <> ALL($1))",
+            &[&except],
+        )
         .await?;
     Ok(row.get(0))
 }
@@ -166,22 +206,14 @@ async fn empty(transaction: &deadpool_postgres::Transaction<'_>) -> Result<bool,
 async fn get(
     transaction: &deadpool_postgres::Transaction<'_>,
     keys: Vec<Vec<u8>>,
-    absent: &mut HashSet<Vec<u8>>,
 ) -> Result<Vec<Option<Vec<u8>>>, PgError> {
     let statement = transaction
         .prepare_cached("SELECT key, value FROM regkeeper_kv WHERE key = ANY($1)")
         .await?;
     let rows = transaction.query(&statement, &[&keys]).await?;
-    let mut found: std::collections::HashMap<Vec<u8>, Vec<u8>> =
+    let mut found: std::collections::HashMap<Vec<u8>, Vec<u8>, foldhash::fast::RandomState> =
         rows.iter().map(|row| (row.get(0), row.get(1))).collect();
-    let values: Vec<Option<Vec<u8>>> = keys.iter().map(|k| found.remove(k)).collect();
-    absent.extend(
-        keys.into_iter()
-            .zip(&values)
-            .filter(|(_, value)| value.is_none())
-            .map(|(key, _)| key),
-    );
-    Ok(values)
+    Ok(keys.iter().map(|k| found.remove(k)).collect())
 }
 
 async fn scan(
@@ -196,149 +228,4 @@ async fn scan(
         .await?;
     let rows = transaction.query(&statement, &[&start, &end]).await?;
     Ok(rows.iter().map(|row| (row.get(0), row.get(1))).collect())
-}
-
-async fn commit(
-    transaction: deadpool_postgres::Transaction<'_>,
-    writes: Vec<KvWrite>,
-    absent: HashSet<Vec<u8>>,
-    id: Vec<u8>,
-) -> Result<(), PgError> {
-    // One value per key (the last), in key order: concurrent batches lock rows in the same
-    // order, and one statement never touches a row twice.
-    let writes: BTreeMap<Vec<u8>, Option<Vec<u8>>> = writes.into_iter().collect();
-    if writes.is_empty() {
-        transaction.commit().await?;
-        return Ok(());
-    }
-    let (mut new, mut changed, mut gone) = (Rows::default(), Rows::default(), Vec::new());
-    for (key, value) in writes {
-        match value {
-            Some(value) if absent.contains(&key) => new.push(key, value),
-            Some(value) => changed.push(key, value),
-            None => gone.push(key),
-        }
-    }
-    if !gone.is_empty() {
-        let statement = transaction
-            .prepare_cached("DELETE FROM regkeeper_kv WHERE key = ANY($1)")
-            .await?;
-        transaction.execute(&statement, &[&gone]).await?;
-    }
-    if !new.keys.is_empty() {
-        insert(&transaction, &new).await?;
-    }
-    if !changed.keys.is_empty() {
-        let statement = transaction
-            .prepare_cached(
-                "INSERT INTO regkeeper_kv (key, value) \
-                    SELECT * FROM unnest($1::bytea[], $2::bytea[]) \
-                    ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-            )
-            .await?;
-        transaction
-            .execute(&statement, &[&changed.keys, &changed.values])
-            .await?;
-    }
-    // Last, under one lock held to the commit: the log's order is the commits' order, so a
-    // reader going on from a sequence number misses nothing committed later.
-    transaction
-        .execute("SELECT pg_advisory_xact_lock($1)", &[&CHANGES_LOCK])
-        .await?;
-    let statement = transaction
-        .prepare_cached(
-            "INSERT INTO regkeeper_changes (keys) \
-             VALUES (array_cat(array_cat($1::bytea[], $2::bytea[]), $3::bytea[])) RETURNING seq",
-        )
-        .await?;
-    let seq: i64 = transaction
-        .query_one(&statement, &[&new.keys, &changed.keys, &gone])
-        .await?
-        .get(0);
-    if seq % PRUNE_EVERY == 0 {
-        prune(&transaction).await?;
-    }
-    let statement = transaction
-        .prepare_cached("INSERT INTO regkeeper_batches (id) VALUES ($1)")
-        .await?;
-    transaction.execute(&statement, &[&id]).await?;
-    finish(transaction).await
-}
-
-/// Keys the batch read as absent, with binary COPY: PostgreSQL inserts them in multi-row
-/// steps. Another writer having inserted one first is a unique violation, which counts as a
-/// conflict (the batch runs again).
-async fn insert(
-    transaction: &deadpool_postgres::Transaction<'_>,
-    rows: &Rows,
-) -> Result<(), PgError> {
-    use tokio_postgres::{binary_copy::BinaryCopyInWriter, types::Type};
-    let sink = transaction
-        .copy_in("COPY regkeeper_kv (key, value) FROM STDIN (FORMAT binary)")
-        .await?;
-    let writer = BinaryCopyInWriter::new(sink, &[Type::BYTEA, Type::BYTEA]);
-    let mut writer = std::pin::pin!(writer);
-    for (key, value) in rows.keys.iter().zip(&rows.values) {
-        writer.as_mut().write(&[key, value]).await?;
-    }
-    writer.finish().await?;
-    Ok(())
-}
-
-/// COMMIT; an answer that never came (no SQL state: the connection broke) leaves the outcome
-/// unknown, which the caller settles through the batch's id.
-async fn finish(transaction: deadpool_postgres::Transaction<'_>) -> Result<(), PgError> {
-    match transaction.commit().await {
-        Ok(()) => Ok(()),
-        Err(error) if error.code().is_none() => Err(PgError::CommitUnknown(error)),
-        Err(error) => Err(error.into()),
-    }
-}
-
-/// Whether the batch `id` landed, asked on a fresh connection once its transaction is over: the
-/// insert waits for a transaction still holding the id, and once it is in, that batch can never
-/// land later. A batch is written exactly once either way.
-pub async fn landed(pool: &Pool, id: &[u8]) -> Result<bool, PgError> {
-    let client = pool.get().await.map_err(super::pool_error)?;
-    let inserted = client
-        .execute(
-            "INSERT INTO regkeeper_batches (id) VALUES ($1) ON CONFLICT (id) DO NOTHING",
-            &[&id],
-        )
-        .await?;
-    Ok(inserted == 0)
-}
-
-/// Keys and values side by side, as the `unnest` statements take them.
-#[derive(Default)]
-struct Rows {
-    keys: Vec<Vec<u8>>,
-    values: Vec<Vec<u8>>,
-}
-
-impl Rows {
-    fn push(&mut self, key: Vec<u8>, value: Vec<u8>) {
-        self.keys.push(key);
-        self.values.push(value);
-    }
-}
-
-/// Serializes the appends to the change log (any fixed number).
-const CHANGES_LOCK: i64 = 0x0072_6b63_6861_6e67;
-/// Every this many batches, the log drops what is older than [`KEEP_CHANGES`].
-const PRUNE_EVERY: i64 = 1024;
-/// How far back the change log reaches: a replica further behind reads everything again.
-const KEEP_CHANGES: &str = "1 hour";
-
-async fn prune(transaction: &deadpool_postgres::Transaction<'_>) -> Result<(), PgError> {
-    let sql = format!(
-        "WITH gone AS (DELETE FROM regkeeper_changes WHERE at < now() - interval '{KEEP_CHANGES}' \
-         RETURNING seq) \
-         UPDATE regkeeper_changes_pruned SET upto = greatest(upto, (SELECT max(seq) FROM gone)) \
-         WHERE EXISTS (SELECT 1 FROM gone)"
-    );
-    transaction.execute(&sql, &[]).await?;
-    let sql = format!("DELETE FROM regkeeper_batches WHERE at < now() - interval '{KEEP_CHANGES}'");
-    transaction.execute(&sql, &[]).await?;
-    Ok(())
 }
