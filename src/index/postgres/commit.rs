@@ -80,21 +80,26 @@ pub async fn still_holds(
 /// makes it a unique violation, a conflict like any other (the batch runs again).
 pub async fn write(
     transaction: &Transaction<'_>,
-    writes: Vec<KvWrite>,
+    writes: &[KvWrite],
     absent: &KeySet,
     id: &[u8],
 ) -> Result<Option<i64>, PgError> {
     // One value per key (the last), in key order: one statement never touches a row twice.
-    let writes: BTreeMap<Vec<u8>, Option<Vec<u8>>> = writes.into_iter().collect();
+    let writes: Vec<&KvWrite> = if writes.windows(2).all(|w| w[0].0 < w[1].0) {
+        writes.iter().collect()
+    } else {
+        let last: BTreeMap<&[u8], &KvWrite> = writes.iter().map(|w| (w.0.as_slice(), w)).collect();
+        last.into_values().collect()
+    };
     if writes.is_empty() {
         return Ok(None);
     }
     let (mut new, mut changed, mut gone) = (Rows::default(), Rows::default(), Vec::new());
     for (key, value) in writes {
         match value {
-            Some(value) if absent.contains(&key) => new.push(key, value),
+            Some(value) if absent.contains(key) => new.push(key, value),
             Some(value) => changed.push(key, value),
-            None => gone.push(key),
+            None => gone.push(key.as_slice()),
         }
     }
     if !gone.is_empty() {
@@ -124,7 +129,7 @@ pub async fn write(
         .prepare_cached("INSERT INTO regkeeper_changes (keys) VALUES ($1) RETURNING seq")
         .await?;
     let keys: Vec<&[u8]> = (new.keys.iter().chain(&changed.keys).chain(&gone))
-        .map(Vec::as_slice)
+        .copied()
         .collect();
     let seq: i64 = transaction.query_one(&statement, &[&keys]).await?.get(0);
     if seq % PRUNE_EVERY == 0 {
@@ -139,7 +144,7 @@ pub async fn write(
     Ok(Some(seq))
 }
 
-async fn insert(transaction: &Transaction<'_>, rows: &Rows) -> Result<(), PgError> {
+async fn insert(transaction: &Transaction<'_>, rows: &Rows<'_>) -> Result<(), PgError> {
     use tokio_postgres::{binary_copy::BinaryCopyInWriter, types::Type};
     let sink = transaction
         .copy_in("COPY regkeeper_kv (key, value) FROM STDIN (FORMAT binary)")
@@ -179,13 +184,13 @@ pub async fn landed(pool: &Pool, id: &[u8]) -> Result<bool, PgError> {
 
 /// Keys and values side by side, as the `unnest` statements take them.
 #[derive(Default)]
-struct Rows {
-    keys: Vec<Vec<u8>>,
-    values: Vec<Vec<u8>>,
+struct Rows<'a> {
+    keys: Vec<&'a [u8]>,
+    values: Vec<&'a [u8]>,
 }
 
-impl Rows {
-    fn push(&mut self, key: Vec<u8>, value: Vec<u8>) {
+impl<'a> Rows<'a> {
+    fn push(&mut self, key: &'a [u8], value: &'a [u8]) {
         self.keys.push(key);
         self.values.push(value);
     }

@@ -11,7 +11,7 @@ use std::{sync::mpsc, time::Duration};
 
 use super::{
     MAX_RUNS, PgError, PgKv, commit, pool_error,
-    reads::{BatchReads, KeySet, Overlay, ReadSet, overlay},
+    reads::{BatchReads, KeySet, Overlay, ReadSet},
     transaction::{Mode, Transaction, batch_id},
 };
 use crate::index::{
@@ -21,7 +21,8 @@ use crate::index::{
 
 /// A batch read and built in a snapshot.
 struct Built {
-    writes: Vec<KvWrite>,
+    /// In key order, one write per key.
+    writes: std::sync::Arc<Vec<KvWrite>>,
     read: ReadSet,
     absent: KeySet,
     /// Where the change log ended in the snapshot.
@@ -99,10 +100,15 @@ impl PgKv {
     ) -> Result<Built, IndexError> {
         let transaction = Transaction::begin(self.handle(), self.pool.clone(), Mode::Snapshot)?;
         let reads = BatchReads::new(&transaction, overlay);
-        let writes = build(&reads)?;
+        let mut writes = build(&reads)?;
         let (read, absent) = reads.into_parts();
+        // In key order (the commit writes in that order; the next batch looks keys up), the
+        // last write of a key winning.
+        writes.reverse();
+        writes.sort_by(|a, b| a.0.cmp(&b.0));
+        writes.dedup_by(|later, first| later.0 == first.0);
         Ok(Built {
-            writes,
+            writes: std::sync::Arc::new(writes),
             read,
             absent,
             head: transaction.head(),
@@ -113,7 +119,7 @@ impl PgKv {
     /// this caller's previous batch, which this one read on top of its snapshot.
     fn start_write(&self, index: usize, built: Built, own: Option<i64>) -> Flight {
         let (tx, outcome) = mpsc::sync_channel(1);
-        let overlay = overlay(&built.writes);
+        let overlay = Overlay::new(built.writes.clone());
         if built.writes.is_empty() {
             // It changes nothing, so it takes its place at its snapshot: nothing to check.
             let _ = tx.send(Written::Committed(None));
@@ -222,7 +228,7 @@ async fn write_phase(
     if !commit::still_holds(&transaction, built.head, own, |key| read.covers(key)).await? {
         return Ok(None);
     }
-    let seq = commit::write(&transaction, built.writes, &built.absent, id).await?;
+    let seq = commit::write(&transaction, &built.writes, &built.absent, id).await?;
     commit::finish(transaction).await?;
     Ok(Some(seq))
 }

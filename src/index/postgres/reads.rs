@@ -3,7 +3,7 @@
 //! record of everything read — the keys and ranges the write phase checks no other writer
 //! changed, and the keys found absent, which it inserts without `ON CONFLICT`.
 
-use std::{cell::RefCell, collections::BTreeMap};
+use std::{cell::RefCell, collections::BTreeMap, sync::Arc};
 
 use super::{range, transaction::Transaction};
 use crate::index::{
@@ -11,14 +11,51 @@ use crate::index::{
     kv::{KvPair, KvRead, KvWrite},
 };
 
-/// Keys of a batch, hashed fast: they are the index's own (tens of thousands per batch).
-pub type KeySet = std::collections::HashSet<Vec<u8>, foldhash::fast::RandomState>;
+/// A set of keys held as 64-bit hashes, so a batch's tens of thousands of keys are not copied
+/// again. A collision can only make a present key look absent (its insert is then a unique
+/// violation: the batch runs again) or a key look read (the batch is built again) — and the
+/// seed differs every time.
+#[derive(Default)]
+pub struct KeySet {
+    seed: foldhash::fast::RandomState,
+    hashes: std::collections::HashSet<u64, foldhash::fast::RandomState>,
+}
 
-/// The writes of a batch not known to be committed yet, by key (the last write of a key).
-pub type Overlay = std::collections::HashMap<Vec<u8>, Option<Vec<u8>>, foldhash::fast::RandomState>;
+impl KeySet {
+    fn insert(&mut self, key: &[u8]) {
+        let hash = std::hash::BuildHasher::hash_one(&self.seed, key);
+        self.hashes.insert(hash);
+    }
 
-pub fn overlay(writes: &[KvWrite]) -> Overlay {
-    writes.iter().cloned().collect()
+    pub fn contains(&self, key: &[u8]) -> bool {
+        self.hashes
+            .contains(&std::hash::BuildHasher::hash_one(&self.seed, key))
+    }
+}
+
+/// The writes of a batch not known to be committed yet: in key order, one per key, shared
+/// with its write phase.
+pub struct Overlay(Arc<Vec<KvWrite>>);
+
+impl Overlay {
+    pub fn new(writes: Arc<Vec<KvWrite>>) -> Self {
+        Self(writes)
+    }
+
+    fn get(&self, key: &[u8]) -> Option<&Option<Vec<u8>>> {
+        let found = self
+            .0
+            .binary_search_by(|(k, _)| k.as_slice().cmp(key))
+            .ok()?;
+        self.0.get(found).map(|(_, value)| value)
+    }
+
+    fn under<'a>(&'a self, prefix: &'a [u8]) -> impl Iterator<Item = &'a KvWrite> + Clone {
+        let start = self.0.partition_point(|(k, _)| k.as_slice() < prefix);
+        self.0[start..]
+            .iter()
+            .take_while(move |(k, _)| k.starts_with(prefix))
+    }
 }
 
 /// The keys and key ranges a batch read.
@@ -77,7 +114,7 @@ impl KvRead for BatchReads<'_> {
         let mut stored = if asked.is_empty() {
             Vec::new()
         } else {
-            self.transaction.get_many(&asked)?
+            self.transaction.get_many(asked)?
         }
         .into_iter();
         let values: Vec<Option<Vec<u8>>> = keys
@@ -91,9 +128,9 @@ impl KvRead for BatchReads<'_> {
         let mut absent = self.absent.borrow_mut();
         for (key, value) in keys.iter().zip(&values) {
             if value.is_none() {
-                absent.insert(key.clone());
+                absent.insert(key);
             }
-            read.keys.insert(key.clone());
+            read.keys.insert(key);
         }
         Ok(values)
     }
@@ -106,7 +143,7 @@ impl KvRead for BatchReads<'_> {
             return Ok(stored);
         };
         let mut merged: BTreeMap<Vec<u8>, Vec<u8>> = stored.into_iter().collect();
-        for (key, value) in overlay.iter().filter(|(key, _)| key.starts_with(prefix)) {
+        for (key, value) in overlay.under(prefix) {
             match value {
                 Some(value) => merged.insert(key.clone(), value.clone()),
                 None => merged.remove(key),
@@ -117,7 +154,10 @@ impl KvRead for BatchReads<'_> {
 
     fn is_empty(&self) -> Result<bool, IndexError> {
         self.read.borrow_mut().prefixes.push(Vec::new());
-        let overlay = self.overlay.into_iter().flatten();
+        let overlay = self
+            .overlay
+            .into_iter()
+            .flat_map(|overlay| overlay.under(&[]));
         if overlay.clone().any(|(_, value)| value.is_some()) {
             return Ok(false);
         }

@@ -116,7 +116,7 @@ impl Transaction {
                         let _ = reply.send(empty(&transaction, except).await);
                     }
                     Request::Commit(writes, absent, reply) => {
-                        let written = commit::write(&transaction, writes, &absent, &batch).await;
+                        let written = commit::write(&transaction, &writes, &absent, &batch).await;
                         let _ = reply.send(match written {
                             Ok(seq) => commit::finish(transaction).await.map(|()| seq),
                             Err(error) => Err(error),
@@ -170,8 +170,8 @@ impl Transaction {
         }
     }
 
-    pub fn get_many(&self, keys: &[Vec<u8>]) -> Result<Vec<Option<Vec<u8>>>, IndexError> {
-        self.ask(|reply| Request::Get(keys.to_vec(), reply))
+    pub fn get_many(&self, keys: Vec<Vec<u8>>) -> Result<Vec<Option<Vec<u8>>>, IndexError> {
+        self.ask(|reply| Request::Get(keys, reply))
     }
 
     pub fn scan(&self, start: Vec<u8>, end: Vec<u8>) -> Result<Vec<KvPair>, IndexError> {
