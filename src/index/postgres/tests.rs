@@ -335,21 +335,25 @@ fn overlapped_batches_with_another_writer_between_end_as_if_one_at_a_time() {
     let other = PgKv::connect(&test_options(&url)).unwrap();
     let counter = b"counter".to_vec();
     let runs = std::cell::Cell::new(0);
+    let count = |read: &dyn KvRead| -> Result<u64, IndexError> {
+        Ok(read
+            .get(&counter)?
+            .map_or(0, |v| u64::from_be_bytes(v.try_into().unwrap_or_default())))
+    };
     let add = |read: &dyn KvRead| -> Result<Vec<crate::index::kv::KvWrite>, IndexError> {
         runs.set(runs.get() + 1);
         if runs.get() == 2 {
-            // While the first batch commits and the second is read: another replica adds 100.
-            let now = other
-                .get(&counter)?
-                .map_or(0, |v| u64::from_be_bytes(v.try_into().unwrap()));
-            other.apply(vec![(
-                counter.clone(),
-                Some((now + 100).to_be_bytes().to_vec()),
-            )])?;
+            // While the first batch commits and the second is read: another replica adds 100
+            // (in a batch of its own, as replicas write).
+            other.transact(&mut |read| {
+                let now = count(read)?;
+                Ok(vec![(
+                    counter.clone(),
+                    Some((now + 100).to_be_bytes().to_vec()),
+                )])
+            })?;
         }
-        let now = read
-            .get(&counter)?
-            .map_or(0, |v| u64::from_be_bytes(v.try_into().unwrap()));
+        let now = count(read)?;
         Ok(vec![(
             counter.clone(),
             Some((now + 1).to_be_bytes().to_vec()),
