@@ -2,7 +2,9 @@
 //! server started here, fsync on; skipped when Debian's `postgresql` is not installed). Each
 //! record is what one recorded push writes: the manifest, its tag and a commit link. Targets:
 //! sled ≥ 20,000 records/s, PostgreSQL ≥ 50,000. Run: `cargo bench --bench index`
-//! (`-- --records N`, `-- --only sled|postgres`).
+//! (`-- --records N`, `-- --only sled|postgres`). `-- --pushed` sends what the proxy sends
+//! instead: each push a manifest body the writer verifies and parses, and whose image config it
+//! then asks the index about.
 
 use std::{collections::BTreeMap, sync::Arc, time::Instant};
 
@@ -25,10 +27,11 @@ fn main() {
         .find(|w| w[0] == "--only")
         .map(|w| w[1].clone());
     let wanted = |name: &str| only.as_deref().is_none_or(|only| only == name);
+    let pushed = args.iter().any(|a| a == "--pushed");
     let dir = tempfile::tempdir().unwrap();
     let sled_rate = wanted("sled").then(|| {
         let sled: Arc<dyn Index> = Arc::new(index::open_sled(&dir.path().join("index")).unwrap());
-        write(sled, records, "sled")
+        write(sled, records, "sled", pushed)
     });
     if !wanted("postgres") {
         return;
@@ -42,14 +45,14 @@ fn main() {
     let options =
         regkeeper::backend::options(&regkeeper::config::PostgresConfig::new(url)).unwrap();
     let postgres: Arc<dyn Index> = Arc::new(index::open_postgres(&options).unwrap());
-    let postgres_rate = write(postgres, records, "postgres");
+    let postgres_rate = write(postgres, records, "postgres", pushed);
     if let Some(sled_rate) = sled_rate {
         println!("postgres / sled: {:.2}x", postgres_rate / sled_rate);
     }
 }
 
 /// Records `records` pushes through the batching writer into `index`; records/s.
-fn write(index: Arc<dyn Index>, records: u64, name: &str) -> f64 {
+fn write(index: Arc<dyn Index>, records: u64, name: &str, pushed: bool) -> f64 {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -67,6 +70,10 @@ fn write(index: Arc<dyn Index>, records: u64, name: &str) -> f64 {
             finish_rx,
         ));
         for i in 0..records {
+            if pushed {
+                sender.send_or_wait(pushed_event(i)).await;
+                continue;
+            }
             let digest = format!("sha256:{i:064x}");
             let repository = format!("team/app-{}", i % 50);
             let manifest = ManifestRecord {
@@ -116,6 +123,11 @@ fn write(index: Arc<dyn Index>, records: u64, name: &str) -> f64 {
     });
     index.flush().unwrap();
     let secs = started.elapsed().as_secs_f64();
+    let name = if pushed {
+        format!("{name}, as pushed")
+    } else {
+        name.to_string()
+    };
     println!(
         "index write ({name}): {records} manifest records in {secs:.2}s = {:.0} records/s ({} batches, {} failed)",
         records as f64 / secs,
@@ -123,4 +135,35 @@ fn write(index: Arc<dyn Index>, records: u64, name: &str) -> f64 {
         stats.failed_batches
     );
     records as f64 / secs
+}
+
+/// Push `i` as the proxy records it: the manifest body as pushed, its digest, its tag.
+fn pushed_event(i: u64) -> RegistryEvent {
+    let body = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {
+            "mediaType": "application/vnd.oci.image.config.v1+json",
+            "digest": format!("sha256:{:064x}", i + 1),
+            "size": 1234
+        },
+        "layers": [{
+            "mediaType": "application/vnd.oci.image.layer.v1.tar+gzip",
+            "digest": format!("sha256:{:064x}", i + 2),
+            "size": 50_000_000 + i
+        }],
+        "annotations": {
+            "org.opencontainers.image.revision": format!("{i:040x}"),
+            "org.opencontainers.image.created": "2026-11-27T00:00:00Z"
+        }
+    })
+    .to_string();
+    RegistryEvent::ManifestPushed {
+        repository: format!("team/app-{}", i % 50),
+        tag: Some(format!("build-{i}")),
+        digest: regkeeper::manifest::sha256_digest(body.as_bytes()),
+        content_type: "application/vnd.oci.image.manifest.v1+json".into(),
+        body: Some(body.into()),
+        at: UnixMillis(i),
+    }
 }

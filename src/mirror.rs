@@ -290,6 +290,13 @@ impl Index for Mirror {
         self.index.manifest(repository, digest)
     }
 
+    fn manifests_of(
+        &self,
+        wanted: &[(&str, &str)],
+    ) -> Result<Vec<Option<ManifestRecord>>, IndexError> {
+        self.index.manifests_of(wanted)
+    }
+
     fn commit_links(&self, digest: &str) -> Result<Vec<CommitLink>, IndexError> {
         self.index.commit_links(digest)
     }

@@ -173,14 +173,22 @@ async fn write(
         let outcome = journal.write(index.as_ref(), writes, false);
         // A config already read for this digest (an earlier push) is not read again.
         let jobs: Vec<ConfigJob> = match outcome {
-            Outcome::Written => jobs
-                .into_iter()
-                .filter(|job| {
-                    index
-                        .manifest(&job.repository, &job.digest)
-                        .is_ok_and(|m| m.is_some_and(|m| m.needs_config()))
-                })
-                .collect(),
+            Outcome::Written => {
+                let wanted: Vec<(&str, &str)> = jobs
+                    .iter()
+                    .map(|job| (job.repository.as_str(), job.digest.as_str()))
+                    .collect();
+                match index.manifests_of(&wanted) {
+                    Ok(found) => jobs
+                        .into_iter()
+                        .zip(found)
+                        .filter(|(_, known)| known.as_ref().is_some_and(|m| m.needs_config()))
+                        .map(|(job, _)| job)
+                        .collect(),
+                    // `sync` reads them.
+                    Err(_) => Vec::new(),
+                }
+            }
             // `sync` reads them once the index takes writes again.
             Outcome::Failing => Vec::new(),
         };

@@ -799,6 +799,25 @@ fn batches_applied_together_equal_them_one_by_one(index: &dyn Index) {
     assert_eq!(index.pulls("a", "v1").unwrap().map(|p| p.count), Some(9));
 }
 
+/// Manifests asked for together are the manifests asked for one by one, unknown ones too.
+fn manifests_asked_together_equal_them_one_by_one(index: &dyn Index) {
+    index
+        .apply(&[
+            Write::PutManifest(manifest("a", D1)),
+            Write::PutManifest(manifest("b", D2)),
+        ])
+        .unwrap();
+    let wanted = [("a", D1), ("a", D2), ("b", D2), ("c", D1)];
+    let together = index.manifests_of(&wanted).unwrap();
+    let one_by_one: Vec<_> = wanted
+        .iter()
+        .map(|(repository, digest)| index.manifest(repository, digest).unwrap())
+        .collect();
+    assert_eq!(format!("{together:?}"), format!("{one_by_one:?}"));
+    let found: Vec<bool> = together.iter().map(Option::is_some).collect();
+    assert_eq!(found, [true, false, true, false]);
+}
+
 macro_rules! conformance {
     ($($case:ident),* $(,)?) => {
         mod memory {
@@ -846,6 +865,7 @@ conformance!(
     pages_cover_everything_once_in_order,
     leases_pass_on_expiry_and_fence_out_the_holder_that_lost_one,
     batches_applied_together_equal_them_one_by_one,
+    manifests_asked_together_equal_them_one_by_one,
 );
 
 /// Opens again after a drop in this process: sled's background flusher may hold the file lock a

@@ -130,6 +130,18 @@ pub trait Index: Send + Sync {
         repository: &str,
         digest: &str,
     ) -> Result<Option<ManifestRecord>, IndexError>;
+    /// [`manifest`](Self::manifest) of each (repository, digest), in order: one round trip on a
+    /// shared engine (the writer asks after every batch which pushed images still need their
+    /// config read).
+    fn manifests_of(
+        &self,
+        wanted: &[(&str, &str)],
+    ) -> Result<Vec<Option<ManifestRecord>>, IndexError> {
+        wanted
+            .iter()
+            .map(|(repository, digest)| self.manifest(repository, digest))
+            .collect()
+    }
     fn commit_links(&self, digest: &str) -> Result<Vec<CommitLink>, IndexError>;
     /// Pulls of a tag or digest in a repository.
     fn pulls(&self, repository: &str, reference: &str) -> Result<Option<PullStats>, IndexError>;

@@ -283,6 +283,21 @@ impl<K: KvStore> Index for Store<K> {
         self.read(&key(MANIFEST, &[repository, digest]))
     }
 
+    fn manifests_of(
+        &self,
+        wanted: &[(&str, &str)],
+    ) -> Result<Vec<Option<ManifestRecord>>, IndexError> {
+        let keys: Vec<Vec<u8>> = wanted
+            .iter()
+            .map(|(repository, digest)| key(MANIFEST, &[repository, digest]))
+            .collect();
+        let values = self.kv.get_many(&keys)?;
+        keys.iter()
+            .zip(values)
+            .map(|(key, value)| value.map(|bytes| decode(key, &bytes)).transpose())
+            .collect()
+    }
+
     fn commit_links(&self, digest: &str) -> Result<Vec<CommitLink>, IndexError> {
         self.read_all(&prefix(LINK, &[digest]))
     }
