@@ -367,3 +367,46 @@ fn overlapped_batches_with_another_writer_between_end_as_if_one_at_a_time() {
     // The other replica's 100 may land before the first batch or between two: never lost.
     assert_eq!(total, 103, "after {} builds", runs.get());
 }
+
+/// A writer from before the writers' lock (schema 3) commits its batch record without saying
+/// it took the lock: once the database is migrated, its batch fails whole and writes nothing,
+/// so during a rolling upgrade no batch lands outside the lock.
+#[test]
+fn a_writer_from_before_the_lock_cannot_write_once_migrated() {
+    let server = TestPostgres::start();
+    let url = server.fresh_database();
+    let kv = PgKv::connect(&test_options(&url)).unwrap();
+    let pool = kv.pool.clone();
+    let old_batch = kv.run(async move {
+        let mut client = pool.get().await.map_err(pool_error)?;
+        let transaction = client
+            .build_transaction()
+            .isolation_level(tokio_postgres::IsolationLevel::Serializable)
+            .start()
+            .await?;
+        // What schema 3's commit did, statement by statement.
+        transaction
+            .execute(
+                "INSERT INTO regkeeper_kv (key, value) VALUES ('\\x746f6c64', 'old')",
+                &[],
+            )
+            .await?;
+        transaction
+            .execute("SELECT pg_advisory_xact_lock(1)", &[])
+            .await?;
+        transaction
+            .execute(
+                "INSERT INTO regkeeper_changes (keys) VALUES (ARRAY['\\x746f6c64'::bytea])",
+                &[],
+            )
+            .await?;
+        transaction
+            .execute("INSERT INTO regkeeper_batches (id) VALUES ('\\x0102')", &[])
+            .await?;
+        transaction.commit().await?;
+        Ok(())
+    });
+    let error = old_batch.expect_err("an old writer's batch must not land");
+    assert!(error.to_string().contains("writer"), "{error}");
+    assert_eq!(kv.get(b"told").unwrap(), None);
+}
