@@ -21,8 +21,9 @@ const KEEP_CHANGES: &str = "1 hour";
 
 /// Opens a transaction holding the writers' lock: one writer at a time, in every process. The
 /// lock is the first statement, so whatever is read after it includes every earlier commit. A
-/// writer stopped while holding it (SIGSTOP, a long pause) is cut off by the server after 30
-/// s idle, so the others go on.
+/// writer stopped while holding it (SIGSTOP, a long pause) is cut off by the server after 30 s
+/// — idle between statements, or in one (a COPY waiting for rows) — so the others go on; the
+/// wait for the lock itself is not limited.
 pub async fn begin_locked(client: &mut Object) -> Result<Transaction<'_>, PgError> {
     let transaction = client
         .build_transaction()
@@ -32,7 +33,8 @@ pub async fn begin_locked(client: &mut Object) -> Result<Transaction<'_>, PgErro
     transaction
         .batch_execute(
             "LOCK TABLE regkeeper_write_lock IN EXCLUSIVE MODE; \
-             SET LOCAL idle_in_transaction_session_timeout = '30s'",
+             SET LOCAL idle_in_transaction_session_timeout = '30s'; \
+             SET LOCAL statement_timeout = '30s'",
         )
         .await?;
     Ok(transaction)
