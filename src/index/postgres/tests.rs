@@ -410,3 +410,38 @@ fn a_writer_from_before_the_lock_cannot_write_once_migrated() {
     assert!(error.to_string().contains("writer"), "{error}");
     assert_eq!(kv.get(b"told").unwrap(), None);
 }
+
+/// A writer that stops while holding the writers' lock (a paused or stopped process) is cut
+/// off by the server, so the other replicas' batches go on instead of waiting for good.
+#[test]
+fn a_writer_stopped_holding_the_lock_is_cut_off_and_the_others_go_on() {
+    let server = TestPostgres::start();
+    let url = server.fresh_database();
+    let stopped = PgKv::connect(&test_options(&url)).unwrap();
+    let holding = transaction::Transaction::begin(
+        stopped.handle(),
+        stopped.pool.clone(),
+        transaction::Mode::Locked,
+    )
+    .unwrap();
+    let other = PgKv::connect(&test_options(&url)).unwrap();
+    let (done, waited) = std::sync::mpsc::channel();
+    thread::spawn(move || {
+        let _ = done.send(other.apply(vec![(b"k".to_vec(), Some(b"v".to_vec()))]));
+    });
+    // The server's cut-off is 30 s; far longer means it never came.
+    let applied = waited
+        .recv_timeout(std::time::Duration::from_secs(120))
+        .expect("the other replica's batch still waits for the stopped writer's lock");
+    applied.unwrap();
+    assert!(
+        holding
+            .commit(
+                vec![(b"late".to_vec(), Some(b"x".to_vec()))],
+                Default::default()
+            )
+            .is_err(),
+        "the cut-off writer's batch must not land"
+    );
+    assert_eq!(stopped.get(b"late").unwrap(), None);
+}
