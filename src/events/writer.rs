@@ -73,13 +73,21 @@ pub async fn run_writer(
     finish: tokio::sync::oneshot::Receiver<()>,
 ) -> WriterStats {
     let mut stats = WriterStats::default();
-    let mut events = Vec::with_capacity(policy.max_events);
     let mut finish = Some(finish);
-    let mut journal = Journal::new(recorder.health.clone());
+    // The journal is either here or with the write in flight, which hands it back.
+    let mut journal = Some(Journal::new(recorder.health.clone()));
+    let mut writing: Option<Writing> = None;
     loop {
-        let retry_at = journal.retry_at();
+        let retry_at = journal.as_ref().and_then(Journal::retry_at);
         let first = tokio::select! {
             biased;
+            written = async { writing.as_mut().expect("polled only while set").await },
+                if writing.is_some() =>
+            {
+                writing = None;
+                journal = Some(settle(written, &recorder, &mut stats));
+                continue;
+            }
             event = receiver.rx.recv() => event,
             _ = async { finish.as_mut().expect("polled only while set").await },
                 if finish.is_some() =>
@@ -90,43 +98,45 @@ pub async fn run_writer(
             }
             // A failing index is tried again even when nothing new comes.
             _ = tokio::time::sleep_until(retry_at.map_or_else(tokio::time::Instant::now, Into::into)),
-                if retry_at.is_some() =>
+                if retry_at.is_some() && writing.is_none() =>
             {
-                journal = write(journal, &index, Vec::new(), &recorder, &mut stats).await;
+                if let Some(journal) = journal.take() {
+                    writing = Some(start(journal, &index, Vec::new(), &mut stats));
+                }
                 continue;
             }
         };
         let Some(first) = first else { break };
-        events.push(first);
-        let deadline = tokio::time::Instant::now() + policy.max_delay;
-        while events.len() < policy.max_events {
-            match tokio::time::timeout_at(deadline, receiver.rx.recv()).await {
-                Ok(Some(event)) => events.push(event),
-                Ok(None) | Err(_) => break,
-            }
-        }
-        let mut batches = vec![std::mem::take(&mut events)];
-        // Behind: what already waits goes too, in more batches, which the index overlaps.
-        while batches.len() < MAX_BATCHES_AT_ONCE && batches[0].len() == policy.max_events {
-            let mut more = Vec::with_capacity(policy.max_events);
-            while more.len() < policy.max_events {
-                match receiver.rx.try_recv() {
-                    Ok(event) => more.push(event),
-                    Err(_) => break,
-                }
-            }
-            let full = more.len() == policy.max_events;
-            if !more.is_empty() {
-                batches.push(more);
-            }
-            if !full {
-                break;
-            }
-        }
+        let batches = collect(first, &mut receiver, &policy).await;
         stats.events += batches.iter().map(|b| b.len() as u64).sum::<u64>();
-        journal = write(journal, &index, batches, &recorder, &mut stats).await;
-        events = Vec::with_capacity(policy.max_events);
+        // Parsed while the batches before are written.
+        let linker = recorder.linker.clone();
+        let folded = tokio::task::spawn_blocking(move || {
+            batches
+                .into_iter()
+                .map(|events| fold(events, &linker))
+                .collect::<Vec<_>>()
+        })
+        .await;
+        if let Some(previous) = writing.take() {
+            journal = Some(settle(previous.await, &recorder, &mut stats));
+        }
+        let journal_here = journal
+            .take()
+            .unwrap_or_else(|| Journal::new(recorder.health.clone()));
+        match folded {
+            Ok(folded) => writing = Some(start(journal_here, &index, folded, &mut stats)),
+            Err(error) => {
+                stats.failed_batches += 1;
+                tracing::error!(%error, "index writer task failed; its batch is lost");
+                journal = Some(journal_here);
+            }
+        }
     }
+    if let Some(previous) = writing.take() {
+        journal = Some(settle(previous.await, &recorder, &mut stats));
+    }
+    let mut journal = journal.unwrap_or_else(|| Journal::new(recorder.health.clone()));
     // One last try for what waits, then make it durable.
     let index_now = index.clone();
     let (lost, flushed) = tokio::task::spawn_blocking(move || {
@@ -150,25 +160,58 @@ pub async fn run_writer(
     stats
 }
 
-/// Folds `events` and hands them to the journal off the async threads (parsing manifests and
-/// the synchronous index stay there); offers the configs of what was recorded.
-async fn write(
-    journal: Journal,
+/// One batch from `first` and what comes within the delay; behind, what already waits too, in
+/// more batches (which a shared index overlaps).
+async fn collect(
+    first: RegistryEvent,
+    receiver: &mut EventReceiver,
+    policy: &BatchPolicy,
+) -> Vec<Vec<RegistryEvent>> {
+    let mut events = Vec::with_capacity(policy.max_events);
+    events.push(first);
+    let deadline = tokio::time::Instant::now() + policy.max_delay;
+    while events.len() < policy.max_events {
+        match tokio::time::timeout_at(deadline, receiver.rx.recv()).await {
+            Ok(Some(event)) => events.push(event),
+            Ok(None) | Err(_) => break,
+        }
+    }
+    let mut batches = vec![events];
+    while batches.len() < MAX_BATCHES_AT_ONCE && batches[0].len() == policy.max_events {
+        let mut more = Vec::with_capacity(policy.max_events);
+        while more.len() < policy.max_events {
+            match receiver.rx.try_recv() {
+                Ok(event) => more.push(event),
+                Err(_) => break,
+            }
+        }
+        let full = more.len() == policy.max_events;
+        if !more.is_empty() {
+            batches.push(more);
+        }
+        if !full {
+            break;
+        }
+    }
+    batches
+}
+
+/// A write under way off the async threads: it hands back the journal, how it went, and the
+/// recorded images whose configs are still to read.
+type Writing = tokio::task::JoinHandle<(Journal, Outcome, Vec<ConfigJob>)>;
+
+/// Hands folded batches to the journal off the async threads (the synchronous index stays
+/// there), and asks which of the recorded images still need their config read.
+fn start(
+    mut journal: Journal,
     index: &Arc<dyn Index>,
-    batches: Vec<Vec<RegistryEvent>>,
-    recorder: &Recorder,
+    folded: Vec<(Vec<Write>, Vec<ConfigJob>)>,
     stats: &mut WriterStats,
-) -> Journal {
+) -> Writing {
     let index = index.clone();
-    let linker = recorder.linker.clone();
-    let health = recorder.health.clone();
-    stats.batches += batches.len().max(1) as u64;
-    let result = tokio::task::spawn_blocking(move || {
-        let mut journal = journal;
-        let (writes, jobs): (Vec<_>, Vec<_>) = batches
-            .into_iter()
-            .map(|events| fold(events, &linker))
-            .unzip();
+    stats.batches += folded.len().max(1) as u64;
+    tokio::task::spawn_blocking(move || {
+        let (writes, jobs): (Vec<_>, Vec<_>) = folded.into_iter().unzip();
         let jobs: Vec<ConfigJob> = jobs.into_iter().flatten().collect();
         let outcome = journal.write(index.as_ref(), writes, false);
         // A config already read for this digest (an earlier push) is not read again.
@@ -194,7 +237,14 @@ async fn write(
         };
         (journal, outcome, jobs)
     })
-    .await;
+}
+
+/// A finished write: its counts, the configs to read; the journal back.
+fn settle(
+    result: Result<(Journal, Outcome, Vec<ConfigJob>), tokio::task::JoinError>,
+    recorder: &Recorder,
+    stats: &mut WriterStats,
+) -> Journal {
     match result {
         Ok((journal, outcome, jobs)) => {
             if outcome == Outcome::Failing {
@@ -208,7 +258,7 @@ async fn write(
         Err(error) => {
             stats.failed_batches += 1;
             tracing::error!(%error, "index writer task failed; its batch is lost");
-            Journal::new(health)
+            Journal::new(recorder.health.clone())
         }
     }
 }
