@@ -74,18 +74,22 @@ pub async fn run_writer(
 ) -> WriterStats {
     let mut stats = WriterStats::default();
     let mut finish = Some(finish);
-    // The journal is either here or with the write in flight, which hands it back.
-    let mut journal = Some(Journal::new(recorder.health.clone()));
-    let mut writing: Option<Writing> = None;
+    let mut journal = Held::Here(Journal::new(recorder.health.clone()));
     loop {
-        let retry_at = journal.as_ref().and_then(Journal::retry_at);
+        let retry_at = match &journal {
+            Held::Here(journal) => journal.retry_at(),
+            Held::Writing(_) => None,
+        };
         let first = tokio::select! {
             biased;
-            written = async { writing.as_mut().expect("polled only while set").await },
-                if writing.is_some() =>
+            written = async {
+                match &mut journal {
+                    Held::Writing(writing) => writing.await,
+                    Held::Here(_) => std::future::pending().await,
+                }
+            }, if matches!(journal, Held::Writing(_)) =>
             {
-                writing = None;
-                journal = Some(settle(written, &recorder, &mut stats));
+                journal = Held::Here(settle(written, &recorder, &mut stats));
                 continue;
             }
             event = receiver.rx.recv() => event,
@@ -98,11 +102,10 @@ pub async fn run_writer(
             }
             // A failing index is tried again even when nothing new comes.
             _ = tokio::time::sleep_until(retry_at.map_or_else(tokio::time::Instant::now, Into::into)),
-                if retry_at.is_some() && writing.is_none() =>
+                if retry_at.is_some() =>
             {
-                if let Some(journal) = journal.take() {
-                    writing = Some(start(journal, &index, Vec::new(), &mut stats));
-                }
+                let here = journal.back(&recorder, &mut stats).await;
+                journal = Held::Writing(start(here, &index, Vec::new(), &mut stats));
                 continue;
             }
         };
@@ -118,25 +121,17 @@ pub async fn run_writer(
                 .collect::<Vec<_>>()
         })
         .await;
-        if let Some(previous) = writing.take() {
-            journal = Some(settle(previous.await, &recorder, &mut stats));
-        }
-        let journal_here = journal
-            .take()
-            .unwrap_or_else(|| Journal::new(recorder.health.clone()));
-        match folded {
-            Ok(folded) => writing = Some(start(journal_here, &index, folded, &mut stats)),
+        let here = journal.back(&recorder, &mut stats).await;
+        journal = match folded {
+            Ok(folded) => Held::Writing(start(here, &index, folded, &mut stats)),
             Err(error) => {
                 stats.failed_batches += 1;
                 tracing::error!(%error, "index writer task failed; its batch is lost");
-                journal = Some(journal_here);
+                Held::Here(here)
             }
-        }
+        };
     }
-    if let Some(previous) = writing.take() {
-        journal = Some(settle(previous.await, &recorder, &mut stats));
-    }
-    let mut journal = journal.unwrap_or_else(|| Journal::new(recorder.health.clone()));
+    let mut journal = journal.back(&recorder, &mut stats).await;
     // One last try for what waits, then make it durable.
     let index_now = index.clone();
     let (lost, flushed) = tokio::task::spawn_blocking(move || {
@@ -199,6 +194,22 @@ async fn collect(
 /// A write under way off the async threads: it hands back the journal, how it went, and the
 /// recorded images whose configs are still to read.
 type Writing = tokio::task::JoinHandle<(Journal, Outcome, Vec<ConfigJob>)>;
+
+/// Where the writer's journal is: here, or with the write in flight.
+enum Held {
+    Here(Journal),
+    Writing(Writing),
+}
+
+impl Held {
+    /// The journal, once the write in flight (if any) handed it back.
+    async fn back(self, recorder: &Recorder, stats: &mut WriterStats) -> Journal {
+        match self {
+            Held::Here(journal) => journal,
+            Held::Writing(writing) => settle(writing.await, recorder, stats),
+        }
+    }
+}
 
 /// Hands folded batches to the journal off the async threads (the synchronous index stays
 /// there), and asks which of the recorded images still need their config read.

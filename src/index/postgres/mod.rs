@@ -62,9 +62,8 @@ pub enum PgError {
 
 impl PgError {
     /// Another writer's commit conflicted: the batch runs again. A unique violation counts:
-    /// keys this batch read as absent are inserted without `ON CONFLICT`, so another writer
-    /// inserting one of them first is a conflict like any other (PostgreSQL usually reports it
-    /// as a serialization failure already).
+    /// keys this batch read as absent are inserted without `ON CONFLICT`, so a writer that took
+    /// no lock inserting one of them first is a conflict like any other.
     fn conflicted(&self) -> bool {
         matches!(self, PgError::Sql(error) if matches!(
             error.code(),

@@ -27,11 +27,14 @@ struct Built {
     absent: KeySet,
     /// Where the change log ended in the snapshot.
     head: i64,
+    /// Written with the batch, so a lost COMMIT answer can be settled.
+    id: Vec<u8>,
 }
 
 /// A batch whose write phase runs.
 struct Flight {
     index: usize,
+    id: Vec<u8>,
     /// Its writes, which the next batch reads on top of its snapshot.
     overlay: Overlay,
     outcome: mpsc::Receiver<Written>,
@@ -42,10 +45,7 @@ enum Written {
     Committed(Option<i64>),
     /// Another writer changed something the batch read: it is built again.
     Stale,
-    Failed {
-        error: PgError,
-        id: Vec<u8>,
-    },
+    Failed(PgError),
 }
 
 /// How a batch in flight ended.
@@ -112,6 +112,7 @@ impl PgKv {
             read,
             absent,
             head: transaction.head(),
+            id: batch_id()?,
         })
     }
 
@@ -120,33 +121,24 @@ impl PgKv {
     fn start_write(&self, index: usize, built: Built, own: Option<i64>) -> Flight {
         let (tx, outcome) = mpsc::sync_channel(1);
         let overlay = Overlay::new(built.writes.clone());
+        let id = built.id.clone();
         if built.writes.is_empty() {
             // It changes nothing, so it takes its place at its snapshot: nothing to check.
             let _ = tx.send(Written::Committed(None));
         } else {
             let pool = self.pool.clone();
             self.handle().spawn(async move {
-                let id = match batch_id() {
-                    Ok(id) => id,
-                    Err(error) => {
-                        let error = PgError::Pool(error.to_string());
-                        let _ = tx.send(Written::Failed {
-                            error,
-                            id: Vec::new(),
-                        });
-                        return;
-                    }
-                };
-                let written = match write_phase(&pool, built, own, &id).await {
+                let written = match write_phase(&pool, built, own).await {
                     Ok(Some(seq)) => Written::Committed(seq),
                     Ok(None) => Written::Stale,
-                    Err(error) => Written::Failed { error, id },
+                    Err(error) => Written::Failed(error),
                 };
                 let _ = tx.send(written);
             });
         }
         Flight {
             index,
+            id,
             overlay,
             outcome,
         }
@@ -161,8 +153,8 @@ impl PgKv {
         match written {
             Written::Committed(seq) => Ok(Landed::AsBuilt(seq)),
             Written::Stale => self.locked(build).map(|()| Landed::Again),
-            Written::Failed { error, id } => match error {
-                PgError::CommitUnknown(_) => match self.settle(&id) {
+            Written::Failed(error) => match error {
+                PgError::CommitUnknown(_) => match self.settle(&flight.id) {
                     // Where it sits in the log is unknown: the next batch's check will
                     // count it as another writer's.
                     Some(true) => Ok(Landed::AsBuilt(None)),
@@ -220,7 +212,6 @@ async fn write_phase(
     pool: &deadpool_postgres::Pool,
     built: Built,
     own: Option<i64>,
-    id: &[u8],
 ) -> Result<Option<Option<i64>>, PgError> {
     let mut client = pool.get().await.map_err(pool_error)?;
     let transaction = commit::begin_locked(&mut client).await?;
@@ -228,7 +219,7 @@ async fn write_phase(
     if !commit::still_holds(&transaction, built.head, own, |key| read.covers(key)).await? {
         return Ok(None);
     }
-    let seq = commit::write(&transaction, &built.writes, &built.absent, id).await?;
+    let seq = commit::write(&transaction, &built.writes, &built.absent, &built.id).await?;
     commit::finish(transaction).await?;
     Ok(Some(seq))
 }
