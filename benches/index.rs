@@ -57,6 +57,17 @@ fn write(index: Arc<dyn Index>, records: u64, name: &str, pushed: bool) -> f64 {
         .enable_all()
         .build()
         .unwrap();
+    // Made before the clock starts: building and hashing the test data is not the writer's work
+    // (in `serve` the proxy's threads hand over what they captured).
+    let events: Vec<RegistryEvent> = (0..records)
+        .map(|i| {
+            if pushed {
+                pushed_event(i)
+            } else {
+                recorded_event(i)
+            }
+        })
+        .collect();
     // The queue `serve` gives its writer.
     let (sender, receiver) = events::channel(regkeeper::server::EVENT_QUEUE);
     let started = Instant::now();
@@ -69,52 +80,7 @@ fn write(index: Arc<dyn Index>, records: u64, name: &str, pushed: bool) -> f64 {
             events::Recorder::default(),
             finish_rx,
         ));
-        for i in 0..records {
-            if pushed {
-                sender.send_or_wait(pushed_event(i)).await;
-                continue;
-            }
-            let digest = format!("sha256:{i:064x}");
-            let repository = format!("team/app-{}", i % 50);
-            let manifest = ManifestRecord {
-                repository: repository.clone(),
-                digest: digest.clone(),
-                media_type: "application/vnd.oci.image.manifest.v1+json".into(),
-                kind: ManifestKind::Image,
-                total_size: 50_000_000 + i,
-                config_digest: Some(format!("sha256:{:064x}", i + 1)),
-                children: Vec::new(),
-                subject: None,
-                artifact_type: None,
-                created: Some("2026-11-27T00:00:00Z".into()),
-                annotations: BTreeMap::from([(
-                    "org.opencontainers.image.revision".into(),
-                    format!("{i:040x}"),
-                )]),
-                labels: BTreeMap::new(),
-                recorded_at: UnixMillis(i),
-                untagged_at: None,
-                complete: true,
-                config_read: false,
-                problem: None,
-            };
-            let event = RegistryEvent::Record(vec![
-                Write::PutManifest(manifest),
-                Write::push(
-                    repository,
-                    format!("build-{i}"),
-                    digest.clone(),
-                    UnixMillis(i),
-                ),
-                Write::LinkCommit(CommitLink {
-                    digest,
-                    commit: format!("{i:040x}"),
-                    source: LinkSource::Annotation,
-                    learned_at: UnixMillis(i),
-                    repository: None,
-                    tag: None,
-                }),
-            ]);
+        for event in events {
             // Waits when the writer is behind, as `sync` does (the proxy drops instead).
             sender.send_or_wait(event).await;
         }
@@ -135,6 +101,51 @@ fn write(index: Arc<dyn Index>, records: u64, name: &str, pushed: bool) -> f64 {
         stats.failed_batches
     );
     records as f64 / secs
+}
+
+/// Push `i` as `sync` records it: the manifest record made, its tag, its commit link.
+fn recorded_event(i: u64) -> RegistryEvent {
+    let digest = format!("sha256:{i:064x}");
+    let repository = format!("team/app-{}", i % 50);
+    let manifest = ManifestRecord {
+        repository: repository.clone(),
+        digest: digest.clone(),
+        media_type: "application/vnd.oci.image.manifest.v1+json".into(),
+        kind: ManifestKind::Image,
+        total_size: 50_000_000 + i,
+        config_digest: Some(format!("sha256:{:064x}", i + 1)),
+        children: Vec::new(),
+        subject: None,
+        artifact_type: None,
+        created: Some("2026-11-27T00:00:00Z".into()),
+        annotations: BTreeMap::from([(
+            "org.opencontainers.image.revision".into(),
+            format!("{i:040x}"),
+        )]),
+        labels: BTreeMap::new(),
+        recorded_at: UnixMillis(i),
+        untagged_at: None,
+        complete: true,
+        config_read: false,
+        problem: None,
+    };
+    RegistryEvent::Record(vec![
+        Write::PutManifest(manifest),
+        Write::push(
+            repository,
+            format!("build-{i}"),
+            digest.clone(),
+            UnixMillis(i),
+        ),
+        Write::LinkCommit(CommitLink {
+            digest,
+            commit: format!("{i:040x}"),
+            source: LinkSource::Annotation,
+            learned_at: UnixMillis(i),
+            repository: None,
+            tag: None,
+        }),
+    ])
 }
 
 /// Push `i` as the proxy records it: the manifest body as pushed, its digest, its tag.
