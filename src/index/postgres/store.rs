@@ -25,12 +25,15 @@ impl KvRead for PgKv {
         let pool = self.pool.clone();
         let wanted = keys.to_vec();
         let found: std::collections::HashMap<Vec<u8>, Vec<u8>> = self.run(async move {
-            let client = pool.get().await.map_err(pool_error)?;
-            let statement = client
+            let mut client = pool.get().await.map_err(pool_error)?;
+            let transaction = super::commit::begin_snapshot(&mut client).await?;
+            let statement = transaction
                 .prepare_cached("SELECT key, value FROM regkeeper_kv WHERE key = ANY($1)")
                 .await?;
-            let rows = client.query(&statement, &[&wanted]).await?;
-            Ok(rows.iter().map(|row| (row.get(0), row.get(1))).collect())
+            let rows = transaction.query(&statement, &[&wanted]).await?;
+            let found = rows.iter().map(|row| (row.get(0), row.get(1))).collect();
+            transaction.commit().await?;
+            Ok(found)
         })?;
         Ok(keys.iter().map(|k| found.get(k).cloned()).collect())
     }

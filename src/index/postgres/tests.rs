@@ -445,3 +445,29 @@ fn a_writer_stopped_holding_the_lock_is_cut_off_and_the_others_go_on() {
     );
     assert_eq!(stopped.get(b"late").unwrap(), None);
 }
+
+/// A batch's transactions, read and locked, plan without parallel workers (see
+/// [`commit::begin_snapshot`]); a plain session keeps the server's setting.
+#[test]
+fn batch_transactions_plan_without_parallel_workers() {
+    let server = TestPostgres::start();
+    let url = server.fresh_database();
+    let kv = PgKv::connect(&test_options(&url)).unwrap();
+    let pool = kv.pool.clone();
+    let workers = kv
+        .run(async move {
+            const SHOW: &str = "SELECT current_setting('max_parallel_workers_per_gather')";
+            let mut client = pool.get().await.map_err(pool_error)?;
+            let mut seen = Vec::new();
+            let snapshot = commit::begin_snapshot(&mut client).await?;
+            seen.push(snapshot.query_one(SHOW, &[]).await?.get::<_, String>(0));
+            snapshot.commit().await?;
+            let locked = commit::begin_locked(&mut client).await?;
+            seen.push(locked.query_one(SHOW, &[]).await?.get::<_, String>(0));
+            locked.rollback().await?;
+            seen.push(client.query_one(SHOW, &[]).await?.get::<_, String>(0));
+            Ok(seen)
+        })
+        .unwrap();
+    assert_eq!(workers, ["0", "0", "2"]);
+}

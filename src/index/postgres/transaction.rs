@@ -7,7 +7,6 @@ use std::{cell::Cell, sync::mpsc};
 
 use deadpool_postgres::Pool;
 use tokio::sync::mpsc as async_mpsc;
-use tokio_postgres::IsolationLevel;
 
 use super::{PgError, commit, pool_error, reads::KeySet};
 use crate::index::{
@@ -78,13 +77,7 @@ impl Transaction {
                 }
             };
             let opened = match mode {
-                Mode::Snapshot => client
-                    .build_transaction()
-                    .isolation_level(IsolationLevel::RepeatableRead)
-                    .read_only(true)
-                    .start()
-                    .await
-                    .map_err(PgError::from),
+                Mode::Snapshot => commit::begin_snapshot(&mut client).await,
                 Mode::Locked => commit::begin_locked(&mut client).await,
             };
             let transaction = match opened {
