@@ -34,29 +34,8 @@ pub async fn begin_locked(client: &mut Object) -> Result<Transaction<'_>, PgErro
         .batch_execute(
             "LOCK TABLE regkeeper_write_lock IN EXCLUSIVE MODE; \
              SET LOCAL idle_in_transaction_session_timeout = '30s'; \
-             SET LOCAL statement_timeout = '30s'; \
-             SET LOCAL max_parallel_workers_per_gather = 0",
+             SET LOCAL statement_timeout = '30s'",
         )
-        .await?;
-    Ok(transaction)
-}
-
-/// Opens the read-only snapshot a batch is read and built in (see [`head`]).
-///
-/// A batch's reads name thousands of keys in one `= ANY($1)`: a parallel plan copies that array
-/// into each worker as text and parses it there, which cost the server more than the scan it
-/// shares out (a third of its CPU while writing pushes). So a batch's transaction plans without
-/// workers, as the locked one does; the other reads (a replica's cold read) keep the server's
-/// setting.
-pub async fn begin_snapshot(client: &mut Object) -> Result<Transaction<'_>, PgError> {
-    let transaction = client
-        .build_transaction()
-        .isolation_level(IsolationLevel::RepeatableRead)
-        .read_only(true)
-        .start()
-        .await?;
-    transaction
-        .batch_execute("SET LOCAL max_parallel_workers_per_gather = 0")
         .await?;
     Ok(transaction)
 }

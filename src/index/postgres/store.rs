@@ -26,11 +26,8 @@ impl KvRead for PgKv {
         let wanted = keys.to_vec();
         let found: std::collections::HashMap<Vec<u8>, Vec<u8>> = self.run(async move {
             let mut client = pool.get().await.map_err(pool_error)?;
-            let transaction = super::commit::begin_snapshot(&mut client).await?;
-            let statement = transaction
-                .prepare_cached("SELECT key, value FROM regkeeper_kv WHERE key = ANY($1)")
-                .await?;
-            let rows = transaction.query(&statement, &[&wanted]).await?;
+            let transaction = client.build_transaction().read_only(true).start().await?;
+            let rows = super::transaction::rows_of(&transaction, &wanted).await?;
             let found = rows.iter().map(|row| (row.get(0), row.get(1))).collect();
             transaction.commit().await?;
             Ok(found)

@@ -446,28 +446,42 @@ fn a_writer_stopped_holding_the_lock_is_cut_off_and_the_others_go_on() {
     assert_eq!(stopped.get(b"late").unwrap(), None);
 }
 
-/// A batch's transactions, read and locked, plan without parallel workers (see
-/// [`commit::begin_snapshot`]); a plain session keeps the server's setting.
+/// A batch's key lookup plans without parallel workers but leaves the session's setting (here
+/// the operator's, from the URL) to the statements after it, whose cached plans a replica's cold
+/// read reuses (see [`transaction::rows_of`]).
 #[test]
-fn batch_transactions_plan_without_parallel_workers() {
+fn a_key_lookup_leaves_the_sessions_parallel_setting_to_the_rest() {
     let server = TestPostgres::start();
-    let url = server.fresh_database();
+    let url = format!(
+        "{}?options=-c%20max_parallel_workers_per_gather%3D3",
+        server.fresh_database()
+    );
     let kv = PgKv::connect(&test_options(&url)).unwrap();
+    kv.apply(vec![(b"tteam/app\0a".to_vec(), Some(b"one".to_vec()))])
+        .unwrap();
     let pool = kv.pool.clone();
-    let workers = kv
+    let (found, after) = kv
         .run(async move {
-            const SHOW: &str = "SELECT current_setting('max_parallel_workers_per_gather')";
             let mut client = pool.get().await.map_err(pool_error)?;
-            let mut seen = Vec::new();
-            let snapshot = commit::begin_snapshot(&mut client).await?;
-            seen.push(snapshot.query_one(SHOW, &[]).await?.get::<_, String>(0));
-            snapshot.commit().await?;
-            let locked = commit::begin_locked(&mut client).await?;
-            seen.push(locked.query_one(SHOW, &[]).await?.get::<_, String>(0));
-            locked.rollback().await?;
-            seen.push(client.query_one(SHOW, &[]).await?.get::<_, String>(0));
-            Ok(seen)
+            let read = client.build_transaction().read_only(true).start().await?;
+            let keys = vec![b"tteam/app\0a".to_vec(), b"tteam/app\0b".to_vec()];
+            let rows = transaction::rows_of(&read, &keys).await?;
+            let found: Vec<Vec<u8>> = rows.iter().map(|row| row.get(1)).collect();
+            let after: String = read
+                .query_one(
+                    "SELECT current_setting('max_parallel_workers_per_gather')",
+                    &[],
+                )
+                .await?
+                .get(0);
+            read.commit().await?;
+            Ok((found, after))
         })
         .unwrap();
-    assert_eq!(workers, ["0", "0", "2"]);
+    assert_eq!(found, [b"one".to_vec()]);
+    assert_eq!(after, "3");
+    assert_eq!(
+        kv.get_many(&[b"tteam/app\0a".to_vec()]).unwrap(),
+        [Some(b"one".to_vec())]
+    );
 }
