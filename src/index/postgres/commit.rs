@@ -2,8 +2,6 @@
 //! changed since its snapshot, the writes, the change log and COMMIT — and settling a COMMIT
 //! whose answer was lost.
 
-use std::collections::BTreeMap;
-
 use deadpool_postgres::{Object, Pool, Transaction};
 use tokio_postgres::IsolationLevel;
 
@@ -76,23 +74,28 @@ pub async fn still_holds(
     Ok(true)
 }
 
+/// A batch's writes as [`write`] takes them: in key order, one per key, the last write of a key
+/// winning (one statement never touches a row twice; the next batch binary-searches them).
+pub fn in_key_order(mut writes: Vec<KvWrite>) -> Vec<KvWrite> {
+    writes.reverse();
+    // Stable: of equal keys, the last written comes first and is the one kept.
+    writes.sort_by(|a, b| a.0.cmp(&b.0));
+    writes.dedup_by(|later, first| later.0 == first.0);
+    writes
+}
+
 /// Writes the batch and appends its keys to the change log: the log's sequence number (`None`
 /// when the batch changed nothing). `absent` are keys the batch read as absent: inserted with
 /// binary COPY, which PostgreSQL does in multi-row steps; a writer that inserted one first
-/// makes it a unique violation, a conflict like any other (the batch runs again).
+/// makes it a unique violation, a conflict like any other (the batch runs again). `writes` are
+/// [`in_key_order`].
 pub async fn write(
     transaction: &Transaction<'_>,
     writes: &[KvWrite],
     absent: &KeySet,
     id: &[u8],
 ) -> Result<Option<i64>, PgError> {
-    // One value per key (the last), in key order: one statement never touches a row twice.
-    let writes: Vec<&KvWrite> = if writes.windows(2).all(|w| w[0].0 < w[1].0) {
-        writes.iter().collect()
-    } else {
-        let last: BTreeMap<&[u8], &KvWrite> = writes.iter().map(|w| (w.0.as_slice(), w)).collect();
-        last.into_values().collect()
-    };
+    debug_assert!(writes.windows(2).all(|w| w[0].0 < w[1].0));
     if writes.is_empty() {
         return Ok(None);
     }

@@ -100,13 +100,8 @@ impl PgKv {
     ) -> Result<Built, IndexError> {
         let transaction = Transaction::begin(self.handle(), self.pool.clone(), Mode::Snapshot)?;
         let reads = BatchReads::new(&transaction, overlay);
-        let mut writes = build(&reads)?;
+        let writes = commit::in_key_order(build(&reads)?);
         let (read, absent) = reads.into_parts();
-        // In key order (the commit writes in that order; the next batch looks keys up), the
-        // last write of a key winning.
-        writes.reverse();
-        writes.sort_by(|a, b| a.0.cmp(&b.0));
-        writes.dedup_by(|later, first| later.0 == first.0);
         Ok(Built {
             writes: std::sync::Arc::new(writes),
             read,

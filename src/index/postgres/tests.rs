@@ -26,6 +26,27 @@ fn prefix_ends_are_the_next_key_after_the_range() {
     assert_eq!(prefix_end(b""), None);
 }
 
+#[test]
+fn a_batchs_writes_go_in_key_order_with_the_last_write_of_a_key() {
+    let write = |key: &[u8], value: Option<&[u8]>| (key.to_vec(), value.map(<[u8]>::to_vec));
+    let writes = vec![
+        write(b"b", Some(b"1")),
+        write(b"a", Some(b"1")),
+        write(b"b", None),
+        write(b"c", Some(b"1")),
+        write(b"b", Some(b"3")),
+        write(b"c", None),
+    ];
+    assert_eq!(
+        commit::in_key_order(writes),
+        [
+            write(b"a", Some(b"1")),
+            write(b"b", Some(b"3")),
+            write(b"c", None)
+        ]
+    );
+}
+
 /// Three replicas each hand over pull counts for the same tag, many times, all at once: every
 /// pull is counted once.
 #[test]
@@ -385,24 +406,14 @@ fn a_writer_from_before_the_lock_cannot_write_once_migrated() {
             .start()
             .await?;
         // What schema 3's commit did, statement by statement.
-        transaction
-            .execute(
-                "INSERT INTO regkeeper_kv (key, value) VALUES ('\\x746f6c64', 'old')",
-                &[],
-            )
-            .await?;
-        transaction
-            .execute("SELECT pg_advisory_xact_lock(1)", &[])
-            .await?;
-        transaction
-            .execute(
-                "INSERT INTO regkeeper_changes (keys) VALUES (ARRAY['\\x746f6c64'::bytea])",
-                &[],
-            )
-            .await?;
-        transaction
-            .execute("INSERT INTO regkeeper_batches (id) VALUES ('\\x0102')", &[])
-            .await?;
+        for statement in [
+            "INSERT INTO regkeeper_kv (key, value) VALUES ('\\x746f6c64', 'old')",
+            "SELECT pg_advisory_xact_lock(1)",
+            "INSERT INTO regkeeper_changes (keys) VALUES (ARRAY['\\x746f6c64'::bytea])",
+            "INSERT INTO regkeeper_batches (id) VALUES ('\\x0102')",
+        ] {
+            transaction.execute(statement, &[]).await?;
+        }
         transaction.commit().await?;
         Ok(())
     });
@@ -447,8 +458,7 @@ fn a_writer_stopped_holding_the_lock_is_cut_off_and_the_others_go_on() {
 }
 
 /// A batch's key lookup plans without parallel workers but leaves the session's setting (here
-/// the operator's, from the URL) to the statements after it, whose cached plans a replica's cold
-/// read reuses (see [`transaction::rows_of`]).
+/// the operator's, from the URL) to the statements after it (see [`transaction::rows_of`]).
 #[test]
 fn a_key_lookup_leaves_the_sessions_parallel_setting_to_the_rest() {
     let server = TestPostgres::start();

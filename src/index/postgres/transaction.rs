@@ -7,7 +7,6 @@ use std::{cell::Cell, sync::mpsc};
 
 use deadpool_postgres::Pool;
 use tokio::sync::mpsc as async_mpsc;
-
 use tokio_postgres::IsolationLevel;
 
 use super::{PgError, commit, pool_error, reads::KeySet};
@@ -187,6 +186,7 @@ impl Transaction {
     /// Writes the batch and commits ([`Mode::Locked`] only); `absent` are keys it read as
     /// absent. The change log's sequence number of the batch (`None`: it changed nothing).
     pub fn commit(&self, writes: Vec<KvWrite>, absent: KeySet) -> Result<Option<i64>, IndexError> {
+        let writes = commit::in_key_order(writes);
         self.ask(|reply| Request::Commit(writes, absent, reply))
     }
 }
@@ -218,10 +218,10 @@ async fn get(
 ///
 /// One `= ANY($1)` of up to a batch's thousands of keys, planned without parallel workers: a
 /// parallel plan copies the array into each worker as text and parses it there, which cost the
-/// server more than the lookups it shares out (a third of its CPU while writing pushes). Only
-/// for this statement: a plan is cached with the setting it was made under, and the large
-/// range reads of a replica's cold read are faster with workers (6.7 s instead of 5.2 s when
-/// they were planned without).
+/// server more than the lookups it shares out (a third of its CPU while writing pushes). Reset
+/// right after, because with the setting on whole batch transactions a replica's later cold
+/// read of 1M tags measured 6.7-7.0 s instead of 5.1-5.3 s (`cargo bench --bench plan --
+/// --postgres`); why it carried over is not established (cached plans are one suspect).
 pub(super) async fn rows_of(
     transaction: &deadpool_postgres::Transaction<'_>,
     keys: &[Vec<u8>],
