@@ -11,6 +11,7 @@
 //! Owns: the mirror and its dirty marks, and reading snapshots from the index (`read`: the I/O
 //! the policy's plain data needs). May call: `index`, `policy::snapshot`.
 
+mod links;
 pub mod read;
 #[cfg(test)]
 mod shared;

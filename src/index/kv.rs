@@ -11,6 +11,10 @@ pub type KvPair = (Vec<u8>, Vec<u8>);
 /// What [`KvStore::each`] hands each (key, value) to.
 pub type Visit<'a> = dyn FnMut(&[u8], &[u8]) -> Result<(), IndexError> + 'a;
 
+/// What [`KvRead::each_under`] hands each entry to: the position of its prefix, its key, its
+/// value.
+pub type VisitUnder<'a> = dyn FnMut(usize, &[u8], &[u8]) -> Result<(), IndexError> + 'a;
+
 /// One key's new value (`None` deletes it).
 pub type KvWrite = (Vec<u8>, Option<Vec<u8>>);
 
@@ -24,9 +28,20 @@ pub trait KvRead {
     }
     /// Every (key, value) whose key starts with `prefix`, in key order.
     fn scan(&self, prefix: &[u8]) -> Result<Vec<KvPair>, IndexError>;
-    /// [`scan`](Self::scan) of each prefix: one round trip on an engine behind a network.
-    fn scan_many(&self, prefixes: &[Vec<u8>]) -> Result<Vec<Vec<KvPair>>, IndexError> {
-        prefixes.iter().map(|prefix| self.scan(prefix)).collect()
+    /// Hands every (key, value) under each of `prefixes` to `visit` with the prefix's position,
+    /// prefix after prefix, each in key order: one round trip on an engine behind a network, and
+    /// nothing copied on the way (a whole-index read visits three million entries).
+    fn each_under(
+        &self,
+        prefixes: &[Vec<u8>],
+        visit: &mut VisitUnder<'_>,
+    ) -> Result<(), IndexError> {
+        for (n, prefix) in prefixes.iter().enumerate() {
+            for (key, value) in self.scan(prefix)? {
+                visit(n, &key, &value)?;
+            }
+        }
+        Ok(())
     }
     /// Whether the store holds no key at all.
     fn is_empty(&self) -> Result<bool, IndexError>;

@@ -111,6 +111,21 @@ impl KvRead for SledKv {
             .collect()
     }
 
+    fn each_under(
+        &self,
+        prefixes: &[Vec<u8>],
+        visit: &mut super::kv::VisitUnder<'_>,
+    ) -> Result<(), IndexError> {
+        let db = self.db()?;
+        for (n, prefix) in prefixes.iter().enumerate() {
+            for item in db.scan_prefix(prefix) {
+                let (k, v) = item.map_err(|e| self.err(e))?;
+                visit(n, &k, &v)?;
+            }
+        }
+        Ok(())
+    }
+
     fn is_empty(&self) -> Result<bool, IndexError> {
         Ok(self.db()?.is_empty())
     }

@@ -200,11 +200,15 @@ fn decode_all<T: DeserializeOwned>(pairs: &[KvPair]) -> Result<Vec<T>, IndexErro
 fn decode_pulls(prefix: &[u8], pairs: &[KvPair]) -> Result<Vec<(String, PullStats)>, IndexError> {
     pairs
         .iter()
-        .map(|(k, v)| {
-            let reference = String::from_utf8_lossy(&k[prefix.len()..]).into_owned();
-            decode(k, v).map(|stats| (reference, stats))
-        })
+        .map(|(k, v)| decode_pull(prefix, k, v))
         .collect()
+}
+
+/// One pull counter under `prefix`: (the reference after the prefix, stats).
+fn decode_pull(prefix: &[u8], key: &[u8], value: &[u8]) -> Result<(String, PullStats), IndexError> {
+    let reference =
+        String::from_utf8_lossy(key.get(prefix.len()..).unwrap_or_default()).into_owned();
+    decode(key, value).map(|stats| (reference, stats))
 }
 
 /// The key-value writes of one batch, from what it reads.
@@ -334,16 +338,17 @@ impl<K: KvStore> Index for Store<K> {
             pulls_prefix.clone(),
             prefix(RESTORE, &[repository]),
         ];
-        let [tags, manifests, pulls, restores]: [Vec<KvPair>; 4] =
-            self.kv.scan_many(&prefixes)?.try_into().map_err(|_| {
-                IndexError::Engine("a scan of four ranges answered another count".into())
-            })?;
-        Ok(RepositoryRecords {
-            tags: decode_all(&tags)?,
-            manifests: decode_all(&manifests)?,
-            pulls: decode_pulls(&pulls_prefix, &pulls)?,
-            restores: decode_all(&restores)?,
-        })
+        let mut records = RepositoryRecords::default();
+        self.kv.each_under(&prefixes, &mut |n, k, v| {
+            match n {
+                0 => records.tags.push(decode(k, v)?),
+                1 => records.manifests.push(decode(k, v)?),
+                2 => records.pulls.push(decode_pull(&pulls_prefix, k, v)?),
+                _ => records.restores.push(decode(k, v)?),
+            }
+            Ok(())
+        })?;
+        Ok(records)
     }
 
     fn sync_state(&self) -> Result<Option<SyncState>, IndexError> {

@@ -6,10 +6,11 @@ use std::sync::{
     atomic::{AtomicUsize, Ordering},
 };
 
+use super::links::Links;
 use crate::{
     index::{DigestRange, Index, IndexError},
     policy::{
-        HashMap, HashSet,
+        HashSet,
         snapshot::{Evidence, LinkScope, RepositorySnapshot, Snapshot},
     },
 };
@@ -135,7 +136,7 @@ fn links_in(index: &dyn Index, n: usize) -> Result<Links, IndexError> {
         from: n.checked_sub(1).map(|b| LINK_BOUNDS[b]),
         until: LINK_BOUNDS.get(n).copied(),
     };
-    all_links(index, range)
+    Links::read(index, range)
 }
 
 fn attach_all(read: &mut [(&String, RepositorySnapshot)], links: &[Links]) {
@@ -146,13 +147,7 @@ fn attach_all(read: &mut [(&String, RepositorySnapshot)], links: &[Links]) {
 
 fn attach(repository: &str, repo: &mut RepositorySnapshot, links: &[Links]) {
     repo.attach_with(repository, |digest, visit| {
-        let part = &links[LINK_BOUNDS.partition_point(|bound| *bound <= digest)];
-        for stored in part.get(digest).into_iter().flatten() {
-            match stored {
-                Stored::Image(commit) => visit(commit, &LinkScope::Image),
-                Stored::Scoped(evidence) => visit(&evidence.commit, &evidence.scope),
-            }
-        }
+        links[LINK_BOUNDS.partition_point(|bound| *bound <= digest)].visit(digest, visit);
     });
 }
 
@@ -198,47 +193,4 @@ pub fn repository(
         Some(e) => Err(e),
         None => Ok(repo),
     }
-}
-
-/// A link as held for the whole index while it is read: the common case (the image's own
-/// evidence) as small as a bare commit id.
-#[derive(Clone, PartialEq, Eq)]
-enum Stored {
-    Image(Box<str>),
-    Scoped(Box<Evidence>),
-}
-
-impl From<Evidence> for Stored {
-    fn from(evidence: Evidence) -> Self {
-        match evidence.scope {
-            LinkScope::Image => Self::Image(evidence.commit),
-            _ => Self::Scoped(Box::new(evidence)),
-        }
-    }
-}
-
-/// Digest → its evidence, for every link in the index.
-type Links = HashMap<Box<str>, Box<[Stored]>>;
-
-fn all_links(index: &dyn Index, digests: DigestRange<'_>) -> Result<Links, IndexError> {
-    let mut by_digest = Links::default();
-    index.each_commit_link(digests, &mut |link| {
-        let digest = link.digest.clone();
-        let evidence = Stored::from(Evidence::from(link));
-        match by_digest.get_mut(digest.as_str()) {
-            // Links come in key order, so a digest's links arrive together; repeats (one
-            // commit learned from several sources) are stored once.
-            Some(all) if !all.contains(&evidence) => {
-                let mut grown = std::mem::take(all).into_vec();
-                grown.push(evidence);
-                *all = grown.into_boxed_slice();
-            }
-            Some(_) => {}
-            None => {
-                by_digest.insert(digest.into_boxed_str(), Box::new([evidence]));
-            }
-        }
-        Ok(())
-    })?;
-    Ok(by_digest)
 }

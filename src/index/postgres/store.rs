@@ -6,7 +6,7 @@ use std::{sync::mpsc, time::Duration};
 use super::{ChangeRow, FETCH, PgError, PgKv, bound, pool_error, range};
 use crate::index::{
     IndexError,
-    kv::{Build, KeyChanges, KvPair, KvRead, KvStore, KvWrite, Visit},
+    kv::{Build, KeyChanges, KvPair, KvRead, KvStore, KvWrite, Visit, VisitUnder},
 };
 
 impl KvRead for PgKv {
@@ -44,7 +44,11 @@ impl KvRead for PgKv {
         )
     }
 
-    fn scan_many(&self, prefixes: &[Vec<u8>]) -> Result<Vec<Vec<KvPair>>, IndexError> {
+    fn each_under(
+        &self,
+        prefixes: &[Vec<u8>],
+        visit: &mut VisitUnder<'_>,
+    ) -> Result<(), IndexError> {
         // One branch per range, each an index range scan (a join against an array of ranges
         // is planned with a sort of a third of the table, and JIT-compiled).
         let sql = (0..prefixes.len())
@@ -66,28 +70,30 @@ impl KvRead for PgKv {
             })
             .collect();
         let pool = self.pool.clone();
-        let count = prefixes.len();
-        self.run(async move {
+        // The rows come back whole to the calling thread, which reads keys and values where
+        // they lie: the engine's two runtime threads serve every reader, copying on them
+        // made them the bottleneck of a whole-index read.
+        let rows = self.run(async move {
             let client = pool.get().await.map_err(pool_error)?;
             let statement = client.prepare_cached(&sql).await?;
             let params: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> =
                 bounds.iter().map(|b| b as _).collect();
-            let rows = client.query(&statement, &params).await?;
-            let mut scanned = vec![Vec::new(); count];
-            for row in &rows {
-                let n: i32 = row.get(0);
-                if let Some(pairs) = usize::try_from(n).ok().and_then(|n| scanned.get_mut(n)) {
-                    pairs.push((row.get(1), row.get(2)));
-                }
-            }
-            // Each branch comes sorted; how branches interleave is the server's choice.
-            for pairs in &mut scanned {
-                if !pairs.is_sorted_by(|a: &KvPair, b: &KvPair| a.0 <= b.0) {
-                    pairs.sort_by(|a, b| a.0.cmp(&b.0));
-                }
-            }
-            Ok(scanned)
-        })
+            Ok(client.query(&statement, &params).await?)
+        })?;
+        let entries = rows
+            .iter()
+            .map(|row| scanned(row, prefixes.len()))
+            .collect::<Result<Vec<_>, _>>()?;
+        // Each branch comes sorted; how branches interleave is the server's choice.
+        let in_order =
+            |a: &(usize, &[u8], &[u8]), b: &(usize, &[u8], &[u8])| (a.0, a.1) <= (b.0, b.1);
+        if entries.is_sorted_by(in_order) {
+            entries.into_iter().try_for_each(|(n, k, v)| visit(n, k, v))
+        } else {
+            let mut entries = entries;
+            entries.sort_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)));
+            entries.into_iter().try_for_each(|(n, k, v)| visit(n, k, v))
+        }
     }
 
     fn is_empty(&self) -> Result<bool, IndexError> {
@@ -99,6 +105,20 @@ impl KvRead for PgKv {
             )?
             .is_empty())
     }
+}
+
+/// One row of a scan of several ranges: which range, the key, the value.
+fn scanned(row: &tokio_postgres::Row, ranges: usize) -> Result<(usize, &[u8], &[u8]), IndexError> {
+    let n: i32 = row.try_get(0).map_err(PgError::from)?;
+    let n = usize::try_from(n)
+        .ok()
+        .filter(|n| *n < ranges)
+        .ok_or_else(|| IndexError::Engine(format!("a scan answered for range {n}")))?;
+    Ok((
+        n,
+        row.try_get(1).map_err(PgError::from)?,
+        row.try_get(2).map_err(PgError::from)?,
+    ))
 }
 
 impl KvStore for PgKv {
@@ -119,7 +139,8 @@ impl KvStore for PgKv {
         let (start, end) = (start.to_vec(), bound(end.map(<[u8]>::to_vec)));
         let pool = self.pool.clone();
         // A few pages in flight: the reader never holds more, however large the range.
-        let (tx, rx) = mpsc::sync_channel::<Result<Vec<KvPair>, PgError>>(2);
+        // Pages go over as the rows arrived; the reader takes keys and values where they lie.
+        let (tx, rx) = mpsc::sync_channel::<Result<Vec<tokio_postgres::Row>, PgError>>(2);
         self.handle().spawn(async move {
             let streamed = async {
                 let mut client = pool.get().await.map_err(pool_error)?;
@@ -138,9 +159,7 @@ impl KvStore for PgKv {
                 loop {
                     let rows = transaction.query_portal(&portal, FETCH).await?;
                     let done = rows.len() < FETCH as usize;
-                    let page: Vec<KvPair> =
-                        rows.iter().map(|row| (row.get(0), row.get(1))).collect();
-                    if tx.send(Ok(page)).is_err() {
+                    if tx.send(Ok(rows)).is_err() {
                         return Ok(());
                     }
                     if done {
@@ -153,8 +172,10 @@ impl KvStore for PgKv {
             }
         });
         for page in rx {
-            for (key, value) in page.map_err(IndexError::from)? {
-                visit(&key, &value)?;
+            for row in page.map_err(IndexError::from)? {
+                let key: &[u8] = row.try_get(0).map_err(PgError::from)?;
+                let value: &[u8] = row.try_get(1).map_err(PgError::from)?;
+                visit(key, value)?;
             }
         }
         Ok(())
