@@ -963,6 +963,23 @@ fn unreadable_record_is_an_error_not_a_panic() {
         .unwrap();
     let error = index.tag("a", "t").unwrap_err().to_string();
     assert!(error.contains("unreadable"), "{error}");
+    // Not UTF-8 inside a string: named, whether read alone or with its whole repository.
+    store_kv
+        .apply(vec![(
+            b"ta\0t".to_vec(),
+            Some(b"\x01{\"tag\":\"\xff\"}".to_vec()),
+        )])
+        .unwrap();
+    let error = index.tag("a", "t").unwrap_err().to_string();
+    assert!(
+        error.contains("unreadable") && error.contains("a/t"),
+        "{error}"
+    );
+    let error = index.repository_records("a").unwrap_err().to_string();
+    assert!(
+        error.contains("unreadable") && error.contains("a/t"),
+        "{error}"
+    );
 }
 
 #[test]
