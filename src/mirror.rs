@@ -9,7 +9,8 @@
 //! repositories in the mirror without changing a snapshot already handed out.
 //!
 //! Owns: the mirror and its dirty marks, and reading snapshots from the index (`read`: the I/O
-//! the policy's plain data needs). May call: `index`, `policy::snapshot`.
+//! the policy's plain data needs; `links`: the whole index's commit links while it is read).
+//! May call: `index`, `policy::snapshot`.
 
 mod links;
 pub mod read;
