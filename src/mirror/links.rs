@@ -6,10 +6,13 @@
 //! bytes: no allocation per link, and one memory access per lookup instead of four (the key's
 //! text, the list, the link, the commit's text). Anything else keeps its text.
 
+use std::collections::hash_map::Entry;
+
 use crate::{
     index::{CommitLink, DigestRange, Index, IndexError},
     policy::{
         HashMap,
+        git_facts::CommitId,
         snapshot::{Evidence, LinkScope},
     },
 };
@@ -33,7 +36,7 @@ impl From<Evidence> for Stored {
 /// One digest's links.
 enum Facts {
     /// One link, the image's own evidence, to this SHA-1 commit.
-    Commit([u8; 20]),
+    Commit(CommitId),
     /// Any other links, each once.
     Stored(Box<[Stored]>),
 }
@@ -41,10 +44,14 @@ enum Facts {
 impl Facts {
     fn of(stored: Stored) -> Self {
         match &stored {
-            Stored::Image(commit) => match hex_bytes::<20>(commit) {
-                Some(bytes) => Self::Commit(bytes),
-                None => Self::Stored(Box::new([stored])),
-            },
+            // Lowercase only: the id is written back in lowercase, and must read as stored.
+            Stored::Image(commit) if !commit.bytes().any(|b| b.is_ascii_uppercase()) => {
+                match CommitId::from_hex(commit) {
+                    Some(id) => Self::Commit(id),
+                    None => Self::Stored(Box::new([stored])),
+                }
+            }
+            Stored::Image(_) => Self::Stored(Box::new([stored])),
             Stored::Scoped(_) => Self::Stored(Box::new([stored])),
         }
     }
@@ -53,7 +60,7 @@ impl Facts {
     /// sources.
     fn add(&mut self, stored: Stored) {
         let mut all = match std::mem::replace(self, Self::Stored(Box::new([]))) {
-            Self::Commit(bytes) => vec![Stored::Image((*hex_text(&bytes)).into())],
+            Self::Commit(id) => vec![Stored::Image((*id.hex()).into())],
             Self::Stored(all) => all.into_vec(),
         };
         if !all.contains(&stored) {
@@ -67,7 +74,7 @@ impl Facts {
 
     fn visit(&self, visit: &mut dyn FnMut(&str, &LinkScope)) {
         match self {
-            Self::Commit(bytes) => visit(&hex_text(bytes), &LinkScope::Image),
+            Self::Commit(id) => visit(&id.hex(), &LinkScope::Image),
             Self::Stored(all) => {
                 for stored in all {
                     match stored {
@@ -104,19 +111,8 @@ impl Links {
         let digest = std::mem::take(&mut link.digest);
         let stored = Stored::from(Evidence::from(link));
         match sha256_key(&digest) {
-            Some(key) => match self.sha256.get_mut(&key) {
-                Some(facts) => facts.add(stored),
-                None => {
-                    self.sha256.insert(key, Facts::of(stored));
-                }
-            },
-            None => match self.other.get_mut(digest.as_str()) {
-                Some(facts) => facts.add(stored),
-                None => {
-                    self.other
-                        .insert(digest.into_boxed_str(), Facts::of(stored));
-                }
-            },
+            Some(key) => add_to(self.sha256.entry(key), stored),
+            None => add_to(self.other.entry(digest.into_boxed_str()), stored),
         }
     }
 
@@ -132,19 +128,28 @@ impl Links {
     }
 }
 
+fn add_to<K>(entry: Entry<'_, K, Facts>, stored: Stored) {
+    match entry {
+        Entry::Occupied(mut facts) => facts.get_mut().add(stored),
+        Entry::Vacant(facts) => {
+            facts.insert(Facts::of(stored));
+        }
+    }
+}
+
 /// The 32 bytes of a `sha256:` digest written in lowercase hex (the only way that writes each
 /// digest one way, so the text comes back exactly as stored).
 fn sha256_key(digest: &str) -> Option<[u8; 32]> {
-    hex_bytes::<32>(digest.strip_prefix("sha256:")?)
+    hex_bytes(digest.strip_prefix("sha256:")?)
 }
 
-/// The `N` bytes that `text` (exactly `2 * N` lowercase hex digits) writes.
-fn hex_bytes<const N: usize>(text: &str) -> Option<[u8; N]> {
+/// The 32 bytes that `text` (exactly 64 lowercase hex digits) writes.
+fn hex_bytes(text: &str) -> Option<[u8; 32]> {
     let text = text.as_bytes();
-    if text.len() != 2 * N {
+    if text.len() != 64 {
         return None;
     }
-    let mut bytes = [0; N];
+    let mut bytes = [0; 32];
     let mut invalid = 0;
     for (byte, pair) in bytes.iter_mut().zip(text.chunks_exact(2)) {
         let (high, low) = (NIBBLES[usize::from(pair[0])], NIBBLES[usize::from(pair[1])]);
@@ -173,29 +178,6 @@ const NIBBLES: [u8; 256] = {
     }
     table
 };
-
-/// The lowercase hex text of a 20-byte commit id.
-fn hex_text(bytes: &[u8; 20]) -> HexText {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut text = [0; 40];
-    for (pair, byte) in text.chunks_exact_mut(2).zip(bytes) {
-        pair[0] = DIGITS[usize::from(byte >> 4)];
-        pair[1] = DIGITS[usize::from(byte & 0xf)];
-    }
-    HexText(text)
-}
-
-/// Forty hex digits on the stack.
-struct HexText([u8; 40]);
-
-impl std::ops::Deref for HexText {
-    type Target = str;
-
-    fn deref(&self) -> &str {
-        // Only ASCII hex digits are ever written into it.
-        std::str::from_utf8(&self.0).unwrap_or_default()
-    }
-}
 
 #[cfg(test)]
 mod tests {

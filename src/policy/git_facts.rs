@@ -31,12 +31,35 @@ impl CommitId {
     }
 }
 
+impl CommitId {
+    /// The 40 lowercase hex digits, on the stack: written for every linked image when a whole
+    /// index is read.
+    pub fn hex(&self) -> HexId {
+        const DIGITS: &[u8; 16] = b"0123456789abcdef";
+        let mut text = [0; 40];
+        for (pair, byte) in text.chunks_exact_mut(2).zip(self.0) {
+            pair[0] = DIGITS[usize::from(byte >> 4)];
+            pair[1] = DIGITS[usize::from(byte & 0xf)];
+        }
+        HexId(text)
+    }
+}
+
+/// A commit id's hex digits ([`CommitId::hex`]).
+pub struct HexId([u8; 40]);
+
+impl std::ops::Deref for HexId {
+    type Target = str;
+
+    fn deref(&self) -> &str {
+        // Only ASCII hex digits are ever written into it.
+        std::str::from_utf8(&self.0).unwrap_or_default()
+    }
+}
+
 impl std::fmt::Display for CommitId {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        for byte in self.0 {
-            write!(f, "{byte:02x}")?;
-        }
-        Ok(())
+        f.write_str(&self.hex())
     }
 }
 

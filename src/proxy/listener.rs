@@ -43,7 +43,7 @@ const SHORTEST_HEADER_LINE: usize = 4;
 /// entries make 32 KiB tables, the largest size jemalloc's thread cache serves: with the
 /// earlier 16,384 (the count 64 KiB of shortest lines allows) each request took and gave back
 /// two 512 KiB extents, a fifth of a proxied `GET`'s instructions (benches/callgrind.sh:
-/// 50k -> 38k). Ten times the 100 Envoy and HAProxy stop at; no real client comes near it.
+/// ~50k -> ~41k). Ten times the 100 Envoy and HAProxy stop at; no real client comes near it.
 const MAX_HEADER_COUNT: usize = 1024;
 
 impl ConnectionLimits {

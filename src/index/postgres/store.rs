@@ -24,15 +24,13 @@ impl KvRead for PgKv {
     fn get_many(&self, keys: &[Vec<u8>]) -> Result<Vec<Option<Vec<u8>>>, IndexError> {
         let pool = self.pool.clone();
         let wanted = keys.to_vec();
-        let found: std::collections::HashMap<Vec<u8>, Vec<u8>> = self.run(async move {
+        self.run(async move {
             let mut client = pool.get().await.map_err(pool_error)?;
             let transaction = client.build_transaction().read_only(true).start().await?;
-            let rows = super::transaction::rows_of(&transaction, &wanted).await?;
-            let found = rows.iter().map(|row| (row.get(0), row.get(1))).collect();
+            let found = super::transaction::get(&transaction, wanted).await?;
             transaction.commit().await?;
             Ok(found)
-        })?;
-        Ok(keys.iter().map(|k| found.get(k).cloned()).collect())
+        })
     }
 
     fn scan(&self, prefix: &[u8]) -> Result<Vec<KvPair>, IndexError> {
@@ -80,20 +78,15 @@ impl KvRead for PgKv {
                 bounds.iter().map(|b| b as _).collect();
             Ok(client.query(&statement, &params).await?)
         })?;
-        let entries = rows
+        let mut entries = rows
             .iter()
             .map(|row| scanned(row, prefixes.len()))
             .collect::<Result<Vec<_>, _>>()?;
         // Each branch comes sorted; how branches interleave is the server's choice.
-        let in_order =
-            |a: &(usize, &[u8], &[u8]), b: &(usize, &[u8], &[u8])| (a.0, a.1) <= (b.0, b.1);
-        if entries.is_sorted_by(in_order) {
-            entries.into_iter().try_for_each(|(n, k, v)| visit(n, k, v))
-        } else {
-            let mut entries = entries;
+        if !entries.is_sorted_by(|a, b| (a.0, a.1) <= (b.0, b.1)) {
             entries.sort_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)));
-            entries.into_iter().try_for_each(|(n, k, v)| visit(n, k, v))
         }
+        entries.into_iter().try_for_each(|(n, k, v)| visit(n, k, v))
     }
 
     fn is_empty(&self) -> Result<bool, IndexError> {

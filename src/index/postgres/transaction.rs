@@ -204,7 +204,8 @@ async fn empty(
     Ok(row.get(0))
 }
 
-async fn get(
+/// The value of each of `keys` (`None`: absent), in the order asked.
+pub(super) async fn get(
     transaction: &deadpool_postgres::Transaction<'_>,
     keys: Vec<Vec<u8>>,
 ) -> Result<Vec<Option<Vec<u8>>>, PgError> {
