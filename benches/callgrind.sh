@@ -35,7 +35,9 @@ admin: {listen: "127.0.0.1:$adm"}
 index: {path: $work/index}
 log: {level: info, requests: true}
 YAML
-valgrind --tool=callgrind --callgrind-out-file="$work/cg.out" \
+# --fair-sched: sled spin-waits on a lazy static, which under valgrind's default scheduler can
+# starve the thread that would finish initialising it.
+valgrind --tool=callgrind --fair-sched=yes --callgrind-out-file="$work/cg.out" \
   "$target/release/regkeeper" serve --config "$work/regkeeper.yaml" 2> "$work/regkeeper.log" &
 rk=$!
 for _ in $(seq 300); do curl -fsS "http://127.0.0.1:$px/v2/" -o /dev/null 2>/dev/null && break; sleep 0.3; done

@@ -17,10 +17,9 @@ use std::{
 use bytes::Bytes;
 use http::Method;
 use http_body::{Body, Frame, SizeHint};
-use hyper::body::Incoming;
 
 pub use crate::upstream::body::BodyError;
-use crate::upstream::body::{IdleTimer, poll_watched};
+use crate::upstream::body::{IdleTimer, ResponseBody, poll_watched};
 
 /// What the request log line says once the response body is done (or abandoned).
 pub struct RequestRecord {
@@ -70,7 +69,7 @@ pin_project_lite::pin_project! {
     /// The response body sent to the client: the upstream's body, or a small local one (errors).
     #[project = ClientBodyProj]
     pub enum ClientBody {
-        Upstream { #[pin] body: Incoming, timer: IdleTimer },
+        Upstream { #[pin] body: ResponseBody, timer: IdleTimer },
         Local { data: Option<Bytes> },
     }
 }
@@ -78,7 +77,7 @@ pin_project_lite::pin_project! {
 impl ClientBody {
     /// The upstream's `body`; an upstream that sends nothing for `idle` mid-body fails it
     /// ([`BodyError::UpstreamIdle`]), which closes both connections.
-    pub fn upstream(body: Incoming, idle: Duration) -> Self {
+    pub fn upstream(body: ResponseBody, idle: Duration) -> Self {
         ClientBody::Upstream {
             body,
             timer: IdleTimer::new(idle),
@@ -105,7 +104,7 @@ impl Body for ClientBody {
                 body,
                 timer,
                 cx,
-                BodyError::UpstreamIo,
+                std::convert::identity,
                 BodyError::UpstreamIdle,
             ),
             ClientBodyProj::Local { data } => Poll::Ready(data.take().map(|d| Ok(Frame::data(d)))),

@@ -67,7 +67,7 @@ impl ProxyError {
             Self::ReferenceInvalid => "reference-invalid",
             Self::DigestInvalid => "digest-invalid",
             Self::Upstream(UpstreamError::Connect(_)) => "connect",
-            Self::Upstream(UpstreamError::Send(_)) => "upstream-io",
+            Self::Upstream(UpstreamError::Send(_) | UpstreamError::Exchange(_)) => "upstream-io",
             Self::UpstreamTimeout(_) => "timeout",
             Self::ClientIdle(_) => "client-idle",
             Self::ClientIo(_) => "client-io",

@@ -18,6 +18,8 @@ use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 use tokio::time::Sleep;
 
+use super::exchange::framed::FramedBody;
+
 /// Something that sees the request body's bytes as they pass (the proxy's manifest capture):
 /// the pool's body type does not change with what the proxy records.
 pub trait Observe: Send + Sync {
@@ -34,6 +36,8 @@ pub enum BodyError {
     ClientIdle(Duration),
     #[error("the upstream's response body failed: {0}")]
     UpstreamIo(#[source] hyper::Error),
+    #[error("the upstream's response body failed: {0}")]
+    UpstreamRead(#[source] std::io::Error),
     #[error("the upstream sent nothing of its response body for {0:?}")]
     UpstreamIdle(Duration),
 }
@@ -75,11 +79,11 @@ impl IdleTimer {
 }
 
 /// Polls `body`, turning a wait longer than `timer` allows into `idle_error`.
-pub(crate) fn poll_watched<B: Body<Data = Bytes, Error = hyper::Error>>(
+pub(crate) fn poll_watched<B: Body<Data = Bytes>>(
     body: Pin<&mut B>,
     timer: &mut IdleTimer,
     cx: &mut Context<'_>,
-    io_error: fn(hyper::Error) -> BodyError,
+    io_error: fn(B::Error) -> BodyError,
     idle_error: fn(Duration) -> BodyError,
 ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
     match body.poll_frame(cx) {
@@ -174,6 +178,78 @@ impl Body for UpstreamBody {
         match self {
             UpstreamBody::Client { body, .. } => body.size_hint(),
             UpstreamBody::Empty => SizeHint::with_exact(0),
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// The upstream's response body: hyper's, for requests sent with a body; for bodyless
+    /// `GET`/`HEAD` ([`super::exchange`]) one that came whole with the head, or one read as the
+    /// client takes it.
+    #[project = ResponseBodyProj]
+    pub enum ResponseBody {
+        Hyper { #[pin] body: Incoming },
+        Whole { data: Option<Bytes> },
+        Framed { body: FramedBody },
+    }
+}
+
+impl ResponseBody {
+    pub fn whole(data: Option<Bytes>) -> Self {
+        ResponseBody::Whole {
+            data: data.filter(|d| !d.is_empty()),
+        }
+    }
+}
+
+impl From<Incoming> for ResponseBody {
+    fn from(body: Incoming) -> Self {
+        ResponseBody::Hyper { body }
+    }
+}
+
+impl From<FramedBody> for ResponseBody {
+    fn from(body: FramedBody) -> Self {
+        ResponseBody::Framed { body }
+    }
+}
+
+impl Body for ResponseBody {
+    type Data = Bytes;
+    type Error = BodyError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+        match self.project() {
+            ResponseBodyProj::Hyper { body } => body
+                .poll_frame(cx)
+                .map(|frame| frame.map(|f| f.map_err(BodyError::UpstreamIo))),
+            ResponseBodyProj::Whole { data } => {
+                Poll::Ready(data.take().map(|d| Ok(Frame::data(d))))
+            }
+            ResponseBodyProj::Framed { body } => Pin::new(body)
+                .poll_frame(cx)
+                .map(|frame| frame.map(|f| f.map_err(BodyError::UpstreamRead))),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            ResponseBody::Hyper { body } => body.is_end_stream(),
+            ResponseBody::Whole { data } => data.is_none(),
+            ResponseBody::Framed { body } => body.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            ResponseBody::Hyper { body } => body.size_hint(),
+            ResponseBody::Whole { data } => {
+                SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64))
+            }
+            ResponseBody::Framed { body } => body.size_hint(),
         }
     }
 }

@@ -5,17 +5,17 @@
 //! May call: `tls`, `config`, `telemetry` (error chains).
 
 pub mod body;
+pub mod exchange;
 mod names;
 mod pool;
 
 use std::time::Duration;
 
 use http::{HeaderValue, Method, Request, Response, Uri, header::HOST, uri::PathAndQuery};
-use hyper::body::Incoming;
 use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
 use hyper_util::client::legacy::connect::HttpConnector;
 
-pub use body::{BodyError, Observe, UpstreamBody};
+pub use body::{BodyError, Observe, ResponseBody, UpstreamBody};
 pub use names::UpstreamNames;
 pub use pool::{Pool, UpstreamError};
 
@@ -122,10 +122,11 @@ impl Upstream {
             .header(HOST, self.host_header.clone())
             .body(UpstreamBody::Empty)
             .map_err(|e| e.to_string())?;
-        let response: Response<Incoming> = tokio::time::timeout(timeout, self.pool.send(request))
-            .await
-            .map_err(|_| format!("no answer within {timeout:?}"))?
-            .map_err(|e| crate::telemetry::error_chain(&e))?;
+        let response: Response<ResponseBody> =
+            tokio::time::timeout(timeout, self.pool.send(request))
+                .await
+                .map_err(|_| format!("no answer within {timeout:?}"))?
+                .map_err(|e| crate::telemetry::error_chain(&e))?;
         let status = response.status().as_u16();
         if status == 200 || status == 401 {
             Ok(status)

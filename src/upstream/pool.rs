@@ -1,14 +1,15 @@
 //! Keep-alive HTTP/1.1 connections to the upstream, one pool per proxy worker.
 //!
-//! Deliberately small: a LIFO list of connections behind a mutex that only its own worker thread
-//! takes (so it is never contended), no per-request task, no hashing. A connection goes back on
-//! the list as soon as its response headers arrive and is skipped until hyper reports it ready
-//! again (its response body finished). The general-purpose client in hyper-util spent about a
-//! tenth of a worker's instructions on its own bookkeeping here.
+//! Deliberately small: LIFO lists of connections behind mutexes that only their own worker thread
+//! takes (so they are never contended), no per-request task, no hashing. Bodyless `GET`/`HEAD`
+//! (the pulls) go through regkeeper's own exchange ([`super::exchange`]) on connections of their
+//! own list, which a body read to its end hands back. Requests with a body go through hyper's
+//! client connections: such a connection goes back on its list as soon as its response headers
+//! arrive and is skipped until hyper reports it ready again (its response body finished).
 
 use std::{
     future::poll_fn,
-    sync::Mutex,
+    sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
 
@@ -18,17 +19,22 @@ use hyper::{
     body::Incoming,
     client::conn::http1::{self, SendRequest},
 };
-use hyper_rustls::HttpsConnector;
-use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_rustls::{HttpsConnector, MaybeHttpsStream};
+use hyper_util::{client::legacy::connect::HttpConnector, rt::TokioIo};
+use tokio::net::TcpStream;
 use tower_service::Service;
 
-use super::UpstreamBody;
+use super::{
+    UpstreamBody,
+    body::ResponseBody,
+    exchange::{
+        self, Answer, ExchangeError, Framing, Stream,
+        framed::{FramedBody, Home},
+    },
+};
 
-/// A request on a connection idle at least this long keeps a copy for a replay (see `send`).
-const REPLAY_AFTER_IDLE: Duration = Duration::from_secs(1);
-
-/// Largest read buffer per upstream connection: one read can take this much of a blob.
-const MAX_READ_BUFFER: usize = 512 * 1024;
+/// Largest read buffer per hyper upstream connection: one read can take this much of a blob.
+const MAX_READ_BUFFER: usize = exchange::framed::MAX_READ;
 
 #[derive(Debug, thiserror::Error)]
 pub enum UpstreamError {
@@ -36,27 +42,8 @@ pub enum UpstreamError {
     Connect(Box<dyn std::error::Error + Send + Sync>),
     #[error("upstream connection failed: {0}")]
     Send(#[source] hyper::Error),
-}
-
-/// A copy of a bodyless `GET`/`HEAD`, to send again if its connection dies under it.
-fn replayable(request: &Request<UpstreamBody>) -> Option<Request<UpstreamBody>> {
-    if !(request.method() == Method::GET || request.method() == Method::HEAD)
-        || !request.body().is_end_stream()
-    {
-        return None;
-    }
-    let mut copy = Request::new(UpstreamBody::Empty);
-    *copy.method_mut() = request.method().clone();
-    *copy.uri_mut() = request.uri().clone();
-    *copy.version_mut() = request.version();
-    *copy.headers_mut() = request.headers().clone();
-    Some(copy)
-}
-
-/// The connection closed before any answer: what an upstream closing an idle connection looks
-/// like from here.
-fn lost_on_close(error: &hyper::Error) -> bool {
-    error.is_incomplete_message() || error.is_canceled() || error.is_closed()
+    #[error(transparent)]
+    Exchange(#[from] ExchangeError),
 }
 
 struct Idle {
@@ -64,11 +51,48 @@ struct Idle {
     since: Instant,
 }
 
+/// The connections regkeeper's own exchange reads and writes, idle between requests.
+struct Streams {
+    idle: Mutex<Vec<(Stream, Instant)>>,
+    max_idle: usize,
+}
+
+impl Home for Streams {
+    fn take_back(&self, stream: Stream) {
+        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+        if idle.len() >= self.max_idle {
+            idle.remove(0);
+        }
+        idle.push((stream, Instant::now()));
+    }
+}
+
+impl Streams {
+    /// The most recently used connection still open and not idle longer than `idle_timeout`.
+    fn checkout(&self, idle_timeout: Duration) -> Option<Stream> {
+        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+        while let Some((mut stream, since)) = idle.pop() {
+            if since.elapsed() <= idle_timeout && stream.is_reusable() {
+                return Some(stream);
+            }
+        }
+        None
+    }
+
+    fn sweep(&self, now: Instant, idle_timeout: Duration) {
+        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+        idle.retain_mut(|(stream, since)| {
+            now.duration_since(*since) <= idle_timeout && stream.is_reusable()
+        });
+    }
+}
+
 pub struct Pool {
     connector: HttpsConnector<HttpConnector>,
     /// What the connector dials (scheme, host, port).
     origin: Uri,
     connections: Mutex<Vec<Idle>>,
+    streams: Arc<Streams>,
     max_idle: usize,
     idle_timeout: Duration,
 }
@@ -84,6 +108,10 @@ impl Pool {
             connector,
             origin,
             connections: Mutex::new(Vec::new()),
+            streams: Arc::new(Streams {
+                idle: Mutex::new(Vec::new()),
+                max_idle,
+            }),
             max_idle,
             idle_timeout,
         }
@@ -105,35 +133,84 @@ impl Pool {
     /// Then the request is sent again, once, on a fresh connection: always when hyper hands it
     /// back unsent, and for a bodyless `GET`/`HEAD` also when it was sent but no answer came,
     /// since repeating those changes nothing (nginx's `proxy_next_upstream error` does the same).
-    /// Servers close kept-alive connections on idle timeouts, so the copy needed for that replay
-    /// is only made for connections that sat idle for [`REPLAY_AFTER_IDLE`].
     pub async fn send(
         &self,
         request: Request<UpstreamBody>,
-    ) -> Result<Response<Incoming>, UpstreamError> {
-        let Some((mut sender, idle)) = self.checkout() else {
-            return self.send_on(self.connect().await?, request).await;
+    ) -> Result<Response<ResponseBody>, UpstreamError> {
+        let method = request.method();
+        if (method == Method::GET || method == Method::HEAD) && request.body().is_end_stream() {
+            return self.exchange(&request).await;
+        }
+        let response = match self.checkout() {
+            None => self.send_on(self.connect().await?, request).await?,
+            Some(mut sender) => match sender.try_send_request(request).await {
+                Ok(response) => {
+                    self.checkin(sender);
+                    response
+                }
+                Err(mut error) => {
+                    let Some(unsent) = error.take_message() else {
+                        return Err(UpstreamError::Send(error.into_error()));
+                    };
+                    tracing::debug!(error = %error.error(), "upstream closed a kept-alive connection; retrying");
+                    self.send_on(self.connect().await?, unsent).await?
+                }
+            },
         };
-        let replay = if idle >= REPLAY_AFTER_IDLE {
-            replayable(&request)
-        } else {
-            None
-        };
-        match sender.try_send_request(request).await {
-            Ok(response) => {
-                self.checkin(sender);
-                Ok(response)
-            }
-            Err(mut error) => {
-                let retry = match (error.take_message(), replay) {
-                    (Some(unsent), _) => unsent,
-                    (None, Some(replay)) if lost_on_close(error.error()) => replay,
-                    _ => return Err(UpstreamError::Send(error.into_error())),
-                };
-                tracing::debug!(error = %error.error(), "upstream closed a kept-alive connection; retrying");
-                self.send_on(self.connect().await?, retry).await
+        Ok(response.map(ResponseBody::from))
+    }
+
+    /// A bodyless `GET`/`HEAD` through regkeeper's own exchange.
+    async fn exchange(
+        &self,
+        request: &Request<UpstreamBody>,
+    ) -> Result<Response<ResponseBody>, UpstreamError> {
+        let head = exchange::request_head(request);
+        let method = request.method();
+        if let Some(mut stream) = self.streams.checkout(self.idle_timeout) {
+            match exchange::exchange(&mut stream, &head, method).await {
+                Ok(answer) => return Ok(self.answer(stream, answer)),
+                Err(ExchangeError::Lost(error)) => {
+                    tracing::debug!(%error, "upstream closed a kept-alive connection; retrying");
+                }
+                Err(error) => return Err(error.into()),
             }
         }
+        let mut stream = Stream::from(self.dial().await?);
+        let answer = exchange::exchange(&mut stream, &head, method).await?;
+        Ok(self.answer(stream, answer))
+    }
+
+    /// The response to hand on. A body that came whole with the head (a manifest, nearly
+    /// always) frees the connection at once; a longer one takes it along until read.
+    fn answer(&self, stream: Stream, answer: Answer) -> Response<ResponseBody> {
+        let Answer {
+            response,
+            framing,
+            mut buffer,
+            keep_alive,
+        } = answer;
+        let whole = match framing {
+            Framing::Empty => Some(None),
+            Framing::Length(length) if buffer.len() as u64 >= length => Some(Some(
+                buffer.split_to(buffer.len().min(length as usize)).freeze(),
+            )),
+            _ => None,
+        };
+        let body = match whole {
+            Some(data) => {
+                // Bytes beyond the body are an upstream out of step: the connection is dropped.
+                if keep_alive && buffer.is_empty() {
+                    self.streams.take_back(stream);
+                }
+                ResponseBody::whole(data)
+            }
+            None => {
+                let home = keep_alive.then(|| Arc::clone(&self.streams) as Arc<dyn Home>);
+                FramedBody::new(stream, buffer, framing, home).into()
+            }
+        };
+        response.map(|()| body)
     }
 
     async fn send_on(
@@ -149,9 +226,8 @@ impl Pool {
         Ok(response)
     }
 
-    /// The most recently used connection that is ready for a request, and how long it sat idle;
-    /// drops closed ones.
-    fn checkout(&self) -> Option<(SendRequest<UpstreamBody>, Duration)> {
+    /// The most recently used connection that is ready for a request; drops closed ones.
+    fn checkout(&self) -> Option<SendRequest<UpstreamBody>> {
         let mut connections = self.connections.lock().unwrap_or_else(|e| e.into_inner());
         let mut index = connections.len();
         while index > 0 {
@@ -160,8 +236,7 @@ impl Pool {
             if connection.sender.is_closed() {
                 connections.swap_remove(index);
             } else if connection.sender.is_ready() {
-                let idle = connections.remove(index);
-                return Some((idle.sender, idle.since.elapsed()));
+                return Some(connections.remove(index).sender);
             }
         }
         None
@@ -185,6 +260,7 @@ impl Pool {
     /// Closes connections idle longer than the idle timeout (and forgets closed ones).
     pub fn sweep(&self) {
         let now = Instant::now();
+        self.streams.sweep(now, self.idle_timeout);
         let mut connections = self.connections.lock().unwrap_or_else(|e| e.into_inner());
         connections.retain(|c| {
             let idle_too_long =
@@ -193,15 +269,20 @@ impl Pool {
         });
     }
 
-    async fn connect(&self) -> Result<SendRequest<UpstreamBody>, UpstreamError> {
+    /// A new connection to the upstream (TLS set up when the upstream is `https`).
+    async fn dial(&self) -> Result<MaybeHttpsStream<TokioIo<TcpStream>>, UpstreamError> {
         let mut connector = self.connector.clone();
         poll_fn(|cx| connector.poll_ready(cx))
             .await
             .map_err(UpstreamError::Connect)?;
-        let io = connector
+        connector
             .call(self.origin.clone())
             .await
-            .map_err(UpstreamError::Connect)?;
+            .map_err(UpstreamError::Connect)
+    }
+
+    async fn connect(&self) -> Result<SendRequest<UpstreamBody>, UpstreamError> {
+        let io = self.dial().await?;
         let (sender, connection) = http1::Builder::new()
             .max_buf_size(MAX_READ_BUFFER)
             .handshake(io)
