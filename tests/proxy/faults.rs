@@ -252,3 +252,39 @@ async fn upstream_closing_an_idle_kept_alive_connection_costs_no_failed_request(
         }
     }
 }
+
+#[tokio::test]
+async fn chunked_and_close_delimited_upstream_bodies_reach_the_client_whole() {
+    // Distribution answers with lengths; other registries and their front proxies chunk or
+    // close. Each connection answers one pull chunked (in pieces, with a trailer), then one
+    // delimited by its close.
+    let upstream = fake_upstream(|mut stream| {
+        let mut buf = [0; 4096];
+        if stream.read(&mut buf).unwrap_or(0) == 0 {
+            return;
+        }
+        for piece in [
+            &b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n4\r\n{\"a\""[..],
+            b"\r\n3;x=y\r\n:1}\r\n0\r\nX-T: 1\r\n\r\n",
+        ] {
+            let _ = stream.write_all(piece);
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        if stream.read(&mut buf).unwrap_or(0) == 0 {
+            return;
+        }
+        let _ =
+            stream.write_all(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n\r\n{\"b\":");
+        std::thread::sleep(Duration::from_millis(20));
+        let _ = stream.write_all(b"2}");
+        let _ = stream.shutdown(Shutdown::Both);
+    });
+    let proxy = Regkeeper::start_with(&upstream, "workers: 1\n");
+    let client = HttpClient::default();
+    let url = format!("{}/v2/app/manifests/latest", proxy.url());
+    for expected in [&b"{\"a\":1}"[..], b"{\"b\":2}"] {
+        let answer = client.get(&url, &[]).await;
+        assert_eq!(answer.status, StatusCode::OK);
+        assert_eq!(&answer.body[..], expected);
+    }
+}

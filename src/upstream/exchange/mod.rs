@@ -21,6 +21,9 @@ use http::{
     HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode, Version,
     header::{CONNECTION, CONTENT_LENGTH, TRANSFER_ENCODING},
 };
+
+/// Parameters of a kept-alive connection (RFC 2068 §19.7.1), hop-by-hop.
+const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 pub use framed::Framing;
@@ -178,15 +181,22 @@ fn parse(buffer: &mut BytesMut, method: &Method) -> Result<Option<Parsed>, Excha
         .collect();
     let head = buffer.split_to(length).freeze();
     let mut map = HeaderMap::with_capacity(fields.len());
+    let mut connection = Connection::default();
     for field in &fields {
         let name = HeaderName::from_bytes(&head[field.name.0..field.name.1])
             .map_err(|e| ExchangeError::Malformed(e.to_string()))?;
+        let value = &head[field.value.0..field.value.1];
+        // What only manages this connection is consumed here (the proxy strips it anyway);
+        // a `Connection` that names other fields stays for the proxy to strip those too.
+        if name == CONNECTION && connection.read(value) || name == KEEP_ALIVE {
+            continue;
+        }
         let value = HeaderValue::from_maybe_shared(head.slice(field.value.0..field.value.1))
             .map_err(|e| ExchangeError::Malformed(e.to_string()))?;
         map.append(name, value);
     }
     let (framing, reusable_framing) = framing(&map, status, method)?;
-    let keep_alive = reusable_framing && persistent(&map, version);
+    let keep_alive = reusable_framing && connection.persistent(version);
     let mut response = Response::new(());
     *response.status_mut() = status;
     *response.version_mut() = version;
@@ -251,17 +261,32 @@ fn framing(
     })
 }
 
-/// Whether the upstream keeps the connection open after this answer.
-fn persistent(headers: &HeaderMap, version: Version) -> bool {
-    let mut keep_alive = false;
-    for value in headers.get_all(CONNECTION) {
-        for token in value.as_bytes().split(|b| *b == b',') {
+/// The `Connection` header's connection options, as far as they concern reuse.
+#[derive(Default)]
+struct Connection {
+    close: bool,
+    keep_alive: bool,
+}
+
+impl Connection {
+    /// Takes in one `Connection` value; whether it holds nothing but `close`/`keep-alive`.
+    fn read(&mut self, value: &[u8]) -> bool {
+        let mut only_options = true;
+        for token in value.split(|b| *b == b',') {
             let token = token.trim_ascii();
             if token.eq_ignore_ascii_case(b"close") {
-                return false;
+                self.close = true;
+            } else if token.eq_ignore_ascii_case(b"keep-alive") {
+                self.keep_alive = true;
+            } else if !token.is_empty() {
+                only_options = false;
             }
-            keep_alive |= token.eq_ignore_ascii_case(b"keep-alive");
         }
+        only_options
     }
-    version == Version::HTTP_11 || keep_alive
+
+    /// Whether the upstream keeps the connection open after this answer.
+    fn persistent(&self, version: Version) -> bool {
+        !self.close && (version == Version::HTTP_11 || self.keep_alive)
+    }
 }

@@ -222,6 +222,27 @@ async fn informational_answers_are_skipped() {
     assert_eq!(answer.response.status(), StatusCode::OK);
     assert!(!answer.response.headers().contains_key("link"));
     assert!(!answer.keep_alive, "Connection: close is honoured");
+    assert!(!answer.response.headers().contains_key("connection"));
+}
+
+#[tokio::test]
+async fn connection_options_are_consumed_and_a_connection_naming_fields_is_kept() {
+    let (mut stream, _server) = upstream(vec![
+        Step::Request,
+        Step::Send(b"HTTP/1.0 200 OK\r\nConnection: Keep-Alive\r\nKeep-Alive: timeout=5\r\nContent-Length: 0\r\n\r\n"),
+        Step::Request,
+        Step::Send(b"HTTP/1.1 200 OK\r\nConnection: keep-alive, X-Hop\r\nX-Hop: 1\r\nContent-Length: 0\r\n\r\n"),
+    ])
+    .await;
+    let answer = ask(&mut stream, Method::GET).await.unwrap();
+    assert!(answer.keep_alive, "HTTP/1.0 with keep-alive stays open");
+    assert!(!answer.response.headers().contains_key("keep-alive"));
+    assert_eq!(answer.response.headers()["content-length"], "0");
+    assert!(!answer.response.headers().contains_key("connection"));
+    let answer = ask(&mut stream, Method::GET).await.unwrap();
+    assert!(answer.keep_alive);
+    assert_eq!(answer.response.headers()["connection"], "keep-alive, X-Hop");
+    assert_eq!(answer.response.headers()["x-hop"], "1");
 }
 
 #[tokio::test]
