@@ -17,6 +17,7 @@ use std::{
 use bytes::Bytes;
 use http::Method;
 use http_body::{Body, Frame, SizeHint};
+use http_body_util::Full;
 
 pub use crate::upstream::body::BodyError;
 use crate::upstream::body::{IdleTimer, ResponseBody, poll_watched};
@@ -70,7 +71,7 @@ pin_project_lite::pin_project! {
     #[project = ClientBodyProj]
     pub enum ClientBody {
         Upstream { #[pin] body: ResponseBody, timer: IdleTimer },
-        Local { data: Option<Bytes> },
+        Local { body: Full<Bytes> },
     }
 }
 
@@ -87,7 +88,9 @@ impl ClientBody {
 
 impl From<Bytes> for ClientBody {
     fn from(data: Bytes) -> Self {
-        ClientBody::Local { data: Some(data) }
+        ClientBody::Local {
+            body: Full::new(data),
+        }
     }
 }
 
@@ -107,23 +110,23 @@ impl Body for ClientBody {
                 std::convert::identity,
                 BodyError::UpstreamIdle,
             ),
-            ClientBodyProj::Local { data } => Poll::Ready(data.take().map(|d| Ok(Frame::data(d)))),
+            ClientBodyProj::Local { body } => Pin::new(body)
+                .poll_frame(cx)
+                .map(|frame| frame.map(|f| f.map_err(|never| match never {}))),
         }
     }
 
     fn is_end_stream(&self) -> bool {
         match self {
             ClientBody::Upstream { body, .. } => body.is_end_stream(),
-            ClientBody::Local { data } => data.is_none(),
+            ClientBody::Local { body } => body.is_end_stream(),
         }
     }
 
     fn size_hint(&self) -> SizeHint {
         match self {
             ClientBody::Upstream { body, .. } => body.size_hint(),
-            ClientBody::Local { data } => {
-                SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64))
-            }
+            ClientBody::Local { body } => body.size_hint(),
         }
     }
 }

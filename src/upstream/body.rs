@@ -15,6 +15,7 @@ use std::{
 
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
+use http_body_util::Full;
 use hyper::body::Incoming;
 use tokio::time::Sleep;
 
@@ -189,7 +190,7 @@ pin_project_lite::pin_project! {
     #[project = ResponseBodyProj]
     pub enum ResponseBody {
         Hyper { #[pin] body: Incoming },
-        Whole { data: Option<Bytes> },
+        Whole { body: Full<Bytes> },
         Framed { body: FramedBody },
     }
 }
@@ -197,7 +198,7 @@ pin_project_lite::pin_project! {
 impl ResponseBody {
     pub fn whole(data: Option<Bytes>) -> Self {
         ResponseBody::Whole {
-            data: data.filter(|d| !d.is_empty()),
+            body: Full::new(data.unwrap_or_default()),
         }
     }
 }
@@ -226,9 +227,9 @@ impl Body for ResponseBody {
             ResponseBodyProj::Hyper { body } => body
                 .poll_frame(cx)
                 .map(|frame| frame.map(|f| f.map_err(BodyError::UpstreamIo))),
-            ResponseBodyProj::Whole { data } => {
-                Poll::Ready(data.take().map(|d| Ok(Frame::data(d))))
-            }
+            ResponseBodyProj::Whole { body } => Pin::new(body)
+                .poll_frame(cx)
+                .map(|frame| frame.map(|f| f.map_err(|never| match never {}))),
             ResponseBodyProj::Framed { body } => Pin::new(body)
                 .poll_frame(cx)
                 .map(|frame| frame.map(|f| f.map_err(BodyError::UpstreamRead))),
@@ -238,7 +239,7 @@ impl Body for ResponseBody {
     fn is_end_stream(&self) -> bool {
         match self {
             ResponseBody::Hyper { body } => body.is_end_stream(),
-            ResponseBody::Whole { data } => data.is_none(),
+            ResponseBody::Whole { body } => body.is_end_stream(),
             ResponseBody::Framed { body } => body.is_end_stream(),
         }
     }
@@ -246,9 +247,7 @@ impl Body for ResponseBody {
     fn size_hint(&self) -> SizeHint {
         match self {
             ResponseBody::Hyper { body } => body.size_hint(),
-            ResponseBody::Whole { data } => {
-                SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64))
-            }
+            ResponseBody::Whole { body } => body.size_hint(),
             ResponseBody::Framed { body } => body.size_hint(),
         }
     }
