@@ -120,7 +120,15 @@ async fn https_upstream_is_verified_against_the_configured_ca_bundle() {
     );
     let work = tempfile::tempdir().unwrap();
     let mut layout = Layout::new(work.path());
-    let manifest = layout.add_image(&ImageSpec::default());
+    // A layer of a few MiB: its pull back streams through many reads, not one.
+    let manifest = layout.add_image(&ImageSpec {
+        layers: vec![crate::support::image::tar_gz_layer(
+            "noise.bin",
+            &crate::support::image::noise(3 << 20, 5),
+            true,
+        )],
+        ..ImageSpec::default()
+    });
     layout.tag("v1", &manifest);
     let remote = format!("docker://{}/tls/upstream:v1", trusting.host());
     crate::support::image::skopeo_copy(&format!("oci:{}:v1", layout.dir.display()), &remote, &[]);
@@ -128,6 +136,9 @@ async fn https_upstream_is_verified_against_the_configured_ca_bundle() {
         crate::support::image::remote_digest(&remote),
         manifest.digest
     );
+    // And pulls come back whole over TLS: skopeo checks every blob against its digest.
+    let pulled = work.path().join("pulled");
+    crate::support::image::skopeo_copy(&remote, &format!("oci:{}:v1", pulled.display()), &[]);
 
     // insecureSkipVerify accepts the certificate without the bundle (labs only) and says so.
     let lab = Regkeeper::start_env(
