@@ -287,4 +287,13 @@ async fn chunked_and_close_delimited_upstream_bodies_reach_the_client_whole() {
         assert_eq!(answer.status, StatusCode::OK);
         assert_eq!(&answer.body[..], expected);
     }
+    // Each pull has its request line, with what was sent.
+    crate::support::process::wait_until(
+        Duration::from_secs(10),
+        Duration::from_millis(50),
+        || {
+            proxy.logs().matches(" INFO regkeeper::request: method=GET route=manifest repository=app status=200 bytes_in=0 bytes_out=7 duration_us=").count() == 2
+        },
+        || proxy.logs(),
+    );
 }
