@@ -9,7 +9,7 @@
 
 use std::{
     future::poll_fn,
-    sync::{Arc, Mutex},
+    sync::{Arc, Mutex, MutexGuard},
     time::{Duration, Instant},
 };
 
@@ -46,31 +46,48 @@ pub enum UpstreamError {
     Exchange(#[from] ExchangeError),
 }
 
-struct Idle {
-    sender: SendRequest<UpstreamBody>,
-    since: Instant,
+/// Idle connections, the most recently used last, at most `max` of them: one list for hyper's
+/// connections and one for the exchange's.
+struct IdleList<T> {
+    entries: Mutex<Vec<(T, Instant)>>,
+    max: usize,
+}
+
+impl<T> IdleList<T> {
+    fn new(max: usize) -> Self {
+        Self {
+            entries: Mutex::new(Vec::new()),
+            max,
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Vec<(T, Instant)>> {
+        self.entries.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Puts `connection` on the list as idle from now; the oldest goes when the list is full.
+    fn put(&self, connection: T) {
+        let mut entries = self.lock();
+        if entries.len() >= self.max {
+            entries.remove(0);
+        }
+        entries.push((connection, Instant::now()));
+    }
 }
 
 /// The connections regkeeper's own exchange reads and writes, idle between requests.
-struct Streams {
-    idle: Mutex<Vec<(Stream, Instant)>>,
-    max_idle: usize,
-}
+type Streams = IdleList<Stream>;
 
 impl Home for Streams {
     fn take_back(&self, stream: Stream) {
-        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
-        if idle.len() >= self.max_idle {
-            idle.remove(0);
-        }
-        idle.push((stream, Instant::now()));
+        self.put(stream);
     }
 }
 
 impl Streams {
     /// The most recently used connection still open and not idle longer than `idle_timeout`.
     fn checkout(&self, idle_timeout: Duration) -> Option<Stream> {
-        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+        let mut idle = self.lock();
         while let Some((mut stream, since)) = idle.pop() {
             if since.elapsed() <= idle_timeout && stream.is_reusable() {
                 return Some(stream);
@@ -80,8 +97,7 @@ impl Streams {
     }
 
     fn sweep(&self, now: Instant, idle_timeout: Duration) {
-        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
-        idle.retain_mut(|(stream, since)| {
+        self.lock().retain_mut(|(stream, since)| {
             now.duration_since(*since) <= idle_timeout && stream.is_reusable()
         });
     }
@@ -91,7 +107,7 @@ pub struct Pool {
     connector: HttpsConnector<HttpConnector>,
     /// What the connector dials (scheme, host, port).
     origin: Uri,
-    connections: Mutex<Vec<Idle>>,
+    connections: IdleList<SendRequest<UpstreamBody>>,
     streams: Arc<Streams>,
     max_idle: usize,
     idle_timeout: Duration,
@@ -107,11 +123,8 @@ impl Pool {
         Self {
             connector,
             origin,
-            connections: Mutex::new(Vec::new()),
-            streams: Arc::new(Streams {
-                idle: Mutex::new(Vec::new()),
-                max_idle,
-            }),
+            connections: IdleList::new(max_idle),
+            streams: Arc::new(IdleList::new(max_idle)),
             max_idle,
             idle_timeout,
         }
@@ -228,44 +241,34 @@ impl Pool {
 
     /// The most recently used connection that is ready for a request; drops closed ones.
     fn checkout(&self) -> Option<SendRequest<UpstreamBody>> {
-        let mut connections = self.connections.lock().unwrap_or_else(|e| e.into_inner());
+        let mut connections = self.connections.lock();
         let mut index = connections.len();
         while index > 0 {
             index -= 1;
-            let connection = &connections[index];
-            if connection.sender.is_closed() {
+            let (sender, _) = &connections[index];
+            if sender.is_closed() {
                 connections.swap_remove(index);
-            } else if connection.sender.is_ready() {
-                return Some(connections.remove(index).sender);
+            } else if sender.is_ready() {
+                return Some(connections.remove(index).0);
             }
         }
         None
     }
 
     fn checkin(&self, sender: SendRequest<UpstreamBody>) {
-        if sender.is_closed() {
-            return;
+        // When the list is full the oldest goes; one still streaming a body finishes that first.
+        if !sender.is_closed() {
+            self.connections.put(sender);
         }
-        let mut connections = self.connections.lock().unwrap_or_else(|e| e.into_inner());
-        if connections.len() >= self.max_idle {
-            // The oldest goes; a connection still streaming a body finishes that first.
-            connections.remove(0);
-        }
-        connections.push(Idle {
-            sender,
-            since: Instant::now(),
-        });
     }
 
     /// Closes connections idle longer than the idle timeout (and forgets closed ones).
     pub fn sweep(&self) {
         let now = Instant::now();
         self.streams.sweep(now, self.idle_timeout);
-        let mut connections = self.connections.lock().unwrap_or_else(|e| e.into_inner());
-        connections.retain(|c| {
-            let idle_too_long =
-                c.sender.is_ready() && now.duration_since(c.since) > self.idle_timeout;
-            !(c.sender.is_closed() || idle_too_long)
+        self.connections.lock().retain(|(sender, since)| {
+            let idle_too_long = sender.is_ready() && now.duration_since(*since) > self.idle_timeout;
+            !(sender.is_closed() || idle_too_long)
         });
     }
 
