@@ -9,13 +9,15 @@
 //! repositories in the mirror without changing a snapshot already handed out.
 //!
 //! Owns: the mirror and its dirty marks, and reading snapshots from the index (`read`: the I/O
-//! the policy's plain data needs; `links`: the whole index's commit links while it is read).
+//! the policy's plain data needs; `whole`: the same in one unordered pass, where the engine offers it; `links`: the whole
+//! index's commit links while it is read).
 //! May call: `index`, `policy::snapshot`.
 
 mod links;
 pub mod read;
 #[cfg(test)]
 mod shared;
+mod whole;
 
 use std::{
     collections::{BTreeSet, HashMap},

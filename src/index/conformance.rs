@@ -818,6 +818,106 @@ fn manifests_asked_together_equal_them_one_by_one(index: &dyn Index) {
     assert_eq!(found, [true, false, true, false]);
 }
 
+/// A whole-index read (where the engine offers one) hands over exactly what reads by ranges
+/// find: every tag, manifest, pull counter, restore and link once, and nothing else.
+fn a_whole_read_hands_over_what_reads_by_ranges_find(index: &dyn Index) {
+    let mut writes = Vec::new();
+    for (n, repository) in ["a", "a/b", "ab", "team/app"].into_iter().enumerate() {
+        let at = n as u64 * 10;
+        writes.extend([
+            Write::PutManifest(manifest(repository, D1)),
+            Write::PutManifest(manifest(repository, D2)),
+            push(repository, "v1", D1, at + 1),
+            push(repository, "v1", D2, at + 2),
+            push(repository, "latest", D2, at + 3),
+            Write::RecordPulls {
+                repository: repository.into(),
+                reference: "v1".into(),
+                count: 3,
+                last: UnixMillis(at + 4),
+            },
+            Write::RecordPulls {
+                repository: repository.into(),
+                reference: D2.into(),
+                count: 1,
+                last: UnixMillis(at + 5),
+            },
+            Write::Restored(crate::index::RestoreRecord {
+                repository: repository.into(),
+                tag: Some("v1".into()),
+                digest: D2.into(),
+                from_run: "r1".into(),
+                at: UnixMillis(at + 6),
+            }),
+        ]);
+    }
+    for (digest, commit) in [(D1, "abc"), (D2, "def"), (D3, "abc")] {
+        writes.push(Write::LinkCommit(CommitLink {
+            digest: digest.into(),
+            commit: commit.into(),
+            source: LinkSource::Annotation,
+            learned_at: UnixMillis(7),
+            repository: None,
+            tag: None,
+        }));
+    }
+    index.apply(&writes).unwrap();
+    // Neither a record a plan reads nor one of its repositories: left out.
+    take(index, "leader", 0, 100);
+    fenced(index, "leader", take(index, "leader", 0, 100).epoch, 1).unwrap();
+
+    let mut by_ranges = Vec::new();
+    for repository in index.repositories().unwrap() {
+        let records = index.repository_records(&repository).unwrap();
+        by_ranges.extend(records.tags.into_iter().map(|r| format!("{r:?}")));
+        by_ranges.extend(records.manifests.into_iter().map(|r| format!("{r:?}")));
+        by_ranges.extend(records.restores.into_iter().map(|r| format!("{r:?}")));
+        by_ranges.extend(
+            records
+                .pulls
+                .into_iter()
+                .map(|(reference, stats)| format!("{repository} {reference} {stats:?}")),
+        );
+    }
+    index
+        .each_commit_link(DigestRange::ALL, &mut |link| {
+            by_ranges.push(format!("{link:?}"));
+            Ok(())
+        })
+        .unwrap();
+    by_ranges.sort();
+    assert_eq!(by_ranges.len(), 4 * 7 + 3);
+
+    let whole = std::sync::Mutex::new(Vec::new());
+    let offered = index
+        .each_record(3, &|record| {
+            let shown = match record {
+                Record::Tag(r) => format!("{r:?}"),
+                Record::Manifest(r) => format!("{r:?}"),
+                Record::Restore(r) => format!("{r:?}"),
+                Record::Link(r) => format!("{r:?}"),
+                Record::Pull {
+                    repository,
+                    reference,
+                    stats,
+                } => format!("{repository} {reference} {stats:?}"),
+            };
+            whole.lock().unwrap().push(shown);
+            Ok(())
+        })
+        .unwrap();
+    let mut whole = whole.into_inner().unwrap();
+    if !offered {
+        assert!(
+            whole.is_empty(),
+            "an engine that reads by ranges visits nothing"
+        );
+        return;
+    }
+    whole.sort();
+    assert_eq!(whole, by_ranges);
+}
+
 macro_rules! conformance {
     ($($case:ident),* $(,)?) => {
         mod memory {
@@ -844,6 +944,7 @@ macro_rules! conformance {
 }
 
 conformance!(
+    a_whole_read_hands_over_what_reads_by_ranges_find,
     push_records_times_and_history,
     sync_leaves_known_tags_alone,
     delete_by_digest_removes_its_tags_in_that_repository_only,

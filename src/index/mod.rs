@@ -70,6 +70,21 @@ pub struct RepositoryRecords {
     pub restores: Vec<RestoreRecord>,
 }
 
+/// One record of a whole-index read ([`Index::each_record`]).
+#[derive(Debug)]
+pub enum Record {
+    Tag(TagRecord),
+    Manifest(ManifestRecord),
+    Pull {
+        repository: String,
+        /// The tag or digest pulled.
+        reference: String,
+        stats: PullStats,
+    },
+    Restore(RestoreRecord),
+    Link(CommitLink),
+}
+
 /// Digests from `from` (included) up to `until` (not included), compared as strings; `None`
 /// leaves that end open. Every link of one digest falls in the same range.
 #[derive(Clone, Copy, Debug, Default)]
@@ -159,6 +174,17 @@ pub trait Index: Send + Sync {
     /// Everything a plan reads of `repository` (as `tags`, `manifests`, `repository_pulls` and
     /// `restores` answer), read together: one round trip on a shared engine.
     fn repository_records(&self, repository: &str) -> Result<RepositoryRecords, IndexError>;
+    /// Hands every tag, manifest, pull counter, restore and commit link to `visit` once, in
+    /// no particular order, from `parts` threads at once, all as of one moment. `Ok(false)`:
+    /// the engine reads faster by `repository_records` and `each_commit_link` (sled), and
+    /// nothing was visited.
+    fn each_record(
+        &self,
+        _parts: usize,
+        _visit: &(dyn Fn(Record) -> Result<(), IndexError> + Sync),
+    ) -> Result<bool, IndexError> {
+        Ok(false)
+    }
     /// What `restore` put back in `repository` (in every repository when `None`), the latest
     /// restore per tag or digest.
     fn restores(&self, repository: Option<&str>) -> Result<Vec<RestoreRecord>, IndexError>;

@@ -6,12 +6,13 @@ use std::{collections::HashMap, sync::Mutex};
 use serde::{Serialize, de::DeserializeOwned};
 
 mod lease;
+mod whole;
 mod writes;
 
 use writes::{Pending, apply_one};
 
 use super::{
-    DigestRange, Index, IndexError, RepositoryRecords, Write,
+    DigestRange, Index, IndexError, Record, RepositoryRecords, Write,
     kv::{Build, KvPair, KvRead, KvStore, KvWrite},
     model::{
         AuditEntry, CleanupLock, CleanupRun, CommitLink, Lease, LinkSource, ManifestRecord,
@@ -332,6 +333,15 @@ impl<K: KvStore> Index for Store<K> {
     fn repository_pulls(&self, repository: &str) -> Result<Vec<(String, PullStats)>, IndexError> {
         let prefix = prefix(PULL, &[repository]);
         decode_pulls(&prefix, &self.kv.scan(&prefix)?)
+    }
+
+    fn each_record(
+        &self,
+        parts: usize,
+        visit: &(dyn Fn(Record) -> Result<(), IndexError> + Sync),
+    ) -> Result<bool, IndexError> {
+        self.kv
+            .each_unordered(parts, &|k, v| whole::record(k, v)?.map_or(Ok(()), visit))
     }
 
     fn repository_records(&self, repository: &str) -> Result<RepositoryRecords, IndexError> {

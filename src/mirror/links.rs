@@ -107,7 +107,7 @@ impl Links {
         Ok(links)
     }
 
-    fn add(&mut self, mut link: CommitLink) {
+    pub(super) fn add(&mut self, mut link: CommitLink) {
         let digest = std::mem::take(&mut link.digest);
         let stored = Stored::from(Evidence::from(link));
         match sha256_key(&digest) {

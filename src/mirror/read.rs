@@ -6,7 +6,7 @@ use std::sync::{
     atomic::{AtomicUsize, Ordering},
 };
 
-use super::links::Links;
+use super::{links::Links, whole};
 use crate::{
     index::{DigestRange, Index, IndexError},
     policy::{
@@ -19,12 +19,17 @@ use crate::{
 /// threads that pass them on), so more readers than cores keep the cores busy.
 const READERS_PER_CORE: usize = 4;
 
-/// Where the commit links are split between readers: sha256 digests spread evenly over the
+/// Where the commit links are split between readers (and held apart while read): sha256 digests spread evenly over the
 /// first hex digit. Any digest falls in exactly one of the ranges these bound.
-const LINK_BOUNDS: [&str; 15] = [
+pub(super) const LINK_BOUNDS: [&str; 15] = [
     "sha256:1", "sha256:2", "sha256:3", "sha256:4", "sha256:5", "sha256:6", "sha256:7", "sha256:8",
     "sha256:9", "sha256:a", "sha256:b", "sha256:c", "sha256:d", "sha256:e", "sha256:f",
 ];
+
+/// Which range of [`LINK_BOUNDS`] `digest` falls in.
+pub(super) fn link_range(digest: &str) -> usize {
+    LINK_BOUNDS.partition_point(|bound| *bound <= digest)
+}
 
 /// One reader's piece of the whole index.
 enum Piece<'a> {
@@ -40,6 +45,9 @@ enum Piece<'a> {
 /// per core: attaching on every reader, between reads, measured a quarter slower.
 pub fn snapshot(index: &dyn Index) -> Result<Snapshot, IndexError> {
     let repositories = index.repositories()?;
+    if let Some(whole) = whole::read(index, &repositories)? {
+        return assemble(whole.repositories, whole.links);
+    }
     // The links first: they are the largest pieces.
     let pieces: Vec<Piece<'_>> = (0..=LINK_BOUNDS.len())
         .map(Piece::Links)
@@ -67,6 +75,14 @@ pub fn snapshot(index: &dyn Index) -> Result<Snapshot, IndexError> {
         }
         read.extend(share.repositories);
     }
+    assemble(read, links)
+}
+
+/// The snapshot of repositories read, once each is given its links.
+fn assemble(
+    mut read: Vec<(&String, RepositorySnapshot)>,
+    links: Vec<Links>,
+) -> Result<Snapshot, IndexError> {
     // Matching each repository's digests against a million links is a second of hashing.
     let chunk = read.len().div_ceil(crate::policy::workers()).max(1);
     on_threads(read.chunks_mut(chunk).collect(), |chunk| {
@@ -147,7 +163,7 @@ fn attach_all(read: &mut [(&String, RepositorySnapshot)], links: &[Links]) {
 
 fn attach(repository: &str, repo: &mut RepositorySnapshot, links: &[Links]) {
     repo.attach_with(repository, |digest, visit| {
-        links[LINK_BOUNDS.partition_point(|bound| *bound <= digest)].visit(digest, visit);
+        links[link_range(digest)].visit(digest, visit);
     });
 }
 

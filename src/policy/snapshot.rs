@@ -18,6 +18,9 @@ use crate::index::{
 };
 use crate::manifest::SOURCE;
 
+mod builder;
+pub use builder::RepositoryBuilder;
+
 /// A digest, shared by everything in a repository snapshot that names it.
 pub type Digest = Arc<str>;
 
@@ -171,38 +174,17 @@ impl RepositorySnapshot {
         links: impl FnMut(&str) -> Option<Evidences>,
         pulls: Vec<(String, PullStats)>,
     ) -> Self {
-        let mut digests = Digests::default();
-        let mut repo = Self {
-            pulls: pulls
-                .into_iter()
-                .map(|(reference, stats)| (reference.into_boxed_str(), stats))
-                .collect(),
-            ..Self::default()
-        };
-        // When each earlier digest of a tag stopped being tagged by it.
-        let mut replaced: HashMap<&str, UnixMillis> = HashMap::default();
-        for previous in tags.iter().flat_map(|t| &t.history) {
-            let at = replaced.entry(previous.digest.as_str()).or_default();
-            *at = (*at).max(previous.replaced_at);
+        let mut builder = RepositoryBuilder::default();
+        for record in &manifests {
+            builder.add_manifest(record);
         }
-        repo.manifests.reserve(manifests.len());
-        for record in manifests {
-            let mut manifest = Manifest::from_record(&record, &mut |d| digests.get(d));
-            if let Some(at) = replaced.get(record.digest.as_str()) {
-                manifest.untagged_since = manifest.untagged_since.max(*at);
-            }
-            repo.manifests.insert(manifest.digest.clone(), manifest);
+        for record in tags {
+            builder.add_tag(record);
         }
-        repo.tags = tags
-            .into_iter()
-            .map(|t| Tag {
-                tag: Arc::from(t.tag),
-                digest: digests.get(&t.digest),
-                first_pushed: t.first_pushed,
-                last_pushed: t.last_pushed,
-            })
-            .collect();
-        repo.tags.sort_by(|a, b| a.tag.cmp(&b.tag));
+        for (reference, stats) in pulls {
+            builder.add_pull(reference, stats);
+        }
+        let mut repo = builder.finish();
         repo.attach_links(repository, links);
         repo
     }

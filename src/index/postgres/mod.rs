@@ -9,11 +9,13 @@
 //! caller waits on a plain channel — from any thread, without entering a runtime.
 
 mod commit;
+mod copy_rows;
 mod pipeline;
 mod reads;
 mod schema;
 mod store;
 mod transaction;
+mod whole;
 
 use std::{
     future::Future,

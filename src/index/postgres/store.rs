@@ -6,7 +6,7 @@ use std::{sync::mpsc, time::Duration};
 use super::{ChangeRow, FETCH, PgError, PgKv, bound, pool_error, range};
 use crate::index::{
     IndexError,
-    kv::{Build, KeyChanges, KvPair, KvRead, KvStore, KvWrite, Visit, VisitUnder},
+    kv::{Build, KeyChanges, KvPair, KvRead, KvStore, KvWrite, Visit, VisitShared, VisitUnder},
 };
 
 impl KvRead for PgKv {
@@ -172,6 +172,10 @@ impl KvStore for PgKv {
             }
         }
         Ok(())
+    }
+
+    fn each_unordered(&self, parts: usize, visit: &VisitShared<'_>) -> Result<bool, IndexError> {
+        PgKv::each_unordered(self, parts, visit)
     }
 
     fn page(
