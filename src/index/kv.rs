@@ -153,6 +153,29 @@ pub fn page_start(prefix: &[u8], after: Option<&[u8]>) -> std::ops::Bound<Vec<u8
     }
 }
 
+/// Runs `job` on each item, a thread each, and collects what each returned: the first error,
+/// if any (a thread that panicked is one). Whole-index readers split their work this way.
+pub fn on_threads<I: Send, T: Send>(
+    items: Vec<I>,
+    job: impl Fn(I) -> Result<T, IndexError> + Sync,
+) -> Result<Vec<T>, IndexError> {
+    std::thread::scope(|scope| {
+        let job = &job;
+        let running: Vec<_> = items
+            .into_iter()
+            .map(|item| scope.spawn(move || job(item)))
+            .collect();
+        running
+            .into_iter()
+            .map(|thread| {
+                thread
+                    .join()
+                    .unwrap_or_else(|_| Err(IndexError::Engine("a reading thread panicked".into())))
+            })
+            .collect()
+    })
+}
+
 /// The in-memory twin: a `BTreeMap` behind a lock.
 #[derive(Default)]
 pub struct MemoryKv {
@@ -212,24 +235,13 @@ impl KvStore for MemoryKv {
             map.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
         };
         let parts = parts.max(1);
-        std::thread::scope(|scope| {
-            let running: Vec<_> = (0..parts)
-                .map(|part| {
-                    let pairs = &pairs;
-                    scope.spawn(move || {
-                        pairs
-                            .iter()
-                            .rev()
-                            .skip(part)
-                            .step_by(parts)
-                            .try_for_each(|(k, v)| visit(k, v))
-                    })
-                })
-                .collect();
-            running.into_iter().try_for_each(|part| {
-                part.join()
-                    .unwrap_or_else(|_| Err(IndexError::Engine("a reading thread panicked".into())))
-            })
+        on_threads((0..parts).collect(), |part| {
+            pairs
+                .iter()
+                .rev()
+                .skip(part)
+                .step_by(parts)
+                .try_for_each(|(k, v)| visit(k, v))
         })?;
         Ok(true)
     }

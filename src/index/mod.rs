@@ -23,7 +23,7 @@ pub mod faulty;
 
 use std::path::Path;
 
-pub use kv::{KvRead, KvStore, MemoryKv};
+pub use kv::{KvRead, KvStore, MemoryKv, on_threads};
 pub use model::{
     AuditAction, AuditEntry, AuditState, CleanupLock, CleanupRun, CommitLink, ConfigFacts, Lease,
     LinkSource, ManifestKind, ManifestRecord, PreviousDigest, PullStats, RestoreRecord, SyncState,

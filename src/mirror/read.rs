@@ -8,7 +8,7 @@ use std::sync::{
 
 use super::{links::Links, whole};
 use crate::{
-    index::{DigestRange, Index, IndexError},
+    index::{DigestRange, Index, IndexError, on_threads},
     policy::{
         HashSet,
         snapshot::{Evidence, LinkScope, RepositorySnapshot, Snapshot},
@@ -119,31 +119,6 @@ fn read_repository(index: &dyn Index, repository: &str) -> Result<RepositorySnap
         records.pulls,
     )
     .with_restores(records.restores))
-}
-
-/// Runs `job` on each item, a thread each, and collects what each returned (the first error,
-/// if any).
-fn on_threads<I: Send, T: Send>(
-    items: Vec<I>,
-    job: impl Fn(I) -> Result<T, IndexError> + Sync,
-) -> Result<Vec<T>, IndexError> {
-    std::thread::scope(|scope| {
-        let job = &job;
-        let running: Vec<_> = items
-            .into_iter()
-            .map(|item| scope.spawn(move || job(item)))
-            .collect();
-        running
-            .into_iter()
-            .map(|thread| {
-                thread.join().unwrap_or_else(|_| {
-                    Err(IndexError::Engine(
-                        "a snapshot reader thread panicked".into(),
-                    ))
-                })
-            })
-            .collect()
-    })
 }
 
 /// The links of the digests in the `n`th range of [`LINK_BOUNDS`].

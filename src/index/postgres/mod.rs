@@ -213,6 +213,18 @@ impl PgKv {
     }
 }
 
+/// A read-only transaction that reads everything in one snapshot.
+async fn read_snapshot(
+    client: &mut tokio_postgres::Client,
+) -> Result<tokio_postgres::Transaction<'_>, PgError> {
+    Ok(client
+        .build_transaction()
+        .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
+        .read_only(true)
+        .start()
+        .await?)
+}
+
 fn pool_error(error: deadpool_postgres::PoolError) -> PgError {
     match error {
         deadpool_postgres::PoolError::Backend(error) => PgError::Sql(error),

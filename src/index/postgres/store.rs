@@ -137,12 +137,7 @@ impl KvStore for PgKv {
         self.handle().spawn(async move {
             let streamed = async {
                 let mut client = pool.get().await.map_err(pool_error)?;
-                let transaction = client
-                    .build_transaction()
-                    .read_only(true)
-                    .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
-                    .start()
-                    .await?;
+                let transaction = super::read_snapshot(&mut client).await?;
                 let portal = transaction
                     .bind(
                         "SELECT key, value FROM regkeeper_kv WHERE key >= $1 AND key < $2 ORDER BY key",

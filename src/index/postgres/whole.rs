@@ -13,7 +13,10 @@ use futures_util::{StreamExt, pin_mut};
 use tokio::sync::mpsc;
 
 use super::{PgError, PgKv, copy_rows::CopyRows, pool_error};
-use crate::index::{IndexError, kv::VisitShared};
+use crate::index::{
+    IndexError,
+    kv::{VisitShared, on_threads},
+};
 
 /// Rows handed from the runtime to a reading thread at a time.
 const BATCH: usize = 1024;
@@ -80,16 +83,7 @@ impl PgKv {
             .unzip();
         self.handle().spawn(read(self.pool.clone(), senders));
         let failed = AtomicBool::new(false);
-        std::thread::scope(|scope| {
-            let running: Vec<_> = receivers
-                .into_iter()
-                .map(|receiver| scope.spawn(|| drain(receiver, visit, &failed)))
-                .collect();
-            running.into_iter().try_for_each(|part| {
-                part.join()
-                    .unwrap_or_else(|_| Err(IndexError::Engine("a reading thread panicked".into())))
-            })
-        })?;
+        on_threads(receivers, |receiver| drain(receiver, visit, &failed))?;
         Ok(true)
     }
 }
@@ -129,12 +123,7 @@ async fn read(pool: deadpool_postgres::Pool, mut senders: Vec<mpsc::Sender<Batch
     let others = senders;
     let exported = async {
         let mut client = pool.get().await.map_err(pool_error)?;
-        let transaction = client
-            .build_transaction()
-            .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
-            .read_only(true)
-            .start()
-            .await?;
+        let transaction = super::read_snapshot(&mut client).await?;
         let row = transaction
             .query_one(
                 "SELECT pg_export_snapshot(), \
@@ -190,12 +179,7 @@ async fn imported_part(
     imported: mpsc::Sender<()>,
 ) -> Result<(), PgError> {
     let mut client = pool.get().await.map_err(pool_error)?;
-    let transaction = client
-        .build_transaction()
-        .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
-        .read_only(true)
-        .start()
-        .await?;
+    let transaction = super::read_snapshot(&mut client).await?;
     // The identifier comes from the server; quoted as a literal all the same.
     let quoted = snapshot.replace('\'', "''");
     transaction
