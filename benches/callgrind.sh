@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Instructions per proxied request, counted by callgrind: deterministic for a given binary, so
 # two builds can be compared without the noise of wall-clock benchmarks on a shared machine.
-# nginx answers a fixed manifest as the upstream; regkeeper (release build) runs under
-# callgrind in front of it; wrk drives it. Prints user-space instructions per request.
+# nginx answers a fixed manifest as the upstream, with the fields Distribution adds to one;
+# regkeeper (release build) runs under callgrind in front of it; wrk drives it. Prints
+# user-space instructions per request.
 #   benches/callgrind.sh [SECONDS]        (needs valgrind, nginx-light, wrk)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -23,6 +24,9 @@ http {
   client_body_temp_path $work/b; proxy_temp_path $work/p; fastcgi_temp_path $work/f; uwsgi_temp_path $work/u; scgi_temp_path $work/s;
   server { listen 127.0.0.1:$up;
     location / { default_type application/vnd.oci.image.manifest.v1+json;
+      add_header Docker-Content-Digest sha256:0b3ed3ab5e7e3d3b0ab3aa3a2e9d4e5d8e2c34f7bd1b0e4f30c1f13f0ab6a1c2;
+      add_header Docker-Distribution-Api-Version registry/2.0;
+      add_header X-Content-Type-Options nosniff;
       return 200 '{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"sha256:44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a","size":2},"layers":[]}'; } }
 }
 NGINX
