@@ -509,8 +509,14 @@ mod tests {
 
     #[test]
     fn a_whole_read_with_an_unreadable_link_fails_instead_of_waiting() {
-        use crate::index::{KvStore, MemoryKv, Store};
-        let index = Store::new(MemoryKv::default()).unwrap();
+        use crate::index::{MemoryKv, Store};
+        // In one unordered pass (the in-memory twin offers it) and by ranges (sled).
+        unreadable_link_fails(Store::new(MemoryKv::default()).unwrap());
+        let dir = tempfile::tempdir().unwrap();
+        unreadable_link_fails(crate::index::open_sled(&dir.path().join("index")).unwrap());
+    }
+
+    fn unreadable_link_fails<K: crate::index::KvStore + 'static>(index: crate::index::Store<K>) {
         let digest = format!("sha256:7{:063x}", 1);
         let mut writes = push("a", "t", &digest);
         writes.push(link(&digest, "abcdef0"));
@@ -533,5 +539,37 @@ mod tests {
             .expect("the whole read returns instead of waiting for the link it failed to read")
             .expect("an unreadable link is an error");
         assert!(error.contains("unreadable"), "{error}");
+    }
+
+    /// A whole read in one pass that fails (every connection taken) is done again by ranges:
+    /// the same snapshot.
+    #[test]
+    fn a_whole_read_that_fails_in_one_pass_is_read_by_ranges() {
+        use crate::index::{Store, faulty::FaultyKv};
+        let index = Store::new(FaultyKv::default()).unwrap();
+        for (n, repository) in ["a", "b/c"].into_iter().enumerate() {
+            let digest = format!("sha256:{n}{:063x}", 1);
+            let mut writes = push(repository, "t", &digest);
+            writes.push(link(&digest, "abcdef0"));
+            index.apply(&writes).unwrap();
+        }
+        let in_one_pass = super::read::snapshot(&index).unwrap();
+        index.kv_for_tests().set_whole_reads_fail(true);
+        let by_ranges = super::read::snapshot(&index).unwrap();
+        assert_eq!(
+            in_one_pass.repositories.keys().collect::<Vec<_>>(),
+            by_ranges.repositories.keys().collect::<Vec<_>>()
+        );
+        for (name, a) in &in_one_pass.repositories {
+            let b = &by_ranges.repositories[name];
+            assert_eq!(a.tags, b.tags);
+            assert_eq!(a.manifests, b.manifests);
+            assert_eq!(a.links, b.links);
+            assert_eq!(a.pulls, b.pulls);
+            assert_eq!(a.restored, b.restored);
+        }
+        let repo = &by_ranges.repositories["b/c"];
+        assert_eq!(repo.tags.len(), 1);
+        assert_eq!(repo.links.len(), 1);
     }
 }

@@ -1,7 +1,9 @@
 //! A store that fails as a full disk makes sled fail, for tests of the layers above: while
 //! `full`, batches and flushes fail; a failure poisons the handle (every later write fails,
 //! as sled keeps an I/O error) until it is reopened, and reopening starts over from what was
-//! flushed — what was applied after the last flush is gone, as it would be on disk.
+//! flushed — what was applied after the last flush is gone, as it would be on disk. It also
+//! reads the whole store in one unordered pass, as a shared engine does, and that pass can be
+//! made to fail (a database whose connections are all taken) while reads by ranges go on.
 
 use std::{
     collections::BTreeMap,
@@ -13,7 +15,7 @@ use std::{
 
 use super::{
     IndexError,
-    kv::{Build, KvPair, KvRead, KvStore, KvWrite, MemoryKv, Visit, build_here},
+    kv::{Build, KvPair, KvRead, KvStore, KvWrite, MemoryKv, Visit, VisitShared, build_here},
 };
 
 #[derive(Default)]
@@ -23,12 +25,18 @@ pub struct FaultyKv {
     unflushed: Mutex<Vec<KvWrite>>,
     full: AtomicBool,
     poisoned: AtomicBool,
+    whole_reads_fail: AtomicBool,
 }
 
 impl FaultyKv {
     /// Fills (`true`) or frees the disk.
     pub fn set_full(&self, full: bool) {
         self.full.store(full, Ordering::SeqCst);
+    }
+
+    /// Makes a read of the whole store in one pass fail (`true`) or work.
+    pub fn set_whole_reads_fail(&self, fail: bool) {
+        self.whole_reads_fail.store(fail, Ordering::SeqCst);
     }
 
     fn check(&self) -> Result<(), IndexError> {
@@ -77,6 +85,15 @@ impl KvStore for FaultyKv {
         visit: &mut Visit<'_>,
     ) -> Result<(), IndexError> {
         self.live().each_in(start, end, visit)
+    }
+
+    fn each_unordered(&self, parts: usize, visit: &VisitShared<'_>) -> Result<bool, IndexError> {
+        if self.whole_reads_fail.load(Ordering::SeqCst) {
+            return Err(IndexError::Engine(
+                "no database connection: timed out waiting for one".into(),
+            ));
+        }
+        self.live().each_unordered(parts, visit)
     }
 
     fn page(

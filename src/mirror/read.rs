@@ -45,8 +45,15 @@ enum Piece<'a> {
 /// per core: attaching on every reader, between reads, measured a quarter slower.
 pub fn snapshot(index: &dyn Index) -> Result<Snapshot, IndexError> {
     let repositories = index.repositories()?;
-    if let Some(whole) = whole::read(index, &repositories)? {
-        return assemble(whole.repositories, whole.links);
+    match whole::read(index, &repositories) {
+        Ok(Some(whole)) => return assemble(whole.repositories, whole.links),
+        Ok(None) => {}
+        // It holds several connections at once for seconds; reads by ranges take one at a
+        // time, and a writer busy on every other connection does not stop them.
+        Err(error) => tracing::warn!(
+            %error,
+            "reading the whole index in one pass failed; reading it range by range"
+        ),
     }
     // The links first: they are the largest pieces.
     let pieces: Vec<Piece<'_>> = (0..=LINK_BOUNDS.len())
