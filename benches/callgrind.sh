@@ -5,6 +5,8 @@
 # regkeeper (release build) runs under callgrind in front of it; wrk drives it. Prints
 # user-space instructions per request.
 #   benches/callgrind.sh [SECONDS]        (needs valgrind, nginx-light, wrk)
+#   PROXY=nginx benches/callgrind.sh      the same with nginx as the proxy (one worker,
+#                                         upstream keep-alive, access log on): the reference
 set -euo pipefail
 cd "$(dirname "$0")/.."
 seconds=${1:-20}
@@ -31,7 +33,25 @@ http {
 }
 NGINX
 nginx -p "$work" -c "$work/nginx.conf" &
-cat > "$work/regkeeper.yaml" <<YAML
+if [ "${PROXY:-regkeeper}" = nginx ]; then
+  cat > "$work/proxy.conf" <<NGINX
+$( [ "$(id -u)" = 0 ] && echo "user root;" )
+worker_processes 1; master_process off; daemon off;
+pid $work/proxy.pid; error_log $work/proxy-error.log warn;
+events { worker_connections 1024; }
+http {
+  access_log $work/access.log; keepalive_requests 10000000; keepalive_timeout 300s;
+  client_body_temp_path $work/b2; proxy_temp_path $work/p2; fastcgi_temp_path $work/f2; uwsgi_temp_path $work/u2; scgi_temp_path $work/s2;
+  upstream up { server 127.0.0.1:$up; keepalive 64; }
+  server { listen 127.0.0.1:$px;
+    location / { proxy_pass http://up; proxy_http_version 1.1; proxy_set_header Connection ""; proxy_buffering off; } }
+}
+NGINX
+  valgrind --tool=callgrind --callgrind-out-file="$work/cg.out" \
+    nginx -p "$work" -c "$work/proxy.conf" 2> "$work/proxy.log" &
+  probe=/v2/app/manifests/latest stop=-QUIT
+else
+  cat > "$work/regkeeper.yaml" <<YAML
 listen: 127.0.0.1:$px
 workers: 1
 upstream: {url: "http://127.0.0.1:$up"}
@@ -39,15 +59,17 @@ admin: {listen: "127.0.0.1:$adm"}
 index: {path: $work/index}
 log: {level: info, requests: true}
 YAML
-# --fair-sched: sled spin-waits on a lazy static, which under valgrind's default scheduler can
-# starve the thread that would finish initialising it.
-valgrind --tool=callgrind --fair-sched=yes --callgrind-out-file="$work/cg.out" \
-  "$target/release/regkeeper" serve --config "$work/regkeeper.yaml" 2> "$work/regkeeper.log" &
+  # --fair-sched: sled spin-waits on a lazy static, which under valgrind's default scheduler
+  # can starve the thread that would finish initialising it.
+  valgrind --tool=callgrind --fair-sched=yes --callgrind-out-file="$work/cg.out" \
+    "$target/release/regkeeper" serve --config "$work/regkeeper.yaml" 2> "$work/proxy.log" &
+  probe=/v2/ stop=-INT
+fi
 rk=$!
-for _ in $(seq 300); do curl -fsS "http://127.0.0.1:$px/v2/" -o /dev/null 2>/dev/null && break; sleep 0.3; done
-curl -fsS "http://127.0.0.1:$px/v2/" -o /dev/null || { echo "regkeeper did not come up:"; cat "$work/regkeeper.log"; exit 1; }
+for _ in $(seq 300); do curl -fsS "http://127.0.0.1:$px$probe" -o /dev/null 2>/dev/null && break; sleep 0.3; done
+curl -fsS "http://127.0.0.1:$px$probe" -o /dev/null || { echo "the proxy did not come up:"; cat "$work/proxy.log"; exit 1; }
 requests=$(wrk -t1 -c8 -d"${seconds}s" "http://127.0.0.1:$px/v2/app/manifests/latest" | awk '/requests in/ {print $1}')
-kill -INT $rk; wait $rk || true
+kill $stop $rk; wait $rk || true
 total=$(awk '/^summary:/ {print $2}' "$work/cg.out")
 [ -n "${KEEP:-}" ] && cp "$work/cg.out" "$KEEP"
 echo "requests: $requests  instructions: $total  per request: $((total / requests))"
