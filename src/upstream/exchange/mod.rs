@@ -22,9 +22,38 @@ use http::{
     header::{CONNECTION, CONTENT_LENGTH, TRANSFER_ENCODING},
 };
 
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
 /// Parameters of a kept-alive connection (RFC 2068 §19.7.1), hop-by-hop.
 const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// Field names remembered per thread, as the upstream spells them.
+const NAMES_KEPT: usize = 32;
+/// Longer names are parsed each time (nothing an upstream sends on every answer is this long).
+const NAME_KEPT_UP_TO: usize = 48;
+
+std::thread_local! {
+    static NAMES: std::cell::RefCell<Vec<(Box<[u8]>, HeaderName)>> =
+        const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// The field name `bytes` spells. An upstream sends the same dozen names on every answer, and
+/// parsing one (validated, lowercased, looked up among the standard names) cost more than
+/// finding it among those already seen by its exact bytes; the first [`NAMES_KEPT`] names
+/// seen are kept, so an upstream sending ever new names changes nothing but their speed.
+fn field_name(bytes: &[u8]) -> Result<HeaderName, ExchangeError> {
+    NAMES.with_borrow_mut(|names| {
+        if let Some((_, name)) = names.iter().find(|(seen, _)| **seen == *bytes) {
+            return Ok(name.clone());
+        }
+        let name =
+            HeaderName::from_bytes(bytes).map_err(|e| ExchangeError::Malformed(e.to_string()))?;
+        if names.len() < NAMES_KEPT && bytes.len() <= NAME_KEPT_UP_TO {
+            names.push((bytes.into(), name.clone()));
+        }
+        Ok(name)
+    })
+}
 
 pub use framed::Framing;
 pub use stream::Stream;
@@ -185,8 +214,7 @@ fn parse(buffer: &mut BytesMut, method: &Method) -> Result<Option<Parsed>, Excha
     let mut map = HeaderMap::with_capacity(fields.len());
     let mut connection = Connection::default();
     for field in &fields {
-        let name = HeaderName::from_bytes(&head[field.name.0..field.name.1])
-            .map_err(|e| ExchangeError::Malformed(e.to_string()))?;
+        let name = field_name(&head[field.name.0..field.name.1])?;
         let value = &head[field.value.0..field.value.1];
         // What only manages this connection is consumed here (the proxy strips it anyway);
         // a `Connection` that names other fields stays for the proxy to strip those too.

@@ -336,3 +336,39 @@ async fn a_connection_with_unasked_bytes_or_closed_is_not_reusable() {
     tokio::time::sleep(Duration::from_millis(20)).await;
     assert!(!stream.is_reusable(), "closed by the upstream");
 }
+
+/// Names are remembered by their exact bytes: each spelling parses to its one name, a thread
+/// that has seen more names than it keeps still parses new ones, and a malformed name is
+/// refused however many were seen.
+#[test]
+fn field_names_are_the_same_remembered_or_parsed() {
+    std::thread::spawn(|| {
+        for round in 0..2 {
+            for spelling in ["Content-Type", "content-type", "CONTENT-TYPE"] {
+                assert_eq!(
+                    super::field_name(spelling.as_bytes()).unwrap(),
+                    http::header::CONTENT_TYPE,
+                    "round {round}"
+                );
+            }
+            let custom = super::field_name(b"Docker-Content-Digest").unwrap();
+            assert_eq!(custom.as_str(), "docker-content-digest");
+        }
+        for n in 0..100 {
+            let name = format!("X-Field-{n}");
+            assert_eq!(
+                super::field_name(name.as_bytes()).unwrap().as_str(),
+                name.to_ascii_lowercase()
+            );
+        }
+        let long = "x".repeat(100);
+        assert_eq!(super::field_name(long.as_bytes()).unwrap().as_str(), long);
+        for bad in [&b"bad name"[..], b"", b"colon:", b"\xff"] {
+            assert!(super::field_name(bad).is_err());
+            assert!(super::field_name(bad).is_err(), "refused again, not remembered");
+        }
+        assert_eq!(super::NAMES.with_borrow(Vec::len), super::NAMES_KEPT);
+    })
+    .join()
+    .unwrap();
+}
