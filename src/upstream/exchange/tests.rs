@@ -365,7 +365,10 @@ fn field_names_are_the_same_remembered_or_parsed() {
         assert_eq!(super::field_name(long.as_bytes()).unwrap().as_str(), long);
         for bad in [&b"bad name"[..], b"", b"colon:", b"\xff"] {
             assert!(super::field_name(bad).is_err());
-            assert!(super::field_name(bad).is_err(), "refused again, not remembered");
+            assert!(
+                super::field_name(bad).is_err(),
+                "refused again, not remembered"
+            );
         }
         assert_eq!(super::NAMES.with_borrow(Vec::len), super::NAMES_KEPT);
     })
