@@ -35,7 +35,7 @@ pub(super) fn read<'a>(
     index: &dyn Index,
     repositories: &'a [String],
 ) -> Result<Option<Whole<'a>>, IndexError> {
-    let builders: HashMap<&str, Mutex<RepositoryBuilder>> = repositories
+    let mut builders: HashMap<&str, Mutex<RepositoryBuilder>> = repositories
         .iter()
         .map(|r| (r.as_str(), Mutex::default()))
         .collect();
@@ -75,7 +75,6 @@ pub(super) fn read<'a>(
     if !read {
         return Ok(None);
     }
-    let mut builders = builders;
     let repositories = repositories
         .iter()
         .map(|r| {

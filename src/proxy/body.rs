@@ -20,7 +20,7 @@ use http_body::{Body, Frame, SizeHint};
 use http_body_util::Full;
 
 pub use crate::upstream::body::BodyError;
-use crate::upstream::body::{IdleTimer, ResponseBody, poll_watched};
+use crate::upstream::body::{IdleTimer, ResponseBody, poll_watched, poll_whole};
 
 /// What the request log line says once the response body is done (or abandoned).
 pub struct RequestRecord {
@@ -110,9 +110,7 @@ impl Body for ClientBody {
                 std::convert::identity,
                 BodyError::UpstreamIdle,
             ),
-            ClientBodyProj::Local { body } => Pin::new(body)
-                .poll_frame(cx)
-                .map(|frame| frame.map(|f| f.map_err(|never| match never {}))),
+            ClientBodyProj::Local { body } => poll_whole(body, cx),
         }
     }
 

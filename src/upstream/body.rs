@@ -183,6 +183,16 @@ impl Body for UpstreamBody {
     }
 }
 
+/// A body that is all there (it cannot fail), polled as one of the proxy's bodies.
+pub fn poll_whole(
+    body: &mut Full<Bytes>,
+    cx: &mut Context<'_>,
+) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+    Pin::new(body)
+        .poll_frame(cx)
+        .map(|frame| frame.map(|f| f.map_err(|never| match never {})))
+}
+
 pin_project_lite::pin_project! {
     /// The upstream's response body: hyper's, for requests sent with a body; for bodyless
     /// `GET`/`HEAD` ([`super::exchange`]) one that came whole with the head, or one read as the
@@ -227,9 +237,7 @@ impl Body for ResponseBody {
             ResponseBodyProj::Hyper { body } => body
                 .poll_frame(cx)
                 .map(|frame| frame.map(|f| f.map_err(BodyError::UpstreamIo))),
-            ResponseBodyProj::Whole { body } => Pin::new(body)
-                .poll_frame(cx)
-                .map(|frame| frame.map(|f| f.map_err(|never| match never {}))),
+            ResponseBodyProj::Whole { body } => poll_whole(body, cx),
             ResponseBodyProj::Framed { body } => Pin::new(body)
                 .poll_frame(cx)
                 .map(|frame| frame.map(|f| f.map_err(BodyError::UpstreamRead))),

@@ -572,3 +572,95 @@ fn a_batch_whose_commit_answer_is_lost_is_applied_exactly_once() {
     let direct = open(&url);
     assert_eq!(direct.pulls("team/app", "v1").unwrap().unwrap().count, 2);
 }
+
+/// A process starting on an index PostgreSQL already holds reads it whole in one pass (the
+/// heap in block ranges, one snapshot) and cleans by what it read: an enforcing `apply` from
+/// the command line, with no replica running, deletes what no rule keeps — a tag no rule
+/// keeps, a tag moved on and the manifest it left untagged (untagged since the tag's history
+/// says), a second tag on a kept image — and the kept image still resolves and pulls whole
+/// from the registry.
+#[test]
+fn a_cleanup_from_an_index_read_in_one_pass_keeps_what_the_rules_keep() {
+    let postgres = TestPostgres::start();
+    let url = postgres.fresh_database();
+    let registry = Registry::start();
+    let work = tempfile::tempdir().unwrap();
+    let mut layout = Layout::new(work.path());
+    layout.add_named(&["doomed", "kept", "moved-from", "moved-to"]);
+    let src = |image: &str| format!("oci:{}:{image}", layout.dir.display());
+    let on_registry = |tag: &str| format!("docker://{}/team/app:{tag}", registry.addr);
+    let by_digest = |digest: &str| format!("docker://{}/team/app@{digest}", registry.addr);
+    let rules = crate::cleanup::RULES.replace(
+        "      untracked:\n",
+        "      untaggedManifests:\n        maxAge: 0s\n      untracked:\n",
+    );
+    let config = crate::support::regkeeper::cli_config(work.path(), &registry.url(), &rules);
+    let env = shared_index(&url);
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let recorded = |tag: &str| -> Option<String> {
+        let out = run_cli(&config, &["tags", "--output", "json"], &env).expect_ok();
+        let views: Value = serde_json::from_str(&out).unwrap();
+        views.as_array().unwrap().iter().find_map(|v| {
+            (v["tag"] == tag).then(|| v["digest"].as_str().unwrap_or_default().to_string())
+        })
+    };
+
+    let mut pushed = Vec::new();
+    {
+        let proxy = replica(&registry, &url, "");
+        for (image, tag) in [
+            ("doomed", "old-doomed"),
+            ("kept", "keep-kept"),
+            ("kept", "old-alias"),
+            ("moved-from", "old-moved"),
+            ("moved-to", "old-moved"),
+        ] {
+            let to = format!("docker://{}/team/app:{tag}", proxy.host());
+            skopeo_copy(&src(image), &to, &[]);
+            pushed.push((tag, remote_digest(&on_registry(tag))));
+        }
+        // Every push recorded, the moved tag at its last digest.
+        wait_until(
+            Duration::from_secs(30),
+            Duration::from_millis(200),
+            || {
+                [0, 1, 2, 4]
+                    .iter()
+                    .all(|&n| recorded(pushed[n].0).as_ref() == Some(&pushed[n].1))
+            },
+            || format!("tags: {:?}", tags(&proxy, &url, "team/app")),
+        );
+    }
+    let digest_of = |n: usize| pushed[n].1.clone();
+    let (doomed, kept, moved_from, moved_to) =
+        (digest_of(0), digest_of(1), digest_of(3), digest_of(4));
+
+    let applied = run_cli(&config, &["apply", "--mode", "enforce"], &env).expect_ok();
+    for (what, digest) in [
+        ("doomed", &doomed),
+        ("moved-from", &moved_from),
+        ("moved-to", &moved_to),
+    ] {
+        assert!(
+            !resolves(&by_digest(digest)),
+            "{what} is deleted: {applied}"
+        );
+    }
+    // By the untagged-manifests rule, on its own.
+    assert!(
+        applied.contains(&format!("deleted          team/app@{moved_from}")),
+        "{applied}"
+    );
+    assert!(
+        !resolves(&on_registry("old-alias")) || remote_digest(&on_registry("old-alias")) != kept,
+        "the second tag no longer names the kept image: {applied}"
+    );
+    // The kept image: its tag, its digest, and every blob (skopeo checks each digest).
+    assert_eq!(remote_digest(&on_registry("keep-kept")), kept);
+    assert!(resolves(&by_digest(&kept)));
+    skopeo_copy(
+        &on_registry("keep-kept"),
+        &format!("dir:{}", work.path().join("pulled").display()),
+        &[],
+    );
+}

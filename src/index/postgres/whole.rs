@@ -72,12 +72,9 @@ impl PgKv {
         parts: usize,
         visit: &VisitShared<'_>,
     ) -> Result<bool, IndexError> {
+        // One part at least, however small the pool: it needs no snapshot imported.
         let connections = self.pool.status().max_size;
         let parts = parts.min(connections.saturating_sub(LEFT_TO_OTHERS)).max(1);
-        if connections < 2 {
-            // The first part's connection holds the snapshot the others import.
-            return Ok(false);
-        }
         let (senders, receivers): (Vec<_>, Vec<_>) = (0..parts)
             .map(|_| mpsc::channel::<Batch>(IN_FLIGHT))
             .unzip();
@@ -88,31 +85,38 @@ impl PgKv {
     }
 }
 
-/// Hands each row of one part's batches to `visit`; stops early once another part failed.
+/// Hands each row of one part's batches to `visit`; a part that fails tells the others, which
+/// stop early (the error is what the read returns).
 fn drain(
+    receiver: mpsc::Receiver<Batch>,
+    visit: &VisitShared<'_>,
+    failed: &AtomicBool,
+) -> Result<(), IndexError> {
+    let drained = drain_part(receiver, visit, failed);
+    if drained.is_err() {
+        failed.store(true, Ordering::Relaxed);
+    }
+    drained
+}
+
+fn drain_part(
     mut receiver: mpsc::Receiver<Batch>,
     visit: &VisitShared<'_>,
     failed: &AtomicBool,
 ) -> Result<(), IndexError> {
     let mut rows = CopyRows::default();
-    let result = (|| {
-        while let Some(batch) = receiver.blocking_recv() {
-            if failed.load(Ordering::Relaxed) {
-                return Ok(());
-            }
-            let Some(batch) = batch.map_err(IndexError::from)? else {
-                return Ok(());
-            };
-            for chunk in batch {
-                rows.feed(&chunk, &mut |k, v| visit(k, v))?;
-            }
+    while let Some(batch) = receiver.blocking_recv() {
+        if failed.load(Ordering::Relaxed) {
+            return Ok(());
         }
-        rows.finished()
-    })();
-    if result.is_err() {
-        failed.store(true, Ordering::Relaxed);
+        let Some(batch) = batch.map_err(IndexError::from)? else {
+            return Ok(());
+        };
+        for chunk in batch {
+            rows.feed(&chunk, &mut |k, v| visit(k, v))?;
+        }
     }
-    result
+    rows.finished()
 }
 
 /// The first part takes and exports the snapshot and learns the table's size, starts the
