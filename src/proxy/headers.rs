@@ -100,7 +100,7 @@ pub fn rewrite_upstream_urls(headers: &mut HeaderMap, names: &UpstreamNames, cli
     }
 }
 
-fn rewrite_url(url: &str, names: &UpstreamNames, client_origin: &str) -> Option<String> {
+pub fn rewrite_url(url: &str, names: &UpstreamNames, client_origin: &str) -> Option<String> {
     let (_, after_scheme) = url.split_once("://")?;
     let authority_end = after_scheme
         .find(['/', '?', '#'])
@@ -113,9 +113,17 @@ fn rewrite_url(url: &str, names: &UpstreamNames, client_origin: &str) -> Option<
 
 /// `<url>; rel="next", <url2>; ...` — only the URLs inside angle brackets change.
 fn rewrite_link(value: &HeaderValue, names: &UpstreamNames, client_origin: &str) -> HeaderValue {
-    let Ok(text) = value.to_str() else {
-        return value.clone();
-    };
+    value
+        .to_str()
+        .ok()
+        .and_then(|text| rewrite_links(text, names, client_origin))
+        .and_then(|out| HeaderValue::try_from(out).ok())
+        .unwrap_or_else(|| value.clone())
+}
+
+/// A `Link` value with the upstream's URLs inside angle brackets pointed at the proxy; `None`
+/// when none of them names the upstream.
+pub fn rewrite_links(text: &str, names: &UpstreamNames, client_origin: &str) -> Option<String> {
     let mut out = String::with_capacity(text.len());
     let mut rest = text;
     let mut changed = false;
@@ -136,10 +144,7 @@ fn rewrite_link(value: &HeaderValue, names: &UpstreamNames, client_origin: &str)
         rest = &rest[open + close + 1..];
     }
     out.push_str(rest);
-    if !changed {
-        return value.clone();
-    }
-    HeaderValue::try_from(out).unwrap_or_else(|_| value.clone())
+    changed.then_some(out)
 }
 
 #[cfg(test)]

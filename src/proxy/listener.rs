@@ -1,12 +1,14 @@
-//! Accepting client connections: plain TCP or TLS (rustls, ALPN `h2`/`http/1.1`), each served
-//! by hyper with a header-read deadline and a head-size limit, and tracked for graceful shutdown.
+//! Accepting client connections: plain TCP or TLS (rustls, ALPN `h2`/`http/1.1`). HTTP/1.1 is
+//! served by [`super::http1`] (which hands what it does not serve itself to hyper), HTTP/2 by
+//! hyper; both with a header-read deadline and a head-size limit, and tracked for a graceful
+//! shutdown ([`Shutdown`]).
 
 use std::{sync::Arc, time::Duration};
 
 use hyper::service::service_fn;
 use hyper_util::{
     rt::{TokioExecutor, TokioIo, TokioTimer},
-    server::graceful::{GracefulShutdown, Watcher},
+    server::graceful::GracefulConnection,
 };
 use tokio::{net::TcpListener, sync::watch};
 use tokio_rustls::TlsAcceptor;
@@ -55,6 +57,67 @@ impl ConnectionLimits {
     }
 }
 
+/// The open connections of one listener, told together to finish.
+pub struct Shutdown {
+    draining: watch::Sender<bool>,
+}
+
+/// One connection's view of its listener's [`Shutdown`]: it lives as long as the connection.
+pub struct Drain {
+    draining: watch::Receiver<bool>,
+}
+
+impl Shutdown {
+    fn new() -> Self {
+        Self {
+            draining: watch::Sender::new(false),
+        }
+    }
+
+    fn watcher(&self) -> Drain {
+        Drain {
+            draining: self.draining.subscribe(),
+        }
+    }
+
+    /// How many connections are open.
+    pub fn count(&self) -> usize {
+        self.draining.receiver_count()
+    }
+
+    /// Tells every connection to finish (idle ones close, busy ones after their answer) and
+    /// waits until all have.
+    pub async fn shutdown(self) {
+        self.draining.send_replace(true);
+        self.draining.closed().await;
+    }
+}
+
+impl Drain {
+    pub fn is_draining(&self) -> bool {
+        *self.draining.borrow()
+    }
+
+    /// Ready once the listener drains.
+    pub async fn draining(&mut self) {
+        // An error is a `Shutdown` gone: nothing will ever drain this connection but its end.
+        if self.draining.wait_for(|draining| *draining).await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    }
+
+    /// Runs hyper's `connection`, shutting it down gracefully once the listener drains.
+    async fn watch<C: GracefulConnection>(&mut self, connection: C) -> C::Output {
+        let mut connection = std::pin::pin!(connection);
+        tokio::select! {
+            output = connection.as_mut() => return output,
+            () = self.draining() => {}
+        }
+        connection.as_mut().graceful_shutdown();
+        connection.await
+    }
+}
+
 /// Accepts on `listener` until `stop` flips, serving each connection with `proxy`. Returns the
 /// tracker of connections still open, for the caller to drain with a deadline.
 pub async fn serve_connections(
@@ -63,8 +126,8 @@ pub async fn serve_connections(
     proxy: Arc<Proxy>,
     limits: ConnectionLimits,
     mut stop: watch::Receiver<bool>,
-) -> GracefulShutdown {
-    let graceful = GracefulShutdown::new();
+) -> Shutdown {
+    let graceful = Shutdown::new();
     let local = match listener.local_addr() {
         Ok(addr) => addr,
         Err(error) => {
@@ -97,7 +160,7 @@ pub async fn serve_connections(
         let tls = tls.clone();
         tokio::spawn(async move {
             match tls {
-                None => serve_http1(TokioIo::new(stream), proxy, info, limits, graceful).await,
+                None => super::http1::serve(stream, proxy, info, limits, graceful).await,
                 Some(acceptor) => {
                     let handshake =
                         tokio::time::timeout(limits.header_read_timeout, acceptor.accept(stream));
@@ -112,12 +175,10 @@ pub async fn serve_connections(
                             return;
                         }
                     };
-                    let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
-                    let io = TokioIo::new(stream);
-                    if h2 {
-                        serve_http2(io, proxy, info, limits, graceful).await
+                    if stream.get_ref().1.alpn_protocol() == Some(b"h2") {
+                        serve_http2(TokioIo::new(stream), proxy, info, limits, graceful).await
                     } else {
-                        serve_http1(io, proxy, info, limits, graceful).await
+                        super::http1::serve(stream, proxy, info, limits, graceful).await
                     }
                 }
             }
@@ -129,12 +190,13 @@ pub async fn serve_connections(
     graceful
 }
 
-async fn serve_http1<I>(
+/// Serves `io` with hyper's HTTP/1.1.
+pub(super) async fn serve_http1<I>(
     io: TokioIo<I>,
     proxy: Arc<Proxy>,
     info: ConnectionInfo,
     limits: ConnectionLimits,
-    graceful: Watcher,
+    mut drain: Drain,
 ) -> Result<(), hyper::Error>
 where
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
@@ -150,7 +212,7 @@ where
         .max_headers(limits.max_headers())
         .keep_alive(true)
         .serve_connection(io, service);
-    graceful.watch(connection).await
+    drain.watch(connection).await
 }
 
 async fn serve_http2<I>(
@@ -158,7 +220,7 @@ async fn serve_http2<I>(
     proxy: Arc<Proxy>,
     info: ConnectionInfo,
     limits: ConnectionLimits,
-    graceful: Watcher,
+    mut drain: Drain,
 ) -> Result<(), hyper::Error>
 where
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
@@ -171,5 +233,5 @@ where
         .timer(TokioTimer::new())
         .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX))
         .serve_connection(io, service);
-    graceful.watch(connection).await
+    drain.watch(connection).await
 }

@@ -2,7 +2,8 @@
 //! its body streaming, and streams the answer back.
 //!
 //! Owns: route parsing (`route`), header hygiene (`headers`), body observation (`body`), the
-//! proxy's errors (`error`) and the client-facing listener (`listener`).
+//! proxy's errors (`error`), the client-facing listener (`listener`) and the HTTP/1.1
+//! connections it serves without hyper (`http1`).
 //! May call: `upstream` (the pool), `oci_error` (error rendering), `events` (taps), `index` (model
 //! types), `telemetry` (error chains). Later layers tap requests by
 //! matching on the `OciRoute` in `Proxy::handle`, never by parsing paths themselves.
@@ -10,6 +11,7 @@
 mod body;
 mod error;
 mod headers;
+mod http1;
 pub mod listener;
 pub mod route;
 mod tap;
@@ -92,15 +94,7 @@ impl Proxy {
                     None => Tap::Nothing,
                 },
             ),
-            Err(error) => {
-                let error = ProxyError::from(error);
-                tracing::debug!(
-                    path = request.uri().path(),
-                    cause = error.cause(),
-                    "rejected"
-                );
-                return Ok(error.to_oci().into_response());
-            }
+            Err(error) => return Ok(rejected(request.uri().path(), error).into_response()),
         };
         // Counted for the log line and the byte metrics.
         let received = (!request.body().is_end_stream()).then(|| Arc::new(AtomicU64::new(0)));
@@ -131,7 +125,8 @@ impl Proxy {
                 record_repository.as_deref(),
                 started,
                 received.as_deref(),
-            )),
+            )
+            .into_response()),
         }
     }
 
@@ -195,11 +190,23 @@ impl Proxy {
 /// `scheme://host[:port]` as the client addressed the proxy; the listener's own address when the
 /// client sent no host (HTTP/1.0).
 fn client_origin(connection: ConnectionInfo, host: Option<&HeaderValue>) -> String {
+    client_origin_of(connection, host.and_then(|h| h.to_str().ok()))
+}
+
+fn client_origin_of(connection: ConnectionInfo, host: Option<&str>) -> String {
     let scheme = connection.scheme.as_str();
-    match host.and_then(|h| h.to_str().ok()).filter(|h| !h.is_empty()) {
+    match host.filter(|h| !h.is_empty()) {
         Some(host) => format!("{scheme}://{host}"),
         None => format!("{scheme}://{}", connection.local),
     }
+}
+
+/// The answer to a path that is not a valid OCI route.
+#[cold]
+fn rejected(path: &str, error: route::RouteError) -> crate::oci_error::OciError {
+    let error = ProxyError::from(error);
+    tracing::debug!(path, cause = error.cause(), "rejected");
+    error.to_oci()
 }
 
 /// The answer to a request that failed, counted and logged by whose fault it was.
@@ -211,7 +218,7 @@ fn failed(
     repository: Option<&str>,
     started: Instant,
     received: Option<&AtomicU64>,
-) -> Response<LoggedBody> {
+) -> crate::oci_error::OciError {
     let answer = error.to_oci();
     let elapsed = started.elapsed().as_secs_f64();
     let status = answer.status.as_u16();
@@ -242,5 +249,5 @@ fn failed(
             "upstream request failed"
         );
     }
-    answer.into_response()
+    answer
 }

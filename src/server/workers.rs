@@ -119,7 +119,7 @@ impl Worker {
     }
 }
 
-async fn drain(graceful: hyper_util::server::graceful::GracefulShutdown, grace: Duration) {
+async fn drain(graceful: proxy::listener::Shutdown, grace: Duration) {
     let open = graceful.count();
     match tokio::time::timeout(grace, graceful.shutdown()).await {
         Ok(()) => tracing::info!(connections = open, "all connections finished"),

@@ -28,7 +28,7 @@ use super::{
     UpstreamBody,
     body::ResponseBody,
     exchange::{
-        self, Answer, ExchangeError, Framing, Stream,
+        self, Answer, ExchangeError, Framing, Head, Stream,
         framed::{FramedBody, Home},
     },
 };
@@ -179,9 +179,19 @@ impl Pool {
         request: &Request<UpstreamBody>,
     ) -> Result<Response<ResponseBody>, UpstreamError> {
         let head = exchange::request_head(request);
-        let method = request.method();
+        let (head, body) = self.pull(&head, request.method()).await?;
+        Ok(head.to_response()?.map(|()| body))
+    }
+
+    /// Sends `request_head` (a bodyless `GET`/`HEAD` as written on the wire, `Host` naming
+    /// the upstream) and reads the answer's head; the body follows as the caller polls it.
+    pub async fn pull(
+        &self,
+        request_head: &[u8],
+        method: &Method,
+    ) -> Result<(Head, ResponseBody), UpstreamError> {
         if let Some(mut stream) = self.streams.checkout(self.idle_timeout) {
-            match exchange::exchange(&mut stream, &head, method).await {
+            match exchange::exchange(&mut stream, request_head, method).await {
                 Ok(answer) => return Ok(self.answer(stream, answer)),
                 Err(ExchangeError::Lost(error)) => {
                     tracing::debug!(%error, "upstream closed a kept-alive connection; retrying");
@@ -190,20 +200,15 @@ impl Pool {
             }
         }
         let mut stream = Stream::from(self.dial().await?);
-        let answer = exchange::exchange(&mut stream, &head, method).await?;
+        let answer = exchange::exchange(&mut stream, request_head, method).await?;
         Ok(self.answer(stream, answer))
     }
 
-    /// The response to hand on. A body that came whole with the head (a manifest, nearly
-    /// always) frees the connection at once; a longer one takes it along until read.
-    fn answer(&self, stream: Stream, answer: Answer) -> Response<ResponseBody> {
-        let Answer {
-            response,
-            framing,
-            mut buffer,
-            keep_alive,
-        } = answer;
-        let whole = match framing {
+    /// The body to hand on. One that came whole with the head (a manifest, nearly always)
+    /// frees the connection at once; a longer one takes it along until read.
+    fn answer(&self, stream: Stream, answer: Answer) -> (Head, ResponseBody) {
+        let Answer { head, mut buffer } = answer;
+        let whole = match head.framing {
             Framing::Empty => Some(None),
             Framing::Length(length) if buffer.len() as u64 >= length => Some(Some(
                 buffer.split_to(buffer.len().min(length as usize)).freeze(),
@@ -213,17 +218,19 @@ impl Pool {
         let body = match whole {
             Some(data) => {
                 // Bytes beyond the body are an upstream out of step: the connection is dropped.
-                if keep_alive && buffer.is_empty() {
+                if head.keep_alive && buffer.is_empty() {
                     self.streams.take_back(stream);
                 }
                 ResponseBody::whole(data)
             }
             None => {
-                let home = keep_alive.then(|| Arc::clone(&self.streams) as Arc<dyn Home>);
-                FramedBody::new(stream, buffer, framing, home).into()
+                let home = head
+                    .keep_alive
+                    .then(|| Arc::clone(&self.streams) as Arc<dyn Home>);
+                FramedBody::new(stream, buffer, head.framing, home).into()
             }
         };
-        response.map(|()| body)
+        (head, body)
     }
 
     async fn send_on(

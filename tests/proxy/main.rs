@@ -7,6 +7,7 @@ mod auth;
 mod bounds;
 mod cleanup;
 mod cli;
+mod connections;
 mod faults;
 mod idle;
 mod monitoring;

@@ -1,0 +1,213 @@
+//! One bodyless `GET`/`HEAD` served without hyper: the route checked and tapped as
+//! [`Proxy::handle`] does, the head sent upstream through the pool's exchange, the upstream's
+//! head passed on as written ([`respond`]) and its body streamed as the client takes it, logged
+//! and counted by the same [`LoggedBody`] as hyper's responses.
+
+use std::{
+    pin::Pin,
+    task::{Context, Poll, Waker},
+    time::Instant,
+};
+
+use bytes::{BufMut, Bytes, BytesMut};
+use http::{HeaderMap, Method, Response};
+use http_body::{Body, Frame};
+use http_body_util::BodyExt;
+use tokio::io::{AsyncWrite, AsyncWriteExt};
+
+use super::{
+    deadline::Deadline,
+    request::Pull,
+    respond::{self, Origin, Sent},
+};
+use crate::proxy::{
+    ClientBody, ConnectionInfo, LoggedBody, OciRoute, Proxy, ProxyError, body::RequestRecord,
+    failed, rejected, tap::Tap,
+};
+
+/// Body bytes gathered with the head (or with each other) into one write.
+const GATHER: usize = 64 * 1024;
+
+/// What one pull needs from its connection.
+pub struct Exchange<'c, I> {
+    pub io: &'c mut I,
+    /// The client's head, at the start.
+    pub buffer: &'c [u8],
+    /// The head to send upstream.
+    pub upstream_head: &'c [u8],
+    /// Where the answer is written before it goes out.
+    pub out: &'c mut BytesMut,
+    pub answer_deadline: &'c mut Deadline,
+    pub connection: ConnectionInfo,
+    /// The connection ends after this answer.
+    pub close: bool,
+}
+
+struct ClientOrigin<'a> {
+    connection: ConnectionInfo,
+    host: Option<&'a [u8]>,
+}
+
+impl Origin for ClientOrigin<'_> {
+    fn origin(&self) -> String {
+        let host = self.host.and_then(|h| std::str::from_utf8(h).ok());
+        crate::proxy::client_origin_of(self.connection, host)
+    }
+}
+
+/// Serves `request`; whether the connection can carry another.
+pub async fn serve<I: AsyncWrite + Unpin>(
+    proxy: &Proxy,
+    request: &Pull,
+    exchange: Exchange<'_, I>,
+) -> bool {
+    let started = Instant::now();
+    let method = &request.method;
+    let head_only = *method == Method::HEAD;
+    let route = match OciRoute::parse(request.path(exchange.buffer)) {
+        Ok(route) => route,
+        Err(error) => {
+            let answer = rejected(request.path(exchange.buffer), error);
+            return write_local(exchange, answer.into_response(), head_only).await;
+        }
+    };
+    let kind = route.kind();
+    let repository = proxy
+        .log_requests
+        .then(|| route.repository().map(Box::<str>::from))
+        .flatten();
+    let tap = match proxy.events {
+        Some(_) => Tap::of(&route, method, &HeaderMap::new()),
+        None => Tap::Nothing,
+    };
+    let upstream = &proxy.upstream;
+    let asked = tokio::time::Instant::now();
+    let answered = exchange
+        .answer_deadline
+        .run(asked, upstream.pool.pull(exchange.upstream_head, method))
+        .await;
+    let (head, body) = match answered {
+        Some(Ok(answer)) => answer,
+        Some(Err(error)) => {
+            let error = ProxyError::from_send(error);
+            let answer = failed(&error, method, kind, repository.as_deref(), started, None);
+            return write_local(exchange, answer.into_response(), head_only).await;
+        }
+        None => {
+            let error = ProxyError::UpstreamTimeout(exchange.answer_deadline.period());
+            let answer = failed(&error, method, kind, repository.as_deref(), started, None);
+            return write_local(exchange, answer.into_response(), head_only).await;
+        }
+    };
+    if let Some(events) = &proxy.events {
+        tap.record(head.status, &HeaderMap::new(), events, &proxy.pulls);
+    }
+    let origin = ClientOrigin {
+        connection: exchange.connection,
+        host: request.host.clone().map(|host| &exchange.buffer[host]),
+    };
+    let sent = respond::upstream_head(
+        exchange.out,
+        &head,
+        &upstream.names,
+        &origin,
+        exchange.close,
+    );
+    let record = RequestRecord {
+        log: proxy.log_requests,
+        method: method.clone(),
+        route: kind,
+        repository,
+        status: head.status.as_u16(),
+        started,
+        received: None,
+    };
+    let body = LoggedBody::new(
+        ClientBody::upstream(body, upstream.upstream_body_idle),
+        Some(record),
+    );
+    stream(exchange.io, exchange.out, body, sent).await && !exchange.close
+}
+
+/// Writes `out` (the head) and the body after it, gathering what is at hand into few writes;
+/// whether the body went out whole.
+async fn stream<I: AsyncWrite + Unpin>(
+    io: &mut I,
+    out: &mut BytesMut,
+    mut body: LoggedBody,
+    sent: Sent,
+) -> bool {
+    loop {
+        let frame = match poll_now(&mut body) {
+            Poll::Ready(frame) => frame,
+            Poll::Pending => {
+                // Nothing at hand: what is gathered goes out before waiting.
+                if !flush(io, out).await {
+                    return false;
+                }
+                body.frame().await
+            }
+        };
+        let data = match frame {
+            None => {
+                if sent == Sent::Chunked {
+                    respond::chunk(out, &[]);
+                }
+                return flush(io, out).await;
+            }
+            // The upstream failed mid-body (logged by `LoggedBody`): the client learns it
+            // from the connection's close.
+            Some(Err(_)) => return false,
+            Some(Ok(frame)) => match frame.into_data() {
+                Ok(data) => data,
+                Err(_) => continue,
+            },
+        };
+        if !put(io, out, data, sent).await {
+            return false;
+        }
+    }
+}
+
+/// Adds `data` to what goes out, or writes both when they are large.
+async fn put<I: AsyncWrite + Unpin>(
+    io: &mut I,
+    out: &mut BytesMut,
+    data: Bytes,
+    sent: Sent,
+) -> bool {
+    if sent == Sent::Chunked {
+        respond::chunk(out, &data);
+        return out.len() < GATHER || flush(io, out).await;
+    }
+    if out.len() + data.len() <= GATHER {
+        out.put_slice(&data);
+        return true;
+    }
+    flush(io, out).await && io.write_all(&data).await.is_ok()
+}
+
+/// The next frame if the body has one at hand.
+fn poll_now(
+    body: &mut LoggedBody,
+) -> Poll<Option<Result<Frame<Bytes>, crate::proxy::body::BodyError>>> {
+    Pin::new(body).poll_frame(&mut Context::from_waker(Waker::noop()))
+}
+
+async fn flush<I: AsyncWrite + Unpin>(io: &mut I, out: &mut BytesMut) -> bool {
+    if out.is_empty() {
+        return true;
+    }
+    let written = io.write_all(out).await.is_ok() && io.flush().await.is_ok();
+    out.clear();
+    written
+}
+
+async fn write_local<I: AsyncWrite + Unpin>(
+    exchange: Exchange<'_, I>,
+    response: Response<Bytes>,
+    head_only: bool,
+) -> bool {
+    respond::local(exchange.out, &response, head_only, exchange.close);
+    flush(exchange.io, exchange.out).await && !exchange.close
+}
