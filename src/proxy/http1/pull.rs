@@ -131,7 +131,7 @@ pub async fn serve<I: AsyncWrite + Unpin>(
 
 /// Writes `out` (the head) and the body after it, gathering what is at hand into few writes;
 /// whether the body went out whole.
-async fn stream<I: AsyncWrite + Unpin>(
+pub(super) async fn stream<I: AsyncWrite + Unpin>(
     io: &mut I,
     out: &mut BytesMut,
     mut body: LoggedBody,
@@ -176,15 +176,23 @@ async fn put<I: AsyncWrite + Unpin>(
     data: Bytes,
     sent: Sent,
 ) -> bool {
-    if sent == Sent::Chunked {
-        respond::chunk(out, &data);
-        return out.len() < GATHER || flush(io, out).await;
-    }
     if out.len() + data.len() <= GATHER {
-        out.put_slice(&data);
+        match sent {
+            Sent::Chunked => respond::chunk(out, &data),
+            Sent::AsIs => out.put_slice(&data),
+        }
         return true;
     }
-    flush(io, out).await && io.write_all(&data).await.is_ok()
+    if sent == Sent::Chunked {
+        respond::chunk_size(out, data.len());
+    }
+    if !(flush(io, out).await && io.write_all(&data).await.is_ok()) {
+        return false;
+    }
+    if sent == Sent::Chunked {
+        out.put_slice(b"\r\n");
+    }
+    true
 }
 
 /// The next frame if the body has one at hand.
@@ -194,11 +202,10 @@ fn poll_now(
     Pin::new(body).poll_frame(&mut Context::from_waker(Waker::noop()))
 }
 
+/// Writes what is gathered and flushes the connection (a TLS stream holds what it could not
+/// send yet until flushed).
 async fn flush<I: AsyncWrite + Unpin>(io: &mut I, out: &mut BytesMut) -> bool {
-    if out.is_empty() {
-        return true;
-    }
-    let written = io.write_all(out).await.is_ok() && io.flush().await.is_ok();
+    let written = (out.is_empty() || io.write_all(out).await.is_ok()) && io.flush().await.is_ok();
     out.clear();
     written
 }

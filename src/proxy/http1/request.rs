@@ -83,7 +83,11 @@ pub fn parse(buffer: &[u8], upstream_host: &[u8], upstream: &mut BytesMut) -> Pa
         _ => return Parsed::Other,
     };
     let target = request.path.unwrap_or_default();
-    if request.version != Some(1) || !target.starts_with('/') {
+    // hyper refuses (`400`) the targets `http` will not take for a URI.
+    if request.version != Some(1)
+        || !target.starts_with('/')
+        || http::uri::PathAndQuery::try_from(target).is_err()
+    {
         return Parsed::Other;
     }
     let base = buffer.as_ptr() as usize;
@@ -206,6 +210,8 @@ mod tests {
             "GET /v2/ HTTP/1.1\r\nUpgrade: websocket\r\nConnection: upgrade\r\n\r\n",
             "GET /v2/ HTTP/1.1\r\nConnection: a, b, c, d, e, f, g, h, i\r\n\r\n",
             "GET /v2/ HTTP/1.1\r\nBad Name: 1\r\n\r\n",
+            "GET /v2/a<b HTTP/1.1\r\n\r\n",
+            "GET /v2/a`b HTTP/1.1\r\n\r\n",
             "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n",
         ] {
             let mut upstream = BytesMut::new();

@@ -152,10 +152,15 @@ fn date(out: &mut BytesMut) {
 
 /// One chunk of a chunked body: size line, data, CRLF; the empty one ends the body.
 pub fn chunk(out: &mut BytesMut, data: &[u8]) {
-    use std::fmt::Write;
-    let _ = write!(out, "{:x}\r\n", data.len());
+    chunk_size(out, data.len());
     out.put_slice(data);
     out.put_slice(b"\r\n");
+}
+
+/// A chunk's size line, for data written after it and a CRLF after that.
+pub fn chunk_size(out: &mut BytesMut, size: usize) {
+    use std::fmt::Write;
+    let _ = write!(out, "{size:x}\r\n");
 }
 
 #[cfg(test)]
