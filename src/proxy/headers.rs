@@ -28,19 +28,39 @@ const HOP_BY_HOP: [HeaderName; 10] = [
     EXPECT,
 ];
 
+/// Whether the field `name` (as written, any case) is one of [`HOP_BY_HOP`]: for the heads the
+/// proxy passes on as bytes.
+pub fn is_hop_by_hop(name: &[u8]) -> bool {
+    hop_by_hop_position(name).is_some()
+}
+
 /// `name`'s place in [`HOP_BY_HOP`].
 fn hop_by_hop(name: &HeaderName) -> Option<usize> {
-    let position = match name.as_str() {
-        "connection" => 0,
-        "transfer-encoding" => 1,
-        "te" => 2,
-        "trailer" => 3,
-        "upgrade" => 4,
-        "proxy-authorization" => 5,
-        "proxy-authenticate" => 6,
-        "keep-alive" => 7,
-        "proxy-connection" => 8,
-        "expect" => 9,
+    hop_by_hop_position(name.as_str().as_bytes())
+}
+
+/// The place in [`HOP_BY_HOP`] of the name `name` spells in any case.
+fn hop_by_hop_position(name: &[u8]) -> Option<usize> {
+    // Their lengths: most end-to-end names (`date`, `content-type`, `docker-content-digest`)
+    // are told apart without looking at a byte.
+    if !matches!(name.len(), 2 | 6 | 7 | 10 | 16..=19) {
+        return None;
+    }
+    let mut lower = [0u8; 19];
+    let lower = lower.get_mut(..name.len())?;
+    lower.copy_from_slice(name);
+    lower.make_ascii_lowercase();
+    let position = match &*lower {
+        b"connection" => 0,
+        b"transfer-encoding" => 1,
+        b"te" => 2,
+        b"trailer" => 3,
+        b"upgrade" => 4,
+        b"proxy-authorization" => 5,
+        b"proxy-authenticate" => 6,
+        b"keep-alive" => 7,
+        b"proxy-connection" => 8,
+        b"expect" => 9,
         _ => return None,
     };
     Some(position)
@@ -153,6 +173,18 @@ mod tests {
 
     fn names() -> UpstreamNames {
         UpstreamNames::new("127.0.0.1:5000", 80, &["registry.example.com".to_string()])
+    }
+
+    #[test]
+    fn each_hop_by_hop_name_is_found_at_its_place_in_any_case() {
+        for (place, name) in HOP_BY_HOP.iter().enumerate() {
+            assert_eq!(hop_by_hop(name), Some(place));
+            let upper = name.as_str().to_ascii_uppercase();
+            assert!(is_hop_by_hop(upper.as_bytes()), "{upper}");
+        }
+        for other in ["content-length", "host", "x-proxy-authorization-2", "", "t"] {
+            assert!(!is_hop_by_hop(other.as_bytes()), "{other}");
+        }
     }
 
     #[test]

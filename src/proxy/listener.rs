@@ -3,14 +3,25 @@
 //! hyper; both with a header-read deadline and a head-size limit, and tracked for a graceful
 //! shutdown ([`Shutdown`]).
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    pin::Pin,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    task::{Context, Poll},
+    time::Duration,
+};
 
 use hyper::service::service_fn;
 use hyper_util::{
     rt::{TokioExecutor, TokioIo, TokioTimer},
     server::graceful::GracefulConnection,
 };
-use tokio::{net::TcpListener, sync::watch};
+use tokio::{
+    net::TcpListener,
+    sync::{Notify, futures::OwnedNotified, watch},
+};
 use tokio_rustls::TlsAcceptor;
 
 use super::{ConnectionInfo, Proxy};
@@ -59,51 +70,87 @@ impl ConnectionLimits {
 
 /// The open connections of one listener, told together to finish.
 pub struct Shutdown {
-    draining: watch::Sender<bool>,
+    signal: Arc<Signal>,
+    /// Each connection holds a receiver: their count is the open connections, and the channel
+    /// closes when the last one ends. Never sent on.
+    open: watch::Sender<()>,
+}
+
+/// What a drain tells the connections.
+struct Signal {
+    draining: AtomicBool,
+    wake: Arc<Notify>,
 }
 
 /// One connection's view of its listener's [`Shutdown`]: it lives as long as the connection.
 pub struct Drain {
-    draining: watch::Receiver<bool>,
+    signal: Arc<Signal>,
+    _open: watch::Receiver<()>,
+    /// Made once per connection and polled between its requests: making and dropping a waiter
+    /// per request cost more than the rest of reading a request head.
+    woken: Option<Pin<Box<OwnedNotified>>>,
 }
 
 impl Shutdown {
     fn new() -> Self {
         Self {
-            draining: watch::Sender::new(false),
+            signal: Arc::new(Signal {
+                draining: AtomicBool::new(false),
+                wake: Arc::new(Notify::new()),
+            }),
+            open: watch::Sender::new(()),
         }
     }
 
     fn watcher(&self) -> Drain {
         Drain {
-            draining: self.draining.subscribe(),
+            signal: Arc::clone(&self.signal),
+            _open: self.open.subscribe(),
+            woken: None,
         }
     }
 
     /// How many connections are open.
     pub fn count(&self) -> usize {
-        self.draining.receiver_count()
+        self.open.receiver_count()
     }
 
     /// Tells every connection to finish (idle ones close, busy ones after their answer) and
     /// waits until all have.
     pub async fn shutdown(self) {
-        self.draining.send_replace(true);
-        self.draining.closed().await;
+        self.signal.draining.store(true, Ordering::Release);
+        self.signal.wake.notify_waiters();
+        self.open.closed().await;
     }
 }
 
 impl Drain {
     pub fn is_draining(&self) -> bool {
-        *self.draining.borrow()
+        self.signal.draining.load(Ordering::Acquire)
+    }
+
+    /// Whether the listener drains; when not, the task is woken when it does.
+    pub fn poll_draining(&mut self, cx: &mut Context<'_>) -> bool {
+        // The waiter exists before the flag is read: a drain after the read wakes it.
+        let woken = self
+            .woken
+            .get_or_insert_with(|| Box::pin(Arc::clone(&self.signal.wake).notified_owned()));
+        if self.signal.draining.load(Ordering::Acquire) {
+            return true;
+        }
+        woken.as_mut().poll(cx).is_ready()
     }
 
     /// Ready once the listener drains.
     pub async fn draining(&mut self) {
-        // An error is a `Shutdown` gone: nothing will ever drain this connection but its end.
-        if self.draining.wait_for(|draining| *draining).await.is_err() {
-            std::future::pending::<()>().await;
-        }
+        std::future::poll_fn(|cx| {
+            if self.poll_draining(cx) {
+                Poll::Ready(())
+            } else {
+                Poll::Pending
+            }
+        })
+        .await
     }
 
     /// Runs hyper's `connection`, shutting it down gracefully once the listener drains.
@@ -116,6 +163,14 @@ impl Drain {
         connection.as_mut().graceful_shutdown();
         connection.await
     }
+}
+
+/// What each connection of a listener is served with.
+#[derive(Clone)]
+pub(super) struct Served {
+    pub proxy: Arc<Proxy>,
+    pub info: ConnectionInfo,
+    pub limits: ConnectionLimits,
 }
 
 /// Accepts on `listener` until `stop` flips, serving each connection with `proxy`. Returns the
@@ -155,12 +210,16 @@ pub async fn serve_connections(
             _ = stop.changed() => break,
         };
         let _ = stream.set_nodelay(true);
-        let proxy = proxy.clone();
+        let served = Served {
+            proxy: proxy.clone(),
+            info,
+            limits,
+        };
         let graceful = graceful.watcher();
         let tls = tls.clone();
         tokio::spawn(async move {
             match tls {
-                None => super::http1::serve(stream, proxy, info, limits, graceful).await,
+                None => super::http1::serve(stream, served, graceful).await,
                 Some(acceptor) => {
                     let handshake =
                         tokio::time::timeout(limits.header_read_timeout, acceptor.accept(stream));
@@ -176,9 +235,9 @@ pub async fn serve_connections(
                         }
                     };
                     if stream.get_ref().1.alpn_protocol() == Some(b"h2") {
-                        serve_http2(TokioIo::new(stream), proxy, info, limits, graceful).await
+                        serve_http2(TokioIo::new(stream), served, graceful).await
                     } else {
-                        super::http1::serve(stream, proxy, info, limits, graceful).await
+                        super::http1::serve(stream, served, graceful).await
                     }
                 }
             }
@@ -193,14 +252,17 @@ pub async fn serve_connections(
 /// Serves `io` with hyper's HTTP/1.1.
 pub(super) async fn serve_http1<I>(
     io: TokioIo<I>,
-    proxy: Arc<Proxy>,
-    info: ConnectionInfo,
-    limits: ConnectionLimits,
+    served: Served,
     mut drain: Drain,
 ) -> Result<(), hyper::Error>
 where
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
+    let Served {
+        proxy,
+        info,
+        limits,
+    } = served;
     let service = service_fn(move |request| {
         let proxy = proxy.clone();
         async move { proxy.handle(request, info).await }
@@ -217,14 +279,17 @@ where
 
 async fn serve_http2<I>(
     io: TokioIo<I>,
-    proxy: Arc<Proxy>,
-    info: ConnectionInfo,
-    limits: ConnectionLimits,
+    served: Served,
     mut drain: Drain,
 ) -> Result<(), hyper::Error>
 where
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
+    let Served {
+        proxy,
+        info,
+        limits,
+    } = served;
     let service = service_fn(move |request| {
         let proxy = proxy.clone();
         async move { proxy.handle(request, info).await }

@@ -19,15 +19,12 @@ mod request;
 mod respond;
 mod rewind;
 
-use std::{future::poll_fn, pin::Pin, sync::Arc, task::Poll};
+use std::{future::poll_fn, pin::Pin, task::Poll};
 
 use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncRead, AsyncWrite};
 
-use super::{
-    ConnectionInfo, Proxy,
-    listener::{ConnectionLimits, Drain, serve_http1},
-};
+use super::listener::{ConnectionLimits, Drain, Served, serve_http1};
 use deadline::Deadline;
 use request::Parsed;
 
@@ -54,16 +51,15 @@ struct Connection<I> {
 }
 
 /// Serves `io` until it closes, handing it to hyper at the first request not served here.
-pub async fn serve<I>(
-    io: I,
-    proxy: Arc<Proxy>,
-    info: ConnectionInfo,
-    limits: ConnectionLimits,
-    mut drain: Drain,
-) -> Result<(), hyper::Error>
+pub async fn serve<I>(io: I, served: Served, mut drain: Drain) -> Result<(), hyper::Error>
 where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
+    let Served {
+        ref proxy,
+        info,
+        ref limits,
+    } = served;
     let mut connection = Connection {
         io,
         buffer: BytesMut::with_capacity(READ),
@@ -74,14 +70,13 @@ where
     };
     let host = proxy.upstream.host_header.as_bytes();
     loop {
-        let request = match connection.next(host, &limits, &mut drain).await {
+        let request = match connection.next(host, limits, &mut drain).await {
             Next::Pull(request) => request,
             Next::Done => return Ok(()),
             Next::Other => {
                 let Connection { io, buffer, .. } = connection;
                 let io = rewind::Rewind::new(buffer.freeze(), io);
-                return serve_http1(hyper_util::rt::TokioIo::new(io), proxy, info, limits, drain)
-                    .await;
+                return serve_http1(hyper_util::rt::TokioIo::new(io), served, drain).await;
             }
         };
         let close = request.close || drain.is_draining();
@@ -94,7 +89,7 @@ where
             connection: info,
             close,
         };
-        if !pull::serve(&proxy, &request, exchange).await {
+        if !pull::serve(proxy, &request, exchange).await {
             return Ok(());
         }
         connection.buffer.advance(request.length);
@@ -122,9 +117,8 @@ impl<I: AsyncRead + Unpin> Connection<I> {
             }
             // Between requests a drain ends the connection; mid-head the request is served.
             let idle = self.buffer.is_empty();
-            let mut drained = std::pin::pin!(drain.draining());
             let read = poll_fn(|cx| {
-                if idle && drained.as_mut().poll(cx).is_ready() {
+                if idle && drain.poll_draining(cx) {
                     return Poll::Ready(Ok(0));
                 }
                 match tokio_util::io::poll_read_buf(Pin::new(&mut self.io), cx, &mut self.buffer) {

@@ -9,6 +9,8 @@ use std::{mem::MaybeUninit, ops::Range};
 use bytes::{BufMut, BytesMut};
 use http::Method;
 
+use crate::proxy::headers::is_hop_by_hop;
+
 /// Fields read here; a head with more goes to hyper, whose limit is the configured one.
 const FIELDS: usize = 64;
 /// Field names a `Connection` header may list; more go to hyper.
@@ -45,22 +47,13 @@ pub enum Parsed {
     Other,
 }
 
-/// The header fields that describe one connection, not the message (RFC 9110 §7.6.1), and
-/// `Host`, which the upstream head gets anew.
-fn not_forwarded(name: &[u8]) -> bool {
-    const NAMES: [&[u8]; 10] = [
-        b"host",
-        b"connection",
-        b"keep-alive",
-        b"proxy-connection",
-        b"te",
-        b"trailer",
-        b"upgrade",
-        b"proxy-authorization",
-        b"proxy-authenticate",
-        b"transfer-encoding",
-    ];
-    NAMES.iter().any(|n| n.eq_ignore_ascii_case(name))
+/// Whether the target has a byte that `http` may refuse in a URI (hyper answers those `400`)
+/// or that no registry path needs: such requests are left to hyper. Checking the few bytes
+/// here costs a tenth of parsing the target into an `http::uri::PathAndQuery`.
+fn unusual(target: &[u8]) -> bool {
+    target
+        .iter()
+        .any(|&b| matches!(b, b'"' | b'#' | b'<' | b'>' | b'`' | b'{' | b'}') || !b.is_ascii())
 }
 
 /// Parses the head at the start of `buffer`. For a [`Pull`], `upstream` receives the head to
@@ -83,11 +76,7 @@ pub fn parse(buffer: &[u8], upstream_host: &[u8], upstream: &mut BytesMut) -> Pa
         _ => return Parsed::Other,
     };
     let target = request.path.unwrap_or_default();
-    // hyper refuses (`400`) the targets `http` will not take for a URI.
-    if request.version != Some(1)
-        || !target.starts_with('/')
-        || http::uri::PathAndQuery::try_from(target).is_err()
-    {
+    if request.version != Some(1) || !target.starts_with('/') || unusual(target.as_bytes()) {
         return Parsed::Other;
     }
     let base = buffer.as_ptr() as usize;
@@ -124,18 +113,46 @@ pub fn parse(buffer: &[u8], upstream_host: &[u8], upstream: &mut BytesMut) -> Pa
             }
         }
     }
-    let listed = &listed[..listed_count];
+    upstream_head(
+        upstream,
+        &method,
+        target,
+        upstream_host,
+        request.headers,
+        &listed[..listed_count],
+    );
+    Parsed::Pull(Pull {
+        target: place(target.as_bytes()),
+        method,
+        length,
+        host,
+        close,
+    })
+}
+
+/// Writes the head sent upstream: the request line, `Host: upstream_host`, and the client's
+/// fields but for `Host`, the hop-by-hop ones and those its `Connection` lists.
+fn upstream_head(
+    upstream: &mut BytesMut,
+    method: &Method,
+    target: &str,
+    upstream_host: &[u8],
+    fields: &[httparse::Header<'_>],
+    listed: &[&[u8]],
+) {
     upstream.clear();
-    upstream.reserve(length + upstream_host.len() + 16);
     upstream.put_slice(method.as_str().as_bytes());
     upstream.put_u8(b' ');
     upstream.put_slice(target.as_bytes());
     upstream.put_slice(b" HTTP/1.1\r\nhost: ");
     upstream.put_slice(upstream_host);
     upstream.put_slice(b"\r\n");
-    for field in request.headers.iter() {
+    for field in fields {
         let name = field.name.as_bytes();
-        if not_forwarded(name) || listed.iter().any(|l| l.eq_ignore_ascii_case(name)) {
+        if name.eq_ignore_ascii_case(b"host")
+            || is_hop_by_hop(name)
+            || listed.iter().any(|l| l.eq_ignore_ascii_case(name))
+        {
             continue;
         }
         upstream.put_slice(name);
@@ -144,13 +161,6 @@ pub fn parse(buffer: &[u8], upstream_host: &[u8], upstream: &mut BytesMut) -> Pa
         upstream.put_slice(b"\r\n");
     }
     upstream.put_slice(b"\r\n");
-    Parsed::Pull(Pull {
-        target: place(target.as_bytes()),
-        method,
-        length,
-        host,
-        close,
-    })
 }
 
 #[cfg(test)]
@@ -196,6 +206,22 @@ mod tests {
             upstream,
             "HEAD /v2/ HTTP/1.1\r\nhost: registry:5000\r\n\r\n"
         );
+    }
+
+    /// Every target served here is one `http` takes (so hyper would not have refused it).
+    #[test]
+    fn a_target_served_here_is_a_valid_uri_in_path_and_query() {
+        for byte in 0x21u8..=0x7e {
+            let c = byte as char;
+            for target in [format!("/v2/a{c}b"), format!("/v2/a?b{c}d")] {
+                if !unusual(target.as_bytes()) {
+                    assert!(
+                        http::uri::PathAndQuery::try_from(target.as_str()).is_ok(),
+                        "{target}"
+                    );
+                }
+            }
+        }
     }
 
     #[test]

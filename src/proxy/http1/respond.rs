@@ -10,22 +10,9 @@ use bytes::{BufMut, Bytes, BytesMut};
 use http::{Response, StatusCode};
 
 use crate::{
-    proxy::headers::{rewrite_links, rewrite_url},
+    proxy::headers::{is_hop_by_hop, rewrite_links, rewrite_url},
     upstream::{Framing, Head, UpstreamNames},
 };
-
-/// Hop-by-hop fields; the framing ones are written anew.
-const NOT_PASSED: [&[u8]; 9] = [
-    b"connection",
-    b"keep-alive",
-    b"proxy-connection",
-    b"te",
-    b"trailer",
-    b"upgrade",
-    b"proxy-authenticate",
-    b"proxy-authorization",
-    b"transfer-encoding",
-];
 
 /// How the body follows the head written.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -63,8 +50,8 @@ pub fn upstream_head(
         .collect();
     let mut dated = false;
     let mut client_origin = None;
-    for (name, value) in head.fields() {
-        if NOT_PASSED.iter().any(|n| n.eq_ignore_ascii_case(name))
+    for (name, value, line) in head.lines() {
+        if is_hop_by_hop(name)
             || listed.iter().any(|n| n.eq_ignore_ascii_case(name))
             || sent == Sent::Chunked && name.eq_ignore_ascii_case(b"content-length")
         {
@@ -84,7 +71,13 @@ pub fn upstream_head(
         } else {
             None
         };
-        field(out, name, rewritten.as_deref().map_or(value, str::as_bytes));
+        match rewritten {
+            Some(value) => field(out, name, value.as_bytes()),
+            None => {
+                out.put_slice(line);
+                out.put_slice(b"\r\n");
+            }
+        }
     }
     if !dated {
         date(out);

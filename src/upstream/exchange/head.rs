@@ -64,6 +64,19 @@ impl Head {
         self.fields.len()
     }
 
+    /// The fields as `(name, value, line)`, `line` being the field as written, from its name
+    /// to the end of its value (without the line's end).
+    pub fn lines(&self) -> impl Iterator<Item = (&[u8], &[u8], &[u8])> {
+        self.fields.iter().map(|field| {
+            let (name, value) = (field.name, field.value);
+            (
+                &self.bytes[name.0 as usize..name.1 as usize],
+                &self.bytes[value.0 as usize..value.1 as usize],
+                &self.bytes[name.0 as usize..value.1 as usize],
+            )
+        })
+    }
+
     /// The fields with each value as shared bytes (no copy).
     pub(super) fn shared_fields(&self) -> impl Iterator<Item = (&[u8], Bytes)> {
         self.fields.iter().map(|field| {

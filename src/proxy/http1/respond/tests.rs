@@ -30,7 +30,7 @@ fn end_to_end_fields_pass_as_written_and_hop_by_hop_ones_do_not() {
         "HTTP/1.1 200 OK\r\nContent-Type: application/vnd.oci.image.manifest.v1+json\r\n\
          Connection: keep-alive, X-Hop\r\nX-Hop: 1\r\nKeep-Alive: timeout=5\r\n\
          Proxy-Authenticate: Basic\r\nTrailer: X-T\r\nUpgrade: h2c\r\n\
-         Docker-Content-Digest: sha256:ab\r\nContent-Length: 2\r\n\
+         Docker-Content-Digest:sha256:ab\r\nX-Empty:\r\nContent-Length: 2\r\n\
          Date: Tue, 01 Dec 2026 17:00:00 GMT\r\n\r\n",
         Method::GET,
         false,
@@ -39,7 +39,7 @@ fn end_to_end_fields_pass_as_written_and_hop_by_hop_ones_do_not() {
     assert_eq!(
         head,
         "HTTP/1.1 200 OK\r\nContent-Type: application/vnd.oci.image.manifest.v1+json\r\n\
-         Docker-Content-Digest: sha256:ab\r\nContent-Length: 2\r\n\
+         Docker-Content-Digest:sha256:ab\r\nX-Empty:\r\nContent-Length: 2\r\n\
          Date: Tue, 01 Dec 2026 17:00:00 GMT\r\n\r\n"
     );
 }
