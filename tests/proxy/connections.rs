@@ -204,7 +204,12 @@ fn a_client_that_asks_to_close_gets_its_answer_and_the_close() {
 #[test]
 fn a_shutdown_closes_idle_connections_and_ends_busy_ones_after_their_answer() {
     let registry = Registry::start();
-    let mut proxy = Regkeeper::start_with(&registry.url(), "timeouts:\n  shutdownGrace: 60s\n");
+    // One worker: each worker drains on its own, and the idle connection's close must tell
+    // that the busy one's worker is draining too.
+    let mut proxy = Regkeeper::start_with(
+        &registry.url(),
+        "workers: 1\ntimeouts:\n  shutdownGrace: 60s\n",
+    );
     let mut idle = connect(&proxy);
     idle.write_all(b"GET /v2/ HTTP/1.1\r\nHost: a\r\n\r\n")
         .unwrap();
