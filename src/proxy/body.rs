@@ -19,6 +19,7 @@ use http::Method;
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::Full;
 
+use crate::telemetry::{self, Value};
 pub use crate::upstream::body::BodyError;
 use crate::upstream::body::{IdleTimer, ResponseBody, poll_watched, poll_whole};
 
@@ -52,17 +53,32 @@ impl RequestRecord {
         if !self.log {
             return;
         }
-        tracing::info!(
-            target: "regkeeper::request",
-            method = self.method.as_str(),
-            route = self.route,
-            repository = self.repository.as_deref().unwrap_or(""),
-            status = self.status,
-            bytes_in = received,
-            bytes_out = sent,
-            duration_us = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX),
-            outcome,
-        );
+        let method = self.method.as_str();
+        let repository = self.repository.as_deref().unwrap_or("");
+        let duration_us = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX);
+        let written = telemetry::request_line(&[
+            ("method", Value::Str(method)),
+            ("route", Value::Str(self.route)),
+            ("repository", Value::Str(repository)),
+            ("status", Value::U64(self.status.into())),
+            ("bytes_in", Value::U64(received)),
+            ("bytes_out", Value::U64(sent)),
+            ("duration_us", Value::U64(duration_us)),
+            ("outcome", Value::Str(outcome)),
+        ]);
+        if !written {
+            tracing::info!(
+                target: "regkeeper::request",
+                method,
+                route = self.route,
+                repository,
+                status = self.status,
+                bytes_in = received,
+                bytes_out = sent,
+                duration_us,
+                outcome,
+            );
+        }
     }
 }
 

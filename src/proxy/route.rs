@@ -96,11 +96,11 @@ impl<'a> OciRoute<'a> {
             });
         }
         // Every remaining shape is `<name>/<endpoint>/<last>`; `<last>` never holds a slash.
-        let (head, last) = rest.rsplit_once('/').ok_or(RouteError::NotApi)?;
+        let (head, last) = split_last(rest).ok_or(RouteError::NotApi)?;
         if last.is_empty() {
             return Err(RouteError::NotApi);
         }
-        let (name, endpoint) = head.rsplit_once('/').ok_or(RouteError::NotApi)?;
+        let (name, endpoint) = split_last(head).ok_or(RouteError::NotApi)?;
         match endpoint {
             "manifests" => Ok(OciRoute::Manifest {
                 name: name_of(name)?,
@@ -150,6 +150,13 @@ impl<'a> OciRoute<'a> {
             | OciRoute::Referrers { name, .. } => Some(name),
         }
     }
+}
+
+/// `path` split at its last `/` (a byte search: `str::rsplit_once` with a `char` pattern
+/// decodes characters, and the route is parsed on every request).
+fn split_last(path: &str) -> Option<(&str, &str)> {
+    let at = path.bytes().rposition(|b| b == b'/')?;
+    Some((&path[..at], &path[at + 1..]))
 }
 
 fn name_of(name: &str) -> Result<&str, RouteError> {

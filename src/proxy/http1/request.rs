@@ -51,9 +51,17 @@ pub enum Parsed {
 /// or that no registry path needs: such requests are left to hyper. Checking the few bytes
 /// here costs a tenth of parsing the target into an `http::uri::PathAndQuery`.
 fn unusual(target: &[u8]) -> bool {
-    target
-        .iter()
-        .any(|&b| matches!(b, b'"' | b'#' | b'<' | b'>' | b'`' | b'{' | b'}') || !b.is_ascii())
+    const UNUSUAL: [bool; 256] = {
+        let mut table = [false; 256];
+        let mut byte = 0;
+        while byte < 256 {
+            table[byte] = byte >= 0x80
+                || matches!(byte as u8, b'"' | b'#' | b'<' | b'>' | b'`' | b'{' | b'}');
+            byte += 1;
+        }
+        table
+    };
+    target.iter().any(|&b| UNUSUAL[usize::from(b)])
 }
 
 /// Parses the head at the start of `buffer`. For a [`Pull`], `upstream` receives the head to
