@@ -436,23 +436,12 @@ mod tests {
     fn lines_render_as_text_and_valid_json() {
         use std::sync::{Arc, Mutex};
 
-        #[derive(Clone, Default)]
-        struct Sink(Arc<Mutex<Vec<u8>>>);
-        impl std::io::Write for Sink {
-            fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-                self.0.lock().unwrap().extend_from_slice(b);
-                Ok(b.len())
-            }
-            fn flush(&mut self) -> std::io::Result<()> {
-                Ok(())
-            }
-        }
         for json in [false, true] {
-            let sink = Sink::default();
-            let writer = sink.clone();
+            let sink = Arc::new(Mutex::new(Vec::new()));
+            let writer = Arc::clone(&sink);
             let subscriber = tracing_subscriber::fmt()
                 .event_format(LineFormat { json })
-                .with_writer(move || writer.clone())
+                .with_writer(move || Capture(Arc::clone(&writer)))
                 .finish();
             tracing::subscriber::with_default(subscriber, || {
                 tracing::info!(
@@ -465,7 +454,7 @@ mod tests {
                 );
                 tracing::error!(target: "regkeeper::index", "failed");
             });
-            let line = String::from_utf8(sink.0.lock().unwrap().clone()).unwrap();
+            let line = String::from_utf8(sink.lock().unwrap().clone()).unwrap();
             if json {
                 let first = line.lines().next().unwrap();
                 let value: serde_json::Value = serde_json::from_str(first).unwrap();
