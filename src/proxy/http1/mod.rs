@@ -22,7 +22,7 @@ mod rewind;
 use std::{future::poll_fn, pin::Pin, task::Poll};
 
 use bytes::{Buf, BytesMut};
-use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 
 use super::listener::{ConnectionLimits, Drain, Served, serve_http1};
 use deadline::Deadline;
@@ -72,7 +72,7 @@ where
     loop {
         let request = match connection.next(host, limits, &mut drain).await {
             Next::Pull(request) => request,
-            Next::Done => return Ok(()),
+            Next::Done => return connection.close(limits).await,
             Next::Other => {
                 let Connection { io, buffer, .. } = connection;
                 let io = rewind::Rewind::new(buffer.freeze(), io);
@@ -90,9 +90,18 @@ where
             close,
         };
         if !pull::serve(proxy, &request, exchange).await {
-            return Ok(());
+            return connection.close(limits).await;
         }
         connection.buffer.advance(request.length);
+    }
+}
+
+impl<I: AsyncWrite + Unpin> Connection<I> {
+    /// Ends the connection as hyper did: a TCP `FIN`, a TLS `close_notify` before it. Bounded:
+    /// a client that reads nothing cannot hold the task.
+    async fn close(mut self, limits: &ConnectionLimits) -> Result<(), hyper::Error> {
+        let _ = tokio::time::timeout(limits.header_read_timeout, self.io.shutdown()).await;
+        Ok(())
     }
 }
 
