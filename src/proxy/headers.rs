@@ -120,6 +120,8 @@ pub fn rewrite_upstream_urls(headers: &mut HeaderMap, names: &UpstreamNames, cli
     }
 }
 
+/// An absolute `url` that names the upstream, pointed at `client_origin` (path and query
+/// kept); `None` for a relative URL or one naming another host.
 pub fn rewrite_url(url: &str, names: &UpstreamNames, client_origin: &str) -> Option<String> {
     let (_, after_scheme) = url.split_once("://")?;
     let authority_end = after_scheme
