@@ -9,7 +9,7 @@ use http::{
     },
 };
 
-use crate::upstream::UpstreamNames;
+use crate::upstream::{ConnectionOption, UpstreamNames, connection_options};
 
 /// Whether `name` is hop-by-hop, or `expect` (answered by the proxy's own server side; forwarding
 /// it would make the upstream wait for a continue that the client already got).
@@ -82,13 +82,11 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     let listed: Vec<HeaderName> = headers
         .get_all(CONNECTION)
         .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .map(str::trim)
-        .filter(|token| {
-            !token.eq_ignore_ascii_case("keep-alive") && !token.eq_ignore_ascii_case("close")
+        .flat_map(|value| connection_options(value.as_bytes()))
+        .filter_map(|option| match option {
+            ConnectionOption::Names(name) => HeaderName::from_bytes(name).ok(),
+            _ => None,
         })
-        .filter_map(|token| HeaderName::from_bytes(token.as_bytes()).ok())
         .collect();
     for (position, name) in HOP_BY_HOP.iter().enumerate() {
         if found & (1 << position) != 0 {

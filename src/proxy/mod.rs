@@ -8,6 +8,7 @@
 //! types), `telemetry` (error chains). Later layers tap requests by
 //! matching on the `OciRoute` in `Proxy::handle`, never by parsing paths themselves.
 
+mod admit;
 mod body;
 mod error;
 mod headers;
@@ -33,11 +34,8 @@ pub use route::{OciRoute, Reference};
 
 use crate::{
     events::{EventSender, PullTally},
-    telemetry::error_chain,
     upstream::{Upstream, UpstreamBody},
 };
-use body::RequestRecord;
-use tap::Tap;
 
 /// Shared by every connection of the proxy listener.
 pub struct Proxy {
@@ -81,19 +79,8 @@ impl Proxy {
         request: Request<Incoming>,
         connection: ConnectionInfo,
     ) -> Result<Response<LoggedBody>, Infallible> {
-        let started = Instant::now();
-        let method = request.method().clone();
-        let (kind, record_repository, tap) = match OciRoute::parse(request.uri().path()) {
-            Ok(route) => (
-                route.kind(),
-                self.log_requests
-                    .then(|| route.repository().map(Box::<str>::from))
-                    .flatten(),
-                match self.events {
-                    Some(_) => Tap::of(&route, request.method(), request.headers()),
-                    None => Tap::Nothing,
-                },
-            ),
+        let admitted = match OciRoute::parse(request.uri().path()) {
+            Ok(route) => self.admit(&route, request.method(), request.headers(), Instant::now()),
             Err(error) => return Ok(rejected(request.uri().path(), error).into_response()),
         };
         // Counted for the log line and the byte metrics.
@@ -101,32 +88,14 @@ impl Proxy {
 
         // Boxed: the forward future is large, and moving it through the layers above costs more
         // than one allocation.
-        let capture = tap.capture();
+        let capture = admitted.tap.capture();
         match Box::pin(self.forward(request, connection, received.clone(), capture)).await {
             Ok(response) => {
-                if let Some(events) = &self.events {
-                    tap.record(response.status(), response.headers(), events, &self.pulls);
-                }
-                let record = Some(RequestRecord {
-                    log: self.log_requests,
-                    method,
-                    route: kind,
-                    repository: record_repository,
-                    status: response.status().as_u16(),
-                    started,
-                    received,
-                });
-                Ok(response.map(|body| LoggedBody::new(body, record)))
+                let record =
+                    admitted.answered(self, response.status(), response.headers(), received);
+                Ok(response.map(|body| LoggedBody::new(body, Some(record))))
             }
-            Err(error) => Ok(failed(
-                &error,
-                &method,
-                kind,
-                record_repository.as_deref(),
-                started,
-                received.as_deref(),
-            )
-            .into_response()),
+            Err(error) => Ok(admitted.failed(&error, received.as_deref()).into_response()),
         }
     }
 
@@ -207,47 +176,4 @@ fn rejected(path: &str, error: route::RouteError) -> crate::oci_error::OciError 
     let error = ProxyError::from(error);
     tracing::debug!(path, cause = error.cause(), "rejected");
     error.to_oci()
-}
-
-/// The answer to a request that failed, counted and logged by whose fault it was.
-#[cold]
-fn failed(
-    error: &ProxyError,
-    method: &http::Method,
-    kind: &'static str,
-    repository: Option<&str>,
-    started: Instant,
-    received: Option<&AtomicU64>,
-) -> crate::oci_error::OciError {
-    let answer = error.to_oci();
-    let elapsed = started.elapsed().as_secs_f64();
-    let status = answer.status.as_u16();
-    let repository = repository.unwrap_or("");
-    if error.is_client_fault() {
-        // The client's doing (it hung up, sent a broken body, or stopped sending): not an
-        // upstream error, and not worth more than an info line.
-        crate::metrics::client_error(error.cause());
-        let received = received.map_or(0, |r| r.load(std::sync::atomic::Ordering::Relaxed));
-        crate::metrics::proxy_request(kind, method, status, elapsed, received, 0);
-        tracing::info!(
-            method = %method,
-            route = kind,
-            repository,
-            cause = error.cause(),
-            error = %error_chain(error),
-            "client request failed"
-        );
-    } else {
-        crate::metrics::upstream_error(error.cause());
-        crate::metrics::proxy_request(kind, method, status, elapsed, 0, 0);
-        tracing::warn!(
-            method = %method,
-            route = kind,
-            repository,
-            cause = error.cause(),
-            error = %error_chain(error),
-            "upstream request failed"
-        );
-    }
-    answer
 }

@@ -51,10 +51,10 @@ pub fn init(log: &LogConfig) {
 }
 
 /// Writes the `INFO` line of target `regkeeper::request` with `fields` as the `tracing` event
-/// with those fields would be written, without making the event (a proxied request's log line cost a sixth of
-/// its instructions through `tracing`'s dispatch and field visiting). Only when [`init`]'s
-/// subscriber is the one installed and its filter lets the line through; `false` otherwise,
-/// for the caller to send the event instead.
+/// with those fields would be written, without making the event: through `tracing`'s dispatch
+/// and field visiting, a proxied request's log line cost a sixth of its instructions. Only
+/// while [`init`]'s subscriber is the one installed (`false` otherwise, for the caller to send
+/// the event instead), and only what its filter lets through.
 pub fn request_line(fields: &[(&str, Value<'_>)]) -> bool {
     let Some(format) = INSTALLED.get() else {
         return false;

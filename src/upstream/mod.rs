@@ -16,7 +16,7 @@ use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
 use hyper_util::client::legacy::connect::HttpConnector;
 
 pub use body::{BodyError, Observe, ResponseBody, UpstreamBody};
-pub use exchange::{Framing, Head};
+pub use exchange::{ConnectionOption, Framing, Head, connection_options};
 pub use names::UpstreamNames;
 pub use pool::{Pool, UpstreamError};
 

@@ -27,14 +27,6 @@ impl Answer {
     }
 }
 
-fn connect(proxy: &Regkeeper) -> TcpStream {
-    let stream = TcpStream::connect(proxy.addr).unwrap();
-    stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
-    stream
-}
-
 /// Reads the next answer (to a request made with `method`); `buffer` keeps what follows it.
 fn read_answer(stream: &mut TcpStream, buffer: &mut Vec<u8>, method: &str) -> Answer {
     loop {
@@ -91,7 +83,7 @@ fn closed(stream: &mut TcpStream) -> bool {
 fn pipelined_pulls_then_a_push_on_one_connection_are_answered_in_order() {
     let registry = Registry::start();
     let proxy = Regkeeper::start(&registry.url());
-    let mut stream = connect(&proxy);
+    let mut stream = proxy.raw_connection();
     // Three heads in one write: served here, one after the other.
     stream
         .write_all(
@@ -151,7 +143,7 @@ fn pipelined_pulls_then_a_push_on_one_connection_are_answered_in_order() {
 fn a_location_in_a_pull_served_here_points_at_the_proxy() {
     let registry = Registry::start();
     let proxy = Regkeeper::start(&registry.url());
-    let mut stream = connect(&proxy);
+    let mut stream = proxy.raw_connection();
     let mut buffer = Vec::new();
     stream
         .write_all(
@@ -163,7 +155,7 @@ fn a_location_in_a_pull_served_here_points_at_the_proxy() {
     let location = started.header("location").unwrap().to_string();
     let path = location.strip_prefix("http://proxy.test").unwrap();
     // A fresh connection whose first request is a pull: served without hyper.
-    let mut stream = connect(&proxy);
+    let mut stream = proxy.raw_connection();
     stream
         .write_all(format!("GET {path} HTTP/1.1\r\nHost: other.test:5555\r\n\r\n").as_bytes())
         .unwrap();
@@ -192,7 +184,7 @@ fn a_client_that_asks_to_close_gets_its_answer_and_the_close() {
         ),
         ("GET /v2/ HTTP/1.0\r\n\r\n", 200),
     ] {
-        let mut stream = connect(&proxy);
+        let mut stream = proxy.raw_connection();
         stream.write_all(request.as_bytes()).unwrap();
         let method = request.split(' ').next().unwrap();
         let answer = read_answer(&mut stream, &mut Vec::new(), method);
@@ -210,11 +202,11 @@ fn a_shutdown_closes_idle_connections_and_ends_busy_ones_after_their_answer() {
         &registry.url(),
         "workers: 1\ntimeouts:\n  shutdownGrace: 60s\n",
     );
-    let mut idle = connect(&proxy);
+    let mut idle = proxy.raw_connection();
     idle.write_all(b"GET /v2/ HTTP/1.1\r\nHost: a\r\n\r\n")
         .unwrap();
     assert_eq!(read_answer(&mut idle, &mut Vec::new(), "GET").status, 200);
-    let mut busy = connect(&proxy);
+    let mut busy = proxy.raw_connection();
     busy.write_all(b"GET /v2/ HTTP/1.1\r\nHost: a\r\n").unwrap();
     std::thread::sleep(Duration::from_millis(300));
     proxy.terminate();

@@ -91,10 +91,7 @@ async fn resetting_upstream_gives_502_and_proxy_keeps_serving() {
 
 /// Writes `request` as it is on a fresh connection and reads until the proxy closes it.
 fn raw_exchange(proxy: &Regkeeper, request: &str) -> String {
-    let mut stream = TcpStream::connect(proxy.addr).unwrap();
-    stream
-        .set_read_timeout(Some(Duration::from_secs(20)))
-        .unwrap();
+    let mut stream = proxy.raw_connection();
     let _ = stream.write_all(request.as_bytes());
     let mut answer = String::new();
     let _ = stream.read_to_string(&mut answer);
@@ -136,10 +133,7 @@ fn head_with_headers(count: usize) -> String {
 fn slow_request_head_is_cut_off() {
     let registry = Registry::start();
     let proxy = Regkeeper::start_with(&registry.url(), "timeouts:\n  headerRead: 1s\n");
-    let mut stream = TcpStream::connect(proxy.addr).unwrap();
-    stream
-        .set_read_timeout(Some(Duration::from_secs(20)))
-        .unwrap();
+    let mut stream = proxy.raw_connection();
     stream
         .write_all(b"GET /v2/ HTTP/1.1\r\nHost: a\r\n")
         .unwrap();

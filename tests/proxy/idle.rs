@@ -5,7 +5,7 @@
 
 use std::{
     io::{Read, Write},
-    net::{TcpListener, TcpStream},
+    net::TcpListener,
     time::Duration,
 };
 
@@ -42,20 +42,12 @@ fn start_upload(proxy: &Regkeeper) -> String {
     }
 }
 
-fn connect(proxy: &Regkeeper) -> TcpStream {
-    let stream = TcpStream::connect(proxy.addr).unwrap();
-    stream
-        .set_read_timeout(Some(Duration::from_secs(30)))
-        .unwrap();
-    stream
-}
-
 #[test]
 fn a_client_that_stops_sending_its_upload_gets_408_counted_as_its_own() {
     let registry = Registry::start();
     let proxy = Regkeeper::start_with(&registry.url(), "timeouts:\n  clientBodyIdle: 1s\n");
     let path = start_upload(&proxy);
-    let mut stream = connect(&proxy);
+    let mut stream = proxy.raw_connection();
     stream
         .write_all(
             format!(
@@ -102,7 +94,7 @@ fn a_malformed_chunked_upload_is_the_clients_fault_not_the_upstreams() {
     let registry = Registry::start();
     let proxy = Regkeeper::start(&registry.url());
     let path = start_upload(&proxy);
-    let mut stream = connect(&proxy);
+    let mut stream = proxy.raw_connection();
     stream
         .write_all(
             format!(
@@ -146,7 +138,7 @@ fn an_upstream_that_stops_mid_body_is_cut_off_and_counted() {
         }
     });
     let proxy = Regkeeper::start_with(&upstream, "timeouts:\n  upstreamBodyIdle: 1s\n");
-    let mut stream = connect(&proxy);
+    let mut stream = proxy.raw_connection();
     let digest = format!("sha256:{}", "0".repeat(64));
     stream
         .write_all(

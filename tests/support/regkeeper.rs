@@ -168,6 +168,16 @@ impl Regkeeper {
         format!("http://{}", self.addr)
     }
 
+    /// A raw client socket to the proxy, for tests that write requests byte by byte; a read
+    /// that waits 30 s fails rather than hanging the test.
+    pub fn raw_connection(&self) -> std::net::TcpStream {
+        let stream = std::net::TcpStream::connect(self.addr).unwrap();
+        stream
+            .set_read_timeout(Some(std::time::Duration::from_secs(30)))
+            .unwrap();
+        stream
+    }
+
     /// `host:port` for `docker://` references.
     pub fn host(&self) -> String {
         self.addr.to_string()

@@ -27,10 +27,6 @@ impl Deadline {
         }
     }
 
-    pub fn period(&self) -> Duration {
-        self.period
-    }
-
     /// Whether the phase that `began` has lasted its period; when not, the task is woken by
     /// then. Called when the phase's work is pending.
     pub fn expired(&mut self, cx: &mut Context<'_>, began: Instant) -> bool {

@@ -18,11 +18,14 @@ use tokio::io::{AsyncWrite, AsyncWriteExt};
 use super::{
     deadline::Deadline,
     request::Pull,
-    respond::{self, Origin, Sent},
+    respond::{self, Sent},
 };
-use crate::proxy::{
-    ClientBody, ConnectionInfo, LoggedBody, OciRoute, Proxy, ProxyError, body::RequestRecord,
-    failed, rejected, tap::Tap,
+use crate::{
+    oci_error::OciError,
+    proxy::{
+        ClientBody, ConnectionInfo, LoggedBody, OciRoute, Proxy, ProxyError, client_origin_of,
+        rejected,
+    },
 };
 
 /// Body bytes gathered with the head (or with each other) into one write.
@@ -43,18 +46,6 @@ pub struct Exchange<'c, I> {
     pub close: bool,
 }
 
-struct ClientOrigin<'a> {
-    connection: ConnectionInfo,
-    host: Option<&'a [u8]>,
-}
-
-impl Origin for ClientOrigin<'_> {
-    fn origin(&self) -> String {
-        let host = self.host.and_then(|h| std::str::from_utf8(h).ok());
-        crate::proxy::client_origin_of(self.connection, host)
-    }
-}
-
 /// Serves `request`; whether the connection can carry another.
 pub async fn serve<I: AsyncWrite + Unpin>(
     proxy: &Proxy,
@@ -62,49 +53,36 @@ pub async fn serve<I: AsyncWrite + Unpin>(
     exchange: Exchange<'_, I>,
 ) -> bool {
     let started = Instant::now();
-    let method = &request.method;
-    let head_only = *method == Method::HEAD;
-    let route = match OciRoute::parse(request.path(exchange.buffer)) {
-        Ok(route) => route,
-        Err(error) => {
-            let answer = rejected(request.path(exchange.buffer), error);
-            return write_local(exchange, answer.into_response(), head_only).await;
-        }
-    };
-    let kind = route.kind();
-    let repository = proxy
-        .log_requests
-        .then(|| route.repository().map(Box::<str>::from))
-        .flatten();
-    let tap = match proxy.events {
-        Some(_) => Tap::of(&route, method, &HeaderMap::new()),
-        None => Tap::Nothing,
+    let head_only = request.method == Method::HEAD;
+    let path = request.path(exchange.buffer);
+    let admitted = match OciRoute::parse(path) {
+        // A pull's tap needs no request fields.
+        Ok(route) => proxy.admit(&route, &request.method, &HeaderMap::new(), started),
+        Err(error) => return write_local(exchange, rejected(path, error), head_only).await,
     };
     let upstream = &proxy.upstream;
-    let asked = tokio::time::Instant::now();
+    let asked = tokio::time::Instant::from_std(started);
     let answered = exchange
         .answer_deadline
-        .run(asked, upstream.pool.pull(exchange.upstream_head, method))
+        .run(
+            asked,
+            upstream.pool.pull(exchange.upstream_head, &request.method),
+        )
         .await;
     let (head, body) = match answered {
         Some(Ok(answer)) => answer,
-        Some(Err(error)) => {
-            let error = ProxyError::from_send(error);
-            let answer = failed(&error, method, kind, repository.as_deref(), started, None);
-            return write_local(exchange, answer.into_response(), head_only).await;
-        }
-        None => {
-            let error = ProxyError::UpstreamTimeout(exchange.answer_deadline.period());
-            let answer = failed(&error, method, kind, repository.as_deref(), started, None);
-            return write_local(exchange, answer.into_response(), head_only).await;
+        failure => {
+            let error = match failure {
+                Some(Err(error)) => ProxyError::from_send(error),
+                _ => ProxyError::UpstreamTimeout(upstream.response_timeout),
+            };
+            return write_local(exchange, admitted.failed(&error, None), head_only).await;
         }
     };
-    if let Some(events) = &proxy.events {
-        tap.record(head.status, &HeaderMap::new(), events, &proxy.pulls);
-    }
-    let origin = ClientOrigin {
-        connection: exchange.connection,
-        host: request.host.clone().map(|host| &exchange.buffer[host]),
+    let client_host = request.host.clone().map(|host| &exchange.buffer[host]);
+    let origin = || {
+        let host = client_host.and_then(|h| std::str::from_utf8(h).ok());
+        client_origin_of(exchange.connection, host)
     };
     let sent = respond::upstream_head(
         exchange.out,
@@ -113,15 +91,8 @@ pub async fn serve<I: AsyncWrite + Unpin>(
         &origin,
         exchange.close,
     );
-    let record = RequestRecord {
-        log: proxy.log_requests,
-        method: method.clone(),
-        route: kind,
-        repository,
-        status: head.status.as_u16(),
-        started,
-        received: None,
-    };
+    // A pull's tap reads only the status.
+    let record = admitted.answered(proxy, head.status, &HeaderMap::new(), None);
     let body = LoggedBody::new(
         ClientBody::upstream(body, upstream.upstream_body_idle),
         Some(record),
@@ -212,9 +183,10 @@ async fn flush<I: AsyncWrite + Unpin>(io: &mut I, out: &mut BytesMut) -> bool {
 
 async fn write_local<I: AsyncWrite + Unpin>(
     exchange: Exchange<'_, I>,
-    response: Response<Bytes>,
+    answer: OciError,
     head_only: bool,
 ) -> bool {
+    let response: Response<Bytes> = answer.into_response();
     respond::local(exchange.out, &response, head_only, exchange.close);
     flush(exchange.io, exchange.out).await && !exchange.close
 }

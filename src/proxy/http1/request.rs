@@ -9,7 +9,10 @@ use std::{mem::MaybeUninit, ops::Range};
 use bytes::{BufMut, BytesMut};
 use http::Method;
 
-use crate::proxy::headers::is_hop_by_hop;
+use crate::{
+    proxy::headers::is_hop_by_hop,
+    upstream::{ConnectionOption, connection_options},
+};
 
 /// Fields read here; a head with more goes to hyper, whose limit is the configured one.
 const FIELDS: usize = 64;
@@ -108,15 +111,17 @@ pub fn parse(buffer: &[u8], upstream_host: &[u8], upstream: &mut BytesMut) -> Pa
         if name.eq_ignore_ascii_case(b"host") {
             host.get_or_insert_with(|| place(field.value));
         } else if name.eq_ignore_ascii_case(b"connection") {
-            for token in field.value.split(|b| *b == b',').map(<[u8]>::trim_ascii) {
-                if token.eq_ignore_ascii_case(b"close") {
-                    close = true;
-                } else if !token.is_empty() && !token.eq_ignore_ascii_case(b"keep-alive") {
-                    let Some(slot) = listed.get_mut(listed_count) else {
-                        return Parsed::Other;
-                    };
-                    *slot = token;
-                    listed_count += 1;
+            for option in connection_options(field.value) {
+                match option {
+                    ConnectionOption::Close => close = true,
+                    ConnectionOption::KeepAlive => {}
+                    ConnectionOption::Names(named) => {
+                        let Some(slot) = listed.get_mut(listed_count) else {
+                            return Parsed::Other;
+                        };
+                        *slot = named;
+                        listed_count += 1;
+                    }
                 }
             }
         }

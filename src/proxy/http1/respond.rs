@@ -11,7 +11,7 @@ use http::{Response, StatusCode};
 
 use crate::{
     proxy::headers::{is_hop_by_hop, rewrite_links, rewrite_url},
-    upstream::{Framing, Head, UpstreamNames},
+    upstream::{ConnectionOption, Framing, Head, UpstreamNames, connection_options},
 };
 
 /// How the body follows the head written.
@@ -23,17 +23,13 @@ pub enum Sent {
     Chunked,
 }
 
-/// Where the proxy's own URLs point: computed only for an answer that has one to rewrite.
-pub trait Origin {
-    fn origin(&self) -> String;
-}
-
-/// Writes the client's head for the upstream's `head` to `out`.
+/// Writes the client's head for the upstream's `head` to `out`. `origin` gives where the
+/// proxy's own URLs point; it is asked only for an answer that has one to rewrite.
 pub fn upstream_head(
     out: &mut BytesMut,
     head: &Head,
     names: &UpstreamNames,
-    origin: &dyn Origin,
+    origin: &dyn Fn() -> String,
     close: bool,
 ) -> Sent {
     status_line(out, head.status);
@@ -45,8 +41,11 @@ pub fn upstream_head(
     let listed: Vec<&[u8]> = head
         .fields()
         .filter(|(name, _)| name.eq_ignore_ascii_case(b"connection"))
-        .flat_map(|(_, value)| value.split(|b| *b == b','))
-        .map(<[u8]>::trim_ascii)
+        .flat_map(|(_, value)| connection_options(value))
+        .filter_map(|option| match option {
+            ConnectionOption::Names(name) => Some(name),
+            _ => None,
+        })
         .collect();
     let mut dated = false;
     let mut client_origin = None;
@@ -60,7 +59,7 @@ pub fn upstream_head(
         dated |= name.eq_ignore_ascii_case(b"date");
         let location = name.eq_ignore_ascii_case(b"location");
         let rewritten = if location || name.eq_ignore_ascii_case(b"link") {
-            let origin = client_origin.get_or_insert_with(|| origin.origin());
+            let origin = client_origin.get_or_insert_with(origin);
             std::str::from_utf8(value).ok().and_then(|text| {
                 if location {
                     rewrite_url(text, names, origin)

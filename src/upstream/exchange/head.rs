@@ -8,7 +8,10 @@ use std::mem::MaybeUninit;
 use bytes::{Bytes, BytesMut};
 use http::{Method, StatusCode, Version};
 
-use super::{ExchangeError, Framing, MAX_HEADERS};
+use super::{
+    ExchangeError, Framing, MAX_HEADERS,
+    connection::{ConnectionOption, connection_options},
+};
 
 /// Where one field's name and value lie in [`Head::bytes`].
 #[derive(Clone, Copy)]
@@ -50,23 +53,9 @@ impl Head {
         Ok(None)
     }
 
-    /// The fields as `(name, value)`, in the upstream's order and spelling.
-    pub fn fields(&self) -> impl Iterator<Item = (&[u8], &[u8])> {
-        self.fields.iter().map(|field| {
-            (
-                &self.bytes[field.name.0 as usize..field.name.1 as usize],
-                &self.bytes[field.value.0 as usize..field.value.1 as usize],
-            )
-        })
-    }
-
-    pub(super) fn field_count(&self) -> usize {
-        self.fields.len()
-    }
-
-    /// The fields as `(name, value, line)`, `line` being the field as written, from its name
-    /// to the end of its value (without the line's end).
-    pub fn lines(&self) -> impl Iterator<Item = (&[u8], &[u8], &[u8])> {
+    /// The fields as `(name, value, line)`, in the upstream's order and spelling; `line` is
+    /// the field as written, from its name to the end of its value (without the line's end).
+    pub fn lines(&self) -> impl ExactSizeIterator<Item = (&[u8], &[u8], &[u8])> {
         self.fields.iter().map(|field| {
             let (name, value) = (field.name, field.value);
             (
@@ -77,22 +66,14 @@ impl Head {
         })
     }
 
-    /// The fields with each value as shared bytes (no copy).
-    pub(super) fn shared_fields(&self) -> impl Iterator<Item = (&[u8], Bytes)> {
-        self.fields.iter().map(|field| {
-            (
-                &self.bytes[field.name.0 as usize..field.name.1 as usize],
-                self.bytes
-                    .slice(field.value.0 as usize..field.value.1 as usize),
-            )
-        })
+    /// The fields as `(name, value)`.
+    pub fn fields(&self) -> impl ExactSizeIterator<Item = (&[u8], &[u8])> {
+        self.lines().map(|(name, value, _)| (name, value))
     }
 
-    /// The first value of the field named `name` (ASCII case-insensitive).
-    pub fn field(&self, name: &str) -> Option<&[u8]> {
-        self.fields()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name.as_bytes()))
-            .map(|(_, value)| value)
+    /// `part` of the head (a name or value it yielded) as shared bytes, without a copy.
+    pub(super) fn shared(&self, part: &[u8]) -> Bytes {
+        self.bytes.slice_ref(part)
     }
 }
 
@@ -231,14 +212,11 @@ impl Connection {
     /// Takes in one `Connection` value; whether it holds nothing but `close`/`keep-alive`.
     fn read(&mut self, value: &[u8]) -> bool {
         let mut only_options = true;
-        for token in value.split(|b| *b == b',') {
-            let token = token.trim_ascii();
-            if token.eq_ignore_ascii_case(b"close") {
-                self.close = true;
-            } else if token.eq_ignore_ascii_case(b"keep-alive") {
-                self.keep_alive = true;
-            } else if !token.is_empty() {
-                only_options = false;
+        for option in connection_options(value) {
+            match option {
+                ConnectionOption::Close => self.close = true,
+                ConnectionOption::KeepAlive => self.keep_alive = true,
+                ConnectionOption::Names(_) => only_options = false,
             }
         }
         only_options

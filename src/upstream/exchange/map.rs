@@ -37,9 +37,9 @@ pub(super) fn field_name(bytes: &[u8]) -> Result<HeaderName, ExchangeError> {
 impl Head {
     /// The status, version and fields as an `http::Response` without a body.
     pub fn to_response(&self) -> Result<Response<()>, ExchangeError> {
-        let mut map = HeaderMap::with_capacity(self.field_count());
-        for (name, value) in self.shared_fields() {
-            let value = HeaderValue::from_maybe_shared(value)
+        let mut map = HeaderMap::with_capacity(self.fields().len());
+        for (name, value) in self.fields() {
+            let value = HeaderValue::from_maybe_shared(self.shared(value))
                 .map_err(|e| ExchangeError::Malformed(e.to_string()))?;
             map.append(field_name(name)?, value);
         }

@@ -9,6 +9,7 @@
 //!
 //! Owns: the wire format of a bodyless exchange. May call: nothing outside `upstream`.
 
+mod connection;
 pub mod framed;
 mod head;
 mod map;
@@ -22,6 +23,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use head::Parsed;
 
+pub use connection::{ConnectionOption, connection_options};
 pub use framed::Framing;
 pub use head::Head;
 pub use stream::Stream;

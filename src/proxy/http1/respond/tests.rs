@@ -7,20 +7,13 @@ use http::{Method, StatusCode};
 use super::*;
 use crate::oci_error::{OciError, OciErrorCode};
 
-struct Fixed;
-
-impl Origin for Fixed {
-    fn origin(&self) -> String {
-        "https://proxy:8443".into()
-    }
-}
-
 /// The head written for the upstream's `answer` to `method`.
 fn written(answer: &str, method: Method, close: bool) -> (String, Sent) {
     let head = Head::parse(answer.as_bytes(), &method).unwrap().unwrap();
     let names = UpstreamNames::new("127.0.0.1:5000", 80, &["registry.example.com".into()]);
     let mut out = BytesMut::new();
-    let sent = upstream_head(&mut out, &head, &names, &Fixed, close);
+    let origin = || "https://proxy:8443".to_string();
+    let sent = upstream_head(&mut out, &head, &names, &origin, close);
     (String::from_utf8(out.to_vec()).unwrap(), sent)
 }
 
